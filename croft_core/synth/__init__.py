@@ -1,0 +1,25 @@
+"""Embedded miniature of CRoFT's setting: a procedural shapes world and a tiny CLIP.
+
+Real CLIP weights and benchmark datasets cannot be downloaded everywhere, so the
+project ships an honest miniature that runs offline on a CPU in seconds:
+
+* :mod:`croft_core.synth.world` -- a deterministic, seeded renderer of two dozen
+  shape classes in four styles (``photo``, ``sketch``, ``cartoon``, ``painting``)
+  that act as domains, plus web-like captions that mostly use coarse names.
+* :mod:`croft_core.synth.dataset` -- exports the world as a Hugging Face
+  ``datasets`` dataset (``python -m croft_core.synth.dataset --out DIR``).
+* :mod:`croft_core.synth.pretrain` -- contrastive pretraining of a tiny open_clip
+  CLIP from scratch on a rendered stream (``python -m croft_core.synth.pretrain``).
+* :mod:`croft_core.synth.check` -- measures zero-shot / linear-probe / OOD numbers
+  of a model on the ``shapes`` benchmark (``python -m croft_core.synth.check``).
+
+The shipped weights live in ``croft_core/synth/embedded/`` as an open_clip
+``local-dir:`` folder (``open_clip_config.json`` + ``open_clip_model.safetensors``).
+"""
+
+from pathlib import Path
+
+EMBEDDED_DIR: Path = Path(__file__).resolve().parent / "embedded"
+"""Folder of the shipped tiny CLIP, loadable as ``local-dir:<EMBEDDED_DIR>``."""
+
+__all__ = ["EMBEDDED_DIR"]

@@ -1,0 +1,260 @@
+"""Contrastive pretraining of the tiny embedded CLIP from scratch on the shapes world.
+
+The model is an open_clip :class:`~open_clip.CLIP` built from :data:`MODEL_CFG`
+(ModifiedResNet image tower, layers ``[1, 1, 1, 1]``, width 16, 64 px; 4-layer,
+width-64 text tower with context 16 and the standard CLIP BPE tokenizer; embed
+dim 128). It is trained with the symmetric InfoNCE loss, AdamW, a step-based
+schedule (linear warm-up then cosine decay to zero) and a fixed seed.
+
+Data: a seeded, never-ending stream of freshly rendered images
+(:func:`croft_core.synth.world.sample`) in a seed namespace different from the
+benchmark dataset's. Rendering costs more than a training step on a CPU, so the
+stream feeds a pool: the pool starts with ``--pool`` images, every step replaces
+the ``--refresh`` oldest by new ones, and every batch draws images from the
+pool with a *fresh* caption each time (a caption names the exact class only
+sometimes, see :func:`croft_core.synth.world.caption`).
+
+The result is written as an open_clip ``local-dir:`` folder::
+
+    OUT/open_clip_config.json        # {"model_cfg": ..., "preprocess_cfg": ...}
+    OUT/open_clip_model.safetensors  # fp16 weights
+    OUT/pretrain.json                # command, seed, steps, wall time, numbers
+
+and loads with ``open_clip.create_model_and_transforms("local-dir:OUT")``.
+
+Command line (the shipped model)::
+
+    OMP_WAIT_POLICY=PASSIVE python -m croft_core.synth.pretrain \\
+        --out croft_core/synth/embedded --eval-data DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from croft_core.synth.world import CLASSES, DOMAINS, caption, sample
+
+logger = logging.getLogger(__name__)
+
+PRETRAIN_STREAM = 0xC11F_0001
+"""Seed namespace of the pretraining stream (the benchmark uses another one)."""
+
+MODEL_CFG: dict[str, Any] = {
+    "embed_dim": 128,
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 4},
+}
+"""open_clip model config of the embedded CLIP (about 4.7 M parameters)."""
+
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+PREPROCESS_CFG: dict[str, Any] = {
+    "size": 64, "mode": "RGB", "mean": list(MEAN), "std": list(STD),
+    "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0,
+}
+
+DOMAIN_WEIGHTS: tuple[float, ...] = (0.6, 0.1, 0.2, 0.1)
+"""Pretraining style mix over ``DOMAINS`` (photo, sketch, cartoon, painting)."""
+
+CONFIG_NAME = "open_clip_config.json"
+WEIGHTS_NAME = "open_clip_model.safetensors"
+INFO_NAME = "pretrain.json"
+
+
+def build_model(model_cfg: dict[str, Any] | None = None) -> torch.nn.Module:
+    """A randomly initialised open_clip CLIP from ``model_cfg`` (default :data:`MODEL_CFG`)."""
+    import open_clip
+
+    return open_clip.CLIP(**(model_cfg or MODEL_CFG))
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """``[N, H, W, 3]`` uint8 images -> normalised ``[N, 3, H, W]`` float tensor."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+class StreamPool:
+    """A pool of rendered pretraining examples fed by an endless seeded stream."""
+
+    def __init__(self, seed: int, pool_size: int, size: int = 64,
+                 domain_weights: Sequence[float] = DOMAIN_WEIGHTS) -> None:
+        self.rng = np.random.default_rng(np.random.SeedSequence([PRETRAIN_STREAM, seed]))
+        self.size, self.domain_weights = size, tuple(domain_weights)
+        self.images = np.zeros((pool_size, size, size, 3), dtype=np.uint8)
+        self.meta: list[tuple[str, str, str]] = [("", "", "")] * pool_size
+        self.cursor = 0
+        self.rendered = 0
+        self.refresh(pool_size)
+
+    def _stream(self) -> Iterator[tuple[np.ndarray, tuple[str, str, str]]]:
+        while True:
+            image, _, class_name, domain, colour = sample(
+                self.rng, self.size, domain_weights=self.domain_weights)
+            yield np.asarray(image), (class_name, domain, colour)
+
+    def refresh(self, n: int) -> None:
+        """Replace the ``n`` oldest pool entries by freshly rendered examples."""
+        stream = self._stream()
+        for _ in range(n):
+            self.images[self.cursor], self.meta[self.cursor] = next(stream)
+            self.cursor = (self.cursor + 1) % len(self.images)
+        self.rendered += n
+
+    def batch(self, batch_size: int) -> tuple[torch.Tensor, list[str]]:
+        """A random batch of pool images with freshly drawn captions."""
+        idx = self.rng.choice(len(self.images), size=batch_size, replace=False)
+        captions = [caption(*self._caption_args(i)) for i in idx]
+        return to_tensor(self.images[idx]), captions
+
+    def _caption_args(self, i: int) -> tuple[str, str, str, np.random.Generator]:
+        class_name, domain, colour = self.meta[i]
+        return class_name, domain, colour, self.rng
+
+
+def lr_at(step: int, steps: int, warmup: int, lr: float) -> float:
+    """Linear warm-up for ``warmup`` steps, then cosine decay to zero at ``steps``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.5 * lr * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW without weight decay on gains, biases, embeddings and the logit scale."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        exclude = p.ndim < 2 or "bn" in name or "ln" in name or "embedding" in name or "logit_scale" in name
+        (no_decay if exclude else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def clip_loss(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE loss of one batch."""
+    image_features, text_features, logit_scale = model(images, tokens)[:3]
+    logits = logit_scale * image_features @ text_features.T
+    target = torch.arange(len(images))
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def save_local_dir(model: torch.nn.Module, out_dir: str | Path, model_cfg: dict[str, Any],
+                   info: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as an open_clip ``local-dir:`` folder with fp16 safetensors weights."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"model_cfg": model_cfg, "preprocess_cfg": PREPROCESS_CFG}
+    (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    state = {k: v.detach().to(torch.float16).contiguous().clone() for k, v in model.state_dict().items()
+             if v.is_floating_point()}
+    save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+    if info is not None:
+        (out / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
+    logger.info("wrote %s (%.2f MB)", out, (out / WEIGHTS_NAME).stat().st_size / 1e6)
+    return out
+
+
+def evaluate_local_dir(out_dir: str | Path, data_dir: str | Path, probe: bool = True) -> dict[str, float]:
+    """Benchmark numbers of a saved folder (loaded the way users load it)."""
+    import datasets
+
+    from croft_core.synth import check
+
+    model, preprocess, tokenizer = check.load_model(out_dir)
+    return check.evaluate(model, preprocess, tokenizer, datasets.load_from_disk(str(data_dir)), probe=probe)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "embedded"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=1800)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--pool", type=int, default=12000, help="initial rendered pool size")
+    parser.add_argument("--refresh", type=int, default=6, help="new images rendered per step")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-data", help="shapes dataset folder: evaluate checkpoints on it")
+    parser.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: only at the end)")
+    return parser.parse_args(argv)
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the pretraining described by ``args``; returns the run information."""
+    import open_clip
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    model = build_model(MODEL_CFG)
+    tokenizer = open_clip.SimpleTokenizer(context_length=MODEL_CFG["text_cfg"]["context_length"])
+    pool = StreamPool(args.seed, args.pool)
+    logger.info("rendered initial pool of %d in %.0f s", args.pool, time.time() - start)
+    optimizer = make_optimizer(model, args.lr, args.weight_decay)
+    history: list[dict[str, float]] = []
+    model.train()
+    for step in range(args.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.warmup, args.lr)
+        images, captions = pool.batch(args.batch_size)
+        loss = clip_loss(model, images, tokenizer(captions))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        pool.refresh(args.refresh)
+        if step % 50 == 0 or step == args.steps - 1:
+            logger.info("step %d/%d loss %.3f scale %.1f lr %.2e (%.0f s)", step, args.steps, loss.item(),
+                        model.logit_scale.exp().item(), optimizer.param_groups[0]["lr"], time.time() - start)
+        if args.eval_data and args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
+            ckpt = Path(args.out) / f"step{step + 1}"
+            save_local_dir(model, ckpt, MODEL_CFG)
+            result = {"step": step + 1, **evaluate_local_dir(ckpt, args.eval_data)}
+            history.append(result)
+            logger.info("eval %s", json.dumps({k: round(v, 3) for k, v in result.items()
+                                               if not k.startswith("auroc_") or k == "auroc_energy"}))
+            model.train()
+    wall = time.time() - start
+    info: dict[str, Any] = {
+        "command": "python -m croft_core.synth.pretrain " + " ".join(sys.argv[1:]),
+        "seed": args.seed, "steps": args.steps, "warmup": args.warmup, "batch_size": args.batch_size,
+        "lr": args.lr, "weight_decay": args.weight_decay, "pool": args.pool, "refresh": args.refresh,
+        "threads": args.threads, "images_rendered": pool.rendered, "domain_weights": dict(zip(DOMAINS, DOMAIN_WEIGHTS)),
+        "classes": list(CLASSES), "wall_time_s": round(wall, 1), "final_loss": round(loss.item(), 4),
+        "parameters": sum(p.numel() for p in model.parameters()), "history": history,
+    }
+    save_local_dir(model, args.out, MODEL_CFG, info)
+    if args.eval_data:
+        info["metrics"] = evaluate_local_dir(args.out, args.eval_data)
+        info["metrics_data"] = {"dataset": "python -m croft_core.synth.dataset --seed 0 (defaults)"}
+        (Path(args.out) / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
+        logger.info("final %s", json.dumps(info["metrics"]))
+    return info
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    train(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

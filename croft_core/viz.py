@@ -1,0 +1,152 @@
+"""Plotly figures for the app, the benchmark report and papers.
+
+Energy-score histograms (ID vs generated covariate vs real covariate vs semantic OOD, the CRoFT
+paper's energy-distribution plots), ROC curves, class-probability bars and training curves. Each
+function returns a ``plotly.graph_objects.Figure`` and has no side effects; scores follow the
+"higher = more in-distribution" convention of :mod:`croft_core.metrics`.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from croft_core.metrics import auroc, roc_curve, to_numpy
+
+__all__ = ["energy_histogram", "probability_bars", "roc_curves", "training_curves"]
+
+logger = logging.getLogger(__name__)
+
+_TEMPLATE = "plotly_white"
+
+
+def _finite(values: Any, name: str) -> np.ndarray:
+    arr = to_numpy(values).astype(np.float64).ravel()
+    keep = np.isfinite(arr)
+    if not keep.all():
+        logger.warning("dropping %d non-finite values from %r", int((~keep).sum()), name)
+    return arr[keep]
+
+
+def energy_histogram(groups: Mapping[str, Any], score: float | None = None, threshold: float | None = None,
+                     title: str = "Energy score distribution",
+                     xaxis: str = "energy score S(x) (higher = more in-distribution)",
+                     nbins: int = 40) -> go.Figure:
+    """Overlaid, density-normalised histograms of scores per named group, on shared bins.
+
+    Args:
+        groups: name -> ``[N_i]`` scores, e.g. ``{"ID": ..., "generated covariate": ...,
+            "covariate: sketch": ..., "semantic: unseen": ...}``. Empty groups are skipped.
+        score: one image's score, drawn as a solid vertical line annotated "this image".
+        threshold: the detector threshold, drawn as a dashed vertical line annotated "threshold".
+        title: figure title.
+        xaxis: x-axis title.
+        nbins: number of shared bins over the range of all groups.
+
+    Returns:
+        A figure with one histogram trace per non-empty group and one shape per vertical line.
+    """
+    data = {name: _finite(values, name) for name, values in groups.items()}
+    data = {name: values for name, values in data.items() if values.size}
+    fig = go.Figure()
+    if data:
+        lo = min(float(v.min()) for v in data.values())
+        hi = max(float(v.max()) for v in data.values())
+        if hi <= lo:  # all scores equal: give the single bin some width
+            lo, hi = lo - 0.5, hi + 0.5
+        bins = dict(start=lo, end=hi, size=(hi - lo) / max(int(nbins), 1))
+        for name, values in data.items():
+            fig.add_trace(go.Histogram(x=values, name=name, xbins=bins, histnorm="probability density",
+                                       opacity=0.55))
+    if threshold is not None:
+        fig.add_vline(x=float(threshold), line_dash="dash", line_color="black", annotation_text="threshold",
+                      annotation_position="top left")
+    if score is not None:
+        fig.add_vline(x=float(score), line_dash="solid", line_color="crimson", line_width=3,
+                      annotation_text="this image", annotation_position="top right")
+    fig.update_layout(template=_TEMPLATE, title=title, barmode="overlay", xaxis_title=xaxis,
+                      yaxis_title="density", legend_title_text="set")
+    return fig
+
+
+def roc_curves(id_scores: Any, ood_sets: Mapping[str, Any], title: str = "ROC curves (ID = positive)") -> go.Figure:
+    """ROC curve (TPR vs FPR, ID positive) for each OOD set, AUROC in the legend.
+
+    Args:
+        id_scores: ``[N]`` scores of in-distribution samples.
+        ood_sets: name -> ``[M_i]`` scores of an OOD set.
+        title: figure title.
+
+    Returns:
+        A figure with one line per OOD set plus a dashed "chance" diagonal.
+    """
+    fig = go.Figure()
+    for name, ood in ood_sets.items():
+        fpr, tpr, _ = roc_curve(id_scores, ood)
+        fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{name} (AUROC {auroc(id_scores, ood):.3f})"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
+                             line=dict(dash="dash", color="gray")))
+    fig.update_layout(template=_TEMPLATE, title=title, xaxis_title="false-positive rate (OOD accepted)",
+                      yaxis_title="true-positive rate (ID accepted)", xaxis_range=[0, 1], yaxis_range=[0, 1.02])
+    return fig
+
+
+def probability_bars(probs: Mapping[str, float], top_k: int = 5, title: str = "Class probabilities") -> go.Figure:
+    """Horizontal bars of the ``top_k`` most probable classes, highest on top.
+
+    Args:
+        probs: class name -> probability.
+        top_k: how many classes to show (>= 1).
+        title: figure title.
+
+    Returns:
+        A figure with one bar trace.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    top = sorted(probs.items(), key=lambda kv: float(kv[1]), reverse=True)[:top_k]
+    names = [name for name, _ in top]
+    values = [float(p) for _, p in top]
+    fig = go.Figure(go.Bar(x=values, y=names, orientation="h", text=[f"{p:.1%}" for p in values],
+                           textposition="auto", name="probability"))
+    fig.update_layout(template=_TEMPLATE, title=title, xaxis_title="probability", xaxis_range=[0, 1],
+                      yaxis_title="class", yaxis_autorange="reversed")
+    return fig
+
+
+def training_curves(history: Sequence[Mapping[str, Any]], title: str = "Training curves") -> go.Figure:
+    """One subplot per numeric metric in ``history`` (everything except ``epoch``) against epoch.
+
+    Args:
+        history: rows like ``{"epoch": 1, "loss": 0.9, "val_accuracy": 0.7, "lr": 1e-3}``; a row
+            without ``epoch`` uses its 1-based position; non-numeric values are ignored.
+        title: figure title.
+
+    Returns:
+        A figure with stacked subplots sharing the epoch axis, one line trace per metric.
+    """
+    def numeric(v: Any) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k, v in row.items() if k != "epoch" and numeric(v) and k not in keys]
+    if not keys:
+        fig = go.Figure()
+        fig.update_layout(template=_TEMPLATE, title=title, xaxis_title="epoch")
+        return fig
+    fig = make_subplots(rows=len(keys), cols=1, shared_xaxes=True, subplot_titles=keys, vertical_spacing=0.08)
+    for i, key in enumerate(keys, start=1):
+        points = [(row.get("epoch", pos), row[key]) for pos, row in enumerate(history, start=1)
+                  if numeric(row.get(key))]
+        fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
+                                 name=key), row=i, col=1)
+        fig.update_yaxes(title_text=key, row=i, col=1)
+    fig.update_xaxes(title_text="epoch", row=len(keys), col=1)
+    fig.update_layout(template=_TEMPLATE, title=title, height=max(300, 220 * len(keys)))
+    return fig

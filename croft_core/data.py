@@ -291,7 +291,9 @@ def _ensure_class_label(
         names = sorted(str(v) for v in pc.unique(values).to_pylist() if v is not None)
         codes = pc.index_in(values, value_set=pa.array(names, type=values.type))
         codes = np.asarray(pc.fill_null(codes, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
-        logger.info("Encoded string column %r of %s as a ClassLabel with %d names", column, source, len(names))
+        logger.info(
+            "Encoded string column %r of %s as a ClassLabel with %d names", column, source, len(names)
+        )
         return _with_class_label(ds, column, codes, names), names
     if label_names is not None and dtype is not None and dtype.startswith(("int", "uint")):
         codes = column_array(ds, column)

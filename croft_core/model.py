@@ -124,6 +124,11 @@ class HeadConfig:
         for name in ("classnames", "templates", "id_scores"):  # JSON gives lists
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "HeadConfig":
+        """Build from ``config.json`` contents; unknown keys (newer versions) are ignored."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
 
 def build_head(config: HeadConfig) -> nn.Module:
     """Instantiate the head a config describes."""
@@ -189,8 +194,10 @@ class CroftModel(nn.Module, PyTorchModelHubMixin, library_name="croft",
     ``CroftModel.from_pretrained(dir_or_repo_id)`` rebuilds it and loads the weights strictly.
     """
 
-    def __init__(self, config: HeadConfig):
+    def __init__(self, config: HeadConfig | dict):
         super().__init__()
+        if isinstance(config, dict):  # from config.json
+            config = HeadConfig.from_dict(config)
         self.config = config
         self.head = build_head(config)
 
@@ -256,4 +263,4 @@ class CroftModel(nn.Module, PyTorchModelHubMixin, library_name="croft",
 def read_checkpoint_config(path: str | Path) -> HeadConfig:
     """Read ``config.json`` of a local checkpoint folder without loading weights."""
     data = json.loads((Path(path) / "config.json").read_text())
-    return HeadConfig(**{f.name: data[f.name] for f in fields(HeadConfig) if f.name in data})
+    return HeadConfig.from_dict(data)

@@ -153,7 +153,7 @@ def evaluate_zero_shot(model: torch.nn.Module, tokenizer: Callable,
                        feats: dict[str, Features]) -> dict[str, float]:
     """Zero-shot accuracies per domain and energy AUROCs (overall and per OOD class)."""
     classifier = text_classifier(model, tokenizer, ID_CLASSES)
-    scale = float(model.logit_scale.exp())
+    scale = float(model.logit_scale.detach().exp())
     result: dict[str, float] = {"logit_scale": scale}
     for domain in DOMAINS:
         result[f"zs_{domain}"] = zero_shot_accuracy(feats["id" if domain == ID_DOMAIN else domain], classifier)

@@ -142,11 +142,25 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
 
 
-def clip_loss(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE loss of one batch."""
+def caption_targets(captions: Sequence[str]) -> torch.Tensor:
+    """Soft InfoNCE targets: every pair with an identical caption counts as a positive.
+
+    Coarse captions ("a polygon.") repeat within a batch; treating the repeats as
+    negatives would punish the model for matching them and keep the learned
+    temperature low.
+    """
+    ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    group = torch.tensor([ids[c] for c in captions])
+    same = (group[:, None] == group[None, :]).float()
+    return same / same.sum(dim=1, keepdim=True)
+
+
+def clip_loss(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor,
+              captions: Sequence[str] | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE loss of one batch (identical ``captions`` share their positives)."""
     image_features, text_features, logit_scale = model(images, tokens)[:3]
     logits = logit_scale * image_features @ text_features.T
-    target = torch.arange(len(images))
+    target = torch.arange(len(images)) if captions is None else caption_targets(captions)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
@@ -190,6 +204,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--pool", type=int, default=12000, help="initial rendered pool size")
     parser.add_argument("--refresh", type=int, default=6, help="new images rendered per step")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-dedup", dest="dedup", action="store_false",
+                        help="plain InfoNCE: identical captions in a batch count as negatives")
     parser.add_argument("--eval-data", help="shapes dataset folder: evaluate checkpoints on it")
     parser.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: only at the end)")
     return parser.parse_args(argv)
@@ -213,7 +229,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args.steps, args.warmup, args.lr)
         images, captions = pool.batch(args.batch_size)
-        loss = clip_loss(model, images, tokenizer(captions))
+        loss = clip_loss(model, images, tokenizer(captions), captions if args.dedup else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -236,7 +252,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "command": "python -m croft_core.synth.pretrain " + " ".join(sys.argv[1:]),
         "seed": args.seed, "steps": args.steps, "warmup": args.warmup, "batch_size": args.batch_size,
         "lr": args.lr, "weight_decay": args.weight_decay, "pool": args.pool, "refresh": args.refresh,
-        "threads": args.threads, "images_rendered": pool.rendered, "domain_weights": dict(zip(DOMAINS, DOMAIN_WEIGHTS)),
+        "threads": args.threads, "dedup": args.dedup, "images_rendered": pool.rendered, "domain_weights": dict(zip(DOMAINS, DOMAIN_WEIGHTS)),
         "classes": list(CLASSES), "wall_time_s": round(wall, 1), "final_loss": round(loss.item(), 4),
         "parameters": sum(p.numel() for p in model.parameters()), "history": history,
     }

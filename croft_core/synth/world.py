@@ -438,31 +438,34 @@ COARSE: dict[str, tuple[str, ...]] = {
 }
 """Coarse, web-caption-like names of each class."""
 
-NAME_RATE: dict[str, float] = {c: 0.2 for c in CLASSES} | {
+NAME_RATE: dict[str, float] = {c: 0.3 for c in OOD_CLASSES} | {
     "circle": 0.25, "square": 0.25, "triangle": 0.25, "star": 0.25, "heart": 0.25,
-    "hexagon": 0.08, "crescent": 0.08, "trapezoid": 0.06,
+    "cross": 0.2, "arrow": 0.2, "hexagon": 0.08, "crescent": 0.1, "trapezoid": 0.1,
 }
 """How often a caption names the class at all (rare words are named rarely)."""
 
 MISNAMES: dict[str, tuple[float, tuple[str, ...]]] = {
+    # ID classes: two rare ones are more often called by a common look-alike's
+    # name than by their own, which zero-shot cannot undo but a probe can.
     "hexagon": (0.4, ("octagon", "pentagon", "circle")),
     "cross": (0.2, ("x mark",)),
     "arrow": (0.2, ("chevron",)),
-    "crescent": (0.4, ("moon", "circle")),
-    "trapezoid": (0.5, ("triangle", "square", "rectangle")),
-    "pentagon": (0.3, ("hexagon",)),
-    "octagon": (0.3, ("hexagon", "circle")),
-    "diamond": (0.2, ("square", "kite")),
-    "ring": (0.3, ("circle",)),
-    "ellipse": (0.4, ("circle",)),
-    "parallelogram": (0.3, ("trapezoid", "rectangle")),
-    "semicircle": (0.2, ("crescent",)),
-    "rectangle": (0.3, ("square",)),
+    "crescent": (0.6, ("circle",)),
+    "trapezoid": (0.6, ("square",)),
+    # OOD classes: sometimes called by an ID look-alike's name (near OOD).
+    "pentagon": (0.15, ("hexagon",)),
+    "octagon": (0.15, ("hexagon", "circle")),
+    "diamond": (0.15, ("square", "kite")),
+    "ring": (0.2, ("circle",)),
+    "ellipse": (0.25, ("circle",)),
+    "parallelogram": (0.15, ("trapezoid", "rectangle")),
+    "semicircle": (0.15, ("crescent",)),
+    "rectangle": (0.15, ("square",)),
     "kite": (0.3, ("diamond",)),
-    "x mark": (0.4, ("cross",)),
-    "chevron": (0.3, ("arrow",)),
-    "teardrop": (0.2, ("heart",)),
-    "flower": (0.2, ("star",)),
+    "x mark": (0.25, ("cross",)),
+    "chevron": (0.2, ("arrow",)),
+    "teardrop": (0.1, ("heart",)),
+    "flower": (0.1, ("star",)),
 }
 """When a class is named: probability of a look-alike's name, and the look-alikes."""
 

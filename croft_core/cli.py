@@ -1,0 +1,198 @@
+"""The ``croft`` command: train, eval, bench, push (DESIGN.md). The only module that parses argv.
+
+Examples::
+
+    croft train --backbone embedded --benchmark shapes --method croft --shots 16 --seed 1 --out runs/croft
+    croft eval  --backbone embedded --benchmark shapes --checkpoint runs/croft --json runs/croft-eval.json
+    croft eval  --backbone embedded --benchmark shapes --method zeroshot --json runs/zs.json
+    croft bench --backbone embedded --benchmark shapes --methods zeroshot,croft --seeds 1,2,3 --out runs/bench
+    croft push  runs/croft --repo-id USER/croft-shapes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Sequence
+
+logger = logging.getLogger("croft")
+
+# TrainConfig fields exposed as flags (None = keep the method's default)
+_HYPER = {
+    "lambda1": float, "lambda2": float, "gen_steps": int, "edr_reduction": str,
+    "edr_temperature": float, "image_ratio": float, "text_ratio": float, "optimizer": str,
+    "lr": float, "momentum": float, "weight_decay": float, "epochs": int, "warmup_epochs": int,
+    "batch_size": int, "max_steps": int,
+}
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", default="embedded",
+                   help="MODEL:TAG (ViT-B-16:openai), hf-hub:ORG/REPO, local-dir:PATH or embedded")
+    p.add_argument("--benchmark", default="shapes", help="a registered benchmark or a benchmark JSON file")
+    p.add_argument("--shots", type=int, default=16, help="training images per class (-1 = all)")
+    p.add_argument("--views", type=int, default=8, help="cached augmented views per training image")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--precision", default="fp32", help="open_clip precision of the frozen backbone")
+    p.add_argument("--cache-dir", default=None, help="feature/text cache (default $CROFT_CACHE or ~/.cache/croft)")
+    p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+
+
+def _add_hyper(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("hyper-parameters (default: the method's official values)")
+    for name, typ in _HYPER.items():
+        g.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None)
+    g.add_argument("--no-generator", dest="use_generator", action="store_const", const=False,
+                   default=None, help="drop the covariate generator (official WCCF=False)")
+    g.add_argument("--no-cov-branch", dest="cov_branch", action="store_const", const=False,
+                   default=None, help="official branch B (CE on generated features only)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="croft", description="CRoFT: robust CLIP fine-tuning "
+                                     "with open-set rejection (ICML 2024)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one method on one benchmark and seed")
+    _add_common(p)
+    p.add_argument("--method", default="croft")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", required=True, help="run folder (checkpoint, results.json, history)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
+    _add_hyper(p)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint or zero-shot CLIP")
+    _add_common(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="checkpoint folder or Hub id USER/NAME")
+    src.add_argument("--method", choices=["zeroshot"])
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", required=True, help="where to write the results JSON")
+    p.add_argument("--correct-only", action="store_true",
+                   help="official variant: only correctly classified ID images as the ID side")
+    p.add_argument("--no-knn", action="store_true", help="skip the KNN score (no training split)")
+
+    p = sub.add_parser("bench", help="methods x seeds, summary.json and report.html")
+    _add_common(p)
+    p.add_argument("--methods", default="zeroshot,clip_adapter,tip_adapter,croft,croft_clean")
+    p.add_argument("--seeds", default="1,2,3")
+    p.add_argument("--out", required=True)
+    p.add_argument("--quick", action="store_true", help="CI mode: 5 epochs, 2 views")
+    _add_hyper(p)
+
+    p = sub.add_parser("push", help="upload a checkpoint folder to the Hugging Face Hub")
+    p.add_argument("folder")
+    p.add_argument("--repo-id", required=True, help="USER/NAME")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
+    return parser
+
+
+def _device(arg: str | None) -> str:
+    import torch
+
+    return arg or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _shots(k: int) -> int | None:
+    return None if k is not None and k < 0 else k
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    keys = list(_HYPER) + ["use_generator", "cov_branch"]
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _cache(args) -> Path:
+    from .backbones import DEFAULT_CACHE_DIR
+
+    return Path(args.cache_dir) if args.cache_dir else DEFAULT_CACHE_DIR
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .backbones import load_backbone
+    from .benchmarks import get_benchmark
+    from .train import method_config
+
+    if args.command == "push":
+        from .hub import push_checkpoint
+
+        print(push_checkpoint(args.folder, args.repo_id, private=args.private, token=args.token))
+        return 0
+
+    backbone = load_backbone(args.backbone, device=_device(args.device), precision=args.precision)
+    progress = not args.quiet
+    if args.command == "train":
+        from .pipeline import train_and_evaluate
+
+        benchmark = get_benchmark(args.benchmark, seed=args.seed)
+        cfg = method_config(args.method, seed=args.seed, **_overrides(args))
+        results = train_and_evaluate(backbone, benchmark, cfg, shots=_shots(args.shots), out_dir=args.out,
+                                     views=args.views, cache_dir=_cache(args), resume=not args.no_resume,
+                                     progress=progress, num_workers=args.workers)
+        print(json.dumps({"out": args.out, "id_accuracy": results["id"]["accuracy"],
+                          "energy_auroc": results.get("semantic_all", {}).get("energy", {}).get("auroc")}))
+        return 0
+
+    if args.command == "eval":
+        from .evaluate import write_results, zeroshot_model
+        from .hub import load_model
+        from .pipeline import evaluate_checkpoint
+
+        benchmark = get_benchmark(args.benchmark, seed=args.seed)
+        model = (zeroshot_model(backbone, benchmark) if args.method == "zeroshot"
+                 else load_model(args.checkpoint, device=str(backbone.device)))
+        results, _ = evaluate_checkpoint(backbone, benchmark, model, seed=args.seed,
+                                         shots=_shots(args.shots), views=args.views,
+                                         cache_dir=_cache(args), knn=not args.no_knn,
+                                         correct_only=args.correct_only, num_workers=args.workers)
+        write_results(args.json, results)
+        print(args.json)
+        return 0
+
+    if args.command == "bench":
+        from .pipeline import run_bench
+        from .report import markdown_table
+
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        overrides = _overrides(args)
+        views = args.views
+        if args.quick:
+            overrides.setdefault("epochs", 5)
+            views = min(views, 2)
+        for m in methods:  # validate every method before any work
+            method_config(m, **overrides)
+        summary = run_bench(backbone, lambda seed: get_benchmark(args.benchmark, seed=seed), methods,
+                            seeds, args.out, shots=_shots(args.shots),
+                            config_for=lambda m, s: method_config(m, seed=s, **overrides),
+                            views=views, cache_dir=_cache(args), progress=progress,
+                            num_workers=args.workers)
+        print(markdown_table(summary))
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``croft`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("croft: interrupted; rerun the same command to resume from the last epoch", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"croft: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

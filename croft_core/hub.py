@@ -1,0 +1,80 @@
+"""Checkpoints on the Hugging Face Hub: pull (folder or repo id) and push (with the model card).
+
+A checkpoint folder is what :meth:`CroftModel.save` writes: ``config.json``, ``model.safetensors``
+and ``README.md`` (model card); training runs add ``results.json``, ``history.json`` and the split
+``manifest.json``, which are uploaded too. The frozen backbone is never uploaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .model import CroftModel
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """A checkpoint folder or Hub repo that does not exist or cannot be reached."""
+
+
+def load_model(path_or_repo_id: str | Path, device: str = "cpu") -> CroftModel:
+    """Load a :class:`CroftModel` from a local checkpoint folder or a Hub repo id.
+
+    Raises:
+        CheckpointNotFoundError: the folder lacks ``config.json``/``model.safetensors``, or the repo
+            is not cached and the Hub is unreachable (offline); the message says what to do.
+        ValueError: weights that do not match the config.
+    """
+    source = str(path_or_repo_id)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        missing = [n for n in ("config.json", "model.safetensors") if not (path / n).is_file()]
+        if missing:
+            raise CheckpointNotFoundError(f"{path} is not a CRoFT checkpoint folder: missing "
+                                          f"{', '.join(missing)} (write one with `croft train`)")
+        return CroftModel.from_pretrained(str(path), map_location=str(device))
+    if path.suffix or source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise CheckpointNotFoundError(f"checkpoint {source!r} is neither an existing folder nor a "
+                                      f"Hub repo id of the form USER/NAME")
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return CroftModel.from_pretrained(source, map_location=str(device))
+    except LocalEntryNotFoundError as err:
+        raise CheckpointNotFoundError(
+            f"checkpoint {source!r} is not in the local Hub cache and the Hub is unreachable "
+            f"(offline or HF_HUB_OFFLINE=1); download it once with internet access or pass a "
+            f"local folder") from err
+    except (HfHubHTTPError, OSError) as err:
+        raise CheckpointNotFoundError(f"could not fetch checkpoint {source!r} from the Hub: {err}") from err
+
+
+def push_checkpoint(folder: str | Path, repo_id: str, *, private: bool = False,
+                    token: str | None = None, commit_message: str = "Upload CRoFT checkpoint") -> str:
+    """Upload a checkpoint folder to ``repo_id`` (created if needed); returns the commit URL.
+
+    Raises:
+        CheckpointNotFoundError: ``folder`` is not a checkpoint folder.
+        RuntimeError: offline, or the Hub refused the upload (the message carries the reason).
+    """
+    from huggingface_hub import HfApi
+    import huggingface_hub.constants as hf_constants
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise CheckpointNotFoundError(f"{folder} is not a CRoFT checkpoint folder (config.json and "
+                                      f"model.safetensors expected)")
+    if hf_constants.HF_HUB_OFFLINE:
+        raise RuntimeError("cannot push: HF_HUB_OFFLINE=1 is set; unset it on a machine with "
+                           "internet access and log in with `hf auth login` or pass --token")
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                                 commit_message=commit_message,
+                                 ignore_patterns=["train_state*", "*.tmp"])
+    except Exception as err:  # network errors, auth errors: one clear line for the CLI
+        raise RuntimeError(f"could not push {folder} to {repo_id}: {err}") from err
+    return str(getattr(info, "commit_url", info))

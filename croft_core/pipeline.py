@@ -1,0 +1,154 @@
+"""End-to-end runs used by the CLI and the app: train on a benchmark, evaluate, sweep (bench).
+
+Every run directory gets the checkpoint (``config.json``, ``model.safetensors``, model card), the
+results JSON of DESIGN.md, the training history and the split manifest, so any result can be
+re-evaluated on exactly the same images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .backbones import DEFAULT_CACHE_DIR, Backbone
+from .benchmarks import write_manifest
+from .evaluate import (BenchmarkFeatures, benchmark_text_features, calibrate, evaluate,
+                       headline_metrics, prepare_features, write_results, zeroshot_model)
+from .model import CroftModel
+from .train import TrainConfig, init_model, train
+
+logger = logging.getLogger(__name__)
+
+
+def _metadata(benchmark, backbone: Backbone, method: str, seed: int, shots: int | None) -> dict:
+    return {"benchmark": benchmark.name, "backbone": backbone.spec, "method": method, "seed": seed,
+            "shots": shots}
+
+
+def fit(backbone: Backbone, benchmark, cfg: TrainConfig, feats: BenchmarkFeatures,
+        text_features: torch.Tensor, *, out_dir: str | Path | None = None, resume: bool = True,
+        progress: bool = True) -> tuple[CroftModel, list[dict]]:
+    """Train ``cfg.method`` on prepared features and calibrate its threshold on validation."""
+    model = init_model(cfg, embed_dim=backbone.embed_dim, logit_scale=backbone.logit_scale,
+                       classnames=benchmark.classnames, train_set=feats.train,
+                       text_features=text_features, backbone=backbone.spec,
+                       templates=_templates(benchmark), text_mode=benchmark.text_mode)
+    model = model.to(backbone.device)
+    result = train(model, feats.train, text_features, cfg, val_set=feats.val, out_dir=out_dir,
+                   resume=resume, progress=progress)
+    calibrate(result.model, text_features, feats.val)
+    return result.model, result.history
+
+
+def _templates(benchmark) -> tuple[str, ...]:
+    from .prompts import get_templates
+
+    return get_templates(benchmark.templates)
+
+
+def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots: int | None,
+                       out_dir: str | Path, views: int = 8, feats: BenchmarkFeatures | None = None,
+                       cache_dir: str | Path | None = DEFAULT_CACHE_DIR, resume: bool = True,
+                       progress: bool = True, num_workers: int = 0) -> dict[str, Any]:
+    """``croft train``: features -> train -> calibrate -> evaluate -> save everything in ``out_dir``.
+
+    Returns:
+        The results dict (also written to ``out_dir/results.json``).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if feats is None:
+        feats = prepare_features(backbone, benchmark, shots=shots, seed=cfg.seed, views=views,
+                                 cache_dir=cache_dir, num_workers=num_workers)
+    text = benchmark_text_features(backbone, benchmark, cache_dir=cache_dir)
+    if cfg.method == "zeroshot":
+        model, history = zeroshot_model(backbone, benchmark), []
+        calibrate(model, text, feats.val)
+    else:
+        model, history = fit(backbone, benchmark, cfg, feats, text, out_dir=out_dir, resume=resume,
+                             progress=progress)
+    results, energies = evaluate(model, text, feats)
+    results = {**_metadata(benchmark, backbone, cfg.method, cfg.seed, shots), **results,
+               "train_config": asdict(cfg), "seconds": round(time.perf_counter() - t0, 2)}
+    model.update_config(metrics=headline_metrics(results))
+    model.save(out_dir)
+    write_results(out_dir / "results.json", results)
+    (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+    write_manifest(out_dir / "manifest.json", benchmark, feats.splits, cfg.seed, shots)
+    (out_dir / "energies.json").write_text(json.dumps({k: [round(float(x), 4) for x in v]
+                                                       for k, v in energies.items()}))
+    return results
+
+
+def evaluate_checkpoint(backbone: Backbone, benchmark, model: CroftModel, *, seed: int = 1,
+                        shots: int | None = None, views: int = 8,
+                        cache_dir: str | Path | None = DEFAULT_CACHE_DIR, knn: bool = True,
+                        correct_only: bool = False,
+                        num_workers: int = 0) -> tuple[dict[str, Any], dict]:
+    """``croft eval``: evaluate a trained or zero-shot model on a benchmark.
+
+    The training split is only encoded for the KNN score's bank (``knn=True``).
+    """
+    if model.config.backbone and model.config.backbone != backbone.spec:
+        raise ValueError(f"the checkpoint was trained on backbone {model.config.backbone!r} but "
+                         f"{backbone.spec!r} is loaded; pass --backbone {model.config.backbone}")
+    if model.config.embed_dim != backbone.embed_dim and model.config.head != "zeroshot":
+        raise ValueError(f"checkpoint width {model.config.embed_dim} != backbone width "
+                         f"{backbone.embed_dim}")
+    if not model.class_agnostic and tuple(model.config.classnames) != tuple(benchmark.classnames):
+        raise ValueError(f"this {model.config.head} checkpoint is tied to its {model.config.num_classes} "
+                         f"training classes, which differ from the benchmark's classes")
+    feats = prepare_features(backbone, benchmark, shots=shots, seed=seed, views=views,
+                             cache_dir=cache_dir, need_train=knn, num_workers=num_workers)
+    text = benchmark_text_features(backbone, benchmark, cache_dir=cache_dir)
+    results, energies = evaluate(model.to(backbone.device), text, feats, correct_only=correct_only)
+    return {**_metadata(benchmark, backbone, model.config.method, seed, shots), **results}, energies
+
+
+def run_bench(backbone: Backbone, benchmark_factory: Callable[[int], Any], methods: Sequence[str],
+              seeds: Sequence[int], out_dir: str | Path, *, shots: int | None,
+              config_for: Callable[[str, int], TrainConfig], views: int = 8,
+              cache_dir: str | Path | None = DEFAULT_CACHE_DIR, progress: bool = True,
+              num_workers: int = 0) -> dict[str, Any]:
+    """``croft bench``: every method x seed on shared cached features, then summary and report.
+
+    Args:
+        benchmark_factory: ``seed -> Benchmark`` (Setup-I draws its class split per seed).
+        config_for: ``(method, seed) -> TrainConfig``.
+
+    Returns:
+        The summary dict (also written to ``out_dir/summary.json``; ``report.html`` beside it).
+    """
+    from .report import summarize, write_report
+
+    out_dir = Path(out_dir)
+    runs: list[dict[str, Any]] = []
+    energies_by_method: dict[str, dict] = {}
+    histories: dict[str, list] = {}
+    for seed in seeds:
+        benchmark = benchmark_factory(seed)
+        feats = prepare_features(backbone, benchmark, shots=shots, seed=seed, views=views,
+                                 cache_dir=cache_dir, num_workers=num_workers)
+        for method in methods:
+            cfg = config_for(method, seed)
+            run_dir = out_dir / f"{method}_seed{seed}"
+            logger.info("bench: %s seed %d", method, seed)
+            results = train_and_evaluate(backbone, benchmark, cfg, shots=shots, out_dir=run_dir,
+                                         views=views, feats=feats, cache_dir=cache_dir,
+                                         progress=progress)
+            write_results(out_dir / f"{method}_seed{seed}.json", results)
+            runs.append(results)
+            if seed == seeds[0]:
+                energies_by_method[method] = json.loads((run_dir / "energies.json").read_text())
+                histories[method] = json.loads((run_dir / "history.json").read_text())
+    summary = summarize(runs)
+    write_results(out_dir / "summary.json", summary)
+    write_report(out_dir / "report.html", summary, energies_by_method, histories)
+    return summary

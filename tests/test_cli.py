@@ -1,0 +1,82 @@
+"""End to end through the `croft` command on a tiny generated benchmark and a tiny open_clip model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from croft_core.cli import main
+from croft_core.hub import load_model
+from datagen import tiny_benchmark
+
+RESULT_KEYS = {"benchmark", "backbone", "method", "seed", "shots", "id", "covariate", "semantic",
+               "full_spectrum", "threshold"}
+METRIC_KEYS = {"auroc", "fpr95", "aupr_in", "aupr_out"}
+
+
+@pytest.fixture(scope="module")
+def bench_json(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    return str(tiny_benchmark(root).to_json(root / "tiny.json"))
+
+
+def _check_results(results, method):
+    assert RESULT_KEYS <= set(results)
+    assert results["method"] == method
+    assert 0.0 <= results["id"]["accuracy"] <= 1.0 and results["id"]["n"] > 0
+    assert [c["name"] for c in results["covariate"]] and results["covariate"][0]["n"] > 0
+    for s in results["semantic"]:
+        assert {"energy", "mcm", "msp", "max_logit"} <= set(s["scores"])
+        for m in s["scores"].values():
+            assert set(m) == METRIC_KEYS and all(0.0 <= v <= 1.0 for v in m.values())
+    assert results["threshold"]["score"] == "energy" and results["threshold"]["tpr"] == 0.95
+
+
+def test_train_eval_bench_end_to_end(tiny_spec, bench_json, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--backbone", tiny_spec, "--benchmark", bench_json, "--shots", "2", "--views", "2",
+              "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert main(["train", *common, "--method", "croft", "--seed", "1", "--epochs", "2",
+                 "--batch-size", "4", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    _check_results(results, "croft")
+    assert "knn" in results["semantic"][0]["scores"]
+    for name in ("config.json", "model.safetensors", "README.md", "history.json", "manifest.json"):
+        assert (out / name).is_file(), name
+    model = load_model(out)
+    assert model.config.threshold is not None and len(model.config.id_scores) > 0
+    assert model.config.training["epochs"] == 2
+
+    assert main(["eval", *common, "--checkpoint", str(out), "--json", str(tmp_path / "e.json")]) == 0
+    again = json.loads((tmp_path / "e.json").read_text())
+    assert again["id"]["accuracy"] == pytest.approx(results["id"]["accuracy"])
+
+    assert main(["eval", *common, "--method", "zeroshot", "--json", str(tmp_path / "zs.json")]) == 0
+    _check_results(json.loads((tmp_path / "zs.json").read_text()), "zeroshot")
+
+    bench_dir = tmp_path / "bench"
+    assert main(["bench", *common, "--methods", "zeroshot,croft_clean", "--seeds", "1,2",
+                 "--epochs", "1", "--batch-size", "4", "--out", str(bench_dir)]) == 0
+    summary = json.loads((bench_dir / "summary.json").read_text())
+    assert set(summary["methods"]) == {"zeroshot", "croft_clean"} and summary["seeds"] == [1, 2]
+    assert summary["methods"]["zeroshot"]["id.accuracy"]["n"] == 2
+    for m in ("zeroshot", "croft_clean"):
+        for s in (1, 2):
+            _check_results(json.loads((bench_dir / f"{m}_seed{s}.json").read_text()), m)
+    html = (bench_dir / "report.html").read_text()
+    assert "plotly" in html and "croft_clean" in html
+    assert "| zeroshot |" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tiny_spec, bench_json, tmp_path, capsys):
+    code = main(["eval", "--backbone", tiny_spec, "--benchmark", bench_json, "--checkpoint",
+                 str(tmp_path / "missing"), "--json", str(tmp_path / "x.json")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith("croft: error:") and "\n" not in err
+    assert main(["train", "--backbone", tiny_spec, "--benchmark", "nope", "--out", str(tmp_path)]) == 1
+    assert "Unknown benchmark 'nope'" in capsys.readouterr().err
+    assert main(["train", "--backbone", "ViT-B-16:openai", "--out", str(tmp_path)]) == 1
+    assert "embedded" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--method"])

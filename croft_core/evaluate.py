@@ -27,7 +27,7 @@ import torch
 from . import metrics, scoring
 from .backbones import DEFAULT_CACHE_DIR, Backbone, build_text_classifier
 from .detector import ThresholdDetector
-from .features import FeatureSet, extract_features
+from .features import FeatureSet
 from .model import CroftModel, HeadConfig
 from .prompts import get_templates
 
@@ -51,8 +51,14 @@ class BenchmarkFeatures:
 
 def prepare_features(backbone: Backbone, benchmark, *, shots: int | None, seed: int, views: int = 8,
                      cache_dir: str | Path | None = DEFAULT_CACHE_DIR, batch_size: int = 64,
-                     num_workers: int = 0, need_train: bool = True) -> BenchmarkFeatures:
+                     num_workers: int = 0, need_train: bool = True, amp: bool = True,
+                     amp_dtype: str = "fp16") -> BenchmarkFeatures:
     """Materialise the benchmark's splits and extract (or load cached) features for each.
+
+    Every source is checked first (:func:`~croft_core.benchmarks.check_sources`), so a missing
+    folder or an unreachable Hub id fails before any image is encoded. Under ``torchrun`` (after
+    :func:`croft_core.distributed.init_distributed`) each split is encoded in shards across the ranks
+    and gathered into the same cache files a single process writes; every rank gets every feature.
 
     Args:
         backbone: the frozen backbone.
@@ -61,13 +67,19 @@ def prepare_features(backbone: Backbone, benchmark, *, shots: int | None, seed: 
         seed: seeds the few-shot sample, the validation sample and the augmentations.
         views: augmented views per training image.
         cache_dir: feature cache root (``None`` disables caching).
+        batch_size: images per encoder call.
+        num_workers: image-decoding worker processes.
         need_train: False skips the training split (zero-shot evaluation only needs val and test).
+        amp, amp_dtype: autocast precision on CUDA (see :func:`croft_core.features.encode_split`).
     """
-    from .benchmarks import materialize
+    from .benchmarks import ROLES, check_sources, materialize
+    from .distributed import extract_features as extract
+
+    check_sources(benchmark, ROLES if need_train else tuple(r for r in ROLES if r != "train"))
 
     def encode(split, **kw):
-        return extract_features(backbone, split, cache_dir=cache_dir, batch_size=batch_size,
-                                num_workers=num_workers, **kw)
+        return extract(backbone, split, cache_dir=cache_dir, batch_size=batch_size,
+                       num_workers=num_workers, amp=amp, amp_dtype=amp_dtype, **kw)
 
     splits = {"val": materialize(benchmark, "val", shots=shots, seed=seed),
               "id_test": materialize(benchmark, "id_test", shots=shots, seed=seed),

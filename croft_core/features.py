@@ -4,7 +4,15 @@ CRoFT never changes the image encoder, so every method and hyper-parameter can t
 computed once (DESIGN.md, performance principles). Training sets get ``V`` augmented views per image
 (the official augmentation: random resized crop + flip); evaluation sets get one view with the
 model's own transform. Features are stored as safetensors (``features [V, N, d]``, ``labels [N]``)
-with the manifest (ids, backbone, seed, transform) in the file's metadata and in a JSON sidecar.
+with the manifest (ids, backbone, seed, transform, precision) in the file's metadata and in a JSON
+sidecar.
+
+Extraction streams: images are decoded batch by batch in ``num_workers`` worker processes (the
+split only needs to be picklable, which a :class:`~croft_core.benchmarks.LoadedSplit` is), so memory
+is flat in the dataset size apart from the ``[N, d]`` output; on CUDA the encoder runs under
+autocast (fp16 by default). The random augmentation of image ``i`` in view ``v`` is seeded by
+``(seed, v, i)`` alone, so features do not depend on the number of workers, the batch size or how
+rows are sharded across GPUs (:mod:`croft_core.distributed`).
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
-FEATURE_FORMAT_VERSION = 1
+FEATURE_FORMAT_VERSION = 2  # 2: per-image augmentation seeds, precision in the cache key
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -97,15 +106,25 @@ class FeatureSet:
         return cls(features, labels, ids, name, manifest)
 
 
+def item_seed(seed: int, row: int) -> int:
+    """The torch seed of the transform of ``row`` under ``seed`` (independent of batching/sharding)."""
+    return (int(seed) * 1_000_003 + int(row)) % (2**63 - 1)
+
+
 class _ImageDataset(Dataset):
-    def __init__(self, split, transform: Callable):
-        self.split, self.transform = split, transform
+    """Row ``rows[i]`` of ``split``, decoded and transformed with its own seed (picklable)."""
+
+    def __init__(self, split, transform: Callable, seed: int, rows=None):
+        self.split, self.transform, self.seed = split, transform, seed
+        self.rows = None if rows is None else [int(r) for r in rows]
 
     def __len__(self) -> int:
-        return len(self.split)
+        return len(self.split) if self.rows is None else len(self.rows)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(self.split.image(i))
+        row = i if self.rows is None else self.rows[i]
+        torch.manual_seed(item_seed(self.seed, row))  # torchvision's random transforms use torch's RNG
+        return self.transform(self.split.image(row))
 
 
 def _cache_path(cache_dir: Path, key_parts: list[str]) -> Path:
@@ -113,34 +132,70 @@ def _cache_path(cache_dir: Path, key_parts: list[str]) -> Path:
     return cache_dir / "features" / f"{key}.safetensors"
 
 
+def precision_of(backbone, amp: bool = True, amp_dtype: str = "fp16") -> str:
+    """The precision the encoder runs in: ``amp_dtype`` under autocast on CUDA, else ``"fp32"``."""
+    if amp_dtype not in AMP_DTYPES:
+        raise ValueError(f"amp_dtype must be one of {sorted(AMP_DTYPES)}, got {amp_dtype!r}")
+    return amp_dtype if amp and backbone.device.type == "cuda" else "fp32"
+
+
 @torch.no_grad()
 def encode_split(backbone, split, transform: Callable, *, batch_size: int = 64, num_workers: int = 0,
-                 seed: int = 0, amp: bool = True, desc: str = "") -> torch.Tensor:
-    """Encode every image of ``split`` once with ``transform``; returns ``[N, d]`` float32 (CPU).
+                 seed: int = 0, amp: bool = True, amp_dtype: str = "fp16", rows=None,
+                 desc: str = "") -> torch.Tensor:
+    """Encode images of ``split`` once with ``transform``; returns ``[n, d]`` float32 (CPU).
 
-    Streams batches (memory flat in dataset size except the output), decodes in ``num_workers``
-    worker processes, and uses fp16 autocast on CUDA when ``amp``. Random transforms are seeded:
-    the same ``seed`` gives the same crops.
+    Streams batches into a preallocated output (memory flat in dataset size except the output),
+    decodes in ``num_workers`` worker processes, and uses ``amp_dtype`` autocast on CUDA when
+    ``amp``. The transform of row ``i`` is seeded by ``item_seed(seed, i)``: the same ``seed`` gives
+    the same crops whatever the workers, batch size or ``rows``.
+
+    Args:
+        rows: positions of the rows to encode (a shard), in output order; None encodes all rows.
     """
     device = backbone.device
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(_ImageDataset(split, transform), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, generator=generator,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
-    autocast = (torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda"
+    dataset = _ImageDataset(split, transform, seed, rows)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        prefetch_factor=4 if num_workers > 0 else None)
+    precision = precision_of(backbone, amp, amp_dtype)
+    autocast = (torch.autocast("cuda", dtype=AMP_DTYPES[precision]) if precision != "fp32"
                 else contextlib.nullcontext())
-    out = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # seeds in-process (num_workers=0) transforms
+    out = torch.empty(len(dataset), backbone.embed_dim)  # [n, d]
+    done = 0
+    with torch.random.fork_rng(devices=[]):  # in-process transforms reseed the global RNG
         for pixels in tqdm(loader, desc=desc or "encoding", leave=False, disable=None):
             with autocast:
-                out.append(backbone.model.encode_image(pixels.to(device, non_blocking=True)).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, backbone.embed_dim)
+                emb = backbone.model.encode_image(pixels.to(device, non_blocking=True))
+            out[done:done + len(emb)] = emb.float().cpu()
+            done += len(emb)
+    assert done == len(dataset)
+    return out
+
+
+def feature_cache_path(backbone, split, *, views: int = 1, augment: bool = False, seed: int = 0,
+                       amp: bool = True, amp_dtype: str = "fp16",
+                       cache_dir: str | Path | None = None) -> tuple[Path | None, dict[str, Any]]:
+    """The cache file of a split's features and the manifest stored with them.
+
+    Returns:
+        ``(path, meta)``; ``path`` is None when caching is off (no ``cache_dir``, or a backbone
+        without ``cache_id``, e.g. random weights).
+    """
+    transform = backbone.train_transform() if augment else backbone.preprocess
+    meta = {"backbone": backbone.spec, "split_fingerprint": split.fingerprint(), "views": views,
+            "augment": augment, "seed": seed, "transform": repr(transform),
+            "precision": precision_of(backbone, amp, amp_dtype)}
+    path = None
+    if cache_dir is not None and backbone.cache_id is not None:
+        path = _cache_path(Path(cache_dir), [backbone.cache_id, json.dumps(meta, sort_keys=True),
+                                             str(FEATURE_FORMAT_VERSION)])
+    return path, meta
 
 
 def extract_features(backbone, split, *, views: int = 1, augment: bool = False, seed: int = 0,
                      batch_size: int = 64, num_workers: int = 0, amp: bool = True,
-                     cache_dir: str | Path | None = None) -> FeatureSet:
+                     amp_dtype: str = "fp16", cache_dir: str | Path | None = None) -> FeatureSet:
     """Features of a :class:`~croft_core.benchmarks.LoadedSplit`, computed once and cached.
 
     Args:
@@ -150,33 +205,38 @@ def extract_features(backbone, split, *, views: int = 1, augment: bool = False, 
         views: augmented views per image (training sets); 1 for evaluation sets.
         augment: use the official training augmentation instead of the evaluation transform.
         seed: seeds the augmentation of view ``v`` as ``seed * 1000 + v``.
-        batch_size, num_workers, amp: see :func:`encode_split`.
+        batch_size, num_workers, amp, amp_dtype: see :func:`encode_split`.
         cache_dir: cache root; ``None`` (or a backbone without ``cache_id``) disables the cache.
 
     Returns:
         A :class:`FeatureSet` with ``features [views, N, d]``.
     """
-    if views < 1:
-        raise ValueError(f"views must be >= 1, got {views}")
-    if not augment and views > 1:
-        raise ValueError("several views only make sense with augment=True")
-    transform = backbone.train_transform() if augment else backbone.preprocess
-    meta = {"backbone": backbone.spec, "split_fingerprint": split.fingerprint(), "views": views,
-            "augment": augment, "seed": seed, "transform": repr(transform)}
-    path = None
-    if cache_dir is not None and backbone.cache_id is not None:
-        path = _cache_path(Path(cache_dir), [backbone.cache_id, json.dumps(meta, sort_keys=True),
-                                             str(FEATURE_FORMAT_VERSION)])
-        if path.is_file():
-            logger.info("feature cache hit for %s (%s)", split.name, path.name)
-            return FeatureSet.load(path)
+    check_views(views, augment)
+    path, meta = feature_cache_path(backbone, split, views=views, augment=augment, seed=seed, amp=amp,
+                                    amp_dtype=amp_dtype, cache_dir=cache_dir)
+    if path is not None and path.is_file():
+        logger.info("feature cache hit for %s (%s)", split.name, path.name)
+        return FeatureSet.load(path)
 
+    transform = backbone.train_transform() if augment else backbone.preprocess
     per_view = [encode_split(backbone, split, transform, batch_size=batch_size,
-                             num_workers=num_workers, seed=seed * 1000 + v, amp=amp,
-                             desc=f"{split.name} view {v + 1}/{views}")
+                             num_workers=num_workers, seed=view_seed(seed, v), amp=amp,
+                             amp_dtype=amp_dtype, desc=f"{split.name} view {v + 1}/{views}")
                 for v in range(views)]
     labels = torch.as_tensor(split.labels, dtype=torch.long)
     features = FeatureSet(torch.stack(per_view), labels, list(split.ids), split.name, meta)
     if path is not None:
         features.save(path)
     return features
+
+
+def check_views(views: int, augment: bool) -> None:
+    if views < 1:
+        raise ValueError(f"views must be >= 1, got {views}")
+    if not augment and views > 1:
+        raise ValueError("several views only make sense with augment=True")
+
+
+def view_seed(seed: int, view: int) -> int:
+    """The augmentation seed of view ``view`` of a run seeded ``seed``."""
+    return seed * 1000 + view

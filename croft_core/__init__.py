@@ -8,6 +8,7 @@ here; submodules never need to be imported directly.
 
 from .backbones import (Backbone, BackboneUnavailableError, build_text_classifier,
                         encode_text_truncated, load_backbone, parse_spec)
+from .benchmarks import Benchmark, SplitSpec, check_sources, get_benchmark, materialize
 from .detector import NotFittedError, ThresholdDetector
 from .evaluate import (BenchmarkFeatures, calibrate, compute_scores, evaluate, prepare_features,
                        zeroshot_model)
@@ -25,6 +26,7 @@ from .train import METHODS, TrainConfig, TrainResult, init_model, method_config,
 __version__ = "0.1.0"
 
 __all__ = [
+    "Benchmark", "SplitSpec", "check_sources", "get_benchmark", "materialize",
     "Backbone", "BackboneUnavailableError", "build_text_classifier", "encode_text_truncated",
     "load_backbone", "parse_spec", "NotFittedError", "ThresholdDetector", "BenchmarkFeatures",
     "calibrate", "compute_scores", "evaluate", "prepare_features", "zeroshot_model", "FeatureSet",

@@ -7,6 +7,8 @@ Examples::
     croft eval  --backbone embedded --benchmark shapes --method zeroshot --json runs/zs.json
     croft bench --backbone embedded --benchmark shapes --methods zeroshot,croft --seeds 1,2,3 --out runs/bench
     croft push  runs/croft --repo-id USER/croft-shapes
+    torchrun --nproc_per_node=8 -m croft_core.cli extract --backbone ViT-B-16:openai \
+        --benchmark setup2 --benchmark-arg dataset=vlcs --benchmark-arg root=/data --seeds 1,2,3
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="embedded",
                    help="MODEL:TAG (ViT-B-16:openai), hf-hub:ORG/REPO, local-dir:PATH or embedded")
     p.add_argument("--benchmark", default="shapes", help="a registered benchmark or a benchmark JSON file")
+    p.add_argument("--benchmark-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="option of a registered benchmark, repeatable; VALUE is JSON or a plain "
+                        "string (e.g. root=/data/croft, dataset=vlcs, test_domain=PASCAL)")
     p.add_argument("--shots", type=int, default=16, help="training images per class (-1 = all)")
     p.add_argument("--views", type=int, default=8, help="cached augmented views per training image")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -85,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="CI mode: 5 epochs, 2 views")
     _add_hyper(p)
 
+    p = sub.add_parser("extract", help="fill the feature cache (run under torchrun to shard over GPUs)")
+    _add_common(p)
+    p.add_argument("--seeds", default="1")
+    p.add_argument("--shots-list", default=None, help="comma-separated shots (default: --shots)")
+    p.add_argument("--batch-size", type=int, default=64)
+
     p = sub.add_parser("push", help="upload a checkpoint folder to the Hugging Face Hub")
     p.add_argument("folder")
     p.add_argument("--repo-id", required=True, help="USER/NAME")
@@ -108,6 +119,19 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
+def _benchmark_args(pairs: Sequence[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--benchmark-arg expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # a plain string such as a path
+    return out
+
+
 def _cache(args) -> Path:
     from .backbones import DEFAULT_CACHE_DIR
 
@@ -125,12 +149,28 @@ def _run(args: argparse.Namespace) -> int:
         print(push_checkpoint(args.folder, args.repo_id, private=args.private, token=args.token))
         return 0
 
+    bench_kwargs = _benchmark_args(args.benchmark_arg)
+
+    def benchmark_for(seed: int):
+        return get_benchmark(args.benchmark, seed=seed, **bench_kwargs)
+
+    if args.command == "extract":
+        from .distributed import dist_info, extract_benchmarks, init_distributed
+
+        device = init_distributed() if dist_info().world_size > 1 else _device(args.device)
+        backbone = load_backbone(args.backbone, device=device, precision=args.precision)
+        shots = [_shots(int(k)) for k in (args.shots_list or str(args.shots)).split(",")]
+        extract_benchmarks(backbone, benchmark_for, seeds=[int(s) for s in args.seeds.split(",")],
+                           shots=shots, views=args.views, cache_dir=_cache(args),
+                           batch_size=args.batch_size, num_workers=args.workers)
+        return 0
+
     backbone = load_backbone(args.backbone, device=_device(args.device), precision=args.precision)
     progress = not args.quiet
     if args.command == "train":
         from .pipeline import train_and_evaluate
 
-        benchmark = get_benchmark(args.benchmark, seed=args.seed)
+        benchmark = benchmark_for(args.seed)
         cfg = method_config(args.method, seed=args.seed, **_overrides(args))
         results = train_and_evaluate(backbone, benchmark, cfg, shots=_shots(args.shots), out_dir=args.out,
                                      views=args.views, cache_dir=_cache(args), resume=not args.no_resume,
@@ -144,7 +184,7 @@ def _run(args: argparse.Namespace) -> int:
         from .hub import load_model
         from .pipeline import evaluate_checkpoint
 
-        benchmark = get_benchmark(args.benchmark, seed=args.seed)
+        benchmark = benchmark_for(args.seed)
         model = (zeroshot_model(backbone, benchmark) if args.method == "zeroshot"
                  else load_model(args.checkpoint, device=str(backbone.device)))
         results, _ = evaluate_checkpoint(backbone, benchmark, model, seed=args.seed,
@@ -168,7 +208,7 @@ def _run(args: argparse.Namespace) -> int:
             views = min(views, 2)
         for m in methods:  # validate every method before any work
             method_config(m, **overrides)
-        summary = run_bench(backbone, lambda seed: get_benchmark(args.benchmark, seed=seed), methods,
+        summary = run_bench(backbone, benchmark_for, methods,
                             seeds, args.out, shots=_shots(args.shots),
                             config_for=lambda m, s: method_config(m, seed=s, **overrides),
                             views=views, cache_dir=_cache(args), progress=progress,

@@ -80,3 +80,20 @@ def test_cli_errors_are_one_line(tiny_spec, bench_json, tmp_path, capsys):
     assert "embedded" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--method"])
+
+
+def test_benchmark_args_and_extract(tiny_spec, bench_json, tmp_path, capsys):
+    from croft_core.cli import _benchmark_args
+
+    assert _benchmark_args(["root=/data/x", "dataset=vlcs", "n=3", "flag=true", "xs=[1, 2]"]) == {
+        "root": "/data/x", "dataset": "vlcs", "n": 3, "flag": True, "xs": [1, 2]}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        _benchmark_args(["novalue"])
+    cache = tmp_path / "cache"
+    assert main(["extract", "--backbone", tiny_spec, "--benchmark", bench_json, "--shots", "2",
+                 "--views", "2", "--seeds", "1,2", "--cache-dir", str(cache), "--quiet"]) == 0
+    # 2 seeds x train + the shared val / test / covariate / semantic sets
+    assert len(list((cache / "features").glob("*.safetensors"))) >= 6
+    assert main(["eval", "--backbone", tiny_spec, "--benchmark", "setup2", "--benchmark-arg",
+                 "dataset=nope", "--method", "zeroshot", "--json", str(tmp_path / "x.json")]) == 1
+    assert "croft: error:" in capsys.readouterr().err

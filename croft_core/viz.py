@@ -8,17 +8,21 @@ function returns a ``plotly.graph_objects.Figure`` and has no side effects; scor
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import numbers
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from croft_core.metrics import auroc, roc_curve, to_numpy
 
-__all__ = ["energy_histogram", "probability_bars", "roc_curves", "training_curves"]
+__all__ = ["energy_comparison", "energy_histogram", "energy_histogram_json", "probability_bars", "roc_curves",
+           "training_curves"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,3 +154,107 @@ def training_curves(history: Sequence[Mapping[str, Any]], title: str = "Training
     fig.update_xaxes(title_text="epoch", row=len(keys), col=1)
     fig.update_layout(template=_TEMPLATE, title=title, height=max(300, 220 * len(keys)))
     return fig
+
+
+def energy_comparison(panels: Mapping[str, Mapping[str, Any]], title: str = "Energy score: model comparison",
+                      xaxis: str = "energy score S(x)", nbins: int = 40) -> go.Figure:
+    """Side-by-side energy histograms, one subplot per model, each with its own image score and threshold.
+
+    Energies of different heads live on different scales (adapters move them), so each model gets
+    its own x-axis rather than one shared histogram.
+
+    Args:
+        panels: model name -> ``{"reference": [N] ID scores or None, "score": float or None,
+            "threshold": float or None}``.
+        title: figure title.
+        xaxis: x-axis title of every subplot.
+        nbins: bins per subplot.
+
+    Returns:
+        A figure with ``len(panels)`` subplots in one row; a histogram trace per non-empty reference,
+        a solid "this image" line and a dashed "threshold" line per subplot when given.
+    """
+    names = list(panels)
+    fig = make_subplots(rows=1, cols=max(len(names), 1), subplot_titles=names or None)
+    for col, name in enumerate(names, start=1):
+        panel = panels[name]
+        ref = panel.get("reference")
+        values = _finite(ref, name) if ref is not None else np.zeros(0)
+        if values.size:
+            lo, hi = float(values.min()), float(values.max())
+            if hi <= lo:
+                lo, hi = lo - 0.5, hi + 0.5
+            fig.add_trace(go.Histogram(x=values, name=f"{name}: ID reference", histnorm="probability density",
+                                       xbins=dict(start=lo, end=hi, size=(hi - lo) / max(int(nbins), 1)),
+                                       opacity=0.6), row=1, col=col)
+        if panel.get("threshold") is not None:
+            fig.add_vline(x=float(panel["threshold"]), line_dash="dash", line_color="black",
+                          annotation_text="threshold", annotation_position="top left", row=1, col=col,
+                          exclude_empty_subplots=False)
+        if panel.get("score") is not None:
+            fig.add_vline(x=float(panel["score"]), line_dash="solid", line_color="crimson", line_width=3,
+                          annotation_text="this image", annotation_position="top right", row=1, col=col,
+                          exclude_empty_subplots=False)
+        fig.update_xaxes(title_text=xaxis, row=1, col=col)
+    fig.update_yaxes(title_text="density", row=1, col=1)
+    fig.update_layout(template=_TEMPLATE, title=title, barmode="overlay", legend_title_text="set")
+    return fig
+
+
+@functools.lru_cache(maxsize=4)
+def _template_json(name: str) -> dict[str, Any]:
+    """A plotly template as plain JSON data, built once (validating a template costs ~15 ms).
+
+    Callers must not mutate the returned dict (it is shared).
+    """
+    return json.loads(json.dumps(pio.templates[name].to_plotly_json()))
+
+
+def _vline(x: float, line: dict[str, Any], text: str, xanchor: str) -> tuple[dict, dict]:
+    """The shape and annotation that ``Figure.add_vline(annotation_position="top left|right")`` makes."""
+    shape = {"type": "line", "line": line, "x0": x, "x1": x, "xref": "x", "y0": 0, "y1": 1,
+             "yref": "y domain"}
+    note = {"showarrow": False, "text": text, "x": x, "xanchor": xanchor, "xref": "x", "y": 1,
+            "yanchor": "top", "yref": "y domain"}
+    return shape, note
+
+
+def energy_histogram_json(groups: Mapping[str, Any], score: float | None = None, threshold: float | None = None,
+                          title: str = "Energy score distribution",
+                          xaxis: str = "energy score S(x) (higher = more in-distribution)",
+                          nbins: int = 40) -> str:
+    """:func:`energy_histogram` as a plotly JSON string, built without plotly's object validation.
+
+    The figure is the same (traces, shared bins, lines, annotations, template); building it as plain
+    JSON takes about a millisecond instead of the ~35 ms that ``go.Figure`` + ``add_vline`` +
+    the template cost, which matters when a web server draws one per request.
+    ``plotly.io.from_json`` (or ``go.Figure(json.loads(...))``) turns it back into a figure.
+
+    Args:
+        groups, score, threshold, title, xaxis, nbins: as :func:`energy_histogram`.
+
+    Returns:
+        The figure as a JSON string (``{"data": [...], "layout": {...}}``).
+    """
+    data = {name: _finite(values, name) for name, values in groups.items()}
+    data = {name: values for name, values in data.items() if values.size}
+    traces = []
+    if data:
+        lo = min(float(v.min()) for v in data.values())
+        hi = max(float(v.max()) for v in data.values())
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        bins = {"start": lo, "end": hi, "size": (hi - lo) / max(int(nbins), 1)}
+        traces = [{"type": "histogram", "x": values.tolist(), "name": name, "xbins": bins,
+                   "histnorm": "probability density", "opacity": 0.55} for name, values in data.items()]
+    lines = []
+    if threshold is not None:
+        lines.append(_vline(float(threshold), {"color": "black", "dash": "dash"}, "threshold", "right"))
+    if score is not None:
+        lines.append(_vline(float(score), {"color": "crimson", "dash": "solid", "width": 3}, "this image",
+                            "left"))
+    layout = {"title": {"text": title}, "barmode": "overlay", "xaxis": {"title": {"text": xaxis}},
+              "yaxis": {"title": {"text": "density"}}, "legend": {"title": {"text": "set"}},
+              "shapes": [shape for shape, _ in lines], "annotations": [note for _, note in lines],
+              "template": _template_json(_TEMPLATE)}
+    return json.dumps({"data": traces, "layout": layout})

@@ -1,0 +1,604 @@
+"""CRoFT Lab — the Gradio app: open-set CLIP classification that says "unknown", with energy plots.
+
+CRoFT (Zhu et al., ICML 2024, arXiv 2405.16417) fine-tunes class-agnostic adapters on a frozen CLIP
+and rejects images of unseen classes with the energy score ``S(x) = logsumexp_k(tau * cos)``. This
+file is only the user interface: every decision is made in :mod:`croft_core`
+(:mod:`croft_core.predict`, :mod:`croft_core.images`, :mod:`croft_core.pipeline`,
+:mod:`croft_core.viz`).
+
+Tabs: **Classify** (one image or several, a vocabulary, a model, a threshold), **Compare** (zero-shot
+vs a fine-tuned checkpoint on the same image) and **Lab** (a benchmark evaluation).
+
+Public API (``gradio_client``)::
+
+    from gradio_client import Client, handle_file
+    client = Client("http://127.0.0.1:7860/")
+    client.predict(handle_file("img.png"), "circle, square", "zero-shot", None, api_name="/classify")
+    client.predict("shapes", "zero-shot", 1, api_name="/evaluate")
+
+Configuration is by environment variable only (see docs/APP.md): ``CROFT_BACKBONE`` (default
+``embedded``), ``CROFT_CHECKPOINTS`` (comma-separated checkpoint folders / Hub ids),
+``CROFT_MAX_PIXELS``, ``CROFT_MAX_CLASSES``, ``CROFT_CONCURRENCY``, ``CROFT_ALLOW_ANY_MODEL``, and
+Gradio's own ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import gradio as gr
+import numpy as np
+import torch
+from gradio.components.plot import PlotData
+
+from croft_core.backbones import DEFAULT_CACHE_DIR, Backbone, load_backbone
+from croft_core.images import load_image
+from croft_core.predict import (DEFAULT_MAX_CLASSES, ZERO_SHOT, ClassifierRegistry, Prediction,
+                                resolve_vocabulary)
+from croft_core.prompts import get_vocabulary, list_vocabularies
+
+logger = logging.getLogger("croft.app")
+
+# ---------------------------------------------------------------------------------------------
+# Constants (environment variables only: argv belongs to croft_core/cli.py)
+# ---------------------------------------------------------------------------------------------
+
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name} must be a positive whole number, got {raw!r}")
+    return int(raw)
+
+
+BACKBONE = os.environ.get("CROFT_BACKBONE", "").strip() or "embedded"
+CHECKPOINTS = [c.strip() for c in os.environ.get("CROFT_CHECKPOINTS", "").split(",") if c.strip()]
+MAX_CLASSES = _env_int("CROFT_MAX_CLASSES", DEFAULT_MAX_CLASSES)
+CONCURRENCY = _env_int("CROFT_CONCURRENCY", 4)  # inference requests served at once
+ALLOW_ANY_MODEL = os.environ.get("CROFT_ALLOW_ANY_MODEL", "1").lower() not in ("0", "false", "no")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOP_K = 5
+MAX_BATCH = 64  # images per "Classify all"
+BENCHMARKS = ("shapes",)  # offered in the Lab; any registered name or benchmark JSON path works
+EXAMPLES = (  # (shape, style, what it shows) rendered from the shapes world
+    ("circle", "photo", "in-distribution photo"),
+    ("star", "sketch", "covariate shift: a sketch"),
+    ("heart", "cartoon", "covariate shift: a cartoon"),
+    ("pentagon", "photo", "semantic shift: an unseen shape"),
+)
+
+try:  # Hugging Face ZeroGPU: run inference on a GPU slice; elsewhere a no-op
+    import spaces
+
+    gpu = spaces.GPU  # AttributeError: the repo's own spaces/ folder, seen as a namespace package
+except (ImportError, AttributeError):
+    def gpu(fn: Callable | None = None, **_: Any) -> Callable:
+        """No-op stand-in for ``spaces.GPU`` (usable bare or with arguments)."""
+        return fn if fn is not None else (lambda f: f)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resources: loaded once per process
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Resources:
+    """Everything loaded once: the backbone, the models by name, the example images."""
+
+    backbone: Backbone
+    registry: ClassifierRegistry
+    examples: list[list[Any]] = field(default_factory=list)
+    default_vocabulary: str = ""
+    default_model: str = ZERO_SHOT
+    max_classes: int = DEFAULT_MAX_CLASSES
+    cache_dir: Path = DEFAULT_CACHE_DIR
+
+
+def render_examples(folder: Path) -> list[Path]:
+    """Render the example images from the shapes world into ``folder`` (once; reused)."""
+    from croft_core.synth.world import render
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (shape, style, _) in enumerate(EXAMPLES):
+        path = folder / f"{shape}-{style}.png"
+        if not path.is_file():
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.png")
+            render(shape, style, np.random.default_rng([7, i]), size=224).save(tmp)
+            os.replace(tmp, path)  # atomic: another process may render the same file
+        paths.append(path)
+    return paths
+
+
+def load_resources(spec: str = BACKBONE, checkpoints: Sequence[str] = CHECKPOINTS, *,
+                   max_classes: int = MAX_CLASSES, embedded_world: bool | None = None,
+                   allow_other: bool = ALLOW_ANY_MODEL, device: str = DEVICE,
+                   cache_dir: Path = DEFAULT_CACHE_DIR) -> Resources:
+    """Load the backbone and prepare the models, examples and the default vocabulary's cache.
+
+    Args:
+        spec: backbone SPEC (``embedded``, ``ViT-B-16:openai``, ``local-dir:PATH`` ...).
+        checkpoints: checkpoint folders / Hub ids offered in the model menus.
+        max_classes: the largest vocabulary accepted.
+        embedded_world: the backbone knows the shapes world (``None``: auto-detect ``embedded``).
+        allow_other: accept checkpoint folders / Hub ids typed by the user.
+        device: where the backbone runs.
+        cache_dir: text / feature caches and the rendered examples.
+    """
+    backbone = load_backbone(spec, device=device)
+    registry = ClassifierRegistry(backbone, checkpoints, allow_other=allow_other,
+                                  max_classes=max_classes, embedded_world=embedded_world,
+                                  cache_dir=cache_dir)
+    preset = "shapes" if registry.embedded_world else "cifar10"
+    vocabulary = ", ".join(get_vocabulary(preset))
+    examples = [[str(p), "shapes", ZERO_SHOT] for p in render_examples(Path(cache_dir) / "app-examples")]
+    default_model = registry.checkpoints[0] if registry.checkpoints else ZERO_SHOT
+    for name in dict.fromkeys([ZERO_SHOT, default_model]):  # warm the caches of the first request
+        try:
+            classifier = registry.get(name)
+            classes, _, _ = classifier.prepare_vocabulary(get_vocabulary(preset))
+            classifier.reference(classes)
+        except ValueError as err:
+            logger.warning("could not prepare model %s: %s", name, err)
+            default_model = ZERO_SHOT
+    return Resources(backbone, registry, examples, vocabulary, default_model, max_classes,
+                     Path(cache_dir))
+
+
+# ---------------------------------------------------------------------------------------------
+# Handlers: typed, inference mode, library ValueErrors -> gr.Error
+# ---------------------------------------------------------------------------------------------
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn library ``ValueError``s (bad image, vocabulary, threshold, model) into ``gr.Error``."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from err
+    return wrapper
+
+
+def file_path(payload: Any) -> str | None:
+    """The local path of an uploaded file as Gradio passes it (a path, or a FileData dict)."""
+    if payload is None or payload == "":
+        return None
+    if isinstance(payload, (str, os.PathLike)):
+        return str(payload)
+    if isinstance(payload, dict):
+        if isinstance(payload.get("image"), dict):  # gallery item
+            return file_path(payload["image"])
+        if payload.get("path"):
+            return str(payload["path"])
+    path = getattr(payload, "path", None)
+    if path:
+        return str(path)
+    raise gr.Error(f"cannot read the uploaded file ({type(payload).__name__}); upload an image file")
+
+
+def _threshold(value: Any) -> float | None:
+    """Empty -> None; anything else goes to the library, which rejects non-finite values."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return value
+
+
+def decision_markdown(p: dict[str, Any]) -> str:
+    """The verdict in words: the class or "unknown", the score against the threshold, and why."""
+    score, threshold = p["score"], p["threshold"]
+    top = p["predicted_class"]
+    top_prob = p["probabilities"].get(top, 0.0)
+    if threshold is None:
+        head = f"## {top}\n\nenergy score **{score:.2f}**, no threshold: closed-set prediction."
+    elif p["accepted"]:
+        head = (f"## {top}\n\nenergy score **{score:.2f}** ≥ threshold **{threshold:.2f}**: "
+                f"in-distribution, accepted.")
+    else:
+        head = (f"## unknown\n\nenergy score **{score:.2f}** < threshold **{threshold:.2f}**: this "
+                f"image looks less like the known classes than the ID reference images, so it is "
+                f"rejected (closest class: {top}, {top_prob:.0%}).")
+    lines = [head, f"\n*model:* `{p.get('model', '')}` · *threshold:* {p['threshold_source']}"]
+    lines += [f"\n- {n}" for n in p.get("notes", [])]
+    lines += [f"\n- ⚠️ {w}" for w in p.get("warnings", [])]
+    return "".join(lines)
+
+
+def results_table(results: dict[str, Any]) -> list[list[Any]]:
+    """Rows ``[set, kind, n, accuracy, energy AUROC, energy FPR95]`` of a results JSON."""
+    def r(x):
+        return None if x is None else round(float(x), 4)
+
+    rows = [[results["id"]["name"], "ID", results["id"]["n"], r(results["id"]["accuracy"]), None, None]]
+    rows += [[c["name"], "covariate", c["n"], r(c["accuracy"]), None, None] for c in results["covariate"]]
+    for s in results["semantic"]:
+        e = s["scores"].get("energy", {})
+        rows.append([s["name"], "semantic", s["n"], None, r(e.get("auroc")), r(e.get("fpr95"))])
+    if "semantic_all" in results:
+        e = results["semantic_all"]["energy"]
+        rows.append(["all semantic", "semantic", sum(s["n"] for s in results["semantic"]), None,
+                     r(e["auroc"]), r(e["fpr95"])])
+    if "full_spectrum" in results:
+        e = results["full_spectrum"]["energy"]
+        rows.append(["full spectrum (ID + covariate vs semantic)", "full-spectrum", None,
+                     r(results["full_spectrum"].get("accuracy")), r(e["auroc"]), r(e["fpr95"])])
+    return rows
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON types, with NaN / infinity as ``None`` (JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+BATCH_HEADERS = ["file", "label", "closest class", "energy", "probability", "error"]
+TABLE_HEADERS = ["set", "kind", "n", "accuracy", "energy AUROC", "energy FPR95"]
+
+
+class Handlers:
+    """The event handlers of the app, bound to loaded :class:`Resources` (tests call them directly)."""
+
+    def __init__(self, resources: Resources):
+        self.r = resources
+
+    # -- Classify --------------------------------------------------------------------------
+    def _vocabulary(self, vocabulary: str) -> tuple[list[str], list[str]]:
+        return resolve_vocabulary(vocabulary, self.r.max_classes)
+
+    def _predict(self, paths: Sequence[str], vocabulary: str, model: str,
+                 threshold: Any) -> tuple[list[Prediction], list[str]]:
+        classifier = self.r.registry.get(model)
+        classes, notes = self._vocabulary(vocabulary)
+        images = [load_image(p) for p in paths]
+        return classifier.classify(images, classes, _threshold(threshold), top_k=TOP_K), notes
+
+    @gpu
+    @user_errors
+    @torch.inference_mode()
+    def classify(self, image: Any, vocabulary: str, model: str, threshold: Any) -> dict[str, Any]:
+        """Classify one image against a vocabulary; reject it as "unknown" below the threshold.
+
+        Returns a JSON object: label ("unknown" when rejected), accepted, score (energy; higher = more
+        in-distribution), threshold, probabilities (top 5), predicted_class, threshold_source,
+        model, notes and warnings.
+        """
+        path = file_path(image)
+        if path is None:
+            raise gr.Error("No image: upload an image (PNG, JPEG, WebP, ...) first.",
+                           print_exception=False)
+        (prediction,), notes = self._predict([path], vocabulary, model, threshold)
+        out = prediction.to_dict()
+        out["notes"] = notes + out["notes"]
+        return {"model": self.r.registry.get(model).name, **out}
+
+    @user_errors
+    @torch.inference_mode()
+    def explain(self, result: dict[str, Any] | None, vocabulary: str, model: str) -> tuple[str, dict, Any]:
+        """Decision text, top-k probabilities and the energy plot of a ``/classify`` result.
+
+        The plot is plotly JSON built without plotly's validation (``energy_histogram_json``,
+        ~1 ms instead of ~35 ms), handed to ``gr.Plot`` as ready ``PlotData``.
+        """
+        from croft_core.viz import energy_histogram_json
+
+        if not result:
+            return "", {}, None
+        classifier = self.r.registry.get(model)
+        classes, _ = self._vocabulary(vocabulary)
+        ref = classifier.reference(classifier.prepare_vocabulary(classes)[0])
+        groups = {} if ref.scores is None else {f"ID reference ({ref.source})": ref.scores}
+        plot = energy_histogram_json(groups, score=result["score"], threshold=result["threshold"],
+                                     title=f"Why: this image's energy vs the ID reference — "
+                                           f"{result['label']}")
+        return decision_markdown(result), result["probabilities"], PlotData(type="plotly", plot=plot)
+
+    def classify_example(self, image: Any, vocabulary: str, model: str) -> tuple[dict, str, dict, Any]:
+        """``classify`` + ``explain`` in one call, with the calibrated threshold (cached examples)."""
+        result = self.classify(image, vocabulary, model, None)
+        return (result, *self.explain(result, vocabulary, model))
+
+    @gpu
+    @user_errors
+    @torch.inference_mode()
+    def classify_batch(self, files: Any, vocabulary: str, model: str,
+                       threshold: Any) -> tuple[list[tuple[str, str]], list[list[Any]], Any]:
+        """Several images: a captioned gallery, a table, and all energies against the reference."""
+        from croft_core.images import ImageError
+        from croft_core.viz import energy_histogram
+
+        paths = [file_path(f) for f in (files or [])]
+        paths = [p for p in paths if p]
+        if not paths:
+            raise gr.Error("No images: upload one or more image files first.", print_exception=False)
+        if len(paths) > MAX_BATCH:
+            raise gr.Error(f"{len(paths)} images is more than {MAX_BATCH} at once; classify fewer.",
+                           print_exception=False)
+        classifier = self.r.registry.get(model)
+        classes, _ = self._vocabulary(vocabulary)
+        images, rows, good = [], [], []
+        for p in paths:
+            try:
+                images.append(load_image(p))
+                good.append(p)
+            except ImageError as err:
+                rows.append([Path(p).name, "error", None, None, None, str(err)])
+        if not images:
+            raise gr.Error("None of the files is a usable image: " + "; ".join(r[-1] for r in rows),
+                           print_exception=False)
+        predictions = classifier.classify(images, classes, _threshold(threshold), top_k=TOP_K)
+        gallery = []
+        for p, pred in zip(good, predictions):
+            verdict = pred.label if pred.accepted else f"unknown (closest: {pred.predicted_class})"
+            gallery.append((p, f"{verdict} · energy {pred.score:.2f}"))
+            rows.append([Path(p).name, pred.label, pred.predicted_class, round(pred.score, 4),
+                         round(pred.probabilities[pred.predicted_class], 4), ""])
+        threshold_used = predictions[0].threshold
+        ref = classifier.reference(classifier.prepare_vocabulary(classes)[0])
+        groups = {} if ref.scores is None else {f"ID reference ({ref.source})": ref.scores}
+        groups["your images"] = np.array([p.score for p in predictions])
+        fig = energy_histogram(groups, threshold=threshold_used,
+                               title=f"Energies of your images ({ref.note})")
+        return gallery, rows, fig
+
+    # -- Compare ---------------------------------------------------------------------------
+    @gpu
+    @user_errors
+    @torch.inference_mode()
+    def compare(self, image: Any, vocabulary: str, model_a: str,
+                model_b: str) -> tuple[str, dict, str, dict, Any]:
+        """The same image through two models: both verdicts and both energy distributions."""
+        from croft_core.viz import energy_comparison
+
+        path = file_path(image)
+        if path is None:
+            raise gr.Error("No image: upload an image first.", print_exception=False)
+        img = load_image(path)
+        classes, notes = self._vocabulary(vocabulary)
+        out, panels = [], {}
+        for name in (model_a, model_b):
+            classifier = self.r.registry.get(name)
+            pred = classifier.classify([img], classes, None, top_k=TOP_K)[0]
+            p = {"model": classifier.name, **pred.to_dict()}
+            p["notes"] = notes + p["notes"]
+            ref = classifier.reference(classifier.prepare_vocabulary(classes)[0])
+            label = f"{classifier.name} ({pred.label})"
+            panels[label] = {"reference": ref.scores, "score": pred.score, "threshold": pred.threshold}
+            out += [decision_markdown(p), pred.probabilities]
+        return (*out, energy_comparison(panels))
+
+    # -- Lab -------------------------------------------------------------------------------
+    @gpu(duration=600)
+    @user_errors
+    @torch.inference_mode()
+    def evaluate(self, benchmark: str, model: str, seed: Any,
+                 progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple[dict[str, Any], dict]:
+        """Evaluate a model on a benchmark (a registered name such as "shapes" or a benchmark JSON
+        path) and return the results JSON: ID and covariate accuracy, semantic-shift detection
+        (AUROC, FPR95, AUPR) per score, full-spectrum detection and the deployment threshold."""
+        from croft_core.benchmarks import get_benchmark
+        from croft_core.evaluate import zeroshot_model
+        from croft_core.pipeline import evaluate_checkpoint
+
+        name = (benchmark or "").strip() or "shapes"
+        try:
+            value = float(1 if seed is None or seed == "" else seed)
+            if isinstance(seed, bool) or not value.is_integer():
+                raise ValueError
+        except (TypeError, ValueError, OverflowError):
+            raise gr.Error(f"seed must be a whole number, got {seed!r}", print_exception=False) from None
+        seed = int(value)
+        if seed < 0:
+            raise gr.Error(f"seed must be >= 0, got {seed}", print_exception=False)
+        progress(0.0, desc=f"preparing benchmark {name!r} (the shapes dataset renders on first use, "
+                           f"about a minute)")
+        try:
+            bench = get_benchmark(name, seed=seed)
+            classifier = self.r.registry.get(model)
+            head = zeroshot_model(self.r.backbone, bench) if classifier.is_zero_shot else classifier.model
+            progress(0.1, desc="encoding images (cached after the first run)")
+            results, energies = evaluate_checkpoint(self.r.backbone, bench, head, seed=seed,
+                                                    knn=False, cache_dir=self.r.cache_dir)
+        except (FileNotFoundError, KeyError, OSError, RuntimeError) as err:
+            raise gr.Error(f"Evaluation of {name!r} failed: {err}", print_exception=False) from err
+        results = json_safe({**results, "model": classifier.name})
+        return results, {k: np.asarray(v, dtype=np.float64) for k, v in energies.items()}
+
+    def explain_evaluation(self, results: dict[str, Any] | None,
+                           energies: dict | None) -> tuple[Any, Any, Any, str | None]:
+        """Results table, energy histograms, ROC curves and the results JSON file to download."""
+        import pandas as pd
+        from croft_core.viz import energy_histogram, roc_curves
+
+        if not results:
+            return None, None, None, None
+        energies = energies or {}
+        table = pd.DataFrame(results_table(results), columns=TABLE_HEADERS)
+        threshold = results.get("threshold", {}).get("value")
+        semantic = [k for k in energies if k.startswith("semantic")]
+        groups = {k: v for k, v in energies.items() if k not in semantic}
+        if semantic:  # one pooled group: a benchmark may have a dozen unseen classes
+            groups[f"semantic: all {len(semantic)} unseen set(s)"] = np.concatenate(
+                [np.asarray(energies[k]) for k in semantic])
+        hist = energy_histogram(groups, threshold=threshold,
+                                title=f"Energy: ID / covariate / semantic — {results.get('method')}")
+        id_key = next((k for k in energies if k.startswith("ID")), None)
+        ood = {k.removeprefix("semantic: "): v for k, v in energies.items() if k.startswith("semantic")}
+        roc = roc_curves(energies[id_key], ood, title="ROC: ID vs each unseen set (energy)") if id_key and ood else None
+        folder = Path(tempfile.mkdtemp(prefix="croft-results-"))
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{results.get('benchmark')}-{results.get('method')}-"
+                                                f"seed{results.get('seed')}")
+        path = folder / f"results-{stem}.json"
+        path.write_text(json.dumps(results, indent=2))
+        return table, hist, roc, str(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout
+# ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def examples_cache(resources: Resources) -> Iterator[None]:
+    """Point Gradio's example cache at a folder keyed on the backbone and this file.
+
+    Gradio names the cache folder after the component id only, so outputs cached with another
+    backbone (or an older app) would be served as they are. ``gr.Examples`` reads
+    ``GRADIO_EXAMPLES_CACHE`` in its constructor; it is set for that moment and restored after.
+    """
+    key = hashlib.sha1(f"{resources.backbone.cache_id}|".encode() + Path(__file__).read_bytes())
+    previous = os.environ.get("GRADIO_EXAMPLES_CACHE")
+    base = Path(previous) if previous else resources.cache_dir / "app-examples-cache"
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(base / key.hexdigest()[:12])
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("GRADIO_EXAMPLES_CACHE", None)
+        else:
+            os.environ["GRADIO_EXAMPLES_CACHE"] = previous
+
+
+def _preset_text(preset: str | None) -> Any:
+    if not preset:
+        return gr.update()
+    classes = get_vocabulary(preset)
+    return ", ".join(classes) if len(classes) <= 100 else preset
+
+
+def build_demo(resources: Resources) -> gr.Blocks:
+    """The Blocks app over loaded resources (tests build one on a tiny backbone)."""
+    h = Handlers(resources)
+    models = resources.registry.names()
+    spec = resources.backbone.spec
+    model_kw = dict(choices=models, allow_custom_value=True,
+                    info="zero-shot, a listed checkpoint, or type a checkpoint folder / Hub id")
+
+    with gr.Blocks(title="CRoFT Lab: open-set CLIP classification") as demo:
+        gr.Markdown(
+            f"# CRoFT Lab — CLIP that says *unknown*\n"
+            f"Classify images against any vocabulary with a frozen CLIP (`{spec}`) and "
+            f"[CRoFT](https://arxiv.org/abs/2405.16417) adapters (ICML 2024). An image whose energy "
+            f"score `S(x) = logsumexp(τ·cos)` falls below the threshold (95% of ID reference images "
+            f"score above it) is rejected as **unknown**; the plot shows why.")
+        with gr.Tab("Classify"):
+            with gr.Row():
+                with gr.Column():
+                    image = gr.Image(label="image", type="filepath", sources=["upload", "clipboard"],
+                                     height=280)
+                    preset = gr.Dropdown(label="preset", choices=list_vocabularies(), value=None,
+                                         info="fills the vocabulary")
+                    vocabulary = gr.Textbox(label="vocabulary", value=resources.default_vocabulary,
+                                            lines=3, elem_id="vocabulary",
+                                            info="a preset name, or class names, one per line or "
+                                                 "comma-separated")
+                    model = gr.Dropdown(label="model", value=resources.default_model, **model_kw)
+                    # a Textbox, not gr.Number: Gradio's Number widget turns "empty" into 0, and
+                    # empty must mean "the calibrated threshold"
+                    threshold = gr.Textbox(label="threshold", value="", max_lines=1,
+                                           placeholder="calibrated (95% ID TPR)",
+                                           info="energy threshold (a number); empty = calibrated "
+                                                "at 95% ID TPR")
+                    classify_btn = gr.Button("Classify", variant="primary", elem_id="classify")
+                with gr.Column():
+                    decision = gr.Markdown(elem_id="decision")
+                    probabilities = gr.Label(label="probabilities", num_top_classes=TOP_K)
+                    plot = gr.Plot(label="energy")
+                    result = gr.JSON(label="result")
+            with examples_cache(resources):
+                gr.Examples(resources.examples, inputs=[image, vocabulary, model],
+                            outputs=[result, decision, probabilities, plot], fn=h.classify_example,
+                            example_labels=[e[2] for e in EXAMPLES], cache_examples=True,
+                            cache_mode="lazy", api_visibility="private")
+            with gr.Accordion("Several images", open=False):
+                images = gr.File(label="images", file_count="multiple", file_types=["image"])
+                batch_btn = gr.Button("Classify all")
+                gallery = gr.Gallery(label="results", columns=4, height="auto")
+                batch_table = gr.Dataframe(label="batch results", headers=BATCH_HEADERS)
+                batch_plot = gr.Plot(label="energies of your images")
+
+        with gr.Tab("Compare"):
+            with gr.Row():
+                with gr.Column():
+                    c_image = gr.Image(label="image", type="filepath", height=240)
+                    c_vocabulary = gr.Textbox(label="vocabulary", value=resources.default_vocabulary,
+                                              lines=2)
+                    with gr.Row():
+                        c_model_a = gr.Dropdown(label="model A", value=ZERO_SHOT, **model_kw)
+                        c_model_b = gr.Dropdown(label="model B", value=models[-1], **model_kw)
+                    compare_btn = gr.Button("Compare", variant="primary")
+                with gr.Column():
+                    with gr.Row():
+                        with gr.Column():
+                            c_decision_a = gr.Markdown()
+                            c_probs_a = gr.Label(label="model A probabilities", num_top_classes=TOP_K)
+                        with gr.Column():
+                            c_decision_b = gr.Markdown()
+                            c_probs_b = gr.Label(label="model B probabilities", num_top_classes=TOP_K)
+            c_plot = gr.Plot(label="energy distributions")
+
+        with gr.Tab("Lab"):
+            with gr.Row():
+                l_benchmark = gr.Dropdown(label="benchmark", choices=list(BENCHMARKS), value="shapes",
+                                          allow_custom_value=True,
+                                          info="a registered benchmark or a benchmark JSON path")
+                l_model = gr.Dropdown(label="model", value=resources.default_model, **model_kw)
+                l_seed = gr.Number(label="seed", value=1, precision=0)
+            lab_btn = gr.Button("Run evaluation", variant="primary")
+            l_results = gr.JSON(label="results")
+            l_energies = gr.State()
+            l_table = gr.Dataframe(label="results table", headers=TABLE_HEADERS)
+            with gr.Row():
+                l_hist = gr.Plot(label="energy distributions")
+                l_roc = gr.Plot(label="ROC curves")
+            l_file = gr.File(label="results JSON")
+
+        # public endpoints: /classify and /evaluate; everything else is private
+        private = dict(api_visibility="private")
+        preset.change(_preset_text, preset, vocabulary, queue=False, **private)
+        classify_btn.click(h.classify, [image, vocabulary, model, threshold], result,
+                           api_name="classify", preprocess=False, concurrency_id="infer").success(
+            h.explain, [result, vocabulary, model], [decision, probabilities, plot],
+            concurrency_id="infer", **private)
+        batch_btn.click(h.classify_batch, [images, vocabulary, model, threshold],
+                        [gallery, batch_table, batch_plot], preprocess=False,
+                        concurrency_id="infer", **private)
+        compare_btn.click(h.compare, [c_image, c_vocabulary, c_model_a, c_model_b],
+                          [c_decision_a, c_probs_a, c_decision_b, c_probs_b, c_plot],
+                          preprocess=False, concurrency_id="infer", **private)
+        lab_btn.click(h.evaluate, [l_benchmark, l_model, l_seed], [l_results, l_energies],
+                      api_name="evaluate", concurrency_limit=1, preprocess=False).success(
+            h.explain_evaluation, [l_results, l_energies], [l_table, l_hist, l_roc, l_file], **private)
+    demo.queue(default_concurrency_limit=CONCURRENCY)
+    return demo
+
+
+RESOURCES = load_resources()
+demo = build_demo(RESOURCES)
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    demo.launch()

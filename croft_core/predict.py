@@ -1,0 +1,619 @@
+"""Open-set classification of images with a frozen CLIP and a CRoFT (or baseline, or zero-shot) head.
+
+This is what the app serves: images in, for each image the closed-set prediction *and* the decision
+to accept it or call it ``"unknown"``, with CRoFT's energy score
+``S(x) = logsumexp_k(tau * cos(z_img, z_text_k))`` (higher = more in-distribution) compared with a
+threshold.
+
+Where the threshold comes from (:meth:`OpenSetClassifier.reference`, in this order):
+
+1. **the checkpoint** — ``config.threshold`` (the energy at 95% ID TPR on the training benchmark's
+   validation split) and ``config.id_scores``, when the vocabulary is the checkpoint's own classes;
+2. **rendered reference images** — for a backbone trained on the embedded shapes world (the
+   ``embedded`` backbone), when every class of the vocabulary is a shape of that world: photo-style
+   images of those classes are rendered once (:data:`REFERENCE_IMAGES_PER_CLASS` per class, fixed
+   seeds, a seed namespace of their own), scored against *this* vocabulary and model, and the
+   threshold is fitted at 95% TPR. This is how zero-shot models get a calibrated threshold without
+   rendering the whole benchmark;
+3. **the checkpoint, for another vocabulary** — CRoFT's adapters are class-agnostic, so a checkpoint
+   can score any vocabulary; its stored threshold is used and a note says it was calibrated on the
+   training classes;
+4. **none** — zero-shot with a real backbone and a free vocabulary has no ID reference: the
+   prediction is closed-set (``accepted=True``) and a note asks for a threshold.
+
+A threshold given by the caller always wins.
+
+Text features of a vocabulary are computed once per process (small in-memory LRU on top of the disk
+cache of :func:`~croft_core.backbones.build_text_classifier`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+import threading
+import zlib
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import PIL.Image
+import torch
+
+from .backbones import DEFAULT_CACHE_DIR, Backbone, build_text_classifier, parse_spec
+from .detector import ThresholdDetector
+from .evaluate import zeroshot_model
+from .model import CroftModel
+from .prompts import SINGLE_TEMPLATE, get_vocabulary, list_vocabularies, parse_vocabulary
+from .scoring import energy
+
+__all__ = ["DEFAULT_MAX_CLASSES", "MAX_CLASS_NAME_CHARS", "REFERENCE_IMAGES_PER_CLASS", "ZERO_SHOT",
+           "ClassifierRegistry", "OpenSetClassifier", "Prediction", "Reference", "RenderedReference",
+           "check_vocabulary", "embedded_words", "is_embedded_backbone", "resolve_vocabulary",
+           "same_backbone", "unknown_words"]
+
+logger = logging.getLogger(__name__)
+
+ZERO_SHOT = "zero-shot"
+"""Model name of the zero-shot head (always available)."""
+
+DEFAULT_MAX_CLASSES = 1000  # ImageNet-1k fits; more makes every request slow
+MAX_CLASS_NAME_CHARS = 200  # CLIP's text context is 77 tokens; longer names are certainly truncated
+REFERENCE_IMAGES_PER_CLASS = 20  # rendered photo images per class for the zero-shot reference
+REFERENCE_SIZE = 64  # render size of reference images (the shapes dataset's size)
+REFERENCE_STREAM = 0xC11F_A99  # seed namespace of reference images (not the benchmark's, not pretraining's)
+CALIBRATION_TPR = 0.95
+
+
+# --------------------------------------------------------------------------------------------------
+# Vocabulary
+# --------------------------------------------------------------------------------------------------
+
+def _normalise_name(name: str) -> str:
+    return " ".join(str(name).split())
+
+
+def check_vocabulary(classnames: Sequence[str], max_classes: int = DEFAULT_MAX_CLASSES
+                     ) -> tuple[list[str], list[str]]:
+    """Clean and validate a list of class names.
+
+    Whitespace is normalised, blank entries and case-insensitive duplicates are removed (and
+    reported); non-ASCII names are kept as they are.
+
+    Args:
+        classnames: the class names.
+        max_classes: the largest vocabulary accepted.
+
+    Returns:
+        ``(classes, notes)``: the cleaned names in first-seen order and what was removed.
+
+    Raises:
+        ValueError: fewer than two classes, more than ``max_classes``, or a name longer than
+            :data:`MAX_CLASS_NAME_CHARS` characters.
+    """
+    classes: list[str] = []
+    seen: set[str] = set()
+    duplicates: list[str] = []
+    blanks = 0
+    for raw in classnames:
+        name = _normalise_name(raw)
+        if not name:
+            blanks += 1
+            continue
+        key = name.lower()
+        if key in seen:
+            duplicates.append(name)
+            continue
+        seen.add(key)
+        classes.append(name)
+    if len(classes) < 2:
+        raise ValueError(f"Enter at least two class names (one per line or comma-separated), or "
+                         f"choose a preset such as 'shapes' or 'cifar10'; got {len(classes)}.")
+    if len(classes) > max_classes:
+        raise ValueError(f"The vocabulary has {len(classes)} classes, more than the maximum of "
+                         f"{max_classes} (CROFT_MAX_CLASSES); remove some classes.")
+    for name in classes:
+        if len(name) > MAX_CLASS_NAME_CHARS:
+            raise ValueError(f"The class name '{name[:40]}...' is {len(name)} characters long; class "
+                             f"names must be at most {MAX_CLASS_NAME_CHARS} characters.")
+    notes = []
+    if duplicates:
+        notes.append(f"removed {len(duplicates)} duplicate(s): {', '.join(duplicates)}")
+    if blanks:
+        notes.append(f"ignored {blanks} blank entr{'y' if blanks == 1 else 'ies'}")
+    return classes, notes
+
+
+def resolve_vocabulary(text: str, max_classes: int = DEFAULT_MAX_CLASSES) -> tuple[list[str], list[str]]:
+    """A preset name (``shapes``, ``cifar10``, ``cifar100``, ``imagenet1k``, ``pacs``, ``vlcs``) or free
+    text (one class per line, or comma-separated) -> validated class names.
+
+    Args:
+        text: what the user typed.
+        max_classes: the largest vocabulary accepted.
+
+    Returns:
+        ``(classes, notes)``; the notes say which preset was used and what was removed.
+
+    Raises:
+        ValueError: see :func:`check_vocabulary`.
+    """
+    text = "" if text is None else str(text)
+    key = text.strip().lower()
+    if key in list_vocabularies():
+        classes, notes = check_vocabulary(get_vocabulary(key), max_classes)
+        return classes, [f"preset '{key}' ({len(classes)} classes)", *notes]
+    parsed, notes = parse_vocabulary(text)
+    classes, more = check_vocabulary(parsed, max_classes)
+    return classes, notes + more
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+@functools.lru_cache(maxsize=1)
+def embedded_words() -> frozenset[str]:
+    """Every word of the embedded model's pretraining captions.
+
+    Derived from the caption generator of :mod:`croft_core.synth.world` (class names, coarse names,
+    look-alike names, colours, caption templates), plus the prompt template ``"a photo of a {}."``.
+    """
+    from .synth import world
+
+    texts: list[str] = [*world.CLASSES, *world.COLOURS, *SINGLE_TEMPLATE, "a", "an"]
+    texts += [name for names in world.COARSE.values() for name in names]
+    texts += [name for _, names in world.MISNAMES.values() for name in names]
+    texts += [t.replace("{a}", " ").replace("{n}", " ") for ts in world.TEMPLATES.values() for t in ts]
+    return frozenset(w for t in texts for w in _words(t))
+
+
+def unknown_words(classnames: Sequence[str]) -> list[str]:
+    """Words of ``classnames`` that never occur in the embedded model's captions (first-seen order)."""
+    known = embedded_words()
+    out: list[str] = []
+    for name in classnames:
+        out += [w for w in _words(name) if w not in known and w not in out]
+    return out
+
+
+def _resolved_spec(spec: str) -> tuple[str, str | None]:
+    name, tag = parse_spec(spec)
+    if name.startswith("local-dir:"):
+        name = "local-dir:" + str(Path(name.removeprefix("local-dir:")).expanduser().resolve())
+    return name, tag
+
+
+def same_backbone(a: str, b: str) -> bool:
+    """Whether two backbone SPECs name the same weights (``embedded`` = its ``local-dir:`` folder,
+    ``ViT-B/16`` = ``ViT-B-16``, relative = absolute folders)."""
+    try:
+        return _resolved_spec(a) == _resolved_spec(b)
+    except ValueError:
+        return a == b
+
+
+def is_embedded_backbone(backbone: Backbone) -> bool:
+    """True for the embedded shapes-world CLIP (``embedded`` or its ``local-dir:`` folder)."""
+    return same_backbone(backbone.spec, "embedded")
+
+
+# --------------------------------------------------------------------------------------------------
+# Reference scores
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Reference:
+    """ID reference scores and the threshold they give for one (model, vocabulary).
+
+    Attributes:
+        scores: ``[N]`` energy scores of in-distribution images (``None`` when there are none).
+        threshold: the calibrated energy threshold (accept if ``score >= threshold``), or ``None``.
+        source: ``"checkpoint"``, ``"rendered"``, ``"checkpoint (training classes)"`` or ``"none"``.
+        note: a sentence for the user about where the threshold comes from.
+    """
+
+    scores: np.ndarray | None
+    threshold: float | None
+    source: str
+    note: str
+
+
+class RenderedReference:
+    """Raw image features of photo-style shapes rendered from the embedded world, per class.
+
+    Rendered lazily, :data:`REFERENCE_IMAGES_PER_CLASS` per class with seeds derived from the class
+    name, and encoded once; shared by every classifier on the same backbone. Thread-safe.
+
+    Args:
+        backbone: the frozen backbone.
+        per_class: images per class.
+    """
+
+    def __init__(self, backbone: Backbone, per_class: int = REFERENCE_IMAGES_PER_CLASS):
+        from .synth import world
+
+        self.backbone = backbone
+        self.per_class = per_class
+        self._classes = {c.lower(): c for c in world.CLASSES}
+        self._features: dict[str, torch.Tensor] = {}
+        self._lock = threading.Lock()
+
+    def covers(self, classnames: Sequence[str]) -> bool:
+        """True when every class name is a shape of the world (case-insensitive)."""
+        return all(_normalise_name(c).lower().replace("_", " ") in self._classes for c in classnames)
+
+    @torch.inference_mode()
+    def features(self, classnames: Sequence[str]) -> torch.Tensor:
+        """``[len(classnames) * per_class, d]`` raw features of rendered photos of the classes."""
+        from .synth import world
+
+        out = []
+        for name in classnames:
+            key = self._classes[_normalise_name(name).lower().replace("_", " ")]
+            with self._lock:
+                if key not in self._features:
+                    rng = np.random.default_rng([REFERENCE_STREAM, zlib.crc32(key.encode())])
+                    images = [world.render(key, "photo", rng, size=REFERENCE_SIZE)
+                              for _ in range(self.per_class)]
+                    pixels = torch.stack([self.backbone.preprocess(im) for im in images])
+                    self._features[key] = self.backbone.encode_images(pixels)  # [per_class, d]
+            out.append(self._features[key])
+        return torch.cat(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# The classifier
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Prediction:
+    """The open-set decision for one image.
+
+    Attributes:
+        label: the predicted class, or ``"unknown"`` when the image is rejected.
+        accepted: ``score >= threshold`` (always True when there is no threshold).
+        score: the energy score S(x) (higher = more in-distribution).
+        threshold: the threshold used, or ``None`` (no calibration available and none given).
+        probabilities: the ``top_k`` most probable classes -> softmax probability, descending.
+        predicted_class: the closed-set argmax, also when the image is rejected.
+        threshold_source: ``"user"``, or the :class:`Reference` source.
+        notes: what the user should know (vocabulary clean-up, calibration, class-agnostic use).
+        warnings: likely problems (e.g. words the embedded model never saw).
+    """
+
+    label: str
+    accepted: bool
+    score: float
+    threshold: float | None
+    probabilities: dict[str, float]
+    predicted_class: str
+    threshold_source: str = "none"
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the ``/classify`` response of the app)."""
+        return asdict(self)
+
+
+def _check_threshold(threshold: Any) -> float | None:
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise ValueError(f"threshold must be a finite number (an energy score such as 12.5), or "
+                         f"empty for the calibrated threshold; got {threshold!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"threshold must be a finite number (an energy score such as 12.5), or "
+                         f"empty for the calibrated threshold; got {threshold!r}")
+    return value
+
+
+class OpenSetClassifier:
+    """A backbone plus a head: classify images against any vocabulary, reject unknowns.
+
+    Args:
+        backbone: the frozen backbone (loaded once per process).
+        model: a :class:`~croft_core.model.CroftModel` (CRoFT, a baseline, or zero-shot); ``None``
+            builds the zero-shot model.
+        name: display name (``"zero-shot"``, a folder or a Hub id).
+        max_classes: the largest vocabulary accepted.
+        embedded_world: the backbone was trained on the embedded shapes world, which enables the
+            unknown-word warning and rendered reference images; ``None`` = auto-detect the
+            ``embedded`` backbone.
+        rendered: shared :class:`RenderedReference` (created on demand when ``None``).
+        tpr: ID true-positive rate of calibrated thresholds.
+        text_cache_size: vocabularies kept in memory.
+        cache_dir: disk cache of text features (``None`` disables it).
+
+    Raises:
+        ValueError: the model was trained on another backbone, or its width does not match.
+    """
+
+    def __init__(self, backbone: Backbone, model: CroftModel | None = None, *, name: str = ZERO_SHOT,
+                 max_classes: int = DEFAULT_MAX_CLASSES, embedded_world: bool | None = None,
+                 rendered: RenderedReference | None = None, tpr: float = CALIBRATION_TPR,
+                 text_cache_size: int = 16, cache_dir: str | Path | None = DEFAULT_CACHE_DIR):
+        model = zeroshot_model(backbone) if model is None else model
+        config = model.config
+        if config.backbone and not same_backbone(config.backbone, backbone.spec):
+            raise ValueError(f"Model {name!r} was trained on backbone {config.backbone!r}, but this "
+                             f"app runs {backbone.spec!r}; start it with CROFT_BACKBONE="
+                             f"{config.backbone} or choose a checkpoint of this backbone.")
+        if config.head != "zeroshot" and config.embed_dim != backbone.embed_dim:
+            raise ValueError(f"Model {name!r} has width {config.embed_dim} but the backbone has "
+                             f"{backbone.embed_dim}; it belongs to another backbone.")
+        self.backbone = backbone
+        self.model = model.to(backbone.device).eval()
+        self.name = name
+        self.max_classes = max_classes
+        self.embedded_world = is_embedded_backbone(backbone) if embedded_world is None else embedded_world
+        self._rendered = rendered
+        self.tpr = tpr
+        self.templates = tuple(config.templates) or SINGLE_TEMPLATE
+        self.text_mode = config.text_mode if config.templates else "normalized"
+        self.cache_dir = cache_dir
+        self._text: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._references: OrderedDict[tuple, Reference] = OrderedDict()
+        self._text_cache_size = text_cache_size
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple, threading.Lock] = {}
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def is_zero_shot(self) -> bool:
+        return self.model.config.head == "zeroshot"
+
+    @property
+    def class_agnostic(self) -> bool:
+        return self.model.class_agnostic
+
+    @property
+    def training_classes(self) -> tuple[str, ...]:
+        return tuple(self.model.config.classnames)
+
+    # -- vocabulary ------------------------------------------------------------------------------
+    def prepare_vocabulary(self, classnames: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+        """Validate a vocabulary for this model.
+
+        Returns:
+            ``(classes, notes, warnings)``.
+
+        Raises:
+            ValueError: see :func:`check_vocabulary`; or a class-tied checkpoint (Tip-Adapter,
+                linear probe) asked for other classes than its own.
+        """
+        classes, notes = check_vocabulary(classnames, self.max_classes)
+        warnings: list[str] = []
+        trained = self.training_classes
+        same = _same_set(classes, trained)
+        if not self.class_agnostic and not same:
+            raise ValueError(f"Model {self.name!r} ({self.model.config.head}) is tied to its "
+                             f"{len(trained)} training classes ({', '.join(trained[:10])}"
+                             f"{', ...' if len(trained) > 10 else ''}); use exactly these classes, or "
+                             f"a class-agnostic model (CRoFT, CLIP-Adapter, zero-shot).")
+        if not self.is_zero_shot and trained and not same:
+            notes.append(f"adapters are class-agnostic: this checkpoint was trained on "
+                         f"{len(trained)} other classes ({', '.join(trained[:10])}"
+                         f"{', ...' if len(trained) > 10 else ''}) and scores this vocabulary as well")
+        if self.embedded_world:
+            missing = unknown_words(classes)
+            if missing:
+                warnings.append(f"The embedded model never saw the word(s) "
+                                f"{', '.join(repr(w) for w in missing[:20])} in its training captions, "
+                                f"so it cannot recognise those classes; it knows coloured shapes "
+                                f"(circle, square, star, ...). Use a real CLIP backbone "
+                                f"(CROFT_BACKBONE=ViT-B-16:openai) for everyday classes.")
+        return classes, notes, warnings
+
+    def _key_lock(self, key: tuple) -> threading.Lock:
+        with self._lock:
+            return self._key_locks.setdefault(key, threading.Lock())
+
+    def _lru_get(self, cache: OrderedDict, key: tuple, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in cache:
+                cache.move_to_end(key)
+                return cache[key]
+        with self._key_lock(key):  # one computation per key, others wait for it
+            with self._lock:
+                if key in cache:
+                    return cache[key]
+            value = compute()
+            with self._lock:
+                cache[key] = value
+                while len(cache) > self._text_cache_size:
+                    cache.popitem(last=False)
+                self._key_locks.pop(key, None)
+            return value
+
+    def text_features(self, classnames: Sequence[str]) -> torch.Tensor:
+        """``[K, d]`` text features of the classes with this model's templates (cached)."""
+        key = ("text", tuple(classnames), self.templates, self.text_mode)
+        return self._lru_get(self._text, key, lambda: build_text_classifier(
+            self.backbone, list(classnames), self.templates, text_mode=self.text_mode,
+            cache_dir=self.cache_dir).to(self.backbone.device))
+
+    # -- scoring ---------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def logits(self, image_features: torch.Tensor, classnames: Sequence[str]) -> torch.Tensor:
+        """``[N, K]`` logits of raw image features ``[N, d]`` against the classes."""
+        return self.model(image_features.to(self.backbone.device), self.text_features(classnames)).float()
+
+    @torch.inference_mode()
+    def encode(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
+        """``[N, d]`` raw image features of RGB PIL images (the backbone's own preprocessing)."""
+        pixels = torch.stack([self.backbone.preprocess(im) for im in images])  # [N, 3, H, W]
+        return self.backbone.encode_images(pixels)
+
+    def reference(self, classnames: Sequence[str]) -> Reference:
+        """ID reference energies and the calibrated threshold for this vocabulary (cached).
+
+        See the module docstring for the order of sources.
+        """
+        classes = tuple(classnames)
+        return self._lru_get(self._references, ("reference", classes),
+                             lambda: self._compute_reference(classes))
+
+    def _compute_reference(self, classes: tuple[str, ...]) -> Reference:
+        config = self.model.config
+        stored = np.asarray(config.id_scores, dtype=np.float64) if config.id_scores else None
+        if config.threshold is not None and _same_set(classes, self.training_classes):
+            return Reference(stored, float(config.threshold), "checkpoint",
+                             f"threshold calibrated at {config.threshold_tpr:.0%} ID TPR on the "
+                             f"checkpoint's validation images")
+        if self.embedded_world:
+            rendered = self._rendered_reference()
+            if rendered.covers(classes):
+                features = rendered.features(classes)
+                scores = energy(self.logits(features, classes)).cpu().numpy().astype(np.float64)
+                threshold = float(ThresholdDetector(tpr=self.tpr).fit(scores).threshold_)
+                return Reference(scores, threshold, "rendered",
+                                 f"threshold calibrated at {self.tpr:.0%} ID TPR on {len(scores)} "
+                                 f"rendered photo-style images of these classes")
+        if config.threshold is not None:
+            return Reference(stored, float(config.threshold), "checkpoint (training classes)",
+                             "adapters are class-agnostic; the threshold was calibrated on the "
+                             "training classes, not on this vocabulary (set a threshold to adjust)")
+        return Reference(None, None, "none",
+                         "no calibrated threshold for this model and vocabulary: the prediction is "
+                         "closed-set; set a threshold to reject unknown images")
+
+    def _rendered_reference(self) -> RenderedReference:
+        with self._lock:
+            if self._rendered is None:
+                self._rendered = RenderedReference(self.backbone)
+            return self._rendered
+
+    @torch.inference_mode()
+    def classify(self, images: Sequence[PIL.Image.Image], classnames: Sequence[str],
+                 threshold: float | None = None, top_k: int = 5) -> list[Prediction]:
+        """Classify RGB images against a vocabulary and accept or reject each one.
+
+        Args:
+            images: RGB PIL images (see :func:`croft_core.images.load_image`).
+            classnames: the vocabulary (cleaned and validated, see :meth:`prepare_vocabulary`).
+            threshold: energy threshold; ``None`` = the calibrated one (see :meth:`reference`).
+            top_k: classes listed in ``probabilities``.
+
+        Returns:
+            One :class:`Prediction` per image.
+
+        Raises:
+            ValueError: a bad vocabulary, a non-finite threshold, no images, or ``top_k < 1``.
+        """
+        if not images:
+            raise ValueError("no images to classify; upload at least one image")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        user_threshold = _check_threshold(threshold)
+        classes, notes, warnings = self.prepare_vocabulary(classnames)
+        if user_threshold is None:
+            ref = self.reference(classes)
+            used, source = ref.threshold, ref.source
+            notes.append(ref.note)
+        else:
+            used, source = user_threshold, "user"
+        logits = self.logits(self.encode(images), classes)  # [N, K]
+        scores = energy(logits).cpu().numpy()  # [N]
+        probs = logits.softmax(dim=-1).cpu()
+        top_p, top_i = probs.topk(min(top_k, len(classes)), dim=-1)  # [N, k]
+        out = []
+        for n in range(len(images)):
+            score = float(scores[n])
+            predicted = classes[int(top_i[n, 0])]
+            accepted = used is None or score >= used
+            out.append(Prediction(
+                label=predicted if accepted else "unknown", accepted=bool(accepted), score=score,
+                threshold=used, probabilities={classes[int(i)]: float(p) for p, i in zip(top_p[n], top_i[n])},
+                predicted_class=predicted, threshold_source=source, notes=list(notes),
+                warnings=list(warnings)))
+        return out
+
+
+def _same_set(a: Sequence[str], b: Sequence[str]) -> bool:
+    return bool(b) and {x.lower() for x in a} == {_normalise_name(x).lower() for x in b}
+
+
+# --------------------------------------------------------------------------------------------------
+# Models by name
+# --------------------------------------------------------------------------------------------------
+
+class ClassifierRegistry:
+    """Classifiers by model name on one backbone: ``"zero-shot"`` and checkpoints, each loaded once.
+
+    Args:
+        backbone: the frozen backbone shared by every model.
+        checkpoints: checkpoint folders or Hub ids offered by name (loaded on first use).
+        allow_other: also accept checkpoint folders / Hub ids that are not in ``checkpoints``.
+        max_loaded: most checkpoints outside ``checkpoints`` kept in memory (LRU).
+        **classifier_kwargs: passed to every :class:`OpenSetClassifier`.
+    """
+
+    def __init__(self, backbone: Backbone, checkpoints: Sequence[str] = (), *, allow_other: bool = True,
+                 max_loaded: int = 8, **classifier_kwargs: Any):
+        self.backbone = backbone
+        self.checkpoints = [c for c in (s.strip() for s in checkpoints) if c]
+        self.allow_other = allow_other
+        self.max_loaded = max_loaded
+        embedded_world = classifier_kwargs.pop("embedded_world", None)
+        self.embedded_world = is_embedded_backbone(backbone) if embedded_world is None else embedded_world
+        self._kwargs = dict(classifier_kwargs, embedded_world=self.embedded_world)
+        self.rendered = RenderedReference(backbone) if self.embedded_world else None
+        self._loaded: OrderedDict[str, OpenSetClassifier] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        """The model names offered: ``"zero-shot"`` then the configured checkpoints."""
+        return [ZERO_SHOT, *self.checkpoints]
+
+    def get(self, name: str) -> OpenSetClassifier:
+        """The classifier of a model name, loading it on first use.
+
+        Raises:
+            ValueError: an unknown model, a checkpoint that cannot be loaded, or one trained on
+                another backbone; the message says what to do.
+        """
+        name = (name or "").strip() or ZERO_SHOT
+        with self._lock:
+            if name in self._loaded:
+                self._loaded.move_to_end(name)
+                return self._loaded[name]
+            if name.lower() in (ZERO_SHOT, "zeroshot", "zero_shot"):
+                name = ZERO_SHOT
+                if name not in self._loaded:
+                    self._loaded[name] = OpenSetClassifier(self.backbone, None, name=name,
+                                                           rendered=self.rendered, **self._kwargs)
+                return self._loaded[name]
+            if name not in self.checkpoints and not self.allow_other:
+                raise ValueError(f"Unknown model {name!r}; choose one of {self.names()}.")
+            classifier = OpenSetClassifier(self.backbone, self._load(name), name=name,
+                                           rendered=self.rendered, **self._kwargs)
+            self._loaded[name] = classifier
+            extra = [k for k in self._loaded if k != ZERO_SHOT and k not in self.checkpoints]
+            while len(extra) > self.max_loaded:
+                self._loaded.pop(extra.pop(0))
+            return classifier
+
+    def _load(self, name: str) -> CroftModel:
+        from .hub import CheckpointNotFoundError, load_model
+
+        try:
+            return load_model(name, device=str(self.backbone.device))
+        except CheckpointNotFoundError as err:
+            raise ValueError(f"Unknown model {name!r}; choose zero-shot or a checkpoint folder/Hub "
+                             f"id ({err})") from err
+        except (OSError, KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"Could not load model {name!r}: {err}") from err
+

@@ -1,0 +1,407 @@
+"""The Gradio app: handlers called directly, then the real server through ``gradio_client``.
+
+The app is imported once per session with a tiny random open_clip backbone, two checkpoints (a
+class-agnostic CRoFT head and a class-tied Tip-Adapter head) and a small class limit, all set through
+the environment variables the app reads (``CROFT_BACKBONE``, ``CROFT_CHECKPOINTS``,
+``CROFT_MAX_CLASSES``). ``tests/test_browser.py`` reuses the ``server`` and ``image_files`` fixtures.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import struct
+import sys
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import PIL.Image
+import plotly.io
+import pytest
+
+from croft_core.model import CroftModel, HeadConfig
+from croft_core.prompts import SINGLE_TEMPLATE
+from datagen import TINY_ID_CLASSES, tiny_benchmark
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_CLASSES = 50
+CROFT_THRESHOLD = 2.0
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+# ---------------------------------------------------------------------------------------------
+
+# test_browser.py imports these fixtures, which makes pytest register them a second time: these
+# memos keep one set of files and one server for both files.
+_LIVE_FILES: dict[str, dict[str, str]] = {}
+_LIVE: dict[str, object] = {}
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="session")
+def app_files(tiny_spec, tmp_path_factory):
+    """Checkpoints and the tiny benchmark JSON the app is configured with (made once)."""
+    if "files" in _LIVE_FILES:
+        return _LIVE_FILES["files"]
+    root = tmp_path_factory.mktemp("app")
+    common = dict(embed_dim=16, backbone=tiny_spec, classnames=TINY_ID_CLASSES, templates=SINGLE_TEMPLATE)
+    croft = CroftModel(HeadConfig(head="croft", method="croft", threshold=CROFT_THRESHOLD,
+                                  id_scores=tuple(np.linspace(1.5, 4.0, 40).round(3)), **common))
+    tip = CroftModel(HeadConfig(head="tip_adapter", method="tip_adapter", num_classes=3, cache_size=6,
+                                **common))
+    _LIVE_FILES["files"] = {"croft": str(croft.save(root / "croft")), "tip": str(tip.save(root / "tip")),
+                            "benchmark": str(tiny_benchmark(root / "data").to_json(root / "tiny.json"))}
+    return _LIVE_FILES["files"]
+
+
+
+@pytest.fixture(scope="session")
+def app(tiny_spec, app_files):
+    """The ``app`` module, imported once with the tiny backbone (its constants read the env)."""
+    env = {"CROFT_BACKBONE": tiny_spec, "CROFT_CHECKPOINTS": f"{app_files['croft']},{app_files['tip']}",
+           "CROFT_MAX_CLASSES": str(MAX_CLASSES), "CROFT_CONCURRENCY": "4"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    try:
+        module = importlib.import_module("app")
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert module.RESOURCES.backbone.spec == tiny_spec, "app was imported before this fixture ran"
+    return module
+
+
+@pytest.fixture(scope="session")
+def handlers(app):
+    return app.Handlers(app.RESOURCES)
+
+
+@pytest.fixture(scope="session")
+def image_files(tmp_path_factory):
+    """Good, odd and bad image files, by name."""
+    from croft_core.synth.world import render
+
+    d = tmp_path_factory.mktemp("images")
+    render("circle", "photo", np.random.default_rng(0), size=64).save(d / "circle.png")
+    PIL.Image.open(d / "circle.png").convert("L").save(d / "gray.png")
+    PIL.Image.open(d / "circle.png").convert("RGBA").save(d / "rgba.png")
+    PIL.Image.open(d / "circle.png").convert("CMYK").save(d / "cmyk.jpg")
+    PIL.Image.fromarray((np.arange(32 * 32).reshape(32, 32) * 60).astype(np.uint16)).save(d / "gray16.png")
+    PIL.Image.new("RGB", (1, 1), (200, 30, 30)).save(d / "one.png")
+    (d / "text.png").write_text("not an image at all")
+    data = (d / "circle.png").read_bytes()
+    (d / "cut.png").write_bytes(data[: len(data) // 2])
+    (d / "bomb.png").write_bytes(_png_header_only(100_000, 100_000))
+    return {p.stem: str(p) for p in d.iterdir()}
+
+
+@pytest.fixture(scope="session")
+def server(app):
+    """The app's own ``demo`` served on 127.0.0.1 (a free port) for the whole session."""
+    if not _LIVE:
+        app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+        _LIVE.update(url=app.demo.local_url, users=0)
+    _LIVE["users"] += 1
+    yield _LIVE["url"]
+    _LIVE["users"] -= 1
+    if not _LIVE["users"]:
+        app.demo.server.force_exit = True  # idle keep-alive connections would delay shutdown 5 s
+        app.demo.close()
+        _LIVE.clear()
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    from gradio_client import Client
+
+    client = Client(server, verbose=False)
+    yield client
+    client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# handlers
+# ---------------------------------------------------------------------------------------------
+
+VOCAB = "circle, square, triangle"
+
+
+def test_classify_returns_the_contract_json(handlers, image_files):
+    out = handlers.classify(image_files["circle"], VOCAB, "zero-shot", None)
+    assert {"label", "accepted", "score", "threshold", "probabilities", "predicted_class", "notes",
+            "warnings", "model", "threshold_source"} <= set(out)
+    assert out["label"] in TINY_ID_CLASSES and out["accepted"] is True and out["threshold"] is None
+    assert list(out["probabilities"]) and sum(out["probabilities"].values()) <= 1 + 1e-6
+    json.dumps(out)  # JSON-serialisable
+    rejected = handlers.classify({"path": image_files["circle"]}, VOCAB, "zero-shot", "1e9")
+    assert rejected["label"] == "unknown" and not rejected["accepted"] and rejected["threshold"] == 1e9
+    assert rejected["predicted_class"] == out["predicted_class"]
+    assert handlers.classify(image_files["circle"], VOCAB, "zero-shot", "  ")["threshold"] is None
+
+
+@pytest.mark.parametrize("name", ["gray", "rgba", "cmyk", "gray16", "one"])
+def test_odd_images_are_converted(handlers, image_files, name):
+    assert handlers.classify(image_files[name], VOCAB, "zero-shot", 0.0)["label"] in TINY_ID_CLASSES
+
+
+@pytest.mark.parametrize("image, vocabulary, model, threshold, message", [
+    (None, VOCAB, "zero-shot", None, "No image: upload an image"),
+    ("text", VOCAB, "zero-shot", None, "'text.png' is not an image file"),
+    ("cut", VOCAB, "zero-shot", None, "truncated or corrupt"),
+    ("bomb", VOCAB, "zero-shot", None, "decompression bomb"),
+    ("circle", "circle", "zero-shot", None, "Enter at least two class names"),
+    ("circle", "", "zero-shot", None, "Enter at least two class names"),
+    ("circle", ",".join(f"class {i}" for i in range(MAX_CLASSES + 1)), "zero-shot", None,
+     f"{MAX_CLASSES + 1} classes, more than the maximum of {MAX_CLASSES}"),
+    ("circle", "cifar100", "zero-shot", None, "more than the maximum"),
+    ("circle", "cat, " + "x" * 300, "zero-shot", None, "at most 200 characters"),
+    ("circle", VOCAB, "zero-shot", "abc", "threshold must be a finite number"),
+    ("circle", VOCAB, "zero-shot", "inf", "threshold must be a finite number"),
+    ("circle", VOCAB, "zero-shot", "nan", "threshold must be a finite number"),
+    ("circle", VOCAB, "no/such-model", None, "Unknown model 'no/such-model'; choose zero-shot"),
+    ("circle", VOCAB, "/no/such/folder", None, "Unknown model"),
+    ("circle", "cat, dog", "tip", None, "tied to its 3 training classes"),
+])
+def test_bad_inputs_raise_gr_error(handlers, image_files, app_files, image, vocabulary, model,
+                                   threshold, message):
+    model = app_files.get(model, model)
+    with pytest.raises(gr.Error, match=message):
+        handlers.classify(image_files.get(image), vocabulary, model, threshold)
+
+
+def test_pixel_limit_comes_from_the_environment(handlers, image_files, monkeypatch):
+    monkeypatch.setenv("CROFT_MAX_PIXELS", "100")
+    with pytest.raises(gr.Error, match="64x64 = 4,096 pixels, over the limit of 100"):
+        handlers.classify(image_files["circle"], VOCAB, "zero-shot", None)
+    monkeypatch.delenv("CROFT_MAX_PIXELS")
+    assert handlers.classify(image_files["circle"], VOCAB, "zero-shot", None)["label"]
+
+
+def test_non_ascii_and_checkpoint_vocabularies(handlers, image_files, app_files):
+    out = handlers.classify(image_files["circle"], "café, 猫, Straße", "zero-shot", None)
+    assert set(out["probabilities"]) == {"café", "猫", "Straße"}
+    own = handlers.classify(image_files["circle"], "triangle\nsquare\ncircle", app_files["croft"], None)
+    assert own["threshold"] == CROFT_THRESHOLD and own["threshold_source"] == "checkpoint"
+    other = handlers.classify(image_files["circle"], "cat, dog, circle, cat", app_files["croft"], None)
+    assert other["threshold"] == CROFT_THRESHOLD
+    assert any("adapters are class-agnostic" in n for n in other["notes"])
+    assert any("duplicate" in n for n in other["notes"])
+    assert handlers.classify(image_files["circle"], "circle, square, triangle", app_files["tip"], 0.0)
+
+
+def test_explain_shows_why(handlers, image_files, app_files):
+    result = handlers.classify(image_files["circle"], VOCAB, app_files["croft"], "1e6")
+    text, probabilities, plot = handlers.explain(result, VOCAB, app_files["croft"])
+    assert text.startswith("## unknown") and "< threshold **1000000.00**" in text
+    assert probabilities == result["probabilities"]
+    assert plot.type == "plotly"
+    fig = plotly.io.from_json(plot.plot)
+    assert [t.name for t in fig.data] == ["ID reference (checkpoint)"]
+    assert {s.line.dash: s.x0 for s in fig.layout.shapes} == {"dash": 1e6, "solid": result["score"]}
+    assert handlers.explain(None, VOCAB, "zero-shot") == ("", {}, None)
+
+
+def test_fast_plot_json_is_the_same_figure():
+    from croft_core.viz import energy_histogram, energy_histogram_json
+
+    groups = {"ID": np.random.default_rng(0).normal(10, 1, 200), "other": [7.0, 8.0, float("nan")],
+              "empty": []}
+    slow = energy_histogram(groups, score=9.0, threshold=8.5, title="t")
+    fast = plotly.io.from_json(energy_histogram_json(groups, score=9.0, threshold=8.5, title="t"))
+    assert fast.to_plotly_json()["layout"] == slow.to_plotly_json()["layout"]  # lines, template...
+    assert [t.name for t in fast.data] == [t.name for t in slow.data] == ["ID", "other"]
+    for a, b in zip(fast.data, slow.data):
+        assert np.allclose(a.x, b.x) and a.xbins == b.xbins and a.histnorm == b.histnorm
+    assert json.loads(energy_histogram_json({}, score=1.0))["data"] == []
+
+
+def test_embedded_world_backbones_calibrate_and_warn(app, tiny_spec, image_files):
+    world = app.Handlers(app.load_resources(tiny_spec, [], embedded_world=True))
+    out = world.classify(image_files["circle"], "shapes", "zero-shot", None)
+    assert out["threshold_source"] == "rendered" and out["threshold"] is not None
+    assert out["accepted"] == (out["score"] >= out["threshold"])
+    warned = world.classify(image_files["circle"], "circle, golden retriever", "zero-shot", None)
+    assert "never saw the word(s) 'golden', 'retriever'" in warned["warnings"][0]
+    text = world.explain(warned, "circle, golden retriever", "zero-shot")[0]
+    assert "⚠️" in text and "closed-set" in text
+
+
+def test_batch_and_compare(handlers, image_files, app_files):
+    files = [{"path": image_files[n]} for n in ("circle", "gray", "text")]
+    gallery, rows, fig = handlers.classify_batch(files, VOCAB, "zero-shot", None)
+    assert [Path(p).name for p, _ in gallery] == ["circle.png", "gray.png"]
+    assert rows[0][:2] == ["text.png", "error"] and "not an image" in rows[0][-1]
+    assert [r[0] for r in rows[1:]] == ["circle.png", "gray.png"] and rows[1][2] in TINY_ID_CLASSES
+    assert [t.name for t in fig.data] == ["your images"]
+    with pytest.raises(gr.Error, match="None of the files is a usable image"):
+        handlers.classify_batch([image_files["text"]], VOCAB, "zero-shot", None)
+    with pytest.raises(gr.Error, match="No images"):
+        handlers.classify_batch(None, VOCAB, "zero-shot", None)
+    md_a, probs_a, md_b, probs_b, fig = handlers.compare(image_files["circle"], VOCAB, "zero-shot",
+                                                         app_files["croft"])
+    assert md_a.startswith("## ") and md_b.startswith("## ") and probs_a and probs_b
+    assert len(fig.layout.annotations) >= 2 and {s.xref for s in fig.layout.shapes} == {"x", "x2"}
+
+
+def test_evaluate_and_its_downloads(handlers, app_files):
+    results, energies = handlers.evaluate(app_files["benchmark"], "zero-shot", 1)
+    assert {"benchmark", "backbone", "method", "seed", "id", "covariate", "semantic", "full_spectrum",
+            "threshold"} <= set(results)
+    assert results["method"] == "zeroshot" and results["seed"] == 1 and results["id"]["n"] > 0
+    table, hist, roc, path = handlers.explain_evaluation(results, energies)
+    assert list(table["kind"][:3]) == ["ID", "covariate", "semantic"]
+    assert [t.name for t in hist.data] == ["ID: photo", "covariate: sketch",
+                                           "semantic: all 1 unseen set(s)"]
+    assert roc.data[0].name.startswith("unseen-shapes (AUROC")
+    assert json.loads(Path(path).read_text()) == results
+    croft, _ = handlers.evaluate(app_files["benchmark"], app_files["croft"], "2")
+    assert croft["method"] == "croft" and croft["seed"] == 2
+    with pytest.raises(gr.Error, match="Unknown benchmark 'nope'"):
+        handlers.evaluate("nope", "zero-shot", 1)
+    with pytest.raises(gr.Error, match="seed must be a whole number"):
+        handlers.evaluate(app_files["benchmark"], "zero-shot", 1.5)
+
+
+def test_helpers(app):
+    assert app.file_path(None) is None and app.file_path({"image": {"path": "a.png"}}) == "a.png"
+    assert app.json_safe({"a": float("nan"), "b": [np.float32(1.5), np.int64(2)], "c": np.bool_(True)}) \
+        == {"a": None, "b": [1.5, 2], "c": True}
+    md = app.decision_markdown({"label": "cat", "accepted": True, "score": 3.0, "threshold": 2.0,
+                                "probabilities": {"cat": 0.9}, "predicted_class": "cat",
+                                "threshold_source": "checkpoint", "notes": ["n"], "warnings": []})
+    assert md.startswith("## cat") and "≥ threshold **2.00**" in md and "- n" in md
+
+
+# ---------------------------------------------------------------------------------------------
+# the real server, through gradio_client
+# ---------------------------------------------------------------------------------------------
+
+def test_api_exposes_exactly_the_two_named_endpoints(client):
+    api = client.view_api(print_info=False, return_format="dict")
+    assert set(api["named_endpoints"]) == {"/classify", "/evaluate"} and not api["unnamed_endpoints"]
+    names = {e: [p["parameter_name"] for p in api["named_endpoints"][e]["parameters"]]
+             for e in api["named_endpoints"]}
+    assert names == {"/classify": ["image", "vocabulary", "model", "threshold"],
+                     "/evaluate": ["benchmark", "model", "seed"]}
+
+
+def test_api_bad_inputs_fail_clearly_and_the_server_keeps_serving(client, image_files, app_files):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    def good():
+        out = client.predict(handle_file(image_files["circle"]), VOCAB, "zero-shot", None,
+                             api_name="/classify")
+        assert out["label"] in TINY_ID_CLASSES
+        return out
+
+    first = good()
+    bad = [
+        ((None, VOCAB, "zero-shot", None), "No image"),
+        ((handle_file(image_files["text"]), VOCAB, "zero-shot", None), "is not an image file"),
+        ((handle_file(image_files["cut"]), VOCAB, "zero-shot", None), "truncated or corrupt"),
+        ((handle_file(image_files["bomb"]), VOCAB, "zero-shot", None), "decompression bomb"),
+        ((handle_file(image_files["circle"]), "circle", "zero-shot", None), "at least two class names"),
+        ((handle_file(image_files["circle"]), "cifar100", "zero-shot", None), "more than the maximum"),
+        ((handle_file(image_files["circle"]), "a, " + "b" * 250, "zero-shot", None), "at most 200"),
+        ((handle_file(image_files["circle"]), VOCAB, "zero-shot", "twelve"), "finite number"),
+        ((handle_file(image_files["circle"]), VOCAB, "zero-shot", "-inf"), "finite number"),
+        ((handle_file(image_files["circle"]), VOCAB, "no/such-model", None), "Unknown model"),
+    ]
+    for args, message in bad:
+        with pytest.raises(AppError, match=message):
+            client.predict(*args, api_name="/classify")
+        assert good()["score"] == pytest.approx(first["score"], abs=1e-5)
+    for name in ("gray", "rgba", "cmyk", "gray16", "one"):
+        assert client.predict(handle_file(image_files[name]), VOCAB, "zero-shot", 0.0,
+                              api_name="/classify")["label"] in TINY_ID_CLASSES
+    numeric = client.predict(handle_file(image_files["circle"]), VOCAB, app_files["croft"], 1e9,
+                             api_name="/classify")
+    assert numeric["label"] == "unknown" and numeric["threshold"] == 1e9
+
+
+def test_api_20_concurrent_classify_calls(client, image_files):
+    from gradio_client import handle_file
+
+    def call(i: int) -> dict:
+        return client.predict(handle_file(image_files["circle"]), VOCAB, "zero-shot",
+                              "1e9" if i % 2 else None, api_name="/classify")
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(call, range(20)))
+    assert [r["label"] == "unknown" for r in results] == [bool(i % 2) for i in range(20)]
+    assert len({round(r["score"], 5) for r in results}) == 1
+
+
+def test_api_evaluate(client, app_files):
+    from gradio_client.exceptions import AppError
+
+    results = client.predict(app_files["benchmark"], "zero-shot", 1, api_name="/evaluate")
+    assert results["benchmark"] == "tiny" and results["method"] == "zeroshot"
+    assert 0 <= results["semantic"][0]["scores"]["energy"]["auroc"] <= 1
+    with pytest.raises(AppError, match="Unknown benchmark"):
+        client.predict("no-such-benchmark", "zero-shot", 1, api_name="/evaluate")
+    with pytest.raises(AppError, match="seed must be a whole number"):
+        client.predict(app_files["benchmark"], "zero-shot", "one", api_name="/evaluate")
+    again = client.predict(app_files["benchmark"], app_files["croft"], 1, api_name="/evaluate")
+    assert again["method"] == "croft"
+
+
+def test_resources_are_loaded_once(app, handlers):
+    assert handlers.r is app.RESOURCES
+    registry = app.RESOURCES.registry
+    assert registry.get("zero-shot") is registry.get("zero-shot")
+
+
+# ---------------------------------------------------------------------------------------------
+# the Spaces bundle
+# ---------------------------------------------------------------------------------------------
+
+def _deploy_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("croft_spaces_deploy", REPO / "spaces" / "deploy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_space_bundle_and_offline_deploy(tmp_path, monkeypatch):
+    deploy = _deploy_module()
+    card = (REPO / "spaces" / "README.md").read_text()
+    front = card.split("---")[1]
+    for line in ("sdk: gradio", "sdk_version: 6.31.0", "app_file: app.py", 'python_version: "3.11"',
+                 "suggested_hardware: t4-small", "models:"):
+        assert line in front, line
+    folder = deploy.assemble(tmp_path / "space")
+    assert (folder / "app.py").is_file() and (folder / "croft_core" / "predict.py").is_file()
+    assert (folder / "croft_core" / "vocab" / "cifar10.txt").is_file()
+    assert (folder / "README.md").read_text() == card
+    requirements = (folder / "requirements.txt").read_text().splitlines()
+    assert "gradio==6.31.0" in requirements and deploy.SPACES_PIN in requirements
+    assert not list(folder.rglob("__pycache__"))
+    with pytest.raises(deploy.DeployError, match="not empty"):
+        deploy.assemble(folder)
+    with pytest.raises(deploy.DeployError, match="unreachable"):  # tests run with HF_HUB_OFFLINE=1
+        deploy.deploy("someone/croft-lab")
+    with pytest.raises(deploy.DeployError, match="USER/NAME"):
+        deploy.deploy("no-slash")
+    monkeypatch.delenv("CROFT_SPACE_ID", raising=False)
+    monkeypatch.delenv("CROFT_SPACE_DRY_RUN", raising=False)
+    assert deploy.main() == 1

@@ -96,6 +96,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots-list", default=None, help="comma-separated shots (default: --shots)")
     p.add_argument("--batch-size", type=int, default=64)
 
+    p = sub.add_parser("render-shapes", help="render the synthetic shapes dataset (save_to_disk)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=64, help="image side in pixels")
+    for split, n in (("train", 40), ("validation", 10), ("test", 30)):
+        p.add_argument(f"--n-{split}", type=int, default=n, help=f"images per (class, domain) in {split}")
+
+    p = sub.add_parser("pretrain-embedded", help="pretrain the embedded tiny CLIP on the shapes world")
+    for name, default, help_ in (
+            ("out", None, "local-dir folder to write (default: croft_core/synth/embedded)"),
+            ("seed", 0, None), ("steps", 1800, None), ("warmup", 100, None), ("batch_size", 128, None),
+            ("lr", 2e-3, None), ("weight_decay", 0.1, None), ("pool", 12000, "initial rendered pool"),
+            ("refresh", 6, "new images rendered per step"), ("threads", 2, None),
+            ("eval_data", None, "shapes dataset folder: evaluate (and snapshot) on it"),
+            ("eval_every", 0, "evaluate and snapshot to OUT/stepN every N steps")):
+        p.add_argument(f"--{name.replace('_', '-')}", default=default, help=help_,
+                       type=type(default) if default is not None else str)
+    p.add_argument("--no-dedup", dest="dedup", action="store_false",
+                   help="plain InfoNCE: identical captions in a batch count as negatives")
+
+    p = sub.add_parser("check-embedded", help="zero-shot / linear-probe / AUROC numbers of a shapes CLIP")
+    p.add_argument("--model", default=None, help="local-dir folder (default: the embedded model)")
+    p.add_argument("--data", required=True, help="folder written by `croft render-shapes`")
+    p.add_argument("--json", help="also write the numbers to this JSON file")
+
     p = sub.add_parser("push", help="upload a checkpoint folder to the Hugging Face Hub")
     p.add_argument("folder")
     p.add_argument("--repo-id", required=True, help="USER/NAME")
@@ -143,6 +168,8 @@ def _run(args: argparse.Namespace) -> int:
     from .benchmarks import get_benchmark
     from .train import method_config
 
+    if args.command in ("render-shapes", "pretrain-embedded", "check-embedded"):
+        return _run_synth(args)
     if args.command == "push":
         from .hub import push_checkpoint
 
@@ -216,6 +243,38 @@ def _run(args: argparse.Namespace) -> int:
         print(markdown_table(summary))
         return 0
     raise AssertionError(args.command)
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    """The embedded world's tools: render the dataset, pretrain the tiny CLIP, measure it."""
+    if args.command == "render-shapes":
+        from .synth.dataset import build_shapes_dataset
+
+        sizes = {s: getattr(args, f"n_{s}") for s in ("train", "validation", "test")}
+        build_shapes_dataset(args.out, sizes, seed=args.seed, size=args.size)
+        print(args.out)
+        return 0
+    if args.command == "pretrain-embedded":
+        from .synth.pretrain import PretrainConfig, train
+
+        values = {k: v for k, v in vars(args).items() if k in PretrainConfig.__dataclass_fields__}
+        if values["out"] is None:
+            values["out"] = PretrainConfig().out
+        info = train(PretrainConfig(**values))
+        print(json.dumps({"out": values["out"], "wall_time_s": info["wall_time_s"],
+                          **({"metrics": info["metrics"]} if "metrics" in info else {})}))
+        return 0
+    import datasets
+
+    from .synth import check
+
+    model_dir = args.model or str(Path(__file__).parent / "synth" / "embedded")
+    model, preprocess, tokenizer = check.load_model(model_dir)
+    result = check.evaluate(model, preprocess, tokenizer, datasets.load_from_disk(args.data))
+    print(check.format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

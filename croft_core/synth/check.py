@@ -21,7 +21,6 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from dataclasses import dataclass
@@ -214,20 +213,12 @@ def format_table(result: dict[str, float]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: print the benchmark numbers of ``--model`` on ``--data``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(Path(__file__).resolve().parent / "embedded"))
-    parser.add_argument("--data", required=True, help="folder written by croft_core.synth.dataset")
-    parser.add_argument("--json", help="also write the numbers to this JSON file")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    model, preprocess, tokenizer = load_model(args.model)
-    result = evaluate(model, preprocess, tokenizer, datasets.load_from_disk(args.data))
-    print(format_table(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    """``python -m croft_core.synth.check``: the same as ``croft check-embedded``."""
+    import sys
+
+    from croft_core.cli import main as cli_main
+
+    return cli_main(["check-embedded", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

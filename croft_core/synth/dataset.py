@@ -25,7 +25,6 @@ Command line: ``python -m croft_core.synth.dataset --out DIR [--seed 0]``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -107,20 +106,12 @@ def build_shapes_dataset(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: render the shapes dataset into ``--out``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="output folder (datasets.save_to_disk)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
-    for split in SPLITS:
-        parser.add_argument(f"--n-{split}", type=int, default=DEFAULT_SIZES[split],
-                            help=f"images per (class, domain) in {split}")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    sizes = {split: getattr(args, f"n_{split}") for split in SPLITS}
-    dataset = build_shapes_dataset(args.out, sizes, seed=args.seed, size=args.size)
-    logger.info("%s", dataset)
-    return 0
+    """``python -m croft_core.synth.dataset``: the same as ``croft render-shapes``."""
+    import sys
+
+    from croft_core.cli import main as cli_main
+
+    return cli_main(["render-shapes", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

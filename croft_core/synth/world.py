@@ -17,7 +17,7 @@ pixels. The whole pipeline draws its randomness from one
 :func:`caption` writes web-like captions: most name only a coarse category
 ("a polygon", "a curved shape", "a four-sided shape"), the exact class is named
 only sometimes -- rarely for "rare" classes -- and look-alikes are sometimes
-misnamed (a trapezoid called "a triangle", an x mark called "a cross"). This is
+misnamed (a trapezoid called "a square", an x mark called "a cross"). This is
 what leaves zero-shot accuracy below a few-shot probe, as for real CLIP.
 
 The first ten classes (:data:`ID_CLASSES`) are the in-distribution classes of the
@@ -438,34 +438,30 @@ COARSE: dict[str, tuple[str, ...]] = {
 }
 """Coarse, web-caption-like names of each class."""
 
-NAME_RATE: dict[str, float] = {c: 0.3 for c in OOD_CLASSES} | {
+NAME_RATE: dict[str, float] = {c: 0.4 for c in OOD_CLASSES} | {
     "circle": 0.25, "square": 0.25, "triangle": 0.25, "star": 0.25, "heart": 0.25,
-    "cross": 0.2, "arrow": 0.2, "hexagon": 0.08, "crescent": 0.1, "trapezoid": 0.1,
+    "cross": 0.2, "arrow": 0.2, "hexagon": 0.1, "crescent": 0.1, "trapezoid": 0.1,
 }
 """How often a caption names the class at all (rare words are named rarely)."""
 
 MISNAMES: dict[str, tuple[float, tuple[str, ...]]] = {
-    # ID classes: two rare ones are more often called by a common look-alike's
-    # name than by their own, which zero-shot cannot undo but a probe can.
-    "hexagon": (0.4, ("octagon", "pentagon", "circle")),
+    # ID classes: three rare words are nearly always replaced by a common
+    # look-alike's name (under 1% of their captions name them), which zero-shot
+    # cannot undo but a few-shot probe can. Two of the rare words are also used
+    # loosely for the common look-alike, so their text points at the wrong class
+    # and zero-shot cannot win by elimination either.
+    "hexagon": (0.9, ("octagon", "circle")),
+    "crescent": (0.92, ("circle",)),
+    "trapezoid": (0.92, ("square",)),
+    "circle": (0.12, ("crescent",)),
+    "square": (0.12, ("trapezoid",)),
     "cross": (0.2, ("x mark",)),
     "arrow": (0.2, ("chevron",)),
-    "crescent": (0.6, ("circle",)),
-    "trapezoid": (0.6, ("square",)),
-    # OOD classes: sometimes called by an ID look-alike's name (near OOD).
-    "pentagon": (0.15, ("hexagon",)),
-    "octagon": (0.15, ("hexagon", "circle")),
-    "diamond": (0.15, ("square", "kite")),
-    "ring": (0.2, ("circle",)),
-    "ellipse": (0.25, ("circle",)),
-    "parallelogram": (0.15, ("trapezoid", "rectangle")),
-    "semicircle": (0.15, ("crescent",)),
-    "rectangle": (0.15, ("square",)),
+    # OOD classes: mostly named correctly; two are sometimes called by an ID name.
+    "ellipse": (0.15, ("circle",)),
+    "x mark": (0.15, ("cross",)),
     "kite": (0.3, ("diamond",)),
-    "x mark": (0.25, ("cross",)),
-    "chevron": (0.2, ("arrow",)),
-    "teardrop": (0.1, ("heart",)),
-    "flower": (0.1, ("star",)),
+    "parallelogram": (0.2, ("rectangle",)),
 }
 """When a class is named: probability of a look-alike's name, and the look-alikes."""
 

@@ -1,0 +1,31 @@
+"""The embedded world's tools through the `croft` command (argv parsing lives in cli.py only)."""
+
+from __future__ import annotations
+
+import datasets
+import open_clip
+import torch
+
+from croft_core.cli import main
+from croft_core.synth.world import CLASSES
+
+
+def test_render_shapes_tiny(tmp_path):
+    out = tmp_path / "shapes"
+    assert main(["render-shapes", "--out", str(out), "--n-train", "1", "--n-validation", "1",
+                 "--n-test", "1", "--size", "16"]) == 0
+    ds = datasets.load_from_disk(str(out))
+    assert set(ds) == {"train", "validation", "test"}
+    assert len(ds["test"]) == len(CLASSES) * 4
+    assert ds["test"].features["label"].names == list(CLASSES)
+
+
+def test_pretrain_is_deterministic(tmp_path):
+    args = ["pretrain-embedded", "--steps", "2", "--warmup", "1", "--pool", "32", "--batch-size", "8",
+            "--refresh", "2", "--threads", "1"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    a = (tmp_path / "a" / "open_clip_model.safetensors").read_bytes()
+    assert a == (tmp_path / "b" / "open_clip_model.safetensors").read_bytes()
+    model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'a'}")
+    assert model.encode_image(torch.zeros(1, 3, 64, 64)).shape == (1, 128)

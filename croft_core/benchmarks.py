@@ -187,6 +187,7 @@ class Benchmark:
     shots_per: str = "class"  # "class" or "class_domain" (K // n_domains per (class, domain))
     val_shots: int | None = None  # val images per class; None = every remaining row
     allow_val_test_overlap: bool = False  # True reproduces the official Setup-I val ⊂ test (§5 item 14)
+    train_augment: bool = True  # official random-resized-crop views; False: one plain view per image
     description: str = ""
 
     def __post_init__(self) -> None:

@@ -65,7 +65,8 @@ def prepare_features(backbone: Backbone, benchmark, *, shots: int | None, seed: 
         benchmark: a :class:`~croft_core.benchmarks.Benchmark`.
         shots: few-shot training images per class (``None`` = all).
         seed: seeds the few-shot sample, the validation sample and the augmentations.
-        views: augmented views per training image.
+        views: augmented views per training image (1 plain view when the benchmark sets
+            ``train_augment=False``).
         cache_dir: feature cache root (``None`` disables caching).
         batch_size: images per encoder call.
         num_workers: image-decoding worker processes.
@@ -87,7 +88,9 @@ def prepare_features(backbone: Backbone, benchmark, *, shots: int | None, seed: 
               "semantic": materialize(benchmark, "semantic", shots=shots, seed=seed)}
     if need_train:
         splits["train"] = materialize(benchmark, "train", shots=shots, seed=seed)
-    train = (encode(splits["train"], views=views, augment=True, seed=seed) if need_train
+    augment = benchmark.train_augment  # False: the benchmark's images do not survive random crops
+    train = (encode(splits["train"], views=views if augment else 1, augment=augment, seed=seed)
+             if need_train
              else FeatureSet(torch.zeros(1, 0, backbone.embed_dim), torch.zeros(0, dtype=torch.long), []))
     return BenchmarkFeatures(
         train=train, val=encode(splits["val"]), id_test=encode(splits["id_test"]),

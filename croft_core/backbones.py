@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 EMBEDDED_DIR = Path(__file__).parent / "synth" / "embedded"
 DEFAULT_CACHE_DIR = Path(os.environ.get("CROFT_CACHE", Path.home() / ".cache" / "croft"))
-_HUB_HOST = ("huggingface.co", 443)
 
 
 class BackboneUnavailableError(RuntimeError):
@@ -114,16 +112,10 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return name.replace("/", "-"), tag
 
 
-def _hub_reachable(timeout: float = 2.0) -> bool:
-    import huggingface_hub.constants as hf_constants
+def _hub_reachable() -> bool:
+    from .offline import hub_unreachable_reason
 
-    if hf_constants.HF_HUB_OFFLINE:
-        return False
-    try:
-        socket.create_connection(_HUB_HOST, timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+    return hub_unreachable_reason() is None
 
 
 def _pretrained_is_cached(model_name: str, tag: str) -> bool:

@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Sequence
 

@@ -30,18 +30,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import urlparse
 
 import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets.exceptions import DatasetNotFoundError
+
+from .offline import hub_offline, hub_unreachable_reason
 
 try:  # httpx is how huggingface_hub talks to the Hub; its transport errors mean "unreachable"
     import httpx
@@ -240,29 +240,17 @@ def _unreachable_message(repo_id: str, error: BaseException | None) -> str:
 
 
 def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE or datasets.config.HF_HUB_OFFLINE)
+    return hub_offline() or bool(datasets.config.HF_HUB_OFFLINE)
 
 
 def _fail_fast_if_hub_unresolvable(repo_id: str) -> None:
-    """Raise at once when the Hub's host name does not resolve.
-
-    Without this, huggingface_hub retries for about 20 s before giving up on a machine with no
-    network. Skipped in offline mode (``datasets`` then fails at once or uses its cache) and behind
-    a proxy (the proxy, not this machine, resolves the name).
-    """
-    if _hub_offline() or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
+    """Raise at once when the Hub's host name does not resolve (see :mod:`croft_core.offline`);
+    in offline mode ``datasets`` itself fails at once or uses its cache."""
+    if _hub_offline():
         return
-    from huggingface_hub import constants
-
-    host = urlparse(constants.ENDPOINT).hostname
-    if not host:
-        return
-    try:
-        socket.getaddrinfo(host, 443)
-    except OSError as e:
-        raise DatasetUnavailableError(_unreachable_message(repo_id, e)) from e
+    reason = hub_unreachable_reason()
+    if reason is not None:
+        raise DatasetUnavailableError(_unreachable_message(repo_id, OSError(reason)))
 
 
 def require_columns(ds: datasets.Dataset, columns: Sequence[str], what: str) -> None:

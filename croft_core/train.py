@@ -12,13 +12,12 @@ as safetensors + JSON (never pickles).
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 

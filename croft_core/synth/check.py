@@ -21,7 +21,6 @@ Command line::
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path

@@ -30,8 +30,8 @@ import datasets
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 
+from croft_core.metrics import auroc
 from croft_core.synth.world import CLASSES, DOMAINS, ID_CLASSES
 
 logger = logging.getLogger(__name__)
@@ -125,12 +125,6 @@ def zero_shot_accuracy(feats: Features, classifier: torch.Tensor) -> float:
 def energy(feats: Features, classifier: torch.Tensor, logit_scale: float) -> np.ndarray:
     """Energy score ``logsumexp_k(logit_scale * cos(x, t_k))`` (higher = more ID)."""
     return torch.logsumexp(logit_scale * feats.x @ classifier.T, dim=1).numpy()
-
-
-def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
-    """AUROC with ID as the positive class."""
-    y = np.concatenate([np.ones(len(id_scores)), np.zeros(len(ood_scores))])
-    return float(roc_auc_score(y, np.concatenate([id_scores, ood_scores])))
 
 
 def linear_probe(train: Features, validation: Features, cs: Sequence[float] = PROBE_CS

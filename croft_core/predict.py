@@ -48,7 +48,8 @@ from .backbones import DEFAULT_CACHE_DIR, Backbone, build_text_classifier, parse
 from .detector import ThresholdDetector
 from .evaluate import zeroshot_model
 from .model import CroftModel
-from .prompts import SINGLE_TEMPLATE, get_vocabulary, list_vocabularies, parse_vocabulary
+from .prompts import (SINGLE_TEMPLATE, dedupe_classes, get_vocabulary, list_vocabularies,
+                      split_vocabulary)
 from .scoring import energy
 
 __all__ = ["DEFAULT_MAX_CLASSES", "MAX_CLASS_NAME_CHARS", "REFERENCE_IMAGES_PER_CLASS", "ZERO_SHOT",
@@ -95,21 +96,7 @@ def check_vocabulary(classnames: Sequence[str], max_classes: int = DEFAULT_MAX_C
         ValueError: fewer than two classes, more than ``max_classes``, or a name longer than
             :data:`MAX_CLASS_NAME_CHARS` characters.
     """
-    classes: list[str] = []
-    seen: set[str] = set()
-    duplicates: list[str] = []
-    blanks = 0
-    for raw in classnames:
-        name = _normalise_name(raw)
-        if not name:
-            blanks += 1
-            continue
-        key = name.lower()
-        if key in seen:
-            duplicates.append(name)
-            continue
-        seen.add(key)
-        classes.append(name)
+    classes, notes = dedupe_classes(classnames)
     if len(classes) < 2:
         raise ValueError(f"Enter at least two class names (one per line or comma-separated), or "
                          f"choose a preset such as 'shapes' or 'cifar10'; got {len(classes)}.")
@@ -120,11 +107,6 @@ def check_vocabulary(classnames: Sequence[str], max_classes: int = DEFAULT_MAX_C
         if len(name) > MAX_CLASS_NAME_CHARS:
             raise ValueError(f"The class name '{name[:40]}...' is {len(name)} characters long; class "
                              f"names must be at most {MAX_CLASS_NAME_CHARS} characters.")
-    notes = []
-    if duplicates:
-        notes.append(f"removed {len(duplicates)} duplicate(s): {', '.join(duplicates)}")
-    if blanks:
-        notes.append(f"ignored {blanks} blank entr{'y' if blanks == 1 else 'ies'}")
     return classes, notes
 
 
@@ -147,9 +129,7 @@ def resolve_vocabulary(text: str, max_classes: int = DEFAULT_MAX_CLASSES) -> tup
     if key in list_vocabularies():
         classes, notes = check_vocabulary(get_vocabulary(key), max_classes)
         return classes, [f"preset '{key}' ({len(classes)} classes)", *notes]
-    parsed, notes = parse_vocabulary(text)
-    classes, more = check_vocabulary(parsed, max_classes)
-    return classes, notes + more
+    return check_vocabulary(split_vocabulary(text), max_classes)
 
 
 _WORD = re.compile(r"[^\W_]+")

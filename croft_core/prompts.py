@@ -9,7 +9,8 @@ Template sets (chosen by name, never by dataset name):
 - ``openai80``: OpenAI's 80 ImageNet templates, taken from open_clip.
 
 Vocabulary presets are class-name lists shipped as text files in ``croft_core/vocab/`` (one class per
-line), plus ``imagenet1k`` from open_clip and ``shapes`` from the embedded synthetic world.
+line), plus ``imagenet1k`` (open_clip's CLIP class names, the two names it repeats made unique) and
+``shapes`` from the embedded synthetic world.
 """
 
 from __future__ import annotations
@@ -70,10 +71,8 @@ def get_vocabulary(name: str) -> list[str]:
     Raises:
         ValueError: unknown preset (the message lists the known ones).
     """
-    if name == "imagenet1k":
-        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-        return list(IMAGENET_CLASSNAMES)
+    if name == "imagenet1k":  # open_clip's CLIP names with its two repeated names made unique
+        name = "benchmarks/imagenet_classnames"
     if name == "shapes":
         from .synth.world import ID_CLASSES
 
@@ -84,28 +83,44 @@ def get_vocabulary(name: str) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def parse_vocabulary(text: str) -> tuple[list[str], list[str]]:
-    """Parse free text (one class per line, or comma-separated) into unique class names.
+def dedupe_classes(names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Normalise whitespace and drop blank entries and case-insensitive duplicates.
 
     Returns:
         ``(classes, notes)``: the class names in first-seen order, and human-readable notes about
-        what was removed (blank entries, duplicates).
+        what was removed.
     """
-    raw = [part.strip() for line in text.splitlines() for part in line.split(",")]
     classes: list[str] = []
     seen: set[str] = set()
     duplicates: list[str] = []
-    blanks = sum(1 for r in raw if not r)
-    for name in (r for r in raw if r):
-        key = " ".join(name.lower().split())
-        if key in seen:
+    blanks = 0
+    for raw in names:
+        name = " ".join(str(raw).split())
+        if not name:
+            blanks += 1
+            continue
+        if name.lower() in seen:
             duplicates.append(name)
             continue
-        seen.add(key)
-        classes.append(" ".join(name.split()))
+        seen.add(name.lower())
+        classes.append(name)
     notes = []
     if duplicates:
         notes.append(f"removed {len(duplicates)} duplicate(s): {', '.join(duplicates)}")
     if blanks and classes:
         notes.append(f"ignored {blanks} blank entr{'y' if blanks == 1 else 'ies'}")
     return classes, notes
+
+
+def split_vocabulary(text: str) -> list[str]:
+    """Free text (one class per line, or comma-separated) -> raw entries, blanks included."""
+    return [part for line in text.splitlines() for part in line.split(",")]
+
+
+def parse_vocabulary(text: str) -> tuple[list[str], list[str]]:
+    """Parse free text (one class per line, or comma-separated) into unique class names.
+
+    Returns:
+        ``(classes, notes)``: see :func:`dedupe_classes`.
+    """
+    return dedupe_classes(split_vocabulary(text))

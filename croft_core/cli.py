@@ -55,6 +55,9 @@ def _add_hyper(p: argparse.ArgumentParser) -> None:
                    default=None, help="drop the covariate generator (official WCCF=False)")
     g.add_argument("--no-cov-branch", dest="cov_branch", action="store_const", const=False,
                    default=None, help="official branch B (CE on generated features only)")
+    g.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="try every combination, keep the best validation accuracy (repeatable), "
+                        "e.g. --grid lr=0.002,0.02 --grid lambda2=1,5")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +159,19 @@ def _benchmark_args(pairs: Sequence[str]) -> dict:
     return out
 
 
+def _grid(pairs: Sequence[str]) -> dict[str, list]:
+    grid = {}
+    for pair in pairs:
+        key, sep, values = pair.partition("=")
+        if not sep or not key or not values:
+            raise ValueError(f"--grid expects KEY=V1,V2,..., got {pair!r}")
+        typ = _HYPER.get(key)
+        if typ is None:
+            raise ValueError(f"--grid {key}: choose one of {sorted(_HYPER)}")
+        grid[key] = [typ(v) for v in values.split(",")]
+    return grid
+
+
 def _cache(args) -> Path:
     from .backbones import DEFAULT_CACHE_DIR
 
@@ -200,7 +216,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg = method_config(args.method, seed=args.seed, **_overrides(args))
         results = train_and_evaluate(backbone, benchmark, cfg, shots=_shots(args.shots), out_dir=args.out,
                                      views=args.views, cache_dir=_cache(args), resume=not args.no_resume,
-                                     progress=progress, num_workers=args.workers)
+                                     progress=progress, num_workers=args.workers, grid=_grid(args.grid))
         print(json.dumps({"out": args.out, "id_accuracy": results["id"]["accuracy"],
                           "energy_auroc": results.get("semantic_all", {}).get("energy", {}).get("auroc")}))
         return 0
@@ -238,7 +254,7 @@ def _run(args: argparse.Namespace) -> int:
                             seeds, args.out, shots=_shots(args.shots),
                             config_for=lambda m, s: method_config(m, seed=s, **overrides),
                             views=views, cache_dir=_cache(args), progress=progress,
-                            num_workers=args.workers)
+                            num_workers=args.workers, grid=_grid(args.grid))
         print(markdown_table(summary))
         return 0
     raise AssertionError(args.command)

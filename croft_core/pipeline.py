@@ -7,10 +7,11 @@ re-evaluated on exactly the same images.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -52,11 +53,32 @@ def _templates(benchmark) -> tuple[str, ...]:
     return get_templates(benchmark.templates)
 
 
+def grid_configs(cfg: TrainConfig, grid: dict[str, Sequence[Any]] | None) -> list[TrainConfig]:
+    """Every combination of ``grid`` values applied to ``cfg`` (just ``[cfg]`` without a grid)."""
+    if not grid or cfg.method == "zeroshot":
+        return [cfg]
+    names = list(grid)
+    unknown = set(names) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown grid options {sorted(unknown)}")
+    return [replace(cfg, **dict(zip(names, values))) for values in itertools.product(*grid.values())]
+
+
+def _best_val(history: list[dict]) -> float:
+    return max((row.get("val_accuracy", float("-inf")) for row in history), default=float("-inf"))
+
+
 def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots: int | None,
                        out_dir: str | Path, views: int = 8, feats: BenchmarkFeatures | None = None,
                        cache_dir: str | Path | None = DEFAULT_CACHE_DIR, resume: bool = True,
-                       progress: bool = True, num_workers: int = 0) -> dict[str, Any]:
+                       progress: bool = True, num_workers: int = 0,
+                       grid: dict[str, Sequence[Any]] | None = None) -> dict[str, Any]:
     """``croft train``: features -> train -> calibrate -> evaluate -> save everything in ``out_dir``.
+
+    With a ``grid`` (e.g. ``{"lr": [0.002, 0.02], "lambda2": [1, 5]}``) every combination is trained
+    on the cached features and the one with the best validation accuracy (the official selection
+    criterion; the first on ties) is evaluated and saved; ``results["selection"]`` lists them all.
+    Test splits are never used for selection.
 
     Returns:
         The results dict (also written to ``out_dir/results.json``).
@@ -71,12 +93,24 @@ def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots
     if cfg.method == "zeroshot":
         model, history = zeroshot_model(backbone, benchmark), []
         calibrate(model, text, feats.val)
-    else:
-        model, history = fit(backbone, benchmark, cfg, feats, text, out_dir=out_dir, resume=resume,
-                             progress=progress)
+    selection: list[dict[str, Any]] = []
+    if cfg.method != "zeroshot":
+        candidates = grid_configs(cfg, grid)
+        best = None
+        for i, candidate in enumerate(candidates):
+            run_dir = out_dir if len(candidates) == 1 else out_dir / "grid" / f"{i:03d}"
+            model_i, history_i = fit(backbone, benchmark, candidate, feats, text, out_dir=run_dir,
+                                     resume=resume, progress=progress)
+            val = _best_val(history_i)
+            selection.append({**{k: getattr(candidate, k) for k in (grid or {})}, "val_accuracy": val})
+            if best is None or val > best[0]:
+                best = (val, candidate, model_i, history_i)
+        _, cfg, model, history = best
     results, energies = evaluate(model, text, feats)
     results = {**_metadata(benchmark, backbone, cfg.method, cfg.seed, shots), **results,
                "train_config": asdict(cfg), "seconds": round(time.perf_counter() - t0, 2)}
+    if len(selection) > 1:
+        results["selection"] = selection
     model.update_config(metrics=headline_metrics(results))
     model.save(out_dir)
     write_results(out_dir / "results.json", results)
@@ -116,12 +150,14 @@ def run_bench(backbone: Backbone, benchmark_factory: Callable[[int], Any], metho
               seeds: Sequence[int], out_dir: str | Path, *, shots: int | None,
               config_for: Callable[[str, int], TrainConfig], views: int = 8,
               cache_dir: str | Path | None = DEFAULT_CACHE_DIR, progress: bool = True,
-              num_workers: int = 0) -> dict[str, Any]:
+              num_workers: int = 0, grid: dict[str, Sequence[Any]] | None = None) -> dict[str, Any]:
     """``croft bench``: every method x seed on shared cached features, then summary and report.
 
     Args:
         benchmark_factory: ``seed -> Benchmark`` (Setup-I draws its class split per seed).
         config_for: ``(method, seed) -> TrainConfig``.
+        grid: hyper-parameter values selected on validation per method and seed (see
+            :func:`train_and_evaluate`).
 
     Returns:
         The summary dict (also written to ``out_dir/summary.json``; ``report.html`` beside it).
@@ -142,7 +178,7 @@ def run_bench(backbone: Backbone, benchmark_factory: Callable[[int], Any], metho
             logger.info("bench: %s seed %d", method, seed)
             results = train_and_evaluate(backbone, benchmark, cfg, shots=shots, out_dir=run_dir,
                                          views=views, feats=feats, cache_dir=cache_dir,
-                                         progress=progress)
+                                         progress=progress, grid=grid)
             write_results(out_dir / f"{method}_seed{seed}.json", results)
             runs.append(results)
             if seed == seeds[0]:

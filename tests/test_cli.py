@@ -97,3 +97,20 @@ def test_benchmark_args_and_extract(tiny_spec, bench_json, tmp_path, capsys):
     assert main(["eval", "--backbone", tiny_spec, "--benchmark", "setup2", "--benchmark-arg",
                  "dataset=nope", "--method", "zeroshot", "--json", str(tmp_path / "x.json")]) == 1
     assert "croft: error:" in capsys.readouterr().err
+
+
+def test_grid_is_selected_on_validation(tiny_spec, bench_json, tmp_path, capsys):
+    out = tmp_path / "grid"
+    assert main(["train", "--backbone", tiny_spec, "--benchmark", bench_json, "--shots", "2",
+                 "--views", "2", "--cache-dir", str(tmp_path / "cache"), "--quiet", "--method", "croft",
+                 "--epochs", "2", "--batch-size", "4", "--grid", "lr=0.0001,0.5", "--grid",
+                 "lambda2=0,1", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    selection = results["selection"]
+    assert [(s["lr"], s["lambda2"]) for s in selection] == [(0.0001, 0), (0.0001, 1), (0.5, 0), (0.5, 1)]
+    best = max(selection, key=lambda s: s["val_accuracy"])  # first of the best on ties
+    assert (results["train_config"]["lr"], results["train_config"]["lambda2"]) == (best["lr"], best["lambda2"])
+    assert len(list((out / "grid").iterdir())) == 4
+    assert main(["train", "--backbone", tiny_spec, "--benchmark", bench_json, "--grid", "nope=1",
+                 "--out", str(tmp_path / "x")]) == 1
+    assert "--grid nope" in capsys.readouterr().err

@@ -57,7 +57,8 @@ def _add_hyper(p: argparse.ArgumentParser) -> None:
                    default=None, help="official branch B (CE on generated features only)")
     g.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="try every combination, keep the best validation accuracy (repeatable), "
-                        "e.g. --grid lr=0.002,0.02 --grid lambda2=1,5")
+                        "e.g. --grid lr=0.002,0.02 --grid lambda2=1,5; grid values override the "
+                        "method's defaults (croft_noedr's lambda2 = 0 too)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,6 +47,7 @@ from croft_core.images import load_image
 from croft_core.predict import (DEFAULT_MAX_CLASSES, ZERO_SHOT, ClassifierRegistry, Prediction,
                                 resolve_vocabulary)
 from croft_core.prompts import get_vocabulary, list_vocabularies
+from croft_core.synth import EMBEDDED_CHECKPOINT
 
 logger = logging.getLogger("croft.app")
 
@@ -66,7 +67,10 @@ def _env_int(name: str, default: int) -> int:
 
 
 BACKBONE = os.environ.get("CROFT_BACKBONE", "").strip() or "embedded"
-CHECKPOINTS = [c.strip() for c in os.environ.get("CROFT_CHECKPOINTS", "").split(",") if c.strip()]
+USER_CHECKPOINTS = [c.strip() for c in os.environ.get("CROFT_CHECKPOINTS", "").split(",") if c.strip()]
+# with the embedded backbone and no configured checkpoints, offer the shipped CRoFT checkpoint
+CHECKPOINTS = USER_CHECKPOINTS or (
+    [str(EMBEDDED_CHECKPOINT)] if BACKBONE == "embedded" and EMBEDDED_CHECKPOINT.is_dir() else [])
 MAX_CLASSES = _env_int("CROFT_MAX_CLASSES", DEFAULT_MAX_CLASSES)
 CONCURRENCY = _env_int("CROFT_CONCURRENCY", 4)  # inference requests served at once
 ALLOW_ANY_MODEL = os.environ.get("CROFT_ALLOW_ANY_MODEL", "1").lower() not in ("0", "false", "no")
@@ -127,7 +131,7 @@ def render_examples(folder: Path) -> list[Path]:
 def load_resources(spec: str = BACKBONE, checkpoints: Sequence[str] = CHECKPOINTS, *,
                    max_classes: int = MAX_CLASSES, embedded_world: bool | None = None,
                    allow_other: bool = ALLOW_ANY_MODEL, device: str = DEVICE,
-                   cache_dir: Path = DEFAULT_CACHE_DIR) -> Resources:
+                   cache_dir: Path = DEFAULT_CACHE_DIR, default_model: str | None = None) -> Resources:
     """Load the backbone and prepare the models, examples and the default vocabulary's cache.
 
     Args:
@@ -138,6 +142,7 @@ def load_resources(spec: str = BACKBONE, checkpoints: Sequence[str] = CHECKPOINT
         allow_other: accept checkpoint folders / Hub ids typed by the user.
         device: where the backbone runs.
         cache_dir: text / feature caches and the rendered examples.
+        default_model: the model selected at start (default: the first checkpoint, else zero-shot).
     """
     backbone = load_backbone(spec, device=device)
     registry = ClassifierRegistry(backbone, checkpoints, allow_other=allow_other,
@@ -146,7 +151,7 @@ def load_resources(spec: str = BACKBONE, checkpoints: Sequence[str] = CHECKPOINT
     preset = "shapes" if registry.embedded_world else "cifar10"
     vocabulary = ", ".join(get_vocabulary(preset))
     examples = [[str(p), "shapes", ZERO_SHOT] for p in render_examples(Path(cache_dir) / "app-examples")]
-    default_model = registry.checkpoints[0] if registry.checkpoints else ZERO_SHOT
+    default_model = default_model or (registry.checkpoints[0] if registry.checkpoints else ZERO_SHOT)
     for name in dict.fromkeys([ZERO_SHOT, default_model]):  # warm the caches of the first request
         try:
             classifier = registry.get(name)
@@ -596,7 +601,7 @@ def build_demo(resources: Resources) -> gr.Blocks:
     return demo
 
 
-RESOURCES = load_resources()
+RESOURCES = load_resources(default_model=None if USER_CHECKPOINTS else ZERO_SHOT)  # shipped one: not the default
 demo = build_demo(RESOURCES)
 
 if __name__ == "__main__":

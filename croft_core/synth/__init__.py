@@ -14,7 +14,9 @@ project ships an honest miniature that runs offline on a CPU in seconds:
   of a model on the ``shapes`` benchmark (``python -m croft_core.synth.check``).
 
 The shipped weights live in ``croft_core/synth/embedded/`` as an open_clip
-``local-dir:`` folder (``open_clip_config.json`` + ``open_clip_model.safetensors``).
+``local-dir:`` folder (``open_clip_config.json`` + ``open_clip_model.safetensors``), and a CRoFT
+checkpoint trained on the ``shapes`` benchmark with them in ``croft_core/synth/croft-shapes/``
+(``croft bench ... --grid`` run, seed 1; the app lists it next to zero-shot).
 """
 
 from pathlib import Path
@@ -22,4 +24,7 @@ from pathlib import Path
 EMBEDDED_DIR: Path = Path(__file__).resolve().parent / "embedded"
 """Folder of the shipped tiny CLIP, loadable as ``local-dir:<EMBEDDED_DIR>``."""
 
-__all__ = ["EMBEDDED_DIR"]
+EMBEDDED_CHECKPOINT: Path = Path(__file__).resolve().parent / "croft-shapes"
+"""A CRoFT checkpoint for the embedded backbone (official objective, lr/λ selected on validation)."""
+
+__all__ = ["EMBEDDED_CHECKPOINT", "EMBEDDED_DIR"]

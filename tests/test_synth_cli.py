@@ -29,3 +29,17 @@ def test_pretrain_is_deterministic(tmp_path):
     assert a == (tmp_path / "b" / "open_clip_model.safetensors").read_bytes()
     model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'a'}")
     assert model.encode_image(torch.zeros(1, 3, 64, 64)).shape == (1, 128)
+
+
+def test_shipped_croft_checkpoint_loads_with_the_embedded_backbone():
+    from croft_core.backbones import load_backbone
+    from croft_core.hub import load_model
+    from croft_core.synth import EMBEDDED_CHECKPOINT
+    from croft_core.synth.world import ID_CLASSES
+
+    model = load_model(EMBEDDED_CHECKPOINT)
+    assert model.config.backbone == "embedded" and model.config.classnames == tuple(ID_CLASSES)
+    assert model.config.head == "croft" and model.config.threshold is not None
+    backbone = load_backbone(model.config.backbone)
+    assert model.config.embed_dim == backbone.embed_dim
+    assert not torch.allclose(model.head.image_weight, torch.eye(backbone.embed_dim))  # trained

@@ -81,6 +81,15 @@ def _html_table(summary: dict[str, Any]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _pool_semantic(groups: dict[str, list], max_sets: int = 3) -> dict[str, np.ndarray]:
+    """Histogram groups with many semantic sets pooled into one (the paper's four-way figure)."""
+    semantic = [k for k in groups if k.startswith("semantic")]
+    out = {k: np.asarray(v) for k, v in groups.items() if k not in semantic or len(semantic) <= max_sets}
+    if len(semantic) > max_sets:
+        out[f"semantic: all {len(semantic)} sets"] = np.concatenate([np.asarray(groups[k]) for k in semantic])
+    return out
+
+
 def write_report(path: str | Path, summary: dict[str, Any], energies: dict[str, dict[str, list]],
                  histories: dict[str, list]) -> Path:
     """A self-contained HTML page: headline table, energy histograms, ROC curves, training curves."""
@@ -88,7 +97,7 @@ def write_report(path: str | Path, summary: dict[str, Any], energies: dict[str, 
 
     figures = []
     for method, groups in energies.items():
-        figures.append(viz.energy_histogram({k: np.asarray(v) for k, v in groups.items()},
+        figures.append(viz.energy_histogram(_pool_semantic(groups),
                                             title=f"{method}: energy distributions (seed {summary['seeds'][0]})"))
         id_key = next((k for k in groups if k.startswith("ID")), None)
         sem = {k: np.asarray(v) for k, v in groups.items() if k.startswith("semantic")}

@@ -84,3 +84,13 @@ def test_summary_mean_and_std():
     assert stats["covariate/c.accuracy"]["mean"] == pytest.approx(0.3)
     assert "60.0 ± 14.1" in markdown_table(summary)
     assert "seed" not in flatten(runs[0])
+
+
+def test_report_pools_many_semantic_sets():
+    from croft_core.report import _pool_semantic
+
+    groups = {"ID: photo": [1.0, 2.0], **{f"semantic: s{i}": [float(i)] for i in range(5)}}
+    pooled = _pool_semantic(groups)
+    assert set(pooled) == {"ID: photo", "semantic: all 5 sets"}
+    assert sorted(pooled["semantic: all 5 sets"]) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert set(_pool_semantic({"ID": [1.0], "semantic: a": [0.0]})) == {"ID", "semantic: a"}

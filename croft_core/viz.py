@@ -55,27 +55,7 @@ def energy_histogram(groups: Mapping[str, Any], score: float | None = None, thre
     Returns:
         A figure with one histogram trace per non-empty group and one shape per vertical line.
     """
-    data = {name: _finite(values, name) for name, values in groups.items()}
-    data = {name: values for name, values in data.items() if values.size}
-    fig = go.Figure()
-    if data:
-        lo = min(float(v.min()) for v in data.values())
-        hi = max(float(v.max()) for v in data.values())
-        if hi <= lo:  # all scores equal: give the single bin some width
-            lo, hi = lo - 0.5, hi + 0.5
-        bins = dict(start=lo, end=hi, size=(hi - lo) / max(int(nbins), 1))
-        for name, values in data.items():
-            fig.add_trace(go.Histogram(x=values, name=name, xbins=bins, histnorm="probability density",
-                                       opacity=0.55))
-    if threshold is not None:
-        fig.add_vline(x=float(threshold), line_dash="dash", line_color="black", annotation_text="threshold",
-                      annotation_position="top left")
-    if score is not None:
-        fig.add_vline(x=float(score), line_dash="solid", line_color="crimson", line_width=3,
-                      annotation_text="this image", annotation_position="top right")
-    fig.update_layout(template=_TEMPLATE, title=title, barmode="overlay", xaxis_title=xaxis,
-                      yaxis_title="density", legend_title_text="set")
-    return fig
+    return go.Figure(json.loads(energy_histogram_json(groups, score, threshold, title, xaxis, nbins)))
 
 
 def roc_curves(id_scores: Any, ood_sets: Mapping[str, Any], title: str = "ROC curves (ID = positive)") -> go.Figure:
@@ -223,10 +203,10 @@ def energy_histogram_json(groups: Mapping[str, Any], score: float | None = None,
                           title: str = "Energy score distribution",
                           xaxis: str = "energy score S(x) (higher = more in-distribution)",
                           nbins: int = 40) -> str:
-    """:func:`energy_histogram` as a plotly JSON string, built without plotly's object validation.
+    """:func:`energy_histogram` as a plotly JSON string (its one implementation), built without
+    plotly's object validation.
 
-    The figure is the same (traces, shared bins, lines, annotations, template); building it as plain
-    JSON takes about a millisecond instead of the ~35 ms that ``go.Figure`` + ``add_vline`` +
+    Building it as plain JSON takes about a millisecond instead of the ~35 ms that ``go.Figure`` + ``add_vline`` +
     the template cost, which matters when a web server draws one per request.
     ``plotly.io.from_json`` (or ``go.Figure(json.loads(...))``) turns it back into a figure.
 

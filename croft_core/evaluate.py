@@ -120,8 +120,13 @@ def compute_scores(model: CroftModel, features: torch.Tensor, text_features: tor
     return logits, {k: v.detach().cpu().numpy().astype(np.float64) for k, v in out.items()}
 
 
-def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return (logits.argmax(-1).cpu() == labels.cpu()).float().mean().item() if len(labels) else float("nan")
+def _hits(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """``[N]`` bool: which samples are classified correctly."""
+    return (logits.argmax(-1).cpu() == labels.cpu()).numpy()
+
+
+def _accuracy(hits: np.ndarray) -> float:
+    return float(hits.mean()) if len(hits) else float("nan")
 
 
 @torch.no_grad()
@@ -154,25 +159,20 @@ def evaluate(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFea
                               knn_k=knn_k, mcm_temperature=mcm_temperature)
 
     id_logits, id_scores = run(feats.id_test)
-    id_acc = _accuracy(id_logits, feats.id_test.labels)
-    if correct_only:
-        keep = (id_logits.argmax(-1).cpu() == feats.id_test.labels.cpu()).numpy()
-        id_ref = {k: v[keep] for k, v in id_scores.items()}
-    else:
-        id_ref = id_scores
+    id_hits = _hits(id_logits, feats.id_test.labels)
+    id_ref = {k: v[id_hits] for k, v in id_scores.items()} if correct_only else id_scores
     results: dict[str, Any] = {
-        "id": {"name": feats.id_test.name, "accuracy": id_acc, "n": len(feats.id_test)},
+        "id": {"name": feats.id_test.name, "accuracy": _accuracy(id_hits), "n": len(feats.id_test)},
         "covariate": [], "semantic": []}
     energies = {f"ID: {feats.id_test.name}": id_scores["energy"]}
 
-    cov_scores, correct, total = [], int((id_logits.argmax(-1).cpu() == feats.id_test.labels.cpu()).sum()), len(feats.id_test)
+    cov_scores, all_hits = [], [id_hits]
     for fs in feats.covariate:
         logits, sc = run(fs)
-        acc = _accuracy(logits, fs.labels)
-        results["covariate"].append({"name": fs.name, "accuracy": acc, "n": len(fs)})
+        hits = _hits(logits, fs.labels)
+        results["covariate"].append({"name": fs.name, "accuracy": _accuracy(hits), "n": len(fs)})
         cov_scores.append(sc)
-        correct += int((logits.argmax(-1).cpu() == fs.labels.cpu()).sum())
-        total += len(fs)
+        all_hits.append(hits)
         energies[f"covariate: {fs.name}"] = sc["energy"]
 
     sem_scores = []
@@ -190,7 +190,7 @@ def evaluate(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFea
         results["full_spectrum"] = {
             name: metrics.full_spectrum_metrics(id_scores[name], [c[name] for c in cov_scores],
                                                 all_sem[name], tpr=tpr) for name in all_sem}
-        results["full_spectrum"]["accuracy"] = correct / total if total else float("nan")
+        results["full_spectrum"]["accuracy"] = _accuracy(np.concatenate(all_hits))
 
     # deployment threshold: fitted on validation energies, reported on the test splits
     _, val_scores = run(feats.val)

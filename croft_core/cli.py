@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-embedded", help="zero-shot / linear-probe / AUROC numbers of a shapes CLIP")
     p.add_argument("--model", default=None, help="local-dir folder (default: the embedded model)")
-    p.add_argument("--data", required=True, help="folder written by `croft render-shapes`")
+    p.add_argument("--data", default=None,
+                   help="folder written by `croft render-shapes` (default: the cached shapes dataset)")
     p.add_argument("--json", help="also write the numbers to this JSON file")
 
     p = sub.add_parser("push", help="upload a checkpoint folder to the Hugging Face Hub")
@@ -280,13 +281,10 @@ def _run_synth(args: argparse.Namespace) -> int:
         print(json.dumps({"out": values["out"], "wall_time_s": info["wall_time_s"],
                           **({"metrics": info["metrics"]} if "metrics" in info else {})}))
         return 0
-    import datasets
-
     from .synth import check
 
     model_dir = args.model or str(Path(__file__).parent / "synth" / "embedded")
-    model, preprocess, tokenizer = check.load_model(model_dir)
-    result = check.evaluate(model, preprocess, tokenizer, datasets.load_from_disk(args.data))
+    result = check.evaluate(model_dir, args.data)
     print(check.format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -52,3 +52,11 @@ def test_quick_bench_results_breakdown(quick_bench):
     croft = json.loads((out / "croft_seed1.json").read_text())
     assert croft["train_config"]["epochs"] == 5
     assert croft["id"]["accuracy"] > 0.5
+
+
+def test_check_embedded_meets_the_targets(quick_bench):  # after the bench: the dataset is rendered
+    from croft_core.synth import EMBEDDED_DIR, check
+
+    result = check.evaluate(EMBEDDED_DIR)
+    assert all(check.target_report(result).values()), check.format_table(result)
+    assert result["zs_photo"] == pytest.approx(77.67, abs=0.01)  # the README / PRETRAIN.md number

@@ -189,12 +189,9 @@ def save_local_dir(model: torch.nn.Module, out_dir: str | Path, model_cfg: dict[
 
 def evaluate_local_dir(out_dir: str | Path, data_dir: str | Path, probe: bool = True) -> dict[str, float]:
     """Benchmark numbers of a saved folder (loaded the way users load it)."""
-    import datasets
-
     from croft_core.synth import check
 
-    model, preprocess, tokenizer = check.load_model(out_dir)
-    return check.evaluate(model, preprocess, tokenizer, datasets.load_from_disk(str(data_dir)), probe=probe)
+    return check.evaluate(out_dir, data_dir, probe=probe)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from datagen import (CLASSES, TINY_ID_CLASSES, class_colour, make_tiny_dataset_d
                      tiny_benchmark)
 
 from croft_core.benchmarks import (BENCHMARKS, Benchmark, LoadedSplit, SplitSpec, get_benchmark, materialize,
-                                   materialize_from_manifest, read_classnames, read_manifest, replace_spec,
-                                   setup1, setup2, write_manifest)
+                                   materialize_from_manifest, read_classnames, read_manifest, register_benchmark,
+                                   replace_spec, setup1, setup2, write_manifest)
 
 N = 4  # images per (split, class, domain) in the tiny data
 
@@ -357,6 +357,28 @@ def test_get_benchmark_errors(tmp_path):
     with pytest.raises(ValueError, match="only apply to registered benchmarks"):
         get_benchmark(str(path), dataset="vlcs")
     assert {"setup1", "setup2", "imagenet_four_ood"} <= set(BENCHMARKS)
+
+
+def test_register_benchmark_is_an_extension_point(tmp_path, monkeypatch):
+    monkeypatch.setattr("croft_core.benchmarks.registry.BENCHMARKS", dict(BENCHMARKS))
+    from croft_core.benchmarks import registry
+
+    def tiny_factory(n: int = 2, seed: int = 1) -> Benchmark:
+        return dataclasses.replace(tiny_benchmark(tmp_path, n=n), name=f"tiny{n}-seed{seed}")
+
+    register_benchmark("tiny", tiny_factory)
+    assert "tiny" in registry.BENCHMARKS and "tiny" not in BENCHMARKS
+    assert get_benchmark("tiny", n=1, seed=3).name == "tiny1-seed3"  # options and the run seed pass through
+    assert len(materialize(get_benchmark("tiny", n=1), "id_test")) == 3
+    with pytest.raises(ValueError, match=r"Benchmark 'tiny' options"):
+        get_benchmark("tiny", shots=4)
+    register_benchmark("tiny", tiny_factory)  # registering the same factory again is harmless
+    with pytest.raises(ValueError, match=r"'tiny' is already registered; pass overwrite=True"):
+        register_benchmark("tiny", lambda: None)
+    with pytest.raises(ValueError, match=r"'setup1' is already registered"):
+        register_benchmark("setup1", tiny_factory)
+    register_benchmark("tiny", lambda: tiny_factory(n=3), overwrite=True)
+    assert get_benchmark("tiny", seed=5).name == "tiny3-seed1"  # a factory without `seed` gets none
 
 
 def test_definition_validation(tiny):

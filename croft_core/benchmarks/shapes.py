@@ -19,14 +19,15 @@ import os
 import shutil
 from pathlib import Path
 
-from ..benchmarks import Benchmark, SplitSpec
+from croft_core import synth
+from croft_core.benchmarks.spec import Benchmark, SplitSpec
 
 logger = logging.getLogger(__name__)
 
 
 def dataset_version() -> str:
-    """Hash of the renderer's source: part of the cache folder name."""
-    here = Path(__file__).parent
+    """Hash of the renderer's source (``synth/world.py`` and ``dataset.py``): part of the cache path."""
+    here = Path(synth.__file__).parent
     digest = hashlib.sha1()
     for name in ("world.py", "dataset.py"):
         digest.update((here / name).read_bytes())
@@ -35,8 +36,8 @@ def dataset_version() -> str:
 
 def ensure_shapes_dataset(root: str | Path | None = None) -> Path:
     """Return the folder of the rendered shapes dataset, rendering it first if needed."""
-    from ..backbones import DEFAULT_CACHE_DIR
-    from .dataset import build_shapes_dataset
+    from croft_core.backbones import DEFAULT_CACHE_DIR
+    from croft_core.synth.dataset import build_shapes_dataset
 
     root = Path(root) if root is not None else Path(DEFAULT_CACHE_DIR) / f"shapes-{dataset_version()}"
     if (root / "dataset_dict.json").is_file():
@@ -60,7 +61,7 @@ def shapes_benchmark(root: str | Path | None = None, semantic_per_class: bool = 
             the cache.
         semantic_per_class: one semantic set per OOD class (True) or one pooled set.
     """
-    from .world import CLASSES, DOMAINS, ID_CLASSES
+    from croft_core.synth.world import CLASSES, DOMAINS, ID_CLASSES
 
     source = str(ensure_shapes_dataset(root))
     ood = tuple(c for c in CLASSES if c not in ID_CLASSES)
@@ -84,3 +85,4 @@ def shapes_benchmark(root: str | Path | None = None, semantic_per_class: bool = 
         train_augment=False,
         description="Embedded synthetic world: 10 photo-style ID shapes; sketch/cartoon/painting "
                     "covariate shift; unseen shapes as semantic shift.")
+

@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .model import CroftModel
+from .errors import CroftError, HubError
+from .model import CroftModel, read_checkpoint_config, render_model_card
 
 logger = logging.getLogger(__name__)
 
+_NOT_UPLOADED = ("train_state*", "*.tmp")  # resume state and partial writes stay local
 
-class CheckpointNotFoundError(FileNotFoundError):
+
+class CheckpointNotFoundError(CroftError, FileNotFoundError):
     """A checkpoint folder or Hub repo that does not exist or cannot be reached."""
 
 
@@ -53,28 +56,44 @@ def load_model(path_or_repo_id: str | Path, device: str = "cpu") -> CroftModel:
 
 def push_checkpoint(folder: str | Path, repo_id: str, *, private: bool = False,
                     token: str | None = None, commit_message: str = "Upload CRoFT checkpoint") -> str:
-    """Upload a checkpoint folder to ``repo_id`` (created if needed); returns the commit URL.
+    """Upload a checkpoint folder to ``repo_id`` (created if needed) in one commit; returns its URL.
+
+    The model card is rendered again for ``repo_id`` (the local card names no repo); the folder
+    itself is not changed. Resume state (``train_state*``) is not uploaded.
 
     Raises:
         CheckpointNotFoundError: ``folder`` is not a checkpoint folder.
-        RuntimeError: offline, or the Hub refused the upload (the message carries the reason).
+        HubError: offline, or the Hub refused the upload (the message carries the reason).
     """
-    from huggingface_hub import HfApi
+    import huggingface_hub
     import huggingface_hub.constants as hf_constants
+    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub.errors import HFValidationError, HTTPError
 
     folder = Path(folder)
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise CheckpointNotFoundError(f"{folder} is not a CRoFT checkpoint folder (config.json and "
                                       f"model.safetensors expected)")
     if hf_constants.HF_HUB_OFFLINE:
-        raise RuntimeError("cannot push: HF_HUB_OFFLINE=1 is set; unset it on a machine with "
-                           "internet access and log in with `hf auth login` or pass --token")
-    api = HfApi(token=token)
+        raise HubError("cannot push: HF_HUB_OFFLINE=1 is set; unset it on a machine with "
+                       "internet access and log in with `hf auth login` or pass --token")
+    card = render_model_card(read_checkpoint_config(folder), repo_id)
+    operations = [CommitOperationAdd("README.md", card.encode())]
+    operations += [CommitOperationAdd(rel, str(folder / rel)) for rel in _files_to_upload(folder)]
+    api = huggingface_hub.HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                                 commit_message=commit_message,
-                                 ignore_patterns=["train_state*", "*.tmp"])
-    except Exception as err:  # network errors, auth errors: one clear line for the CLI
-        raise RuntimeError(f"could not push {folder} to {repo_id}: {err}") from err
+        info = api.create_commit(repo_id, operations=operations, commit_message=commit_message,
+                                 repo_type="model")
+    except (HTTPError, OSError, HFValidationError) as err:  # network, auth, refused, bad repo id
+        raise HubError(f"could not push {folder} to {repo_id}: {err}") from err
     return str(getattr(info, "commit_url", info))
+
+
+def _files_to_upload(folder: Path) -> list[str]:
+    """Paths (relative, POSIX) of the folder's files except the card and local-only state."""
+    from fnmatch import fnmatch
+
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    return [f for f in files if f != "README.md" and not any(fnmatch(Path(f).name, pat)
+                                                             for pat in _NOT_UPLOADED)]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin
+from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
 from torch import nn
 
 from .methods import ClipAdapterHead, LinearProbeHead, TipAdapterHead, ZeroShotHead, l2n
@@ -185,13 +185,37 @@ def _metrics_table(metrics: dict) -> str:
     return "| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v:.4f} |" for k, v in rows)
 
 
-class CroftModel(nn.Module, PyTorchModelHubMixin, library_name="croft",
-                 tags=["clip", "open-set-recognition", "ood-detection", "croft"],
-                 paper_url="https://arxiv.org/abs/2405.16417", model_card_template=MODEL_CARD):
+LIBRARY_NAME = "croft"
+CARD_TAGS = ["clip", "open-set-recognition", "ood-detection", "croft"]
+PAPER_URL = "https://arxiv.org/abs/2405.16417"
+
+
+def render_model_card(config: HeadConfig, repo_id: str | None = None) -> str:
+    """The model card (``README.md``) of a checkpoint, for the Hub repo ``repo_id``.
+
+    Without ``repo_id`` (a local folder) the usage snippet names a placeholder folder, never this
+    machine's path; ``croft push`` renders the card again for the repo it uploads to.
+    """
+    c = config
+    card = ModelCard.from_template(
+        ModelCardData(library_name=LIBRARY_NAME, tags=sorted(CARD_TAGS)), template_str=MODEL_CARD,
+        paper_url=PAPER_URL, title=f"CRoFT Lab head: {c.method} on {c.backbone or 'CLIP'}",
+        method=c.method, backbone=c.backbone, num_classes=len(c.classnames),
+        classes=", ".join(c.classnames[:50]) + (" ..." if len(c.classnames) > 50 else ""),
+        threshold="uncalibrated" if c.threshold is None else f"{c.threshold:.4f}",
+        tpr=c.threshold_tpr, metrics_table=_metrics_table(c.metrics),
+        repo_id=repo_id or "path/to/checkpoint-folder")
+    return str(card)
+
+
+class CroftModel(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=list(CARD_TAGS),
+                 paper_url=PAPER_URL, model_card_template=MODEL_CARD):
     """A trained head plus its :class:`HeadConfig`; save/load/push with the Hub mixin.
 
-    ``save_pretrained(dir)`` writes ``config.json``, ``model.safetensors`` and a model card;
+    ``save(dir)`` writes ``config.json``, ``model.safetensors`` and a model card;
     ``CroftModel.from_pretrained(dir_or_repo_id)`` rebuilds it and loads the weights strictly.
+    Push a saved folder with :func:`croft_core.hub.push_checkpoint` (``croft push``), which writes
+    the card for the target repo.
     """
 
     def __init__(self, config: HeadConfig | dict):
@@ -222,15 +246,17 @@ class CroftModel(nn.Module, PyTorchModelHubMixin, library_name="croft",
         """``save_pretrained`` with the current config and a model card listing the metrics."""
         directory = Path(directory)
         (directory / "README.md").unlink(missing_ok=True)  # the mixin never overwrites a card
-        c = self.config
-        self.save_pretrained(directory, config=asdict(c), model_card_kwargs={
-            "title": f"CRoFT Lab head: {c.method} on {c.backbone or 'CLIP'}", "method": c.method,
-            "backbone": c.backbone, "num_classes": len(c.classnames),
-            "classes": ", ".join(c.classnames[:50]) + (" ..." if len(c.classnames) > 50 else ""),
-            "threshold": "uncalibrated" if c.threshold is None else f"{c.threshold:.4f}",
-            "tpr": c.threshold_tpr, "metrics_table": _metrics_table(c.metrics),
-            "repo_id": str(directory)})
+        self.save_pretrained(directory, config=asdict(self.config))
         return directory
+
+    def generate_model_card(self, *args, repo_id: str | None = None, **kwargs) -> ModelCard:
+        """The mixin's card hook (``save_pretrained``, ``push_to_hub``): :func:`render_model_card`."""
+        return ModelCard(render_model_card(self.config, repo_id))
+
+    def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict | None = None, **kwargs):
+        """The mixin's ``push_to_hub``, with the card written for ``repo_id``."""
+        return super().push_to_hub(repo_id, model_card_kwargs={"repo_id": repo_id,
+                                                               **(model_card_kwargs or {})}, **kwargs)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir, force_download: bool,

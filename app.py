@@ -27,11 +27,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import logging
-import math
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +40,13 @@ import torch
 from gradio.components.plot import PlotData
 
 from croft_core.backbones import DEFAULT_CACHE_DIR, Backbone, load_backbone
-from croft_core.images import load_image
-from croft_core.predict import (DEFAULT_MAX_CLASSES, ZERO_SHOT, ClassifierRegistry, Prediction,
-                                resolve_vocabulary)
+from croft_core import present
+from croft_core.images import ImageError, load_image
+from croft_core.predict import ZERO_SHOT, Prediction
 from croft_core.prompts import get_vocabulary, list_vocabularies
+from croft_core.registry import ClassifierRegistry
 from croft_core.synth import EMBEDDED_CHECKPOINT
+from croft_core.vocabulary import DEFAULT_MAX_CLASSES, resolve_vocabulary
 
 logger = logging.getLogger("croft.app")
 
@@ -78,12 +77,6 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOP_K = 5
 MAX_BATCH = 64  # images per "Classify all"
 BENCHMARKS = ("shapes",)  # offered in the Lab; any registered name or benchmark JSON path works
-EXAMPLES = (  # (shape, style, what it shows) rendered from the shapes world
-    ("circle", "photo", "in-distribution photo"),
-    ("star", "sketch", "covariate shift: a sketch"),
-    ("heart", "cartoon", "covariate shift: a cartoon"),
-    ("pentagon", "photo", "semantic shift: an unseen shape"),
-)
 
 try:  # Hugging Face ZeroGPU: run inference on a GPU slice; elsewhere a no-op
     import spaces
@@ -112,22 +105,6 @@ class Resources:
     cache_dir: Path = DEFAULT_CACHE_DIR
 
 
-def render_examples(folder: Path) -> list[Path]:
-    """Render the example images from the shapes world into ``folder`` (once; reused)."""
-    from croft_core.synth.world import render
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, (shape, style, _) in enumerate(EXAMPLES):
-        path = folder / f"{shape}-{style}.png"
-        if not path.is_file():
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.png")
-            render(shape, style, np.random.default_rng([7, i]), size=224).save(tmp)
-            os.replace(tmp, path)  # atomic: another process may render the same file
-        paths.append(path)
-    return paths
-
-
 def load_resources(spec: str = BACKBONE, checkpoints: Sequence[str] = CHECKPOINTS, *,
                    max_classes: int = MAX_CLASSES, embedded_world: bool | None = None,
                    allow_other: bool = ALLOW_ANY_MODEL, device: str = DEVICE,
@@ -150,7 +127,8 @@ def load_resources(spec: str = BACKBONE, checkpoints: Sequence[str] = CHECKPOINT
                                   cache_dir=cache_dir)
     preset = "shapes" if registry.embedded_world else "cifar10"
     vocabulary = ", ".join(get_vocabulary(preset))
-    examples = [[str(p), "shapes", ZERO_SHOT] for p in render_examples(Path(cache_dir) / "app-examples")]
+    examples = [[str(p), "shapes", ZERO_SHOT]
+                for p in present.render_examples(Path(cache_dir) / "app-examples")]
     default_model = default_model or (registry.checkpoints[0] if registry.checkpoints else ZERO_SHOT)
     for name in dict.fromkeys([ZERO_SHOT, default_model]):  # warm the caches of the first request
         try:
@@ -198,73 +176,6 @@ def file_path(payload: Any) -> str | None:
     raise gr.Error(f"cannot read the uploaded file ({type(payload).__name__}); upload an image file")
 
 
-def _threshold(value: Any) -> float | None:
-    """Empty -> None; anything else goes to the library, which rejects non-finite values."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return value
-
-
-def decision_markdown(p: dict[str, Any]) -> str:
-    """The verdict in words: the class or "unknown", the score against the threshold, and why."""
-    score, threshold = p["score"], p["threshold"]
-    top = p["predicted_class"]
-    top_prob = p["probabilities"].get(top, 0.0)
-    if threshold is None:
-        head = f"## {top}\n\nenergy score **{score:.2f}**, no threshold: closed-set prediction."
-    elif p["accepted"]:
-        head = (f"## {top}\n\nenergy score **{score:.2f}** ≥ threshold **{threshold:.2f}**: "
-                f"in-distribution, accepted.")
-    else:
-        head = (f"## unknown\n\nenergy score **{score:.2f}** < threshold **{threshold:.2f}**: this "
-                f"image looks less like the known classes than the ID reference images, so it is "
-                f"rejected (closest class: {top}, {top_prob:.0%}).")
-    lines = [head, f"\n*model:* `{p.get('model', '')}` · *threshold:* {p['threshold_source']}"]
-    lines += [f"\n- {n}" for n in p.get("notes", [])]
-    lines += [f"\n- ⚠️ {w}" for w in p.get("warnings", [])]
-    return "".join(lines)
-
-
-def results_table(results: dict[str, Any]) -> list[list[Any]]:
-    """Rows ``[set, kind, n, accuracy, energy AUROC, energy FPR95]`` of a results JSON."""
-    def r(x):
-        return None if x is None else round(float(x), 4)
-
-    rows = [[results["id"]["name"], "ID", results["id"]["n"], r(results["id"]["accuracy"]), None, None]]
-    rows += [[c["name"], "covariate", c["n"], r(c["accuracy"]), None, None] for c in results["covariate"]]
-    for s in results["semantic"]:
-        e = s["scores"].get("energy", {})
-        rows.append([s["name"], "semantic", s["n"], None, r(e.get("auroc")), r(e.get("fpr95"))])
-    if "semantic_all" in results:
-        e = results["semantic_all"]["energy"]
-        rows.append(["all semantic", "semantic", sum(s["n"] for s in results["semantic"]), None,
-                     r(e["auroc"]), r(e["fpr95"])])
-    if "full_spectrum" in results:
-        e = results["full_spectrum"]["energy"]
-        rows.append(["full spectrum (ID + covariate vs semantic)", "full-spectrum", None,
-                     r(results["full_spectrum"].get("accuracy")), r(e["auroc"]), r(e["fpr95"])])
-    return rows
-
-
-def json_safe(value: Any) -> Any:
-    """Plain JSON types, with NaN / infinity as ``None`` (JSON has neither)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
-BATCH_HEADERS = ["file", "label", "closest class", "energy", "probability", "error"]
-TABLE_HEADERS = ["set", "kind", "n", "accuracy", "energy AUROC", "energy FPR95"]
-
-
 class Handlers:
     """The event handlers of the app, bound to loaded :class:`Resources` (tests call them directly)."""
 
@@ -272,15 +183,12 @@ class Handlers:
         self.r = resources
 
     # -- Classify --------------------------------------------------------------------------
-    def _vocabulary(self, vocabulary: str) -> tuple[list[str], list[str]]:
+    def _vocabulary(self, vocabulary: Any) -> tuple[list[str], list[str]]:
         return resolve_vocabulary(vocabulary, self.r.max_classes)
 
-    def _predict(self, paths: Sequence[str], vocabulary: str, model: str,
-                 threshold: Any) -> tuple[list[Prediction], list[str]]:
-        classifier = self.r.registry.get(model)
-        classes, notes = self._vocabulary(vocabulary)
-        images = [load_image(p) for p in paths]
-        return classifier.classify(images, classes, _threshold(threshold), top_k=TOP_K), notes
+    def _reference_groups(self, classifier, classes: Sequence[str]) -> tuple[dict[str, Any], Any]:
+        ref = classifier.reference(classifier.prepare_vocabulary(classes)[0])
+        return ({} if ref.scores is None else {f"ID reference ({ref.source})": ref.scores}), ref
 
     @gpu
     @user_errors
@@ -296,10 +204,13 @@ class Handlers:
         if path is None:
             raise gr.Error("No image: upload an image (PNG, JPEG, WebP, ...) first.",
                            print_exception=False)
-        (prediction,), notes = self._predict([path], vocabulary, model, threshold)
+        classifier = self.r.registry.get(model)
+        classes, notes = self._vocabulary(vocabulary)
+        threshold = present.parse_threshold(threshold)
+        (prediction,) = classifier.classify([load_image(path)], classes, threshold, top_k=TOP_K)
         out = prediction.to_dict()
         out["notes"] = notes + out["notes"]
-        return {"model": self.r.registry.get(model).name, **out}
+        return {"model": classifier.name, **out}
 
     @user_errors
     @torch.inference_mode()
@@ -314,13 +225,12 @@ class Handlers:
         if not result:
             return "", {}, None
         classifier = self.r.registry.get(model)
-        classes, _ = self._vocabulary(vocabulary)
-        ref = classifier.reference(classifier.prepare_vocabulary(classes)[0])
-        groups = {} if ref.scores is None else {f"ID reference ({ref.source})": ref.scores}
+        groups, _ = self._reference_groups(classifier, self._vocabulary(vocabulary)[0])
         plot = energy_histogram_json(groups, score=result["score"], threshold=result["threshold"],
                                      title=f"Why: this image's energy vs the ID reference — "
                                            f"{result['label']}")
-        return decision_markdown(result), result["probabilities"], PlotData(type="plotly", plot=plot)
+        return (present.decision_markdown(result), result["probabilities"],
+                PlotData(type="plotly", plot=plot))
 
     def classify_example(self, image: Any, vocabulary: str, model: str) -> tuple[dict, str, dict, Any]:
         """``classify`` + ``explain`` in one call, with the calibrated threshold (cached examples)."""
@@ -333,11 +243,9 @@ class Handlers:
     def classify_batch(self, files: Any, vocabulary: str, model: str,
                        threshold: Any) -> tuple[list[tuple[str, str]], list[list[Any]], Any]:
         """Several images: a captioned gallery, a table, and all energies against the reference."""
-        from croft_core.images import ImageError
         from croft_core.viz import energy_histogram
 
-        paths = [file_path(f) for f in (files or [])]
-        paths = [p for p in paths if p]
+        paths = [p for p in (file_path(f) for f in (files or [])) if p]
         if not paths:
             raise gr.Error("No images: upload one or more image files first.", print_exception=False)
         if len(paths) > MAX_BATCH:
@@ -345,30 +253,25 @@ class Handlers:
                            print_exception=False)
         classifier = self.r.registry.get(model)
         classes, _ = self._vocabulary(vocabulary)
-        images, rows, good = [], [], []
-        for p in paths:
+        threshold = present.parse_threshold(threshold)
+        good, predictions, errors = [], [], []
+        for p in paths:  # one image in memory at a time
             try:
-                images.append(load_image(p))
-                good.append(p)
+                image = load_image(p)
             except ImageError as err:
-                rows.append([Path(p).name, "error", None, None, None, str(err)])
-        if not images:
-            raise gr.Error("None of the files is a usable image: " + "; ".join(r[-1] for r in rows),
+                errors.append((Path(p).name, str(err)))
+                continue
+            predictions += classifier.classify([image], classes, threshold, top_k=TOP_K)
+            good.append(p)
+        if not predictions:
+            raise gr.Error("None of the files is a usable image: " + "; ".join(e for _, e in errors),
                            print_exception=False)
-        predictions = classifier.classify(images, classes, _threshold(threshold), top_k=TOP_K)
-        gallery = []
-        for p, pred in zip(good, predictions):
-            verdict = pred.label if pred.accepted else f"unknown (closest: {pred.predicted_class})"
-            gallery.append((p, f"{verdict} · energy {pred.score:.2f}"))
-            rows.append([Path(p).name, pred.label, pred.predicted_class, round(pred.score, 4),
-                         round(pred.probabilities[pred.predicted_class], 4), ""])
-        threshold_used = predictions[0].threshold
-        ref = classifier.reference(classifier.prepare_vocabulary(classes)[0])
-        groups = {} if ref.scores is None else {f"ID reference ({ref.source})": ref.scores}
+        groups, ref = self._reference_groups(classifier, classes)
         groups["your images"] = np.array([p.score for p in predictions])
-        fig = energy_histogram(groups, threshold=threshold_used,
+        fig = energy_histogram(groups, threshold=predictions[0].threshold,
                                title=f"Energies of your images ({ref.note})")
-        return gallery, rows, fig
+        gallery = [(p, present.caption(pred)) for p, pred in zip(good, predictions)]
+        return gallery, present.batch_rows([Path(p).name for p in good], predictions, errors), fig
 
     # -- Compare ---------------------------------------------------------------------------
     @gpu
@@ -382,18 +285,18 @@ class Handlers:
         path = file_path(image)
         if path is None:
             raise gr.Error("No image: upload an image first.", print_exception=False)
-        img = load_image(path)
+        classifiers = [self.r.registry.get(name) for name in (model_a, model_b)]
         classes, notes = self._vocabulary(vocabulary)
+        img = load_image(path)
         out, panels = [], {}
-        for name in (model_a, model_b):
-            classifier = self.r.registry.get(name)
+        for classifier in classifiers:
             pred = classifier.classify([img], classes, None, top_k=TOP_K)[0]
             p = {"model": classifier.name, **pred.to_dict()}
             p["notes"] = notes + p["notes"]
-            ref = classifier.reference(classifier.prepare_vocabulary(classes)[0])
-            label = f"{classifier.name} ({pred.label})"
-            panels[label] = {"reference": ref.scores, "score": pred.score, "threshold": pred.threshold}
-            out += [decision_markdown(p), pred.probabilities]
+            _, ref = self._reference_groups(classifier, classes)
+            panels[f"{classifier.name} ({pred.label})"] = {
+                "reference": ref.scores, "score": pred.score, "threshold": pred.threshold}
+            out += [present.decision_markdown(p), pred.probabilities]
         return (*out, energy_comparison(panels))
 
     # -- Lab -------------------------------------------------------------------------------
@@ -410,27 +313,19 @@ class Handlers:
         from croft_core.pipeline import evaluate_checkpoint
 
         name = (benchmark or "").strip() or "shapes"
-        try:
-            value = float(1 if seed is None or seed == "" else seed)
-            if isinstance(seed, bool) or not value.is_integer():
-                raise ValueError
-        except (TypeError, ValueError, OverflowError):
-            raise gr.Error(f"seed must be a whole number, got {seed!r}", print_exception=False) from None
-        seed = int(value)
-        if seed < 0:
-            raise gr.Error(f"seed must be >= 0, got {seed}", print_exception=False)
+        seed = present.parse_seed(seed)
+        classifier = self.r.registry.get(model)
         progress(0.0, desc=f"preparing benchmark {name!r} (the shapes dataset renders on first use, "
                            f"about a minute)")
         try:
             bench = get_benchmark(name, seed=seed)
-            classifier = self.r.registry.get(model)
             head = zeroshot_model(self.r.backbone, bench) if classifier.is_zero_shot else classifier.model
             progress(0.1, desc="encoding images (cached after the first run)")
             results, energies = evaluate_checkpoint(self.r.backbone, bench, head, seed=seed,
                                                     knn=False, cache_dir=self.r.cache_dir)
         except (FileNotFoundError, KeyError, OSError, RuntimeError) as err:
             raise gr.Error(f"Evaluation of {name!r} failed: {err}", print_exception=False) from err
-        results = json_safe({**results, "model": classifier.name})
+        results = present.json_safe({**results, "model": classifier.name})
         return results, {k: np.asarray(v, dtype=np.float64) for k, v in energies.items()}
 
     def explain_evaluation(self, results: dict[str, Any] | None,
@@ -442,28 +337,18 @@ class Handlers:
         if not results:
             return None, None, None, None
         energies = energies or {}
-        table = pd.DataFrame(results_table(results), columns=TABLE_HEADERS)
-        threshold = results.get("threshold", {}).get("value")
-        semantic = [k for k in energies if k.startswith("semantic")]
-        groups = {k: v for k, v in energies.items() if k not in semantic}
-        if semantic:  # one pooled group: a benchmark may have a dozen unseen classes
-            groups[f"semantic: all {len(semantic)} unseen set(s)"] = np.concatenate(
-                [np.asarray(energies[k]) for k in semantic])
-        hist = energy_histogram(groups, threshold=threshold,
+        table = pd.DataFrame(present.results_table(results), columns=present.TABLE_HEADERS)
+        hist = energy_histogram(present.energy_groups(energies),
+                                threshold=results.get("threshold", {}).get("value"),
                                 title=f"Energy: ID / covariate / semantic — {results.get('method')}")
-        id_key = next((k for k in energies if k.startswith("ID")), None)
-        ood = {k.removeprefix("semantic: "): v for k, v in energies.items() if k.startswith("semantic")}
-        roc = roc_curves(energies[id_key], ood, title="ROC: ID vs each unseen set (energy)") if id_key and ood else None
-        folder = Path(tempfile.mkdtemp(prefix="croft-results-"))
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{results.get('benchmark')}-{results.get('method')}-"
-                                                f"seed{results.get('seed')}")
-        path = folder / f"results-{stem}.json"
-        path.write_text(json.dumps(results, indent=2))
+        sets = present.roc_sets(energies)
+        roc = roc_curves(*sets, title="ROC: ID vs each unseen set (energy)") if sets else None
+        path = present.write_results(results, tempfile.mkdtemp(prefix="croft-results-"))
         return table, hist, roc, str(path)
 
 
 # ---------------------------------------------------------------------------------------------
-# Layout
+# Layout: one function per tab, then the events
 # ---------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -488,115 +373,126 @@ def examples_cache(resources: Resources) -> Iterator[None]:
 
 
 def _preset_text(preset: str | None) -> Any:
-    if not preset:
+    if not preset or preset not in list_vocabularies():
         return gr.update()
     classes = get_vocabulary(preset)
     return ", ".join(classes) if len(classes) <= 100 else preset
 
 
+PRIVATE = dict(api_visibility="private")  # every event except /classify and /evaluate
+
+
+def _model_menu(resources: Resources, label: str, value: str) -> gr.Dropdown:
+    return gr.Dropdown(label=label, value=value, choices=resources.registry.names(),
+                       allow_custom_value=True,
+                       info="zero-shot, a listed checkpoint, or type a checkpoint folder / Hub id")
+
+
+def classify_tab(resources: Resources, h: Handlers) -> None:
+    """One image (or several) against a vocabulary; the public ``/classify`` endpoint."""
+    with gr.Row():
+        with gr.Column():
+            image = gr.Image(label="image", type="filepath", sources=["upload", "clipboard"], height=280)
+            preset = gr.Dropdown(label="preset", choices=list_vocabularies(), value=None,
+                                 info="fills the vocabulary")
+            vocabulary = gr.Textbox(label="vocabulary", value=resources.default_vocabulary, lines=3,
+                                    elem_id="vocabulary",
+                                    info="a preset name, or class names, one per line or comma-separated")
+            model = _model_menu(resources, "model", resources.default_model)
+            # a Textbox, not gr.Number: Gradio's Number widget turns "empty" into 0, and empty must
+            # mean "the calibrated threshold"
+            threshold = gr.Textbox(label="threshold", value="", max_lines=1,
+                                   placeholder="calibrated (95% ID TPR)",
+                                   info="energy threshold (a number); empty = calibrated at 95% ID TPR")
+            button = gr.Button("Classify", variant="primary", elem_id="classify")
+        with gr.Column():
+            decision = gr.Markdown(elem_id="decision")
+            probabilities = gr.Label(label="probabilities", num_top_classes=TOP_K)
+            plot = gr.Plot(label="energy")
+            result = gr.JSON(label="result")
+    with examples_cache(resources):
+        gr.Examples(resources.examples, inputs=[image, vocabulary, model],
+                    outputs=[result, decision, probabilities, plot], fn=h.classify_example,
+                    example_labels=[e[2] for e in present.EXAMPLES], cache_examples=True,
+                    cache_mode="lazy", **PRIVATE)
+    with gr.Accordion("Several images", open=False):
+        images = gr.File(label="images", file_count="multiple", file_types=["image"])
+        batch_button = gr.Button("Classify all")
+        gallery = gr.Gallery(label="results", columns=4, height="auto")
+        batch_table = gr.Dataframe(label="batch results", headers=present.BATCH_HEADERS)
+        batch_plot = gr.Plot(label="energies of your images")
+
+    preset.change(_preset_text, preset, vocabulary, queue=False, **PRIVATE)
+    button.click(h.classify, [image, vocabulary, model, threshold], result, api_name="classify",
+                 preprocess=False, concurrency_id="infer").success(
+        h.explain, [result, vocabulary, model], [decision, probabilities, plot],
+        concurrency_id="infer", **PRIVATE)
+    batch_button.click(h.classify_batch, [images, vocabulary, model, threshold],
+                       [gallery, batch_table, batch_plot], preprocess=False, concurrency_id="infer",
+                       **PRIVATE)
+
+
+def compare_tab(resources: Resources, h: Handlers) -> None:
+    """Zero-shot vs a checkpoint on the same image, side by side."""
+    with gr.Row():
+        with gr.Column():
+            image = gr.Image(label="image", type="filepath", height=240)
+            vocabulary = gr.Textbox(label="vocabulary", value=resources.default_vocabulary, lines=2)
+            with gr.Row():
+                model_a = _model_menu(resources, "model A", ZERO_SHOT)
+                model_b = _model_menu(resources, "model B", resources.registry.names()[-1])
+            button = gr.Button("Compare", variant="primary")
+        with gr.Column():
+            with gr.Row():
+                with gr.Column():
+                    decision_a = gr.Markdown()
+                    probs_a = gr.Label(label="model A probabilities", num_top_classes=TOP_K)
+                with gr.Column():
+                    decision_b = gr.Markdown()
+                    probs_b = gr.Label(label="model B probabilities", num_top_classes=TOP_K)
+    plot = gr.Plot(label="energy distributions")
+    button.click(h.compare, [image, vocabulary, model_a, model_b],
+                 [decision_a, probs_a, decision_b, probs_b, plot], preprocess=False,
+                 concurrency_id="infer", **PRIVATE)
+
+
+def lab_tab(resources: Resources, h: Handlers) -> None:
+    """A benchmark evaluation; the public ``/evaluate`` endpoint (one at a time)."""
+    with gr.Row():
+        benchmark = gr.Dropdown(label="benchmark", choices=list(BENCHMARKS), value="shapes",
+                                allow_custom_value=True,
+                                info="a registered benchmark or a benchmark JSON path")
+        model = _model_menu(resources, "model", resources.default_model)
+        seed = gr.Number(label="seed", value=1, precision=0)
+    button = gr.Button("Run evaluation", variant="primary")
+    results = gr.JSON(label="results")
+    energies = gr.State()
+    table = gr.Dataframe(label="results table", headers=present.TABLE_HEADERS)
+    with gr.Row():
+        hist = gr.Plot(label="energy distributions")
+        roc = gr.Plot(label="ROC curves")
+    download = gr.File(label="results JSON")
+    button.click(h.evaluate, [benchmark, model, seed], [results, energies], api_name="evaluate",
+                 concurrency_limit=1, preprocess=False).success(
+        h.explain_evaluation, [results, energies], [table, hist, roc, download], **PRIVATE)
+
+
 def build_demo(resources: Resources) -> gr.Blocks:
     """The Blocks app over loaded resources (tests build one on a tiny backbone)."""
     h = Handlers(resources)
-    models = resources.registry.names()
-    spec = resources.backbone.spec
-    model_kw = dict(choices=models, allow_custom_value=True,
-                    info="zero-shot, a listed checkpoint, or type a checkpoint folder / Hub id")
-
     with gr.Blocks(title="CRoFT Lab: open-set CLIP classification") as demo:
         gr.Markdown(
             f"# CRoFT Lab — CLIP that says *unknown*\n"
-            f"Classify images against any vocabulary with a frozen CLIP (`{spec}`) and "
-            f"[CRoFT](https://arxiv.org/abs/2405.16417) adapters (ICML 2024). An image whose energy "
-            f"score `S(x) = logsumexp(τ·cos)` falls below the threshold (95% of ID reference images "
-            f"score above it) is rejected as **unknown**; the plot shows why.")
+            f"Classify images against any vocabulary with a frozen CLIP (`{resources.backbone.spec}`) "
+            f"and [CRoFT](https://arxiv.org/abs/2405.16417) adapters (ICML 2024). An image whose "
+            f"energy score `S(x) = logsumexp(τ·cos)` falls below the threshold (95% of ID reference "
+            f"images score above it) is rejected as **unknown**; the plot shows why.")
         with gr.Tab("Classify"):
-            with gr.Row():
-                with gr.Column():
-                    image = gr.Image(label="image", type="filepath", sources=["upload", "clipboard"],
-                                     height=280)
-                    preset = gr.Dropdown(label="preset", choices=list_vocabularies(), value=None,
-                                         info="fills the vocabulary")
-                    vocabulary = gr.Textbox(label="vocabulary", value=resources.default_vocabulary,
-                                            lines=3, elem_id="vocabulary",
-                                            info="a preset name, or class names, one per line or "
-                                                 "comma-separated")
-                    model = gr.Dropdown(label="model", value=resources.default_model, **model_kw)
-                    # a Textbox, not gr.Number: Gradio's Number widget turns "empty" into 0, and
-                    # empty must mean "the calibrated threshold"
-                    threshold = gr.Textbox(label="threshold", value="", max_lines=1,
-                                           placeholder="calibrated (95% ID TPR)",
-                                           info="energy threshold (a number); empty = calibrated "
-                                                "at 95% ID TPR")
-                    classify_btn = gr.Button("Classify", variant="primary", elem_id="classify")
-                with gr.Column():
-                    decision = gr.Markdown(elem_id="decision")
-                    probabilities = gr.Label(label="probabilities", num_top_classes=TOP_K)
-                    plot = gr.Plot(label="energy")
-                    result = gr.JSON(label="result")
-            with examples_cache(resources):
-                gr.Examples(resources.examples, inputs=[image, vocabulary, model],
-                            outputs=[result, decision, probabilities, plot], fn=h.classify_example,
-                            example_labels=[e[2] for e in EXAMPLES], cache_examples=True,
-                            cache_mode="lazy", api_visibility="private")
-            with gr.Accordion("Several images", open=False):
-                images = gr.File(label="images", file_count="multiple", file_types=["image"])
-                batch_btn = gr.Button("Classify all")
-                gallery = gr.Gallery(label="results", columns=4, height="auto")
-                batch_table = gr.Dataframe(label="batch results", headers=BATCH_HEADERS)
-                batch_plot = gr.Plot(label="energies of your images")
-
+            classify_tab(resources, h)
         with gr.Tab("Compare"):
-            with gr.Row():
-                with gr.Column():
-                    c_image = gr.Image(label="image", type="filepath", height=240)
-                    c_vocabulary = gr.Textbox(label="vocabulary", value=resources.default_vocabulary,
-                                              lines=2)
-                    with gr.Row():
-                        c_model_a = gr.Dropdown(label="model A", value=ZERO_SHOT, **model_kw)
-                        c_model_b = gr.Dropdown(label="model B", value=models[-1], **model_kw)
-                    compare_btn = gr.Button("Compare", variant="primary")
-                with gr.Column():
-                    with gr.Row():
-                        with gr.Column():
-                            c_decision_a = gr.Markdown()
-                            c_probs_a = gr.Label(label="model A probabilities", num_top_classes=TOP_K)
-                        with gr.Column():
-                            c_decision_b = gr.Markdown()
-                            c_probs_b = gr.Label(label="model B probabilities", num_top_classes=TOP_K)
-            c_plot = gr.Plot(label="energy distributions")
-
+            compare_tab(resources, h)
         with gr.Tab("Lab"):
-            with gr.Row():
-                l_benchmark = gr.Dropdown(label="benchmark", choices=list(BENCHMARKS), value="shapes",
-                                          allow_custom_value=True,
-                                          info="a registered benchmark or a benchmark JSON path")
-                l_model = gr.Dropdown(label="model", value=resources.default_model, **model_kw)
-                l_seed = gr.Number(label="seed", value=1, precision=0)
-            lab_btn = gr.Button("Run evaluation", variant="primary")
-            l_results = gr.JSON(label="results")
-            l_energies = gr.State()
-            l_table = gr.Dataframe(label="results table", headers=TABLE_HEADERS)
-            with gr.Row():
-                l_hist = gr.Plot(label="energy distributions")
-                l_roc = gr.Plot(label="ROC curves")
-            l_file = gr.File(label="results JSON")
-
-        # public endpoints: /classify and /evaluate; everything else is private
-        private = dict(api_visibility="private")
-        preset.change(_preset_text, preset, vocabulary, queue=False, **private)
-        classify_btn.click(h.classify, [image, vocabulary, model, threshold], result,
-                           api_name="classify", preprocess=False, concurrency_id="infer").success(
-            h.explain, [result, vocabulary, model], [decision, probabilities, plot],
-            concurrency_id="infer", **private)
-        batch_btn.click(h.classify_batch, [images, vocabulary, model, threshold],
-                        [gallery, batch_table, batch_plot], preprocess=False,
-                        concurrency_id="infer", **private)
-        compare_btn.click(h.compare, [c_image, c_vocabulary, c_model_a, c_model_b],
-                          [c_decision_a, c_probs_a, c_decision_b, c_probs_b, c_plot],
-                          preprocess=False, concurrency_id="infer", **private)
-        lab_btn.click(h.evaluate, [l_benchmark, l_model, l_seed], [l_results, l_energies],
-                      api_name="evaluate", concurrency_limit=1, preprocess=False).success(
-            h.explain_evaluation, [l_results, l_energies], [l_table, l_hist, l_roc, l_file], **private)
+            lab_tab(resources, h)
     demo.queue(default_concurrency_limit=CONCURRENCY)
     return demo
 

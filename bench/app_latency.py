@@ -116,6 +116,7 @@ def main() -> int:
     from croft_core import scoring
     from croft_core.methods import l2n
     from croft_core.predict import ZERO_SHOT
+    from croft_core.vocabulary import resolve_vocabulary
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     resources = app.RESOURCES
@@ -124,7 +125,7 @@ def main() -> int:
     image = resources.examples[0][0]  # a rendered photo-style circle (224 px PNG)
     vocabulary = resources.default_vocabulary
     classifier = resources.registry.get(ZERO_SHOT)
-    classes, _ = app.resolve_vocabulary(vocabulary)
+    classes, _ = resolve_vocabulary(vocabulary)
     text = classifier.text_features(classes)  # cached, as in the app
     threshold = float(classifier.reference(classes).threshold or 0.0)
 

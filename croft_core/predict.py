@@ -29,10 +29,8 @@ cache of :func:`~croft_core.backbones.build_text_classifier`).
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
-import re
 import threading
 import zlib
 from collections import OrderedDict
@@ -48,121 +46,27 @@ from .backbones import DEFAULT_CACHE_DIR, Backbone, build_text_classifier, parse
 from .detector import ThresholdDetector
 from .evaluate import zeroshot_model
 from .model import CroftModel
-from .prompts import (SINGLE_TEMPLATE, dedupe_classes, get_vocabulary, list_vocabularies,
-                      split_vocabulary)
+from .prompts import SINGLE_TEMPLATE
 from .scoring import energy
+from .seeds import REFERENCE_STREAM
+from .vocabulary import DEFAULT_MAX_CLASSES, check_vocabulary, normalise_name, unknown_words
 
-__all__ = ["DEFAULT_MAX_CLASSES", "MAX_CLASS_NAME_CHARS", "REFERENCE_IMAGES_PER_CLASS", "ZERO_SHOT",
-           "ClassifierRegistry", "OpenSetClassifier", "Prediction", "Reference", "RenderedReference",
-           "check_vocabulary", "embedded_words", "is_embedded_backbone", "resolve_vocabulary",
-           "same_backbone", "unknown_words"]
+__all__ = ["REFERENCE_IMAGES_PER_CLASS", "ZERO_SHOT", "OpenSetClassifier", "Prediction", "Reference",
+           "RenderedReference", "check_threshold", "is_embedded_backbone", "same_backbone"]
 
 logger = logging.getLogger(__name__)
 
 ZERO_SHOT = "zero-shot"
 """Model name of the zero-shot head (always available)."""
 
-DEFAULT_MAX_CLASSES = 1000  # ImageNet-1k fits; more makes every request slow
-MAX_CLASS_NAME_CHARS = 200  # CLIP's text context is 77 tokens; longer names are certainly truncated
 REFERENCE_IMAGES_PER_CLASS = 20  # rendered photo images per class for the zero-shot reference
 REFERENCE_SIZE = 64  # render size of reference images (the shapes dataset's size)
-REFERENCE_STREAM = 0xC11F_A99  # seed namespace of reference images (not the benchmark's, not pretraining's)
 CALIBRATION_TPR = 0.95
 
 
 # --------------------------------------------------------------------------------------------------
-# Vocabulary
+# Backbones
 # --------------------------------------------------------------------------------------------------
-
-def _normalise_name(name: str) -> str:
-    return " ".join(str(name).split())
-
-
-def check_vocabulary(classnames: Sequence[str], max_classes: int = DEFAULT_MAX_CLASSES
-                     ) -> tuple[list[str], list[str]]:
-    """Clean and validate a list of class names.
-
-    Whitespace is normalised, blank entries and case-insensitive duplicates are removed (and
-    reported); non-ASCII names are kept as they are.
-
-    Args:
-        classnames: the class names.
-        max_classes: the largest vocabulary accepted.
-
-    Returns:
-        ``(classes, notes)``: the cleaned names in first-seen order and what was removed.
-
-    Raises:
-        ValueError: fewer than two classes, more than ``max_classes``, or a name longer than
-            :data:`MAX_CLASS_NAME_CHARS` characters.
-    """
-    classes, notes = dedupe_classes(classnames)
-    if len(classes) < 2:
-        raise ValueError(f"Enter at least two class names (one per line or comma-separated), or "
-                         f"choose a preset such as 'shapes' or 'cifar10'; got {len(classes)}.")
-    if len(classes) > max_classes:
-        raise ValueError(f"The vocabulary has {len(classes)} classes, more than the maximum of "
-                         f"{max_classes} (CROFT_MAX_CLASSES); remove some classes.")
-    for name in classes:
-        if len(name) > MAX_CLASS_NAME_CHARS:
-            raise ValueError(f"The class name '{name[:40]}...' is {len(name)} characters long; class "
-                             f"names must be at most {MAX_CLASS_NAME_CHARS} characters.")
-    return classes, notes
-
-
-def resolve_vocabulary(text: str, max_classes: int = DEFAULT_MAX_CLASSES) -> tuple[list[str], list[str]]:
-    """A preset name (``shapes``, ``cifar10``, ``cifar100``, ``imagenet1k``, ``pacs``, ``vlcs``) or free
-    text (one class per line, or comma-separated) -> validated class names.
-
-    Args:
-        text: what the user typed.
-        max_classes: the largest vocabulary accepted.
-
-    Returns:
-        ``(classes, notes)``; the notes say which preset was used and what was removed.
-
-    Raises:
-        ValueError: see :func:`check_vocabulary`.
-    """
-    text = "" if text is None else str(text)
-    key = text.strip().lower()
-    if key in list_vocabularies():
-        classes, notes = check_vocabulary(get_vocabulary(key), max_classes)
-        return classes, [f"preset '{key}' ({len(classes)} classes)", *notes]
-    return check_vocabulary(split_vocabulary(text), max_classes)
-
-
-_WORD = re.compile(r"[^\W_]+")
-
-
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-@functools.lru_cache(maxsize=1)
-def embedded_words() -> frozenset[str]:
-    """Every word of the embedded model's pretraining captions.
-
-    Derived from the caption generator of :mod:`croft_core.synth.world` (class names, coarse names,
-    look-alike names, colours, caption templates), plus the prompt template ``"a photo of a {}."``.
-    """
-    from .synth import world
-
-    texts: list[str] = [*world.CLASSES, *world.COLOURS, *SINGLE_TEMPLATE, "a", "an"]
-    texts += [name for names in world.COARSE.values() for name in names]
-    texts += [name for _, names in world.MISNAMES.values() for name in names]
-    texts += [t.replace("{a}", " ").replace("{n}", " ") for ts in world.TEMPLATES.values() for t in ts]
-    return frozenset(w for t in texts for w in _words(t))
-
-
-def unknown_words(classnames: Sequence[str]) -> list[str]:
-    """Words of ``classnames`` that never occur in the embedded model's captions (first-seen order)."""
-    known = embedded_words()
-    out: list[str] = []
-    for name in classnames:
-        out += [w for w in _words(name) if w not in known and w not in out]
-    return out
-
 
 def _resolved_spec(spec: str) -> tuple[str, str | None]:
     name, tag = parse_spec(spec)
@@ -228,7 +132,7 @@ class RenderedReference:
 
     def covers(self, classnames: Sequence[str]) -> bool:
         """True when every class name is a shape of the world (case-insensitive)."""
-        return all(_normalise_name(c).lower().replace("_", " ") in self._classes for c in classnames)
+        return all(normalise_name(c).lower().replace("_", " ") in self._classes for c in classnames)
 
     @torch.inference_mode()
     def features(self, classnames: Sequence[str]) -> torch.Tensor:
@@ -237,7 +141,7 @@ class RenderedReference:
 
         out = []
         for name in classnames:
-            key = self._classes[_normalise_name(name).lower().replace("_", " ")]
+            key = self._classes[normalise_name(name).lower().replace("_", " ")]
             with self._lock:
                 if key not in self._features:
                     rng = np.random.default_rng([REFERENCE_STREAM, zlib.crc32(key.encode())])
@@ -284,19 +188,25 @@ class Prediction:
         return asdict(self)
 
 
-def _check_threshold(threshold: Any) -> float | None:
-    if threshold is None:
+def check_threshold(threshold: Any) -> float | None:
+    """An energy threshold as a finite float; ``None`` or blank text -> ``None`` (the calibrated one).
+
+    Raises:
+        ValueError: not a number, not finite, or too large for a float (``10**400``).
+    """
+    if threshold is None or (isinstance(threshold, str) and not threshold.strip()):
         return None
-    if isinstance(threshold, bool):
-        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+    shown = repr(threshold) if isinstance(threshold, (str, int, float)) else f"a {type(threshold).__name__}"
+    message = (f"threshold must be a finite number (an energy score such as 12.5), or empty for the "
+               f"calibrated threshold; got {shown if len(shown) <= 40 else shown[:40] + '...'}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, str, np.number)):
+        raise ValueError(message)
     try:
         value = float(threshold)
-    except (TypeError, ValueError):
-        raise ValueError(f"threshold must be a finite number (an energy score such as 12.5), or "
-                         f"empty for the calibrated threshold; got {threshold!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(message) from None
     if not math.isfinite(value):
-        raise ValueError(f"threshold must be a finite number (an energy score such as 12.5), or "
-                         f"empty for the calibrated threshold; got {threshold!r}")
+        raise ValueError(message)
     return value
 
 
@@ -497,7 +407,7 @@ class OpenSetClassifier:
             raise ValueError("no images to classify; upload at least one image")
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
-        user_threshold = _check_threshold(threshold)
+        user_threshold = check_threshold(threshold)
         classes, notes, warnings = self.prepare_vocabulary(classnames)
         if user_threshold is None:
             ref = self.reference(classes)
@@ -523,77 +433,6 @@ class OpenSetClassifier:
 
 
 def _same_set(a: Sequence[str], b: Sequence[str]) -> bool:
-    return bool(b) and {x.lower() for x in a} == {_normalise_name(x).lower() for x in b}
+    return bool(b) and {x.lower() for x in a} == {normalise_name(x).lower() for x in b}
 
-
-# --------------------------------------------------------------------------------------------------
-# Models by name
-# --------------------------------------------------------------------------------------------------
-
-class ClassifierRegistry:
-    """Classifiers by model name on one backbone: ``"zero-shot"`` and checkpoints, each loaded once.
-
-    Args:
-        backbone: the frozen backbone shared by every model.
-        checkpoints: checkpoint folders or Hub ids offered by name (loaded on first use).
-        allow_other: also accept checkpoint folders / Hub ids that are not in ``checkpoints``.
-        max_loaded: most checkpoints outside ``checkpoints`` kept in memory (LRU).
-        **classifier_kwargs: passed to every :class:`OpenSetClassifier`.
-    """
-
-    def __init__(self, backbone: Backbone, checkpoints: Sequence[str] = (), *, allow_other: bool = True,
-                 max_loaded: int = 8, **classifier_kwargs: Any):
-        self.backbone = backbone
-        self.checkpoints = [c for c in (s.strip() for s in checkpoints) if c]
-        self.allow_other = allow_other
-        self.max_loaded = max_loaded
-        embedded_world = classifier_kwargs.pop("embedded_world", None)
-        self.embedded_world = is_embedded_backbone(backbone) if embedded_world is None else embedded_world
-        self._kwargs = dict(classifier_kwargs, embedded_world=self.embedded_world)
-        self.rendered = RenderedReference(backbone) if self.embedded_world else None
-        self._loaded: OrderedDict[str, OpenSetClassifier] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def names(self) -> list[str]:
-        """The model names offered: ``"zero-shot"`` then the configured checkpoints."""
-        return [ZERO_SHOT, *self.checkpoints]
-
-    def get(self, name: str) -> OpenSetClassifier:
-        """The classifier of a model name, loading it on first use.
-
-        Raises:
-            ValueError: an unknown model, a checkpoint that cannot be loaded, or one trained on
-                another backbone; the message says what to do.
-        """
-        name = (name or "").strip() or ZERO_SHOT
-        with self._lock:
-            if name in self._loaded:
-                self._loaded.move_to_end(name)
-                return self._loaded[name]
-            if name.lower() in (ZERO_SHOT, "zeroshot", "zero_shot"):
-                name = ZERO_SHOT
-                if name not in self._loaded:
-                    self._loaded[name] = OpenSetClassifier(self.backbone, None, name=name,
-                                                           rendered=self.rendered, **self._kwargs)
-                return self._loaded[name]
-            if name not in self.checkpoints and not self.allow_other:
-                raise ValueError(f"Unknown model {name!r}; choose one of {self.names()}.")
-            classifier = OpenSetClassifier(self.backbone, self._load(name), name=name,
-                                           rendered=self.rendered, **self._kwargs)
-            self._loaded[name] = classifier
-            extra = [k for k in self._loaded if k != ZERO_SHOT and k not in self.checkpoints]
-            while len(extra) > self.max_loaded:
-                self._loaded.pop(extra.pop(0))
-            return classifier
-
-    def _load(self, name: str) -> CroftModel:
-        from .hub import CheckpointNotFoundError, load_model
-
-        try:
-            return load_model(name, device=str(self.backbone.device))
-        except CheckpointNotFoundError as err:
-            raise ValueError(f"Unknown model {name!r}; choose zero-shot or a checkpoint folder/Hub "
-                             f"id ({err})") from err
-        except (OSError, KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"Could not load model {name!r}: {err}") from err
 

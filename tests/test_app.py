@@ -278,14 +278,8 @@ def test_evaluate_and_its_downloads(handlers, app_files):
         handlers.evaluate(app_files["benchmark"], "zero-shot", 1.5)
 
 
-def test_helpers(app):
+def test_file_path(app):
     assert app.file_path(None) is None and app.file_path({"image": {"path": "a.png"}}) == "a.png"
-    assert app.json_safe({"a": float("nan"), "b": [np.float32(1.5), np.int64(2)], "c": np.bool_(True)}) \
-        == {"a": None, "b": [1.5, 2], "c": True}
-    md = app.decision_markdown({"label": "cat", "accepted": True, "score": 3.0, "threshold": 2.0,
-                                "probabilities": {"cat": 0.9}, "predicted_class": "cat",
-                                "threshold_source": "checkpoint", "notes": ["n"], "warnings": []})
-    assert md.startswith("## cat") and "≥ threshold **2.00**" in md and "- n" in md
 
 
 # ---------------------------------------------------------------------------------------------

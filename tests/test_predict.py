@@ -16,8 +16,9 @@ from croft_core import predict
 from croft_core.backbones import build_text_classifier
 from croft_core.images import DEFAULT_MAX_PIXELS, ImageError, default_max_pixels, load_image
 from croft_core.model import CroftModel, HeadConfig
-from croft_core.predict import (ClassifierRegistry, OpenSetClassifier, check_vocabulary,
-                                embedded_words, resolve_vocabulary, same_backbone, unknown_words)
+from croft_core.predict import OpenSetClassifier, same_backbone
+from croft_core.registry import ClassifierRegistry
+from croft_core.vocabulary import check_vocabulary, embedded_words, resolve_vocabulary, unknown_words
 from croft_core.prompts import SINGLE_TEMPLATE, get_vocabulary
 
 ID_CLASSES = ["circle", "square", "triangle"]

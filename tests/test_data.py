@@ -1,20 +1,17 @@
-"""croft_core.data: sources (save_to_disk, image folders, Hub ids), errors, few-shot sampling."""
+"""croft_core.data: sources (save_to_disk, image folders, Hub ids) and their errors."""
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import time
-from collections import Counter
 
 import datasets
-import numpy as np
 import pytest
 from datagen import CLASSES, DOMAINS, make_tiny_dataset_dict, make_tiny_imagefolder
 
 from croft_core import data
-from croft_core.data import DatasetUnavailableError, column_array, few_shot_indices, load_split
+from croft_core.data import DatasetUnavailableError, column_array, load_split
 
 
 @pytest.fixture(autouse=True)
@@ -146,58 +143,3 @@ def test_unresolvable_hub_fails_fast_without_offline_flag(monkeypatch):
 
 
 # -------------------------------------------------------------------------------------- sampling
-
-
-def _labels_domains(n_per_group=10, classes=4, domains=3):
-    labels = np.repeat(np.arange(classes), n_per_group * domains)
-    doms = np.tile(np.repeat([f"d{i}" for i in range(domains)], n_per_group), classes)
-    return labels, doms
-
-
-def test_few_shot_per_class_counts_and_determinism():
-    labels, _ = _labels_domains()
-    picked = few_shot_indices(labels, 5, seed=1)
-    assert Counter(labels[picked].tolist()) == {0: 5, 1: 5, 2: 5, 3: 5}
-    assert picked == sorted(set(picked))  # sorted, no duplicates
-    assert few_shot_indices(labels, 5, seed=1) == picked
-    assert few_shot_indices(labels, 5, seed=2) != picked
-
-
-def test_few_shot_per_class_domain_splits_the_budget():
-    labels, doms = _labels_domains(domains=3)
-    picked = few_shot_indices(labels, 16, seed=0, domains=doms)
-    counts = Counter(zip(labels[picked].tolist(), doms[picked].tolist()))
-    assert set(counts.values()) == {16 // 3} and len(counts) == 4 * 3  # 5 per (class, domain)
-    with pytest.raises(ValueError, match="fewer than the 3 domains"):
-        few_shot_indices(labels, 2, seed=0, domains=doms)
-
-
-def test_few_shot_respects_pool_and_string_labels():
-    labels = np.array(["b", "a", "b", "a", "b", "a"], dtype=object)
-    pool = [0, 1, 2, 3]
-    picked = few_shot_indices(labels, 1, seed=3, pool=pool)
-    assert set(picked) <= set(pool) and sorted(labels[picked]) == ["a", "b"]
-
-
-def test_few_shot_small_class_takes_all_with_warning(caplog):
-    labels = np.array([0, 0, 0, 1])
-    with caplog.at_level(logging.WARNING, logger="croft_core.data"):
-        picked = few_shot_indices(labels, 2, seed=0)
-    assert 3 in picked and len(picked) == 3
-    assert "fewer than the 2 requested" in caplog.text
-
-
-def test_few_shot_all_and_bad_shots():
-    labels = np.array([0, 1, 1])
-    assert few_shot_indices(labels, None, seed=0) == [0, 1, 2]
-    assert few_shot_indices(labels, -1, seed=0, pool=[2, 0]) == [0, 2]
-    with pytest.raises(ValueError, match="shots must be >= 1"):
-        few_shot_indices(labels, 0, seed=0)
-
-
-def test_few_shot_groups_are_independent():
-    # A class's draw depends only on the seed and its own rows, not on which other classes exist.
-    labels, _ = _labels_domains(classes=3)
-    picked_all = few_shot_indices(labels, 4, seed=7)
-    picked_sub = few_shot_indices(labels, 4, seed=7, pool=np.flatnonzero(labels != 2))
-    assert [i for i in picked_all if labels[i] != 2] == picked_sub

@@ -32,8 +32,8 @@ import PIL.Image
 
 from croft_core.benchmarks.spec import (_DOMAIN_SHOTS, EVAL_ROLES, MULTI_ROLES, Benchmark, SplitSpec,
                                         _check_role)
-from croft_core.data import (column_array, few_shot_indices, load_split, official_balanced_indices,
-                             require_columns)
+from croft_core.benchmarks.sampling import few_shot_indices, official_balanced_indices
+from croft_core.data import column_array, load_split, require_columns
 
 logger = logging.getLogger(__name__)
 

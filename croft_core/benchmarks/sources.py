@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from croft_core.benchmarks.spec import ROLES, Benchmark, SplitSpec
-from croft_core.data import _fail_fast_if_hub_unresolvable, _looks_like_path, resolve_split_folder
+from croft_core.data import _fail_fast_if_hub_unresolvable, _looks_like_path
+from croft_core.layouts import resolve_split_folder
 
 
 def check_sources(benchmark: Benchmark, roles: Sequence[str] = ROLES) -> None:

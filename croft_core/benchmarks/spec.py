@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from croft_core.data import LAYOUTS
+from croft_core.layouts import LAYOUTS
 from croft_core.prompts import VOCAB_DIR
 
 DATA_DIR = VOCAB_DIR / "benchmarks"  # data of the definitions (wnids, filters): not vocabulary presets
@@ -61,7 +61,7 @@ class SplitSpec:
     class_map: tuple[tuple[str, str], ...] | None = None  # dataset name -> benchmark name (a dict is fine)
     label_names: tuple[str, ...] | None = None  # names of integer labels, in label order
     config_name: str | None = None  # Hub dataset configuration
-    layout: str | None = None  # a local layout of croft_core.data.LAYOUTS; None reads via `datasets`
+    layout: str | None = None  # a local layout of croft_core.layouts.LAYOUTS; None reads via `datasets`
     max_per_class: int | None = None  # seeded cap per class (official Setup-II: 100 / 500)
     max_total: int | None = None  # seeded cap on the whole set (Setup-I semantic: 1000)
 

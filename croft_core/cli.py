@@ -9,6 +9,12 @@ Examples::
     croft push  runs/croft --repo-id USER/croft-shapes
     torchrun --nproc_per_node=8 -m croft_core.cli extract --backbone ViT-B-16:openai \
         --benchmark setup2 --benchmark-arg dataset=vlcs --benchmark-arg root=/data --seeds 1,2,3
+
+Each subcommand is a pair of functions, ``_add_<name>`` (its flags) and ``_run_<name>`` (the library
+calls), listed in :data:`COMMANDS`. The command's results go to stdout (``print``: this module is the
+program's user interface); progress and diagnostics go through ``logging``. The library's own
+errors exit with status 1 and one ``croft: error: ...`` line (``croft --debug`` adds the traceback);
+any other exception is a bug and propagates with its traceback.
 """
 
 from __future__ import annotations
@@ -16,9 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
+import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
+
+from .errors import CroftError, UsageError
 
 logger = logging.getLogger("croft")
 
@@ -29,15 +39,46 @@ _HYPER = {
     "lr": float, "momentum": float, "weight_decay": float, "epochs": int, "warmup_epochs": int,
     "batch_size": int, "max_steps": int,
 }
+_HYPER_HELP = {
+    "max_steps": "stop after this many optimizer steps (a partial run; smoke tests)",
+}
+
+BENCHMARK_HELP = ("a registered benchmark (shapes, setup1, setup2, imagenet_four_ood, "
+                  "imagenet_full_spectrum) or a benchmark JSON file")
+
+# Library error classes that do not derive from CroftError yet, by module and name. An exception of
+# such a class exists only once its module is imported, so they are looked up in sys.modules.
+_LEGACY_ERRORS = (("croft_core.backbones", "BackboneUnavailableError"),
+                  ("croft_core.data", "DatasetUnavailableError"),
+                  ("croft_core.detector", "NotFittedError"),
+                  ("croft_core.images", "ImageError"),
+                  ("croft_core.train", "ResumeConflictError"))
+
+
+def library_errors() -> tuple[type[BaseException], ...]:
+    """The exception types the ``croft`` command reports as one line instead of a traceback.
+
+    :class:`CroftError`; ``ValueError`` and ``FileNotFoundError``, which the library raises on bad
+    input and missing files; and the library's other named error classes (:data:`_LEGACY_ERRORS`).
+    """
+    loaded = tuple(getattr(sys.modules[m], n) for m, n in _LEGACY_ERRORS
+                   if hasattr(sys.modules.get(m), n))
+    return (CroftError, ValueError, FileNotFoundError, *loaded)
+
+
+# --- flags ------------------------------------------------------------------------------------
+
+def _add_benchmark(p: argparse.ArgumentParser, default: str | None = "shapes") -> None:
+    p.add_argument("--benchmark", default=default, help=BENCHMARK_HELP)
+    p.add_argument("--benchmark-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="option of a registered benchmark, repeatable; VALUE is JSON or a plain "
+                        "string (e.g. root=/data/croft, dataset=vlcs, test_domain=PASCAL)")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="embedded",
                    help="MODEL:TAG (ViT-B-16:openai), hf-hub:ORG/REPO, local-dir:PATH or embedded")
-    p.add_argument("--benchmark", default="shapes", help="a registered benchmark or a benchmark JSON file")
-    p.add_argument("--benchmark-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="option of a registered benchmark, repeatable; VALUE is JSON or a plain "
-                        "string (e.g. root=/data/croft, dataset=vlcs, test_domain=PASCAL)")
+    _add_benchmark(p)
     p.add_argument("--shots", type=int, default=16, help="training images per class (-1 = all)")
     p.add_argument("--views", type=int, default=8, help="cached augmented views per training image")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -50,7 +91,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _add_hyper(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("hyper-parameters (default: the method's official values)")
     for name, typ in _HYPER.items():
-        g.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None)
+        g.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help=_HYPER_HELP.get(name))
     g.add_argument("--no-generator", dest="use_generator", action="store_const", const=False,
                    default=None, help="drop the covariate generator (official WCCF=False)")
     g.add_argument("--no-cov-branch", dest="cov_branch", action="store_const", const=False,
@@ -61,12 +102,7 @@ def _add_hyper(p: argparse.ArgumentParser) -> None:
                         "method's defaults (croft_noedr's lambda2 = 0 too)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="croft", description="CRoFT: robust CLIP fine-tuning "
-                                     "with open-set rejection (ICML 2024)")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train one method on one benchmark and seed")
+def _add_train(p: argparse.ArgumentParser) -> None:
     _add_common(p)
     p.add_argument("--method", default="croft")
     p.add_argument("--seed", type=int, default=1)
@@ -74,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
     _add_hyper(p)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint or zero-shot CLIP")
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
     _add_common(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="checkpoint folder or Hub id USER/NAME")
@@ -85,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="official variant: only correctly classified ID images as the ID side")
     p.add_argument("--no-knn", action="store_true", help="skip the KNN score (no training split)")
 
-    p = sub.add_parser("bench", help="methods x seeds, summary.json and report.html")
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
     _add_common(p)
     p.add_argument("--methods", default="zeroshot,clip_adapter,tip_adapter,croft,croft_clean")
     p.add_argument("--seeds", default="1,2,3")
@@ -93,22 +131,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="CI mode: 5 epochs, 2 views")
     _add_hyper(p)
 
-    p = sub.add_parser("extract", help="fill the feature cache (run under torchrun to shard over GPUs)")
+
+def _add_extract(p: argparse.ArgumentParser) -> None:
     _add_common(p)
     p.add_argument("--seeds", default="1")
     p.add_argument("--shots-list", default=None, help="comma-separated shots (default: --shots)")
     p.add_argument("--batch-size", type=int, default=64)
 
-    p = sub.add_parser("render-shapes", help="render the synthetic shapes dataset (save_to_disk)")
+
+def _add_render_shapes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=64, help="image side in pixels")
     for split, n in (("train", 40), ("validation", 10), ("test", 30)):
         p.add_argument(f"--n-{split}", type=int, default=n, help=f"images per (class, domain) in {split}")
 
-    p = sub.add_parser("pretrain-embedded", help="pretrain the embedded tiny CLIP on the shapes world")
+
+def _add_pretrain_embedded(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True,
+                   help="local-dir folder to write (to replace the shipped model, copy its files into "
+                        "croft_core/synth/embedded/ afterwards; see PRETRAIN.md there)")
     for name, default, help_ in (
-            ("out", None, "local-dir folder to write (default: croft_core/synth/embedded)"),
             ("seed", 0, None), ("steps", 1800, None), ("warmup", 100, None), ("batch_size", 128, None),
             ("lr", 2e-3, None), ("weight_decay", 0.1, None), ("pool", 12000, "initial rendered pool"),
             ("refresh", 6, "new images rendered per step"), ("threads", 2, None),
@@ -119,19 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dedup", dest="dedup", action="store_false",
                    help="plain InfoNCE: identical captions in a batch count as negatives")
 
-    p = sub.add_parser("check-embedded", help="zero-shot / linear-probe / AUROC numbers of a shapes CLIP")
+
+def _add_check_embedded(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="local-dir folder (default: the embedded model)")
     p.add_argument("--data", default=None,
                    help="folder written by `croft render-shapes` (default: the cached shapes dataset)")
     p.add_argument("--json", help="also write the numbers to this JSON file")
 
-    p = sub.add_parser("push", help="upload a checkpoint folder to the Hugging Face Hub")
+
+def _add_push(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder")
     p.add_argument("--repo-id", required=True, help="USER/NAME")
     p.add_argument("--private", action="store_true")
     p.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
-    return parser
 
+
+# --- argument values --------------------------------------------------------------------------
 
 def _device(arg: str | None) -> str:
     import torch
@@ -141,6 +187,10 @@ def _device(arg: str | None) -> str:
 
 def _shots(k: int) -> int | None:
     return None if k is not None and k < 0 else k
+
+
+def _ints(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s.strip()]
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -153,7 +203,7 @@ def _benchmark_args(pairs: Sequence[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--benchmark-arg expects KEY=VALUE, got {pair!r}")
+            raise UsageError(f"--benchmark-arg expects KEY=VALUE, got {pair!r}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -166,10 +216,10 @@ def _grid(pairs: Sequence[str]) -> dict[str, list]:
     for pair in pairs:
         key, sep, values = pair.partition("=")
         if not sep or not key or not values:
-            raise ValueError(f"--grid expects KEY=V1,V2,..., got {pair!r}")
+            raise UsageError(f"--grid expects KEY=V1,V2,..., got {pair!r}")
         typ = _HYPER.get(key)
         if typ is None:
-            raise ValueError(f"--grid {key}: choose one of {sorted(_HYPER)}")
+            raise UsageError(f"--grid {key}: choose one of {sorted(_HYPER)}")
         grid[key] = [typ(v) for v in values.split(",")]
     return grid
 
@@ -180,130 +230,180 @@ def _cache(args) -> Path:
     return Path(args.cache_dir) if args.cache_dir else DEFAULT_CACHE_DIR
 
 
-def _run(args: argparse.Namespace) -> int:
-    from .backbones import load_backbone
+def _benchmark_for(args: argparse.Namespace) -> Callable[[int], object]:
+    """``seed -> Benchmark`` for ``--benchmark`` and its ``--benchmark-arg`` options."""
     from .benchmarks import get_benchmark
+
+    kwargs = _benchmark_args(args.benchmark_arg)
+    return lambda seed: get_benchmark(args.benchmark, seed=seed, **kwargs)
+
+
+def _backbone(args: argparse.Namespace, device: str | None = None):
+    from .backbones import load_backbone
+
+    return load_backbone(args.backbone, device=device or _device(args.device), precision=args.precision)
+
+
+# --- subcommands ------------------------------------------------------------------------------
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .pipeline import train_and_evaluate
     from .train import method_config
 
-    if args.command in ("render-shapes", "pretrain-embedded", "check-embedded"):
-        return _run_synth(args)
-    if args.command == "push":
-        from .hub import push_checkpoint
-
-        print(push_checkpoint(args.folder, args.repo_id, private=args.private, token=args.token))
-        return 0
-
-    bench_kwargs = _benchmark_args(args.benchmark_arg)
-
-    def benchmark_for(seed: int):
-        return get_benchmark(args.benchmark, seed=seed, **bench_kwargs)
-
-    if args.command == "extract":
-        from .distributed import dist_info, extract_benchmarks, init_distributed
-
-        device = init_distributed() if dist_info().world_size > 1 else _device(args.device)
-        backbone = load_backbone(args.backbone, device=device, precision=args.precision)
-        shots = [_shots(int(k)) for k in (args.shots_list or str(args.shots)).split(",")]
-        extract_benchmarks(backbone, benchmark_for, seeds=[int(s) for s in args.seeds.split(",")],
-                           shots=shots, views=args.views, cache_dir=_cache(args),
-                           batch_size=args.batch_size, num_workers=args.workers)
-        return 0
-
-    backbone = load_backbone(args.backbone, device=_device(args.device), precision=args.precision)
-    progress = not args.quiet
-    if args.command == "train":
-        from .pipeline import train_and_evaluate
-
-        benchmark = benchmark_for(args.seed)
-        cfg = method_config(args.method, seed=args.seed, **_overrides(args))
-        results = train_and_evaluate(backbone, benchmark, cfg, shots=_shots(args.shots), out_dir=args.out,
-                                     views=args.views, cache_dir=_cache(args), resume=not args.no_resume,
-                                     progress=progress, num_workers=args.workers, grid=_grid(args.grid))
-        print(json.dumps({"out": args.out, "id_accuracy": results["id"]["accuracy"],
-                          "energy_auroc": results.get("semantic_all", {}).get("energy", {}).get("auroc")}))
-        return 0
-
-    if args.command == "eval":
-        from .evaluate import write_results, zeroshot_model
-        from .hub import load_model
-        from .pipeline import evaluate_checkpoint
-
-        benchmark = benchmark_for(args.seed)
-        model = (zeroshot_model(backbone, benchmark) if args.method == "zeroshot"
-                 else load_model(args.checkpoint, device=str(backbone.device)))
-        results, _ = evaluate_checkpoint(backbone, benchmark, model, seed=args.seed,
-                                         shots=_shots(args.shots), views=args.views,
-                                         cache_dir=_cache(args), knn=not args.no_knn,
-                                         correct_only=args.correct_only, num_workers=args.workers)
-        write_results(args.json, results)
-        print(args.json)
-        return 0
-
-    if args.command == "bench":
-        from .pipeline import run_bench
-        from .report import markdown_table
-
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        overrides = _overrides(args)
-        views = args.views
-        if args.quick:
-            overrides.setdefault("epochs", 5)
-            views = min(views, 2)
-        for m in methods:  # validate every method before any work
-            method_config(m, **overrides)
-        summary = run_bench(backbone, benchmark_for, methods,
-                            seeds, args.out, shots=_shots(args.shots),
-                            config_for=lambda m, s: method_config(m, seed=s, **overrides),
-                            views=views, cache_dir=_cache(args), progress=progress,
-                            num_workers=args.workers, grid=_grid(args.grid))
-        print(markdown_table(summary))
-        return 0
-    raise AssertionError(args.command)
+    benchmark_for, grid = _benchmark_for(args), _grid(args.grid)  # flag checks first
+    backbone = _backbone(args)  # fails fast offline, before a benchmark's data is prepared
+    cfg = method_config(args.method, seed=args.seed, **_overrides(args))
+    results = train_and_evaluate(backbone, benchmark_for(args.seed), cfg, shots=_shots(args.shots),
+                                 out_dir=args.out, views=args.views, cache_dir=_cache(args),
+                                 resume=not args.no_resume, progress=not args.quiet,
+                                 num_workers=args.workers, grid=grid)
+    print(json.dumps({"out": args.out, "id_accuracy": results["id"]["accuracy"],
+                      "energy_auroc": results.get("semantic_all", {}).get("energy", {}).get("auroc")}))
+    return 0
 
 
-def _run_synth(args: argparse.Namespace) -> int:
-    """The embedded world's tools: render the dataset, pretrain the tiny CLIP, measure it."""
-    if args.command == "render-shapes":
-        from .synth.dataset import build_shapes_dataset
+def _run_eval(args: argparse.Namespace) -> int:
+    from .evaluate import write_results, zeroshot_model
+    from .hub import load_model
+    from .pipeline import evaluate_checkpoint
 
-        sizes = {s: getattr(args, f"n_{s}") for s in ("train", "validation", "test")}
-        build_shapes_dataset(args.out, sizes, seed=args.seed, size=args.size)
-        print(args.out)
-        return 0
-    if args.command == "pretrain-embedded":
-        from .synth.pretrain import PretrainConfig, train
+    benchmark_for = _benchmark_for(args)
+    backbone = _backbone(args)
+    benchmark = benchmark_for(args.seed)
+    model = (zeroshot_model(backbone, benchmark) if args.method == "zeroshot"
+             else load_model(args.checkpoint, device=str(backbone.device)))
+    results, _ = evaluate_checkpoint(backbone, benchmark, model, seed=args.seed, shots=_shots(args.shots),
+                                     views=args.views, cache_dir=_cache(args), knn=not args.no_knn,
+                                     correct_only=args.correct_only, num_workers=args.workers)
+    write_results(args.json, results)
+    print(args.json)
+    return 0
 
-        values = {k: v for k, v in vars(args).items() if k in PretrainConfig.__dataclass_fields__}
-        if values["out"] is None:
-            values["out"] = PretrainConfig().out
-        info = train(PretrainConfig(**values))
-        print(json.dumps({"out": values["out"], "wall_time_s": info["wall_time_s"],
-                          **({"metrics": info["metrics"]} if "metrics" in info else {})}))
-        return 0
-    from .synth import check
 
-    model_dir = args.model or str(Path(__file__).parent / "synth" / "embedded")
-    result = check.evaluate(model_dir, args.data)
+def _run_bench(args: argparse.Namespace) -> int:
+    from .pipeline import run_bench
+    from .report import markdown_table
+    from .train import method_config
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    overrides, views = _overrides(args), args.views
+    if args.quick:
+        overrides.setdefault("epochs", 5)
+        views = min(views, 2)
+    for m in methods:  # validate every method before any work
+        method_config(m, **overrides)
+    benchmark_for, grid = _benchmark_for(args), _grid(args.grid)
+    summary = run_bench(_backbone(args), benchmark_for, methods, _ints(args.seeds), args.out,
+                        shots=_shots(args.shots),
+                        config_for=lambda m, s: method_config(m, seed=s, **overrides),
+                        views=views, cache_dir=_cache(args), progress=not args.quiet,
+                        num_workers=args.workers, grid=grid)
+    print(markdown_table(summary))
+    return 0
+
+
+def _run_extract(args: argparse.Namespace) -> int:
+    from .distributed import dist_info, extract_benchmarks, init_distributed
+
+    benchmark_for = _benchmark_for(args)
+    device = init_distributed() if dist_info().world_size > 1 else _device(args.device)
+    shots = [_shots(k) for k in _ints(args.shots_list or str(args.shots))]
+    extract_benchmarks(_backbone(args, device), benchmark_for, seeds=_ints(args.seeds), shots=shots,
+                       views=args.views, cache_dir=_cache(args), batch_size=args.batch_size,
+                       num_workers=args.workers)
+    return 0
+
+
+def _run_render_shapes(args: argparse.Namespace) -> int:
+    from .synth.dataset import build_shapes_dataset
+
+    sizes = {s: getattr(args, f"n_{s}") for s in ("train", "validation", "test")}
+    build_shapes_dataset(args.out, sizes, seed=args.seed, size=args.size)
+    print(args.out)
+    return 0
+
+
+def _run_pretrain_embedded(args: argparse.Namespace) -> int:
+    from .synth.pretrain import PretrainConfig, train
+
+    values = {k: v for k, v in vars(args).items() if k in PretrainConfig.__dataclass_fields__}
+    info = train(PretrainConfig(**values))
+    print(json.dumps({"out": args.out, "wall_time_s": info["wall_time_s"],
+                      **({"metrics": info["metrics"]} if "metrics" in info else {})}))
+    return 0
+
+
+def _run_check_embedded(args: argparse.Namespace) -> int:
+    from .synth import EMBEDDED_DIR, check
+
+    result = check.evaluate(args.model or str(EMBEDDED_DIR), args.data)
     print(check.format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
+def _run_push(args: argparse.Namespace) -> int:
+    from .hub import push_checkpoint
+
+    print(push_checkpoint(args.folder, args.repo_id, private=args.private, token=args.token))
+    return 0
+
+
+class Command(NamedTuple):
+    help: str
+    add: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("train one method on one benchmark and seed", _add_train, _run_train),
+    "eval": Command("evaluate a checkpoint or zero-shot CLIP", _add_eval, _run_eval),
+    "bench": Command("methods x seeds, summary.json and report.html", _add_bench, _run_bench),
+    "extract": Command("fill the feature cache (run under torchrun to shard over GPUs)", _add_extract,
+                       _run_extract),
+    "push": Command("upload a checkpoint folder to the Hugging Face Hub (card written for the repo)",
+                    _add_push, _run_push),
+    "render-shapes": Command("render the synthetic shapes dataset (save_to_disk)", _add_render_shapes,
+                             _run_render_shapes),
+    "pretrain-embedded": Command("pretrain the embedded tiny CLIP on the shapes world",
+                                 _add_pretrain_embedded, _run_pretrain_embedded),
+    "check-embedded": Command("zero-shot / linear-probe / AUROC numbers of a shapes CLIP",
+                              _add_check_embedded, _run_check_embedded),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``croft`` parser: one subparser per entry of :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(prog="croft", description="CRoFT: robust CLIP fine-tuning "
+                                     "with open-set rejection (ICML 2024)")
+    debug_help = "on an error, show the traceback too (and log at DEBUG level)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        command.add(p)
+        # also accepted after the subcommand; SUPPRESS keeps a --debug given before it
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``croft`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    args.command_line = "croft " + shlex.join(argv)  # recorded by pretrain-embedded
+    level = logging.DEBUG if args.debug else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return _run(args)
+        return COMMANDS[args.command].run(args)
     except KeyboardInterrupt:
         print("croft: interrupted; rerun the same command to resume from the last epoch", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"croft: error: {message}", file=sys.stderr)
+    except library_errors() as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"croft: error: {str(err) or type(err).__name__}", file=sys.stderr)
         return 1
 
 

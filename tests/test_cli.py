@@ -114,3 +114,44 @@ def test_grid_is_selected_on_validation(tiny_spec, bench_json, tmp_path, capsys)
     assert main(["train", "--backbone", tiny_spec, "--benchmark", bench_json, "--grid", "nope=1",
                  "--out", str(tmp_path / "x")]) == 1
     assert "--grid nope" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    args = ["eval", "--checkpoint", str(tmp_path / "missing"), "--method", "zeroshot"]
+    missing = ["eval", "--benchmark", "nope", "--method", "zeroshot", "--json", str(tmp_path / "x.json")]
+    assert main(missing) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("croft: error: Unknown benchmark 'nope'") and "Traceback" not in err
+    for argv in (["--debug", *missing], [*missing, "--debug"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "Traceback (most recent call last)" in err and "croft: error: Unknown benchmark" in err
+    with pytest.raises(SystemExit):
+        main(["--debug", *args])  # --checkpoint and --method exclude each other: argparse's usage error
+
+
+@pytest.mark.parametrize("bug", [KeyError("fpr95"), RuntimeError("CUDA error: device-side assert"),
+                                 AttributeError("'NoneType' object has no attribute 'shape'")])
+def test_unexpected_errors_are_not_swallowed(bug, tmp_path, monkeypatch):
+    """A bug inside the library keeps its type and traceback instead of becoming one line."""
+    import croft_core.hub
+
+    def broken(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(croft_core.hub, "push_checkpoint", broken)
+    with pytest.raises(type(bug)):
+        main(["push", str(tmp_path), "--repo-id", "me/x"])
+
+
+def test_library_errors_are_one_line(tmp_path, capsys):
+    from croft_core.cli import library_errors
+    from croft_core.errors import CroftError
+    from croft_core.hub import CheckpointNotFoundError
+
+    assert CroftError in library_errors() and issubclass(CheckpointNotFoundError, library_errors())
+    assert not issubclass(KeyError, library_errors()) and not issubclass(RuntimeError, library_errors())
+    assert main(["push", str(tmp_path), "--repo-id", "me/x"]) == 1  # not a checkpoint folder
+    assert capsys.readouterr().err.strip().endswith("is not a CRoFT checkpoint folder (config.json and "
+                                                    "model.safetensors expected)")
+

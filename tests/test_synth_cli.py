@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datasets
+import pytest
 import open_clip
 import torch
 
@@ -43,3 +44,26 @@ def test_shipped_croft_checkpoint_loads_with_the_embedded_backbone():
     backbone = load_backbone(model.config.backbone)
     assert model.config.embed_dim == backbone.embed_dim
     assert not torch.allclose(model.head.image_weight, torch.eye(backbone.embed_dim))  # trained
+
+
+def _record_pretraining(monkeypatch):
+    """Replace the pretraining itself with a recorder of what the CLI asked for."""
+    import croft_core.synth.pretrain as pretrain
+
+    calls = []
+
+    def fake_train(config):
+        calls.append(config)
+        return {"wall_time_s": 0.0}
+
+    monkeypatch.setattr(pretrain, "train", fake_train)
+    return calls
+
+
+def test_pretrain_needs_an_explicit_out(monkeypatch, capsys):
+    """Without --out the old command wrote over the shipped weights in croft_core/synth/embedded."""
+    calls = _record_pretraining(monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain-embedded", "--steps", "1"])
+    assert exit_info.value.code == 2 and "--out" in capsys.readouterr().err and calls == []
+

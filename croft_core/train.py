@@ -1,13 +1,24 @@
-"""Training on cached features: one loop for CRoFT and every baseline, read top to bottom.
+"""Training on cached features: one loop for CRoFT and the trained baselines, read top to bottom.
 
 The official recipe (CROFT_SPEC.md §2.2) is the default: SGD (lr 0.002, momentum 0.9, weight decay
 0.1), one warm-up epoch at a constant 1e-5, cosine annealing stepped per epoch, 30 epochs, batch 32
 (``drop_last`` when the set has at least one full batch), best-on-validation model selection.
 
+``min_steps`` (off by default) is the recipe for small data: when ``epochs`` epochs would make fewer
+than ``min_steps`` optimizer steps, the run gets ``ceil(min_steps / steps_per_epoch)`` epochs instead
+(:func:`scheduled_epochs`); the cosine schedule spans the scaled epochs, the warm-up keeps its
+``warmup_epochs``, and the model is still selected on validation after every epoch.
+
+The linear probe is not trained by this loop: it is the CLIP paper's L-BFGS logistic regression
+(:mod:`croft_core.probe`), exported as the same :class:`~croft_core.methods.LinearProbeHead`.
+
 Each epoch draws one of the ``V`` cached augmented views per image and a shuffle from a generator
-seeded by ``(seed, epoch)``, so a run is deterministic on CPU and an interrupted run resumed from its
-last epoch checkpoint ends with exactly the weights of an uninterrupted one. Training state is saved
-as safetensors + JSON (never pickles).
+seeded by ``(seed, epoch)``, so a run is deterministic on CPU. With ``out_dir`` the training state is
+saved (safetensors + JSON, never pickles) after every *complete* epoch; rerunning with the same
+configuration resumes from the last one and ends with exactly the weights of an uninterrupted run.
+A run stopped by ``max_steps`` inside an epoch saves nothing for that epoch, and a different
+configuration (``max_steps`` and ``min_steps`` included) raises :class:`ResumeConflictError`
+instead of resuming.
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ import logging
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,10 +36,17 @@ import torch
 from tqdm.auto import tqdm
 
 from .features import FeatureSet
-from .losses import clean_step, official_step, supervised_step
+from .metrics import accuracy
 from .model import CroftModel, HeadConfig
+from .probe import fit_linear_probe
+from .seeds import epoch_seed
+from .steps import clean_step, official_step, supervised_step
 
 logger = logging.getLogger(__name__)
+
+
+class ResumeConflictError(ValueError):
+    """``out_dir`` holds the training state of a run with a different configuration."""
 
 
 @dataclass(frozen=True)
@@ -55,17 +73,18 @@ class TrainConfig:
     batch_size: int = 32
     seed: int = 1
     max_steps: int | None = None  # stop after this many optimisation steps (smoke tests)
+    min_steps: int | None = None  # scale epochs up to at least this many steps (None = official)
 
 
-# method -> (head, step, TrainConfig defaults). The step decides the objective.
+# method -> (head, step, TrainConfig defaults). The step decides the objective ("lbfgs": the
+# linear probe's closed-form fit; the SGD options of TrainConfig do not apply to it).
 METHODS: dict[str, dict[str, Any]] = {
     "zeroshot": {"head": "zeroshot", "step": None, "defaults": {}},
     "clip_adapter": {"head": "clip_adapter", "step": "supervised", "defaults": {}},
     "tip_adapter": {"head": "tip_adapter", "step": "supervised",
                     "defaults": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01,
                                  "epochs": 20}},
-    "linear_probe": {"head": "linear_probe", "step": "supervised",
-                     "defaults": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4}},
+    "linear_probe": {"head": "linear_probe", "step": "lbfgs", "defaults": {}},
     "croft": {"head": "croft", "step": "official", "defaults": {}},
     "croft_noedr": {"head": "croft", "step": "official", "defaults": {"lambda2": 0.0}},
     "croft_clean": {"head": "croft", "step": "clean", "defaults": {"edr_reduction": "sample_sum"}},
@@ -119,11 +138,29 @@ def init_model(cfg: TrainConfig, *, embed_dim: int, logit_scale: float, classnam
     return model
 
 
-def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
-    """Learning rate of 0-based ``epoch``: Dassl's constant warm-up then cosine over ``epochs``."""
+def steps_per_epoch(cfg: TrainConfig, n_train: int) -> int:
+    """Optimizer steps in one epoch over ``n_train`` images (``drop_last`` with a full batch)."""
+    if n_train >= cfg.batch_size:
+        return n_train // cfg.batch_size
+    return 1 if n_train > 0 else 0
+
+
+def scheduled_epochs(cfg: TrainConfig, n_train: int) -> int:
+    """The epochs a run makes: ``cfg.epochs``, scaled up to ``ceil(min_steps / steps_per_epoch)``
+    when ``cfg.min_steps`` is set and ``cfg.epochs`` epochs would make fewer steps."""
+    per_epoch = steps_per_epoch(cfg, n_train)
+    if cfg.min_steps is None or per_epoch == 0:
+        return cfg.epochs
+    return max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch))
+
+
+def lr_at_epoch(cfg: TrainConfig, epoch: int, epochs: int | None = None) -> float:
+    """Learning rate of 0-based ``epoch``: Dassl's constant warm-up then cosine over ``epochs``
+    (default ``cfg.epochs``; :func:`scheduled_epochs` when ``min_steps`` scales the run)."""
     if epoch < cfg.warmup_epochs:
         return cfg.warmup_lr
-    return 0.5 * cfg.lr * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / cfg.epochs))
+    total = cfg.epochs if epochs is None else epochs
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / total))
 
 
 def _optimizers(model: CroftModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
@@ -155,10 +192,64 @@ def _step(model: CroftModel, cfg: TrainConfig, f, t, y, optimizers) -> dict[str,
 
 
 @torch.no_grad()
-def accuracy_on(model: CroftModel, features: FeatureSet, text_features: torch.Tensor) -> float:
+def _val_accuracy(model: CroftModel, features: FeatureSet, text_features: torch.Tensor) -> float:
     """Top-1 accuracy of ``model`` on the first view of ``features``."""
-    logits = model(features.first_view(), text_features)
-    return (logits.argmax(-1) == features.labels).float().mean().item()
+    return accuracy(model(features.first_view(), text_features), features.labels)
+
+
+@dataclass
+class _Run:
+    """Progress of a run: what the training state saves after each complete epoch."""
+
+    epoch: int = 0  # complete epochs done
+    step: int = 0  # optimizer steps done
+    best_score: float = -1.0
+    best_epoch: int = -1
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _budget_spent(cfg: TrainConfig, run: _Run) -> bool:
+    return cfg.max_steps is not None and run.step >= cfg.max_steps
+
+
+def _run_epoch(model: CroftModel, cfg: TrainConfig, train_set: FeatureSet, text_features, optimizers,
+               run: _Run, epochs: int) -> tuple[dict[str, float], bool]:
+    """Train one epoch (``run.epoch``); returns its history row and whether it ran to the end."""
+    lr = lr_at_epoch(cfg, run.epoch, epochs)
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = lr
+    device, n = text_features.device, len(train_set)
+    gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, run.epoch))
+    order = torch.randperm(n, generator=gen).to(device)
+    view = torch.randint(train_set.views, (n,), generator=gen).to(device)
+    stop = n - n % cfg.batch_size if n >= cfg.batch_size else n
+    model.train()
+    sums: dict[str, float] = {}
+    batches = 0
+    for start in range(0, stop, cfg.batch_size):
+        idx = order[start:start + cfg.batch_size]
+        f = train_set.features[view[idx], idx]  # [B, d]
+        for k, v in _step(model, cfg, f, text_features, train_set.labels[idx], optimizers).items():
+            sums[k] = sums.get(k, 0.0) + v
+        batches, run.step = batches + 1, run.step + 1
+        if _budget_spent(cfg, run):
+            break
+    model.eval()
+    row = {"epoch": run.epoch + 1, "lr": lr, **{k: v / max(batches, 1) for k, v in sums.items()}}
+    return row, batches == steps_per_epoch(cfg, n)
+
+
+def _select(run: _Run, row: dict[str, float], model: CroftModel, val_set, text_features) -> None:
+    """Append ``row`` (with validation accuracy) and keep the best model (strict improvement)."""
+    if val_set is not None:
+        row["val_accuracy"] = _val_accuracy(model, val_set, text_features)
+    run.history.append(row)
+    score = row.get("val_accuracy", float(run.epoch))
+    if score > run.best_score:
+        run.best_score, run.best_epoch = score, run.epoch + 1
+        run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def train(model: CroftModel, train_set: FeatureSet, text_features: torch.Tensor, cfg: TrainConfig, *,
@@ -173,72 +264,46 @@ def train(model: CroftModel, train_set: FeatureSet, text_features: torch.Tensor,
         cfg: the run's hyper-parameters.
         val_set: validation features for model selection (best accuracy, strict improvement);
             without it the last epoch is kept.
-        out_dir: if given, training state is saved there after every epoch, and a run found there
-            is resumed when ``resume`` (its config must match ``cfg``).
+        out_dir: if given, training state is saved there after every complete epoch, and a run
+            found there is resumed when ``resume``.
         progress: show a tqdm bar over epochs.
+
+    Raises:
+        ResumeConflictError: ``out_dir`` holds the state of a run with another configuration.
     """
     device = next(iter(model.parameters()), torch.empty(0)).device
     train_set, text_features = train_set.to(device), text_features.to(device)
     val_set = val_set.to(device) if val_set is not None else None
-    history: list[dict[str, float]] = []
-    if METHODS[cfg.method]["step"] is None:  # zero-shot: nothing to train
-        acc = accuracy_on(model, val_set, text_features) if val_set is not None else None
-        return TrainResult(model, history, 0, acc)
+    kind = METHODS[cfg.method]["step"]
+    if kind is None:  # zero-shot: nothing to train
+        acc = _val_accuracy(model, val_set, text_features) if val_set is not None else None
+        return TrainResult(model, [], 0, acc)
+    if kind == "lbfgs":
+        history, selected = fit_linear_probe(model.head, train_set, val_set)
+        return TrainResult(model.eval(), history, 1, selected.get("val_accuracy"))
 
     optimizers = _optimizers(model, cfg)
-    start_epoch, best_acc, best_epoch, best_state, step = 0, -1.0, -1, None, 0
+    run = _Run()
     state_dir = Path(out_dir) / "train_state" if out_dir is not None else None
     if state_dir is not None and resume and _state_exists(state_dir):
-        start_epoch, best_acc, best_epoch, best_state, history, step = _load_state(
-            state_dir, model, optimizers, cfg)
-        logger.info("resuming %s from epoch %d", state_dir, start_epoch)
-
-    n, views = len(train_set), train_set.views
-    drop_last = n >= cfg.batch_size
-    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {cfg.method}", disable=not progress,
-               initial=start_epoch, total=cfg.epochs)
-    for epoch in bar:
-        lr = lr_at_epoch(cfg, epoch)
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = lr
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(n, generator=gen).to(device)
-        view = torch.randint(views, (n,), generator=gen).to(device)
-        stop = n - n % cfg.batch_size if drop_last else n
-        model.train()
-        sums: dict[str, float] = {}
-        batches = 0
-        for start in range(0, stop, cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            f = train_set.features[view[idx], idx]  # [B, d]
-            logs = _step(model, cfg, f, text_features, train_set.labels[idx], optimizers)
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
-            batches, step = batches + 1, step + 1
-            if cfg.max_steps is not None and step >= cfg.max_steps:
-                break
-        model.eval()
-        row = {"epoch": epoch + 1, "lr": lr, **{k: v / max(batches, 1) for k, v in sums.items()}}
-        if val_set is not None:
-            row["val_accuracy"] = accuracy_on(model, val_set, text_features)
-        history.append(row)
-        score = row.get("val_accuracy", float(epoch))
-        if score > best_acc:
-            best_acc, best_epoch = score, epoch + 1
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        run = _load_state(state_dir, model, optimizers, cfg)
+        logger.info("resuming %s from epoch %d", state_dir, run.epoch)
+    epochs = scheduled_epochs(cfg, len(train_set))
+    bar = tqdm(total=epochs, initial=run.epoch, desc=f"train {cfg.method}", disable=not progress)
+    while run.epoch < epochs and not _budget_spent(cfg, run):
+        row, complete = _run_epoch(model, cfg, train_set, text_features, optimizers, run, epochs)
+        _select(run, row, model, val_set, text_features)
+        run.epoch += 1
+        if state_dir is not None and complete:
+            _save_state(state_dir, model, optimizers, cfg, run)
+        bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "val_accuracy")})
-        if state_dir is not None:
-            _save_state(state_dir, model, optimizers, cfg, epoch + 1, best_acc, best_epoch,
-                        best_state, history, step)
-        if cfg.max_steps is not None and step >= cfg.max_steps:
-            break
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    bar.close()
+    if run.best_state is not None:
+        model.load_state_dict(run.best_state)
     model.eval()
-    return TrainResult(model, history, best_epoch,
-                       best_acc if val_set is not None and best_epoch > 0 else None)
+    return TrainResult(model, run.history, run.best_epoch,
+                       run.best_score if val_set is not None and run.best_epoch > 0 else None)
 
 
 # ---- training state (safetensors + JSON) -------------------------------------------------------
@@ -248,16 +313,12 @@ def _state_exists(state_dir: Path) -> bool:
                                                      / "state.json").is_file()
 
 
-def _save_state(state_dir: Path, model, optimizers, cfg, epoch, best_acc, best_epoch, best_state,
-                history, step) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    tensors.update({f"best.{k}": v for k, v in (best_state or {}).items()})
+def _optimizer_tensors(optimizers, tensors: dict[str, torch.Tensor]) -> list[dict]:
+    """Optimizer states: tensors go into ``tensors`` (``opt{j}.{param}.{slot}``), the rest to JSON."""
     opt_meta = []
     for j, opt in enumerate(optimizers):
         sd = opt.state_dict()
-        plain_state = {}
+        plain_state: dict[str, dict] = {}
         for idx, slots in sd["state"].items():
             for name, value in slots.items():
                 if torch.is_tensor(value):
@@ -265,9 +326,19 @@ def _save_state(state_dir: Path, model, optimizers, cfg, epoch, best_acc, best_e
                 else:
                     plain_state.setdefault(str(idx), {})[name] = value
         opt_meta.append({"param_groups": sd["param_groups"], "plain_state": plain_state})
-    meta = {"epoch": epoch, "step": step, "best_val": best_acc, "best_epoch": best_epoch,
-            "history": history, "config": asdict(cfg), "optimizers": opt_meta,
-            "has_best": best_state is not None}
+    return opt_meta
+
+
+def _save_state(state_dir: Path, model, optimizers, cfg: TrainConfig, run: _Run) -> None:
+    """Write the state after a complete epoch; the swap of folders keeps one valid copy at all times."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"best.{k}": v for k, v in (run.best_state or {}).items()})
+    meta = {"epoch": run.epoch, "step": run.step, "best_val": run.best_score,
+            "best_epoch": run.best_epoch, "history": run.history, "config": asdict(cfg),
+            "optimizers": _optimizer_tensors(optimizers, tensors),
+            "has_best": run.best_state is not None}
     tmp = state_dir.with_name(state_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -281,32 +352,35 @@ def _save_state(state_dir: Path, model, optimizers, cfg, epoch, best_acc, best_e
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_state(state_dir: Path, model, optimizers, cfg):
+def _check_same_config(state_dir: Path, saved: dict[str, Any], cfg: TrainConfig) -> None:
+    wanted = asdict(cfg)
+    diff = sorted(k for k in wanted if saved.get(k) != wanted[k])
+    if diff:
+        raise ResumeConflictError(
+            f"{state_dir} holds a run with a different configuration ({diff}); rerun with the same "
+            f"options to resume it, or use a new output folder (or disable resuming to start over)")
+
+
+def _load_state(state_dir: Path, model, optimizers, cfg: TrainConfig) -> _Run:
     from safetensors.torch import load_file
 
     if not (state_dir / "state.json").is_file():  # interrupted between the two renames
         state_dir = state_dir.with_name(state_dir.name + ".old")
     meta = json.loads((state_dir / "state.json").read_text())
-    saved = {k: v for k, v in meta["config"].items() if k != "max_steps"}
-    wanted = {k: v for k, v in asdict(cfg).items() if k != "max_steps"}
-    if saved != wanted:
-        diff = sorted(k for k in wanted if saved.get(k) != wanted[k])
-        raise ValueError(f"{state_dir} holds a run with a different configuration ({diff}); use a "
-                         f"new output folder or disable resuming")
+    _check_same_config(state_dir, meta["config"], cfg)
     device = next(iter(model.parameters())).device
     tensors = load_file(str(state_dir / "state.safetensors"), device=str(device))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     best_state = ({k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
                   if meta["has_best"] else None)
     for j, opt in enumerate(optimizers):
-        om = meta["optimizers"][j]
         state: dict[int, dict] = {}
         for key, value in tensors.items():
             if key.startswith(f"opt{j}."):
                 _, idx, name = key.split(".", 2)
                 state.setdefault(int(idx), {})[name] = value
-        for idx, slots in om["plain_state"].items():
+        for idx, slots in meta["optimizers"][j]["plain_state"].items():
             state.setdefault(int(idx), {}).update(slots)
-        opt.load_state_dict({"state": state, "param_groups": om["param_groups"]})
-    return (meta["epoch"], meta["best_val"], meta["best_epoch"], best_state, meta["history"],
-            meta["step"])
+        opt.load_state_dict({"state": state, "param_groups": meta["optimizers"][j]["param_groups"]})
+    return _Run(meta["epoch"], meta["step"], meta["best_val"], meta["best_epoch"], best_state,
+                meta["history"])

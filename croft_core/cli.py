@@ -37,10 +37,11 @@ _HYPER = {
     "lambda1": float, "lambda2": float, "gen_steps": int, "edr_reduction": str,
     "edr_temperature": float, "image_ratio": float, "text_ratio": float, "optimizer": str,
     "lr": float, "momentum": float, "weight_decay": float, "epochs": int, "warmup_epochs": int,
-    "batch_size": int, "max_steps": int,
+    "batch_size": int, "max_steps": int, "min_steps": int,
 }
 _HYPER_HELP = {
     "max_steps": "stop after this many optimizer steps (a partial run; smoke tests)",
+    "min_steps": "at least this many optimizer steps: more epochs on small data (default off)",
 }
 
 BENCHMARK_HELP = ("a registered benchmark (shapes, setup1, setup2, imagenet_four_ood, "

@@ -33,6 +33,7 @@ def _check_results(results, method):
     assert results["threshold"]["score"] == "energy" and results["threshold"]["tpr"] == 0.95
 
 
+@pytest.mark.slow
 def test_train_eval_bench_end_to_end(tiny_spec, bench_json, tmp_path, capsys):
     out = tmp_path / "run"
     common = ["--backbone", tiny_spec, "--benchmark", bench_json, "--shots", "2", "--views", "2",
@@ -82,13 +83,17 @@ def test_cli_errors_are_one_line(tiny_spec, bench_json, tmp_path, capsys):
         main(["train", "--method"])
 
 
-def test_benchmark_args_and_extract(tiny_spec, bench_json, tmp_path, capsys):
+def test_benchmark_args():
     from croft_core.cli import _benchmark_args
 
     assert _benchmark_args(["root=/data/x", "dataset=vlcs", "n=3", "flag=true", "xs=[1, 2]"]) == {
         "root": "/data/x", "dataset": "vlcs", "n": 3, "flag": True, "xs": [1, 2]}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         _benchmark_args(["novalue"])
+
+
+@pytest.mark.slow
+def test_extract_fills_the_cache(tiny_spec, bench_json, tmp_path, capsys):
     cache = tmp_path / "cache"
     assert main(["extract", "--backbone", tiny_spec, "--benchmark", bench_json, "--shots", "2",
                  "--views", "2", "--seeds", "1,2", "--cache-dir", str(cache), "--quiet"]) == 0
@@ -99,6 +104,7 @@ def test_benchmark_args_and_extract(tiny_spec, bench_json, tmp_path, capsys):
     assert "croft: error:" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_grid_is_selected_on_validation(tiny_spec, bench_json, tmp_path, capsys):
     out = tmp_path / "grid"
     assert main(["train", "--backbone", tiny_spec, "--benchmark", bench_json, "--shots", "2",
@@ -155,3 +161,13 @@ def test_library_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith("is not a CRoFT checkpoint folder (config.json and "
                                                     "model.safetensors expected)")
 
+
+def test_min_steps_flag_reaches_the_train_config():
+    from croft_core.cli import _overrides, build_parser
+    from croft_core.train import method_config
+
+    args = build_parser().parse_args(["train", "--out", "x", "--min-steps", "50", "--lr", "0.1"])
+    assert _overrides(args) == {"min_steps": 50, "lr": 0.1}
+    assert method_config("croft", **_overrides(args)).min_steps == 50
+    args = build_parser().parse_args(["bench", "--out", "x"])
+    assert _overrides(args) == {}

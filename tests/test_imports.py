@@ -225,3 +225,16 @@ def test_only_the_cli_parses_argv():
                                               ("import sys\nsys.exit(0)\n", False)])
 def test_argv_reader_detection(source, expected):
     assert _reads_argv(ast.parse(source)) is expected
+
+
+def test_plotly_stays_in_viz():
+    offenders = sorted(n for n, tree in _all_trees() if n != "croft_core.viz" and
+                       "plotly" in _imported_top_packages(tree))
+    assert not offenders, f"plotly belongs in croft_core/viz.py only (the app extra); imported by {offenders}"
+
+
+def test_the_public_api_resolves():
+    import croft_core
+
+    assert len(set(croft_core.__all__)) == len(croft_core.__all__)
+    assert [n for n in croft_core.__all__ if not hasattr(croft_core, n)] == []

@@ -1,4 +1,4 @@
-"""Heads, checkpoints (save/load/strictness) and Hub loading errors."""
+"""Heads and checkpoints: save, load, strictness, model cards."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import json
 import pytest
 import torch
 
-from croft_core.errors import HubError
-from croft_core.hub import CheckpointNotFoundError, load_model, push_checkpoint
-from croft_core.model import CroftHead, CroftModel, HeadConfig, read_checkpoint_config
+from croft_core.hub import load_model
+from croft_core.model import CroftHead, CroftModel, HeadConfig, read_checkpoint_config, render_model_card
 from croft_core.train import init_model, method_config
 from helpers import clustered_features
 
@@ -66,23 +65,6 @@ def test_loading_is_strict(tmp_path):
         load_model(tmp_path / "ckpt")
 
 
-def test_missing_checkpoint_messages(tmp_path):
-    with pytest.raises(CheckpointNotFoundError, match="missing config.json"):
-        load_model(tmp_path)
-    with pytest.raises(CheckpointNotFoundError, match="neither an existing folder"):
-        load_model(tmp_path / "nope" / "deeper")
-    with pytest.raises(CheckpointNotFoundError, match="not in the local Hub cache"):
-        load_model("someone/not-cached")
-
-
-def test_push_refuses_offline_and_non_checkpoints(tmp_path):
-    with pytest.raises(CheckpointNotFoundError, match="not a CRoFT checkpoint"):
-        push_checkpoint(tmp_path, "me/x")
-    CroftModel(HeadConfig(head="croft", embed_dim=4)).save(tmp_path / "c")
-    with pytest.raises(HubError, match="HF_HUB_OFFLINE"):
-        push_checkpoint(tmp_path / "c", "me/x")
-
-
 def test_class_tied_heads_reject_other_vocabularies():
     train_set, text = clustered_features(d=16)
     model = init_model(method_config("linear_probe"), embed_dim=16, logit_scale=20.0,
@@ -92,81 +74,11 @@ def test_class_tied_heads_reject_other_vocabularies():
         model(train_set.first_view(), text[:3])
 
 
-class _FakeHubApi:
-    """Records what ``push_checkpoint`` would send to the Hub (no network)."""
 
-    def __init__(self, token=None):
-        self.files: dict[str, bytes] = {}
-        self.repos: list[str] = []
-        _FakeHubApi.last = self
-
-    def create_repo(self, repo_id, **kwargs):
-        self.repos.append(repo_id)
-
-    def create_commit(self, repo_id, operations, **kwargs):
-        for op in operations:
-            data = op.path_or_fileobj
-            self.files[op.path_in_repo] = data if isinstance(data, bytes) else open(data, "rb").read()
-        return type("CommitInfo", (), {"commit_url": f"https://hub/{repo_id}/commit/1"})()
-
-    def upload_folder(self, folder_path, repo_id, ignore_patterns=(), **kwargs):  # the old way
-        import fnmatch
-        from pathlib import Path
-
-        for p in Path(folder_path).rglob("*"):
-            rel = p.relative_to(folder_path).as_posix()
-            if p.is_file() and not any(fnmatch.fnmatch(rel, pat) for pat in ignore_patterns):
-                self.files[rel] = p.read_bytes()
-        return type("CommitInfo", (), {"commit_url": f"https://hub/{repo_id}/commit/1"})()
-
-
-@pytest.fixture
-def fake_hub(monkeypatch):
-    import huggingface_hub
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(huggingface_hub, "HfApi", _FakeHubApi)
-    return _FakeHubApi
-
-
-def test_push_writes_the_card_for_the_target_repo(tmp_path, fake_hub):
-    folder = tmp_path / "runs" / "my-croft"
-    model = CroftModel(HeadConfig(head="croft", embed_dim=4, backbone="embedded", classnames=("a", "b"),
-                                  metrics={"id_accuracy": 0.5}))
-    model.save(folder)
-    local_card = (folder / "README.md").read_text()
-    assert str(tmp_path) not in local_card  # no machine path in a card that may be shipped
-    (folder / "train_state.safetensors").write_bytes(b"x")
-    url = push_checkpoint(folder, "someone/croft-shapes")
-    api = fake_hub.last
-    assert url == "https://hub/someone/croft-shapes/commit/1" and api.repos == ["someone/croft-shapes"]
-    assert set(api.files) == {"README.md", "config.json", "model.safetensors"}
-    card = api.files["README.md"].decode()
-    assert 'from_pretrained("someone/croft-shapes")' in card and str(tmp_path) not in card
-    assert "library_name: croft" in card and "| id_accuracy | 0.5000 |" in card
-    assert api.files["model.safetensors"] == (folder / "model.safetensors").read_bytes()
-    assert (folder / "README.md").read_text() == local_card  # the local folder is left as it was
-
-
-def test_push_failures_are_hub_errors(tmp_path, fake_hub, monkeypatch):
-    from huggingface_hub.errors import HTTPError
-
-    from croft_core.errors import CroftError, HubError
-
-    CroftModel(HeadConfig(head="croft", embed_dim=4)).save(tmp_path / "c")
-
-    def refuse(self, repo_id, **kwargs):
-        raise HTTPError("401 Unauthorized")
-
-    monkeypatch.setattr(fake_hub, "create_repo", refuse)
-    with pytest.raises(HubError, match="could not push .* to me/x: 401 Unauthorized"):
-        push_checkpoint(tmp_path / "c", "me/x")
-
-    def bug(self, repo_id, **kwargs):
-        raise ZeroDivisionError("a bug, not a Hub failure")
-
-    monkeypatch.setattr(fake_hub, "create_repo", bug)
-    with pytest.raises(ZeroDivisionError):  # not disguised as a Hub error
-        push_checkpoint(tmp_path / "c", "me/x")
-    assert issubclass(CheckpointNotFoundError, CroftError) and issubclass(HubError, CroftError)
+def test_model_card_names_the_repo_it_is_rendered_for():
+    config = HeadConfig(head="croft", embed_dim=4, backbone="embedded", classnames=("a", "b"))
+    card = render_model_card(config, "someone/croft-shapes")
+    assert 'CroftModel.from_pretrained("someone/croft-shapes")' in card and "Classes (2): a, b" in card
+    assert 'from_pretrained("path/to/checkpoint-folder")' in render_model_card(config)
+    model = CroftModel(config)  # the mixin's hook, used by save_pretrained and push_to_hub
+    assert 'from_pretrained("me/x")' in str(model.generate_model_card(repo_id="me/x"))

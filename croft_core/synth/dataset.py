@@ -8,6 +8,8 @@ in every domain of :data:`~croft_core.synth.world.DOMAINS` and writes a
 * ``validation`` -- default 10 per (class, domain);
 * ``test``       -- default 30 per (class, domain).
 
+The folder also holds ``shapes_world.json`` naming the world version (:func:`world_version`)
+that rendered it, so a benchmark never reads images of another version of the world.
 With the defaults that is 3,840 / 960 / 2,880 images of 64x64 px (about 45 s to
 render on one CPU core, a few MB on disk), small enough for ``croft bench`` on a
 CPU. Columns: ``image`` (``datasets.Image``), ``label`` (``ClassLabel`` over
@@ -20,28 +22,40 @@ seed always gives the same dataset. The pretraining stream
 (:mod:`croft_core.synth.pretrain`) uses a different seed namespace, so the
 benchmark's images are never seen in pretraining.
 
-Command line: ``python -m croft_core.synth.dataset --out DIR [--seed 0]``.
+Command line: ``croft render-shapes --out DIR [--seed 0]``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
-from typing import Sequence
 
 import datasets
 import numpy as np
 
+from croft_core.seeds import DATASET_STREAM
 from croft_core.synth.world import CLASSES, DOMAINS, caption, random_colour, render
 
 logger = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
-DATASET_STREAM = 0x5EED_DA7A
-"""Seed namespace of the benchmark images (pretraining uses another one)."""
+
+STAMP_NAME = "shapes_world.json"
+"""File in a rendered folder naming the world version (and settings) that rendered it."""
 
 DEFAULT_SIZES: dict[str, int] = {"train": 40, "validation": 10, "test": 30}
 """Default number of images per (class, domain) in each split."""
+
+
+def world_version() -> str:
+    """Hash of the renderer's source (``world.py`` and this file): images change only with it."""
+    here = Path(__file__).parent
+    digest = hashlib.sha1()
+    for name in ("world.py", "dataset.py"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()[:10]
 
 
 def features() -> datasets.Features:
@@ -101,18 +115,7 @@ def build_shapes_dataset(
     })
     if out_dir is not None:
         dataset.save_to_disk(str(out_dir))
+        stamp = {"world_version": world_version(), "seed": seed, "size": size, "sizes": sizes}
+        (Path(out_dir) / STAMP_NAME).write_text(json.dumps(stamp, indent=2) + "\n")
         logger.info("saved shapes dataset to %s", out_dir)
     return dataset
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m croft_core.synth.dataset``: the same as ``croft render-shapes``."""
-    import sys
-
-    from croft_core.cli import main as cli_main
-
-    return cli_main(["render-shapes", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,10 @@
-"""Feature extraction sharded across GPUs under ``torchrun``, gathered into one cache.
+"""Benchmark feature extraction, sharded across GPUs under ``torchrun`` and gathered into one cache.
 
 CRoFT trains on cached features (DESIGN.md, performance principles), so the only GPU-heavy stage is
-encoding images once. Under ``torchrun --nproc_per_node=G`` (environment ``RANK``, ``WORLD_SIZE``,
+encoding images once. :func:`prepare_features` materialises a benchmark's splits and encodes each
+(the input of :func:`croft_core.evaluate.evaluate` and of training); :func:`extract_benchmarks` fills
+the cache for a grid of seeds and shots (``croft extract``). The evaluation depends on this module,
+never the other way round. Under ``torchrun --nproc_per_node=G`` (environment ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``), :func:`init_distributed` joins the process group and puts each rank on its own GPU;
 :func:`extract_features` then has each rank encode its shard of the rows and gathers the shards into
 **one** cache file, byte-identical to the one a single process writes:
@@ -17,7 +20,7 @@ encoding images once. Under ``torchrun --nproc_per_node=G`` (environment ``RANK`
 Every rank returns the full :class:`~croft_core.features.FeatureSet`. Outside a process group this is
 :func:`croft_core.features.extract_features`. Typical use (see ``docs/REPRODUCE.md``)::
 
-    torchrun --nproc_per_node=8 extract.py   # calls init_distributed() then prepare_features(...)
+    torchrun --nproc_per_node=8 -m croft_core.cli extract ...   # init_distributed(), extract_benchmarks(...)
 
 after which training and evaluation run in one process and read only the cache.
 """
@@ -27,17 +30,19 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from . import features as _features
+from .backbones import DEFAULT_CACHE_DIR
 from .features import FeatureSet, check_views, encode_split, feature_cache_path, view_seed
+from .negatives import NegativeLabels
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +220,70 @@ def _gather_files(path: Path, rows: np.ndarray, local: torch.Tensor, info: DistI
     dist.barrier()
 
 
+@dataclass
+class BenchmarkFeatures:
+    """Cached features of every split of one (benchmark, shots, seed).
+
+    ``negatives`` are the negative labels mined for the benchmark's ID classes (the ``neglabel``
+    score), or None when they were not prepared.
+    """
+
+    train: FeatureSet
+    val: FeatureSet
+    id_test: FeatureSet
+    covariate: list[FeatureSet] = field(default_factory=list)
+    semantic: list[FeatureSet] = field(default_factory=list)
+    splits: dict[str, Any] = field(default_factory=dict)  # role -> LoadedSplit(s), for the manifest
+    negatives: NegativeLabels | None = None
+
+
+def prepare_features(backbone, benchmark, *, shots: int | None, seed: int, views: int = 8,
+                     cache_dir: str | Path | None = DEFAULT_CACHE_DIR, batch_size: int = 64,
+                     num_workers: int = 0, need_train: bool = True, amp: bool = True,
+                     amp_dtype: str = "fp16", negatives: bool = True) -> BenchmarkFeatures:
+    """Materialise the benchmark's splits and extract (or load cached) features for each.
+
+    Every source is checked first (:func:`~croft_core.benchmarks.check_sources`), so a missing
+    folder or an unreachable Hub id fails before any image is encoded. Under ``torchrun`` (after
+    :func:`init_distributed`) each split is encoded in shards across the ranks and gathered into the
+    same cache files a single process writes; every rank gets every feature.
+
+    Args:
+        backbone: the frozen backbone.
+        benchmark: a :class:`~croft_core.benchmarks.Benchmark`.
+        shots: few-shot training images per class (``None`` = all).
+        seed: seeds the few-shot sample, the validation sample and the augmentations.
+        views: augmented views per training image (1 plain view when the benchmark sets
+            ``train_augment=False``).
+        cache_dir: feature and text cache root (``None`` disables caching).
+        batch_size: images per encoder call.
+        num_workers: image-decoding worker processes.
+        need_train: False skips the training split (zero-shot evaluation only needs val and test).
+        amp, amp_dtype: autocast precision on CUDA (see :func:`croft_core.features.encode_split`).
+        negatives: mine NegLabel's negative labels for the benchmark's classes
+            (:meth:`croft_core.negatives.NegativeLabels.fit`, with the backbone's own lexicon).
+    """
+    from .benchmarks import ROLES, check_sources, materialize
+
+    check_sources(benchmark, ROLES if need_train else tuple(r for r in ROLES if r != "train"))
+
+    def encode(split, **kw):
+        return extract_features(backbone, split, cache_dir=cache_dir, batch_size=batch_size,
+                                num_workers=num_workers, amp=amp, amp_dtype=amp_dtype, **kw)
+
+    roles = ("val", "id_test", "covariate", "semantic") + (("train",) if need_train else ())
+    splits = {role: materialize(benchmark, role, shots=shots, seed=seed) for role in roles}
+    augment = benchmark.train_augment  # False: the benchmark's images do not survive random crops
+    train = (encode(splits["train"], views=views if augment else 1, augment=augment, seed=seed)
+             if need_train
+             else FeatureSet(torch.zeros(1, 0, backbone.embed_dim), torch.zeros(0, dtype=torch.long), []))
+    negs = NegativeLabels.fit(backbone, benchmark.classnames, cache_dir=cache_dir) if negatives else None
+    return BenchmarkFeatures(
+        train=train, val=encode(splits["val"]), id_test=encode(splits["id_test"]),
+        covariate=[encode(s) for s in splits["covariate"]],
+        semantic=[encode(s) for s in splits["semantic"]], splits=splits, negatives=negs)
+
+
 def extract_benchmarks(backbone, benchmark_for_seed: Callable[[int], object], *, seeds: Sequence[int],
                        shots: Sequence[int | None], views: int = 8, cache_dir=None, batch_size: int = 64,
                        num_workers: int = 0, need_train: bool = True) -> None:
@@ -227,11 +296,8 @@ def extract_benchmarks(backbone, benchmark_for_seed: Callable[[int], object], *,
         backbone: loaded on :func:`init_distributed`'s device.
         benchmark_for_seed: ``seed -> Benchmark`` (Setup-I draws its classes per seed).
         seeds, shots: the grid.
-        views, cache_dir, batch_size, num_workers, need_train: as
-            :func:`croft_core.evaluate.prepare_features`.
+        views, cache_dir, batch_size, num_workers, need_train: as :func:`prepare_features`.
     """
-    from .evaluate import prepare_features
-
     for seed in seeds:
         benchmark = benchmark_for_seed(seed)
         for k in shots:

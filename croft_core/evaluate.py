@@ -4,22 +4,26 @@ detection, written as the results JSON of DESIGN.md.
 Protocol (CROFT_SPEC.md §3, with the spec's §5 fixes as defaults):
 
 - accuracy on the ID test split and on every covariate-shifted split (same classes);
-- detection of every semantic-shift split against the ID test split with each score (energy, MCM,
-  MSP, MaxLogit, KNN): AUROC, AUPR-In, AUPR-Out, FPR95; ``correct_only=True`` reproduces the
+- detection of every semantic-shift split against the ID test split with every score of
+  :data:`croft_core.scoring.SCORES` (energy, MCM, MSP, MaxLogit, KNN, NegLabel): AUROC, AUPR-In,
+  AUPR-Out, FPR95 (:data:`croft_core.metrics.METRIC_KEYS`); ``correct_only=True`` reproduces the
   official "correctly classified ID reference only" variant;
 - full-spectrum detection (covariate splits counted as ID, OpenOOD v1.5) and accuracy over ID +
   covariate;
-- the deployment threshold: the energy at 95% TPR on the *validation* split (never the test split),
-  with the acceptance rates it gives on the test splits.
+- the deployment threshold: the energy at ``tpr`` (default 95%) TPR on the *validation* split (never
+  the test split), with the acceptance rates it gives on the test splits.
+
+Cosine-based scores (MCM, NegLabel) use the cosines of the head's embedded image to the head's
+(adapted) class texts, :func:`class_cosines`; NegLabel's negatives go through the same text map.
+Features come from :func:`croft_core.distributed.prepare_features` (re-exported here).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,75 +31,18 @@ import torch
 from . import metrics, scoring
 from .backbones import DEFAULT_CACHE_DIR, Backbone, build_text_classifier
 from .detector import ThresholdDetector
+from .distributed import BenchmarkFeatures, prepare_features
 from .features import FeatureSet
+from .methods import l2n
 from .model import CroftModel, HeadConfig
+from .negatives import NegativeLabels
 from .prompts import get_templates
 
 logger = logging.getLogger(__name__)
 
-LOGIT_SCORES = ("energy", "mcm", "msp", "max_logit")
-ALL_SCORES = LOGIT_SCORES + ("knn",)
-
-
-@dataclass
-class BenchmarkFeatures:
-    """Cached features of every split of one (benchmark, shots, seed)."""
-
-    train: FeatureSet
-    val: FeatureSet
-    id_test: FeatureSet
-    covariate: list[FeatureSet] = field(default_factory=list)
-    semantic: list[FeatureSet] = field(default_factory=list)
-    splits: dict[str, Any] = field(default_factory=dict)  # role -> LoadedSplit(s), for the manifest
-
-
-def prepare_features(backbone: Backbone, benchmark, *, shots: int | None, seed: int, views: int = 8,
-                     cache_dir: str | Path | None = DEFAULT_CACHE_DIR, batch_size: int = 64,
-                     num_workers: int = 0, need_train: bool = True, amp: bool = True,
-                     amp_dtype: str = "fp16") -> BenchmarkFeatures:
-    """Materialise the benchmark's splits and extract (or load cached) features for each.
-
-    Every source is checked first (:func:`~croft_core.benchmarks.check_sources`), so a missing
-    folder or an unreachable Hub id fails before any image is encoded. Under ``torchrun`` (after
-    :func:`croft_core.distributed.init_distributed`) each split is encoded in shards across the ranks
-    and gathered into the same cache files a single process writes; every rank gets every feature.
-
-    Args:
-        backbone: the frozen backbone.
-        benchmark: a :class:`~croft_core.benchmarks.Benchmark`.
-        shots: few-shot training images per class (``None`` = all).
-        seed: seeds the few-shot sample, the validation sample and the augmentations.
-        views: augmented views per training image (1 plain view when the benchmark sets
-            ``train_augment=False``).
-        cache_dir: feature cache root (``None`` disables caching).
-        batch_size: images per encoder call.
-        num_workers: image-decoding worker processes.
-        need_train: False skips the training split (zero-shot evaluation only needs val and test).
-        amp, amp_dtype: autocast precision on CUDA (see :func:`croft_core.features.encode_split`).
-    """
-    from .benchmarks import ROLES, check_sources, materialize
-    from .distributed import extract_features as extract
-
-    check_sources(benchmark, ROLES if need_train else tuple(r for r in ROLES if r != "train"))
-
-    def encode(split, **kw):
-        return extract(backbone, split, cache_dir=cache_dir, batch_size=batch_size,
-                       num_workers=num_workers, amp=amp, amp_dtype=amp_dtype, **kw)
-
-    splits = {"val": materialize(benchmark, "val", shots=shots, seed=seed),
-              "id_test": materialize(benchmark, "id_test", shots=shots, seed=seed),
-              "covariate": materialize(benchmark, "covariate", shots=shots, seed=seed),
-              "semantic": materialize(benchmark, "semantic", shots=shots, seed=seed)}
-    if need_train:
-        splits["train"] = materialize(benchmark, "train", shots=shots, seed=seed)
-    augment = benchmark.train_augment  # False: the benchmark's images do not survive random crops
-    train = (encode(splits["train"], views=views if augment else 1, augment=augment, seed=seed)
-             if need_train
-             else FeatureSet(torch.zeros(1, 0, backbone.embed_dim), torch.zeros(0, dtype=torch.long), []))
-    return BenchmarkFeatures(
-        train=train, val=encode(splits["val"]), id_test=encode(splits["id_test"]),
-        covariate=[encode(s) for s in splits["covariate"]],
-        semantic=[encode(s) for s in splits["semantic"]], splits=splits)
+__all__ = ["BenchmarkFeatures", "benchmark_text_features", "calibrate", "class_cosines", "compute_scores",
+           "evaluate", "headline_metrics", "prepare_features", "text_map", "write_results",
+           "zeroshot_model"]
 
 
 def benchmark_text_features(backbone: Backbone, benchmark, classnames: Sequence[str] | None = None,
@@ -106,27 +53,94 @@ def benchmark_text_features(backbone: Backbone, benchmark, classnames: Sequence[
                                  cache_dir=cache_dir)
 
 
+def text_map(model: CroftModel) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The head's map from CLIP text features ``[K, d]`` to the unit text embeddings it compares with.
+
+    CRoFT adapts the text side (``adapt_text``); every other head compares with the normalised CLIP
+    text features. Class-agnostic maps apply to any text, negative labels included.
+    """
+    return getattr(model.head, "adapt_text", l2n)
+
+
+def class_cosines(model: CroftModel, features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    """``[N, K]`` cosines of the embedded images ``[N, d]`` to the head's class text embeddings ``[K, d]``.
+
+    These are what MCM and NegLabel are defined on, for every head (Tip-Adapter's and a linear
+    probe's logits are not scaled cosines).
+    """
+    return model.embed_image(features) @ text_map(model)(text_features).T
+
+
 @torch.no_grad()
 def compute_scores(model: CroftModel, features: torch.Tensor, text_features: torch.Tensor, *,
-                   bank: torch.Tensor | None = None, knn_k: int = 1,
-                   mcm_temperature: float = 1.0) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-    """Logits ``[N, K]`` and every OOD score (higher = more in-distribution) for ``features [N, d]``."""
-    logits = model(features, text_features)
-    out = {"energy": scoring.energy(logits),
-           "mcm": scoring.mcm(logits, temperature=mcm_temperature, logit_scale=model.config.logit_scale),
-           "msp": scoring.msp(logits), "max_logit": scoring.max_logit(logits)}
-    if bank is not None and len(bank):
-        out["knn"] = scoring.knn_score(model.embed_image(features), bank, k=min(knn_k, len(bank)))
-    return logits, {k: v.detach().cpu().numpy().astype(np.float64) for k, v in out.items()}
+                   bank: torch.Tensor | None = None, knn_k: int = 1, mcm_temperature: float = 1.0,
+                   negatives: NegativeLabels | None = None) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+    """Logits and every OOD score of :data:`croft_core.scoring.SCORES` for raw image features.
+
+    Args:
+        model: any :class:`CroftModel`.
+        features: ``[N, d]`` raw image features.
+        text_features: ``[K, d]`` class text features.
+        bank: ``[B, d]`` embedded ID reference features for KNN (None: no ``knn`` score).
+        knn_k: KNN's neighbour rank.
+        mcm_temperature: MCM's temperature on the cosines.
+        negatives: NegLabel's negatives for these classes, raw (the head's text map is applied
+            here); None: no ``neglabel`` score.
+
+    Returns:
+        ``(logits [N, K], {score name: float64 [N]})``, higher = more in-distribution.
+    """
+    embedded = model.embed_image(features)  # [N, d] unit rows
+    neg: dict[str, Any] = {}
+    if negatives is not None:
+        adapted = negatives.with_text_map(text_map(model))
+        neg = {"negative_cosines": embedded @ adapted.embeddings.to(embedded.device).T,  # [N, M]
+               "negative_groups": adapted.groups, "neg_temperature": adapted.temperature}
+    inputs = scoring.ScoreInputs(
+        logits=model(features, text_features), cosines=embedded @ text_map(model)(text_features).T,
+        embedded=embedded, bank=bank, knn_k=knn_k, mcm_temperature=mcm_temperature, **neg)
+    scores = scoring.score_all(inputs)
+    return inputs.logits, {k: v.detach().cpu().numpy().astype(np.float64) for k, v in scores.items()}
 
 
-def _hits(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """``[N]`` bool: which samples are classified correctly."""
-    return (logits.argmax(-1).cpu() == labels.cpu()).numpy()
+class _SplitScorer:
+    """Scores splits of cached features with one model; keeps predictions for the accuracies."""
+
+    def __init__(self, model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFeatures, **kw):
+        self.model, self.kw = model, kw
+        self.device = next(iter(model.parameters()), text_features).device
+        self.text = text_features.to(self.device)
+        self.kw["bank"] = (model.embed_image(feats.train.features.to(self.device).flatten(0, 1))  # [V*N, d]
+                           if len(feats.train) else None)
+        self.kw["negatives"] = feats.negatives
+
+    def __call__(self, fs: FeatureSet) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        logits, scores = compute_scores(self.model, fs.first_view().to(self.device), self.text, **self.kw)
+        return logits.argmax(-1).cpu().numpy(), scores
 
 
-def _accuracy(hits: np.ndarray) -> float:
-    return float(hits.mean()) if len(hits) else float("nan")
+def _detection(results: dict[str, Any], id_scores: dict, id_ref: dict, cov_scores: list,
+               sem_scores: list) -> None:
+    """Semantic, pooled-semantic and full-spectrum detection metrics for every score."""
+    for entry, sc in zip(results["semantic"], sem_scores):
+        entry["scores"] = {name: metrics.ood_metrics(id_ref[name], sc[name]) for name in sc}
+    if not sem_scores:
+        return
+    all_sem = {k: np.concatenate([s[k] for s in sem_scores]) for k in sem_scores[0]}
+    results["semantic_all"] = {name: metrics.ood_metrics(id_ref[name], all_sem[name]) for name in all_sem}
+    results["full_spectrum"] = {
+        name: metrics.full_spectrum_metrics(id_scores[name], [c[name] for c in cov_scores], all_sem[name])
+        for name in all_sem}
+
+
+def _deployment_threshold(val_energy: np.ndarray, tpr: float, id_energy: np.ndarray, cov_scores: list,
+                          sem_scores: list) -> dict[str, Any]:
+    """The energy threshold at ``tpr`` on validation, with the acceptance rates it gives on test."""
+    detector = ThresholdDetector(tpr=tpr).fit(val_energy)
+    return {"score": "energy", "tpr": tpr, "value": float(detector.threshold_), "fitted_on": "val",
+            "id_accept_rate": float(detector.accept(id_energy).mean()),
+            "covariate_accept_rate": [float(detector.accept(c["energy"]).mean()) for c in cov_scores],
+            "semantic_accept_rate": [float(detector.accept(s["energy"]).mean()) for s in sem_scores]}
 
 
 @torch.no_grad()
@@ -138,8 +152,8 @@ def evaluate(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFea
     Args:
         model: any trained or zero-shot :class:`CroftModel`.
         text_features: ``[K, d]`` text features of the benchmark classes.
-        feats: from :func:`prepare_features`.
-        tpr: ID true-positive rate of FPR@TPR and of the deployment threshold.
+        feats: from :func:`prepare_features` (``feats.negatives`` adds the ``neglabel`` score).
+        tpr: ID true-positive rate of the deployment threshold (``fpr95`` is always at 95%).
         knn_k: neighbour rank of the KNN score (bank = adapted training features, all views).
         correct_only: official variant — only correctly classified ID test images form the ID side.
         mcm_temperature: MCM's temperature.
@@ -148,63 +162,36 @@ def evaluate(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFea
         ``(results, energies)``: the results dict (DESIGN.md keys, without run metadata) and the
         energy scores of every split by display name, for plots.
     """
-    device = next(iter(model.parameters()), text_features).device
-    text_features = text_features.to(device)
-    bank = None
-    if len(feats.train):
-        bank = model.embed_image(feats.train.features.to(device).flatten(0, 1))  # [V*N, d]
-
-    def run(fs: FeatureSet):
-        return compute_scores(model, fs.first_view().to(device), text_features, bank=bank,
-                              knn_k=knn_k, mcm_temperature=mcm_temperature)
-
-    id_logits, id_scores = run(feats.id_test)
-    id_hits = _hits(id_logits, feats.id_test.labels)
-    id_ref = {k: v[id_hits] for k, v in id_scores.items()} if correct_only else id_scores
+    run = _SplitScorer(model, text_features, feats, knn_k=knn_k, mcm_temperature=mcm_temperature)
+    id_labels = feats.id_test.labels.numpy()
+    id_preds, id_scores = run(feats.id_test)
+    id_ref = ({k: metrics.reference_correct_only(v, id_preds, id_labels) for k, v in id_scores.items()}
+              if correct_only else id_scores)
     results: dict[str, Any] = {
-        "id": {"name": feats.id_test.name, "accuracy": _accuracy(id_hits), "n": len(feats.id_test)},
-        "covariate": [], "semantic": []}
+        "id": {"name": feats.id_test.name, "accuracy": metrics.accuracy(id_preds, id_labels),
+               "n": len(feats.id_test)}, "covariate": [], "semantic": []}
     energies = {f"ID: {feats.id_test.name}": id_scores["energy"]}
-
-    cov_scores, all_hits = [], [id_hits]
+    cov_scores, preds, labels = [], [id_preds], [id_labels]
     for fs in feats.covariate:
-        logits, sc = run(fs)
-        hits = _hits(logits, fs.labels)
-        results["covariate"].append({"name": fs.name, "accuracy": _accuracy(hits), "n": len(fs)})
+        p, sc = run(fs)
+        results["covariate"].append({"name": fs.name, "accuracy": metrics.accuracy(p, fs.labels), "n": len(fs)})
         cov_scores.append(sc)
-        all_hits.append(hits)
+        preds.append(p)
+        labels.append(fs.labels.numpy())
         energies[f"covariate: {fs.name}"] = sc["energy"]
-
-    sem_scores = []
-    for fs in feats.semantic:
-        _, sc = run(fs)
-        sem_scores.append(sc)
-        results["semantic"].append({"name": fs.name, "n": len(fs), "scores": {
-            name: metrics.ood_metrics(id_ref[name], sc[name], tpr=tpr) for name in sc}})
+    sem_scores = [run(fs)[1] for fs in feats.semantic]
+    for fs, sc in zip(feats.semantic, sem_scores):
+        results["semantic"].append({"name": fs.name, "n": len(fs)})
         energies[f"semantic: {fs.name}"] = sc["energy"]
-
+    _detection(results, id_scores, id_ref, cov_scores, sem_scores)
     if sem_scores:
-        all_sem = {k: np.concatenate([s[k] for s in sem_scores]) for k in sem_scores[0]}
-        results["semantic_all"] = {name: metrics.ood_metrics(id_ref[name], all_sem[name], tpr=tpr)
-                                   for name in all_sem}
-        results["full_spectrum"] = {
-            name: metrics.full_spectrum_metrics(id_scores[name], [c[name] for c in cov_scores],
-                                                all_sem[name], tpr=tpr) for name in all_sem}
-        results["full_spectrum"]["accuracy"] = _accuracy(np.concatenate(all_hits))
-
-    # deployment threshold: fitted on validation energies, reported on the test splits
-    _, val_scores = run(feats.val)
-    detector = ThresholdDetector(tpr=tpr).fit(val_scores["energy"])
-    results["threshold"] = {
-        "score": "energy", "tpr": tpr, "value": float(detector.threshold_), "fitted_on": "val",
-        "id_accept_rate": float(detector.accept(id_scores["energy"]).mean()),
-        "covariate_accept_rate": [float(detector.accept(c["energy"]).mean()) for c in cov_scores],
-        "semantic_accept_rate": [float(detector.accept(s["energy"]).mean()) for s in sem_scores]}
-
+        results["full_spectrum"]["accuracy"] = metrics.accuracy(np.concatenate(preds), np.concatenate(labels))
+    results["threshold"] = _deployment_threshold(run(feats.val)[1]["energy"], tpr, id_scores["energy"],
+                                                 cov_scores, sem_scores)
     if model.config.head == "croft":  # the paper's figure: energies of generated covariate features
-        gen = model.head.generate(feats.id_test.first_view().to(device))
+        gen = model.head.generate(feats.id_test.first_view().to(run.device))
         energies["generated covariate"] = scoring.energy(
-            model.config.logit_scale * gen @ model.head.adapt_text(text_features).T).cpu().numpy()
+            model.config.logit_scale * gen @ model.head.adapt_text(run.text).T).cpu().numpy()
     return results, energies
 
 

@@ -9,6 +9,8 @@ Conventions (other tools, the results JSON and the app rely on them):
 - AUPR is average precision, the step-wise sum ``sum_n (R_n - R_{n-1}) P_n`` over distinct score
   thresholds, exactly as ``sklearn.metrics.average_precision_score`` computes it (tied scores are
   one threshold).
+- The OOD metric keys are fixed (:data:`METRIC_KEYS`): ``fpr95`` **always** means the FPR at 95% ID
+  TPR (:data:`FPR_TPR`), whatever TPR a caller uses for its deployment threshold.
 - FPR95 is the fraction of OOD samples scoring **at or above** the threshold that keeps 95% of ID
   samples (the OpenOOD definition). The threshold is :func:`threshold_at_tpr`: the
   ``ceil(tpr * n)``-th largest ID score, so at least ``tpr`` of the ID samples are accepted. The
@@ -28,6 +30,8 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 __all__ = [
+    "FPR_TPR",
+    "METRIC_KEYS",
     "accuracy",
     "aupr",
     "auroc",
@@ -39,6 +43,13 @@ __all__ = [
     "threshold_at_tpr",
     "to_numpy",
 ]
+
+
+METRIC_KEYS = ("auroc", "aupr_in", "aupr_out", "fpr95")
+"""The keys of every OOD-metric dict (results JSON, report, app); one place."""
+
+FPR_TPR = 0.95
+"""The ID true-positive rate of the ``fpr95`` key."""
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -244,30 +255,26 @@ def roc_curve(id_scores: Any, ood_scores: Any) -> tuple[np.ndarray, np.ndarray, 
     return np.r_[0.0, fpr], np.r_[0.0, tpr], np.r_[np.inf, thresholds]
 
 
-def ood_metrics(id_scores: Any, ood_scores: Any, tpr: float = 0.95) -> dict[str, float]:
-    """AUROC, AUPR-In, AUPR-Out and FPR@TPR in one dict.
+def ood_metrics(id_scores: Any, ood_scores: Any) -> dict[str, float]:
+    """AUROC, AUPR-In, AUPR-Out and FPR95 in one dict with the fixed :data:`METRIC_KEYS`.
 
     Args:
         id_scores: ``[N]`` scores of in-distribution samples.
         ood_scores: ``[M]`` scores of OOD samples.
-        tpr: target true-positive rate for the FPR key.
 
     Returns:
-        ``{"auroc", "aupr_in", "aupr_out", "fpr95"}``; the last key is ``f"fpr{round(tpr * 100)}"``
-        (``"fpr95"`` for the default).
+        ``{"auroc", "aupr_in", "aupr_out", "fpr95"}``; ``fpr95`` is the FPR at 95% ID TPR. For
+        another TPR call :func:`fpr_at_tpr` directly.
     """
     id_arr = _scores(id_scores, "id_scores")
     ood_arr = _scores(ood_scores, "ood_scores")
-    return {
-        "auroc": auroc(id_arr, ood_arr),
-        "aupr_in": aupr(id_arr, ood_arr, positive="id"),
-        "aupr_out": aupr(id_arr, ood_arr, positive="ood"),
-        f"fpr{round(tpr * 100)}": fpr_at_tpr(id_arr, ood_arr, tpr),
-    }
+    values = (auroc(id_arr, ood_arr), aupr(id_arr, ood_arr, positive="id"),
+              aupr(id_arr, ood_arr, positive="ood"), fpr_at_tpr(id_arr, ood_arr, FPR_TPR))
+    return dict(zip(METRIC_KEYS, values))
 
 
-def full_spectrum_metrics(id_scores: Any, covariate_scores_list: Sequence[Any], ood_scores: Any,
-                          tpr: float = 0.95) -> dict[str, float]:
+def full_spectrum_metrics(id_scores: Any, covariate_scores_list: Sequence[Any],
+                          ood_scores: Any) -> dict[str, float]:
     """Full-spectrum OOD detection: covariate-shifted sets count as in-distribution.
 
     The ID scores and every covariate-shifted set (same classes, new style or domain) are
@@ -277,7 +284,6 @@ def full_spectrum_metrics(id_scores: Any, covariate_scores_list: Sequence[Any], 
         id_scores: ``[N]`` scores of in-distribution samples.
         covariate_scores_list: sequence of ``[N_i]`` score arrays of covariate-shifted sets.
         ood_scores: ``[M]`` scores of semantic-shift OOD samples.
-        tpr: target true-positive rate for the FPR key.
 
     Returns:
         The same dict as :func:`ood_metrics`.
@@ -287,4 +293,4 @@ def full_spectrum_metrics(id_scores: Any, covariate_scores_list: Sequence[Any], 
                          "wrap a single set as [scores]")
     parts = [_scores(id_scores, "id_scores")]
     parts += [_scores(c, f"covariate_scores_list[{i}]") for i, c in enumerate(covariate_scores_list)]
-    return ood_metrics(np.concatenate(parts), ood_scores, tpr=tpr)
+    return ood_metrics(np.concatenate(parts), ood_scores)

@@ -13,6 +13,7 @@ import numpy as np
 HEADLINE = (("id.accuracy", "ID acc"), ("covariate.mean_accuracy", "covariate acc"),
             ("semantic_all.energy.auroc", "energy AUROC"), ("semantic_all.energy.fpr95", "energy FPR95"),
             ("semantic_all.mcm.auroc", "MCM AUROC"), ("semantic_all.knn.auroc", "KNN AUROC"),
+            ("semantic_all.neglabel.auroc", "NegLabel AUROC"), ("semantic_all.neglabel.fpr95", "NegLabel FPR95"),
             ("full_spectrum.energy.auroc", "full-spectrum AUROC"))
 
 

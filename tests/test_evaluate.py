@@ -94,3 +94,102 @@ def test_report_pools_many_semantic_sets():
     assert set(pooled) == {"ID: photo", "semantic: all 5 sets"}
     assert sorted(pooled["semantic: all 5 sets"]) == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert set(_pool_semantic({"ID": [1.0], "semantic: a": [0.0]})) == {"ID", "semantic: a"}
+
+
+def test_other_tpr_keeps_fixed_metric_keys(setup):
+    """``tpr`` sets the deployment threshold only; ``fpr95`` always means FPR at 95% TPR."""
+    from croft_core.evaluate import headline_metrics
+    from croft_core.metrics import METRIC_KEYS
+
+    model, text, feats = setup
+    results, _ = evaluate(model, text, feats, tpr=0.9)
+    assert results["threshold"]["tpr"] == 0.9
+    for block in (results["semantic"][0]["scores"], results["semantic_all"], results["full_spectrum"]):
+        for name, m in block.items():
+            if name != "accuracy":
+                assert tuple(m) == METRIC_KEYS, name
+    assert headline_metrics(results)["energy_fpr95"] == 0.0
+
+
+def _tip_adapter(text, feats):
+    from croft_core.methods import l2n
+
+    model = CroftModel(HeadConfig(head="tip_adapter", logit_scale=10.0, embed_dim=D, num_classes=K,
+                                  cache_size=3, tip_alpha=5.0))
+    model.head.init_cache(feats.train.first_view(), feats.train.labels)
+    return model, l2n
+
+
+def test_mcm_uses_cosines_to_the_class_texts_for_every_head(setup):
+    """Tip-Adapter's logits carry the cache term: MCM must not treat them as scaled cosines."""
+    from croft_core.evaluate import compute_scores
+
+    _, text, feats = setup
+    model, l2n = _tip_adapter(text, feats)
+    x = feats.covariate[0].first_view()
+    logits, scores = compute_scores(model, x, text, mcm_temperature=0.5)
+    cos = l2n(x) @ l2n(text).T  # [N, K]: Tip-Adapter embeds images and texts as zero-shot CLIP
+    expected = torch.softmax(cos / 0.5, dim=-1).amax(-1).numpy()
+    np.testing.assert_allclose(scores["mcm"], expected, rtol=1e-5)
+    wrong = torch.softmax(logits / 10.0 / 0.5, dim=-1).amax(-1).numpy()  # the old logits / logit_scale
+    assert not np.allclose(wrong, expected, rtol=1e-3)
+
+
+def test_mcm_of_croft_uses_the_adapted_text(setup):
+    from croft_core.evaluate import compute_scores
+
+    _, text, feats = setup
+    model = CroftModel(HeadConfig(head="croft", logit_scale=10.0, embed_dim=D, num_classes=K))
+    with torch.no_grad():
+        model.head.text_weight.add_(0.3 * torch.randn(D, D, generator=torch.Generator().manual_seed(0)))
+    x = feats.covariate[0].first_view()
+    _, scores = compute_scores(model, x, text)
+    cos = model.head.adapt_image(x) @ model.head.adapt_text(text).T
+    np.testing.assert_allclose(scores["mcm"], torch.softmax(cos, -1).amax(-1).detach().numpy(), rtol=1e-5)
+
+
+def _negatives(words_axes, d=D):
+    """Hand-built NegLabel negatives: one negative word per unused axis."""
+    from croft_core.negatives import NegativeLabels
+
+    raw = torch.eye(d)[list(words_axes)]
+    return NegativeLabels(words=tuple(f"w{a}" for a in words_axes), embeddings=raw, id_embeddings=torch.eye(d)[:K],
+                          groups=torch.arange(len(words_axes)).view(-1, 1), removed=(), lexicon="test",
+                          raw=raw, raw_id=torch.eye(d)[:K])
+
+
+def test_neglabel_is_a_score_of_every_method(setup):
+    model, text, feats = setup
+    feats.negatives = _negatives([4, 5, 7])
+    results, _ = evaluate(model, text, feats)
+    assert results["semantic"][0]["scores"]["neglabel"]["auroc"] == 1.0
+    assert set(results["semantic_all"]["neglabel"]) == {"auroc", "aupr_in", "aupr_out", "fpr95"}
+    tip, _ = _tip_adapter(text, feats)
+    tip_results, _ = evaluate(tip, text, feats)
+    assert tip_results["semantic"][0]["scores"]["neglabel"]["auroc"] == 1.0
+
+
+def test_neglabel_uses_the_heads_text_map_on_the_negatives(setup):
+    from croft_core.evaluate import compute_scores
+    from croft_core.scoring import neglabel
+
+    _, text, feats = setup
+    model = CroftModel(HeadConfig(head="croft", logit_scale=10.0, embed_dim=D, num_classes=K))
+    with torch.no_grad():
+        model.head.text_weight.add_(0.5 * torch.randn(D, D, generator=torch.Generator().manual_seed(1)))
+    negs = _negatives([4, 5])
+    x = feats.semantic[0].first_view()
+    _, scores = compute_scores(model, x, text, negatives=negs)
+    z = model.head.adapt_image(x)
+    expected = neglabel(z @ model.head.adapt_text(text).T, z @ model.head.adapt_text(negs.raw).T, 0.01, negs.groups)
+    np.testing.assert_allclose(scores["neglabel"], expected.detach().numpy(), rtol=1e-4, atol=1e-9)
+    plain = neglabel(z @ model.head.adapt_text(text).T, z @ negs.raw.T, 0.01, negs.groups)
+    assert not np.allclose(scores["neglabel"], plain.detach().numpy(), rtol=1e-3)
+
+
+def test_report_table_shows_neglabel():
+    run = {"method": "m", "seed": 1, "benchmark": "b", "backbone": "x", "shots": 1,
+           "id": {"name": "p", "accuracy": 0.5, "n": 1}, "covariate": [],
+           "semantic_all": {"neglabel": {"auroc": 0.875, "fpr95": 0.25, "aupr_in": 0.9, "aupr_out": 0.8}}}
+    table = markdown_table(summarize([run]))
+    assert "NegLabel AUROC | NegLabel FPR95" in table and "87.5 ± 0.0 | 25.0 ± 0.0" in table

@@ -86,9 +86,14 @@ def test_threshold_at_tpr_rounding():
     assert threshold_at_tpr([4.0, 1.0, 3.0], 1.0) == 1.0
 
 
-def test_fpr_key_follows_tpr():
-    out = ood_metrics([1.0, 2.0, 3.0], [0.0, 1.5], tpr=0.9)
-    assert set(out) == {"auroc", "aupr_in", "aupr_out", "fpr90"}
+def test_metric_keys_are_fixed_and_fpr95_means_95_percent():
+    from croft_core.metrics import FPR_TPR, METRIC_KEYS
+
+    id_scores, ood_scores = np.arange(100.0), np.arange(-50.0, 50.0)
+    out = ood_metrics(id_scores, ood_scores)
+    assert tuple(out) == METRIC_KEYS == ("auroc", "aupr_in", "aupr_out", "fpr95") and FPR_TPR == 0.95
+    assert out["fpr95"] == fpr_at_tpr(id_scores, ood_scores, 0.95) == 0.45
+    assert full_spectrum_metrics(id_scores, [], ood_scores) == out
 
 
 def test_full_spectrum_counts_covariate_as_id():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from croft_core import scoring
-from croft_core.scoring import SCORES, energy, knn_score, max_logit, mcm, msp, score_logits
+from croft_core.scoring import SCORES, ScoreInputs, energy, knn_score, max_logit, mcm, msp, neglabel, score_all
 
 
 def test_energy_known_values():
@@ -37,13 +37,11 @@ def test_mcm_equal_logits_is_one_over_k():
     torch.testing.assert_close(mcm(logits), torch.full((2,), 0.25))
 
 
-def test_mcm_divides_by_logit_scale():
+def test_mcm_is_defined_on_cosines():
     cos = torch.tensor([[0.3, 0.1, -0.2]])
     expected = torch.softmax(cos / 0.5, dim=-1).max()
-    torch.testing.assert_close(mcm(100.0 * cos, temperature=0.5, logit_scale=100.0)[0], expected)
-    torch.testing.assert_close(mcm(100.0 * cos, temperature=0.5, logit_scale=torch.tensor(100.0))[0], expected)
-    # without logit_scale the logits are taken as cosines: a much sharper softmax
-    assert mcm(100.0 * cos, temperature=0.5)[0] > 0.99
+    torch.testing.assert_close(mcm(cos, temperature=0.5)[0], expected)
+    assert mcm(100.0 * cos, temperature=0.5)[0] > 0.99  # logits are not cosines: a much sharper softmax
 
 
 def test_msp_and_max_logit():
@@ -52,18 +50,46 @@ def test_msp_and_max_logit():
     torch.testing.assert_close(max_logit(logits), torch.tensor([math.log(3.0), 5.0]))
 
 
+def _inputs(cos, **kw):
+    return ScoreInputs(logits=10.0 * cos, cosines=cos, **kw)
+
+
 def test_scores_are_higher_for_confident_samples():
-    confident = torch.tensor([[10.0, 0.0, 0.0]])
-    flat = torch.tensor([[1.0, 1.0, 1.0]])
+    confident, flat = torch.tensor([[0.9, 0.0, 0.0]]), torch.tensor([[0.1, 0.1, 0.1]])
+    bank = torch.eye(3)
+    neg = torch.tensor([[0.3, 0.2]])
+    high = score_all(_inputs(confident, embedded=confident, bank=bank, negative_cosines=neg))
+    low = score_all(_inputs(flat, embedded=flat, bank=bank, negative_cosines=neg))
+    assert list(high) == list(SCORES) == ["energy", "mcm", "msp", "max_logit", "knn", "neglabel"]
     for name in SCORES:
-        assert score_logits(name, confident) > score_logits(name, flat), name
+        assert high[name] > low[name], name
 
 
-def test_score_logits_passes_kwargs_and_rejects_unknown():
-    logits = torch.tensor([[1.0, 2.0]])
-    torch.testing.assert_close(score_logits("energy", logits, temperature=2.0), energy(logits, temperature=2.0))
-    with pytest.raises(ValueError, match="unknown score 'bogus'.*energy, max_logit, mcm, msp"):
-        score_logits("bogus", logits)
+def test_score_all_skips_scores_without_inputs_and_rejects_unknown():
+    cos = torch.tensor([[0.5, 0.1]])
+    assert list(score_all(_inputs(cos))) == ["energy", "mcm", "msp", "max_logit"]
+    torch.testing.assert_close(score_all(_inputs(cos), names=("energy",))["energy"], energy(10.0 * cos))
+    torch.testing.assert_close(score_all(_inputs(cos, mcm_temperature=0.5))["mcm"], mcm(cos, 0.5))
+    with pytest.raises(ValueError, match=r"unknown score\(s\) \['bogus'\]"):
+        score_all(_inputs(cos), names=("bogus",))
+
+
+def test_neglabel_known_values_and_groups():
+    cos, neg = torch.tensor([[0.02, 0.0]]), torch.tensor([[0.01, 0.0, 0.03, 0.0]])
+    t = 0.01
+    pos = math.exp(2) + 1
+    expected = pos / (pos + math.exp(1) + 1 + math.exp(3) + 1)
+    assert neglabel(cos, neg, t).item() == pytest.approx(expected, rel=1e-6)
+    groups = torch.tensor([[0, 1], [2, 3]])
+    per_group = [pos / (pos + math.exp(1) + 1), pos / (pos + math.exp(3) + 1)]
+    assert neglabel(cos, neg, t, groups).item() == pytest.approx(sum(per_group) / 2, rel=1e-6)
+    # one class is enough: the negatives are the alternative
+    assert 0 < neglabel(cos[:, :1], neg, t).item() < 1
+    # far from every negative -> close to 1; close to a negative -> close to 0
+    assert neglabel(torch.tensor([[0.9]]), torch.tensor([[0.1]])).item() > 0.999
+    assert neglabel(torch.tensor([[0.1]]), torch.tensor([[0.9]])).item() < 0.001
+    with pytest.raises(ValueError, match=r"negative_cosines must be \[N, M\]"):
+        neglabel(cos, torch.zeros(2, 3))
 
 
 @pytest.mark.parametrize("fn", [energy, mcm, msp, max_logit])
@@ -76,11 +102,11 @@ def test_logit_validation(fn):
         fn(torch.tensor([[0.0, float("nan")]]))
 
 
-def test_bad_temperature_and_logit_scale():
+def test_bad_temperature():
     with pytest.raises(ValueError, match="temperature must be > 0"):
         energy(torch.zeros(1, 2), temperature=0.0)
-    with pytest.raises(ValueError, match="logit_scale must be > 0"):
-        mcm(torch.zeros(1, 2), logit_scale=0.0)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        mcm(torch.zeros(1, 2), temperature=-1.0)
 
 
 def test_knn_query_in_bank_scores_zero():

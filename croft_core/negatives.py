@@ -1,0 +1,324 @@
+"""Negative-label rejection: "unknown" for any vocabulary, with no calibration images.
+
+After NegLabel (Jiang, Liu, Wang, Yang, Han. "Negative Label Guided OOD Detection with Pretrained
+Vision-Language Models", ICLR 2024; official code ``XueJiang16/NegLabel``). From a lexicon of
+words, the negative labels are the words farthest from the vocabulary: a candidate's closeness is a
+high percentile (the 95th) of its cosines to the vocabulary's label texts, and the M least close
+words are kept (15% of the lexicon by default). An image then scores
+
+    S(x) = sum_ID exp(cos(x, t_k) / T) / sum_{ID u negatives} exp(cos(x, t_j) / T),   T = 0.01,
+
+averaged over 100 seeded random groups of the negatives (the paper's grouping strategy). The
+score is in (0, 1), higher = more in-distribution; an image is accepted when
+``S(x) >= DEFAULT_NEG_THRESHOLD``, one fixed value measured to transfer across vocabularies
+(``bench/neglabel.py``, README), and the nearest negative word explains a rejection.
+
+Lexicons are a property of the backbone (:func:`lexicon_path`): a ``lexicon.txt`` next to a
+``local-dir:`` model (the embedded model lists the words its text tower was trained on), otherwise
+the WordNet noun lemmas of ImageNet-21k that ship inside ``timm`` (an open_clip dependency). The
+lexicon's text embeddings are computed once per backbone and lexicon and cached on disk
+(:func:`croft_core.backbones.build_text_classifier`); mining for a new vocabulary is then one
+matrix product. Deviations from the official code are listed in ``docs/NEGLABEL.md``.
+
+Typical use (``predict.py``, the evaluation)::
+
+    negs = NegativeLabels.fit(backbone, ["cat", "dog"], text_map=None)   # or a CRoFT head's adapt_text
+    scores, nearest = negs.score(image_features)       # [N] in (0, 1), [N] index into negs.words
+    accepted = negs.accept(scores)                     # scores >= negs.threshold
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .backbones import DEFAULT_CACHE_DIR, Backbone, build_text_classifier, parse_spec
+from .errors import CroftError
+from .methods import l2n
+from .prompts import SINGLE_TEMPLATE
+from .scoring import neglabel
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_NEG_THRESHOLD", "Lexicon", "LexiconError", "NegativeLabels", "lexicon_path",
+           "mine_negatives", "read_lexicon"]
+
+DEFAULT_NEG_THRESHOLD = 0.5
+"""Accept when ``S(x) >= DEFAULT_NEG_THRESHOLD``; measured by ``bench/neglabel.py`` (README)."""
+
+NEG_TEMPERATURE = 0.01  # the paper's T on cosines (the official t=1 on 100 * cos)
+NEG_GROUPS = 100  # the paper's number of random groups
+NEG_MIN_GROUP = 30  # negatives per group at least: 100 groups for timm's lexicon, 1 for a small one
+NEG_FRACTION = 0.15  # share of the lexicon kept as negatives (the paper's 10,000 of ~70,000)
+NEG_PERCENTILE = 0.95  # closeness of a candidate = this quantile of its cosines to the labels
+NEG_TEMPLATES = SINGLE_TEMPLATE  # one prompt for labels and negatives, as the official code
+LEXICON_FILE = "lexicon.txt"  # next to a local-dir model: the backbone's own lexicon
+TIMM_LEXICON = ("data", "_info", "imagenet_synset_to_lemma.txt")  # inside the timm package
+_ENCODE_CHUNK = 2048  # lexicon words per cached text-encoding call (and per progress report)
+
+
+class LexiconError(CroftError, ValueError):
+    """A lexicon that cannot give negative labels (missing, empty, or too small for M)."""
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """Candidate negative labels: one entry per concept, synonyms first-is-shown.
+
+    Attributes:
+        entries: ``(("dog", "domestic dog"), ("pentagon",), ...)``; ``entry[0]`` is the word
+            encoded and shown, every synonym counts when a class name collides with the entry.
+        source: where it was read from.
+    """
+
+    entries: tuple[tuple[str, ...], ...]
+    source: str
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        return tuple(e[0] for e in self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def _norm(word: str) -> str:
+    return re.sub(r"\s+", " ", word.replace("_", " ")).strip().lower()
+
+
+def read_lexicon(path: str | Path) -> Lexicon:
+    """Read a lexicon file: one concept per line, synonyms separated by commas.
+
+    A leading tab-separated id (timm's ``n00004475\\torganism, being``) is dropped; blank lines
+    and ``#`` comments are skipped; a concept whose first word repeats an earlier one is dropped.
+
+    Raises:
+        LexiconError: the file is missing or holds no word.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LexiconError(f"lexicon file {path} does not exist; write one word per line there, or "
+                           f"remove it to use timm's ImageNet-21k lemmas")
+    entries, seen = [], set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("\t", 1)[-1].strip()
+        if not line or line.startswith("#"):
+            continue
+        synonyms = tuple(w for w in (s.strip() for s in line.split(",")) if w)
+        if synonyms and _norm(synonyms[0]) not in seen:
+            seen.add(_norm(synonyms[0]))
+            entries.append(synonyms)
+    if not entries:
+        raise LexiconError(f"lexicon file {path} holds no word; write one word per line (synonyms "
+                           f"separated by commas)")
+    return Lexicon(tuple(entries), str(path))
+
+
+def lexicon_path(backbone: Backbone) -> Path:
+    """The lexicon a backbone uses: ``lexicon.txt`` in a ``local-dir:`` model folder, else timm's.
+
+    Raises:
+        LexiconError: no own lexicon and timm is not installed.
+    """
+    name, _ = parse_spec(backbone.spec)
+    if name.startswith("local-dir:"):
+        own = Path(name.removeprefix("local-dir:")).expanduser() / LEXICON_FILE
+        if own.is_file():
+            return own
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise LexiconError("no lexicon for negative labels: the backbone folder has no lexicon.txt and "
+                           "timm is not installed (pip install timm, an open_clip dependency)")
+    return Path(list(spec.submodule_search_locations)[0]).joinpath(*TIMM_LEXICON)
+
+
+def encode_lexicon(backbone: Backbone, lexicon: Lexicon, *, cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
+                   progress: Callable[[int, int], Any] | None = None) -> torch.Tensor:
+    """Unit text embeddings ``[L, d]`` of the lexicon's words, cached on disk in chunks.
+
+    Args:
+        backbone: the frozen backbone.
+        lexicon: the words (``entry[0]`` of each concept is encoded with :data:`NEG_TEMPLATES`).
+        cache_dir: text cache root (``None`` disables it); each chunk of 2048 words is one file,
+            so an interrupted encoding resumes.
+        progress: called as ``progress(words_done, words_total)`` after each chunk.
+    """
+    words, chunks = lexicon.words, []
+    for start in range(0, len(words), _ENCODE_CHUNK):
+        chunks.append(build_text_classifier(backbone, words[start:start + _ENCODE_CHUNK], NEG_TEMPLATES,
+                                            cache_dir=cache_dir))
+        if progress is not None:
+            progress(min(start + _ENCODE_CHUNK, len(words)), len(words))
+    return torch.cat(chunks)
+
+
+def mine_negatives(label_text: torch.Tensor, candidates: torch.Tensor, num: int,
+                   percentile: float = NEG_PERCENTILE) -> torch.Tensor:
+    """Indices of the ``num`` candidates farthest from the labels (NegLabel's NegMining).
+
+    A candidate's closeness is the ``percentile`` quantile of its cosines to the K labels; the
+    ``num`` least close candidates are kept, farthest first.
+
+    Args:
+        label_text: ``[K, d]`` label text embeddings.
+        candidates: ``[L, d]`` candidate text embeddings.
+        num: M, 1 <= M <= L.
+        percentile: in [0, 1]; the official code uses 0.95.
+
+    Returns:
+        ``[M]`` long indices into ``candidates``.
+    """
+    if not 1 <= num <= len(candidates):
+        raise LexiconError(f"cannot keep {num} negative labels out of {len(candidates)} candidates; "
+                           f"use a num_negatives between 1 and {len(candidates)} or a larger lexicon")
+    labels = l2n(label_text.float())
+    closeness = torch.cat([  # [L]
+        torch.quantile(l2n(c.float().to(labels.device)) @ labels.T, percentile, dim=-1)  # [chunk]
+        for c in candidates.split(4096)])
+    return torch.argsort(closeness, stable=True)[:num]
+
+
+def _groups(num: int, n_groups: int, min_group: int, seed: int) -> torch.Tensor:
+    """``[G, g]`` random groups of ``range(num)``, each of at least ``min_group`` negatives.
+
+    G = min(n_groups, num // min_group), at least 1; the remainder ``num % G`` is dropped from the
+    score (as the official code does). A negative that matches an image only lowers its own group's
+    score, so groups must stay large enough to each hold some close negative: a small lexicon gets
+    one group (the plain score).
+    """
+    g_count = max(1, min(n_groups, num // max(1, min_group)))
+    order = torch.randperm(num, generator=torch.Generator().manual_seed(seed))
+    size = num // g_count
+    return order[:g_count * size].view(g_count, size)  # [G, g]
+
+
+def _collisions(lexicon: Lexicon, classnames: Sequence[str]) -> tuple[list[int], tuple[str, ...]]:
+    """Lexicon entries that are not a class name, and the class names that were lexicon words."""
+    names = {_norm(c): c for c in classnames}
+    keep, hit = [], {}
+    for i, entry in enumerate(lexicon.entries):
+        clash = [names[_norm(w)] for w in entry if _norm(w) in names]
+        if clash:
+            hit.update(dict.fromkeys(clash))
+        else:
+            keep.append(i)
+    return keep, tuple(c for c in classnames if c in hit)
+
+
+@dataclass(frozen=True)
+class NegativeLabels:
+    """Negative labels mined for one vocabulary, ready to score image features.
+
+    Attributes:
+        words: the M negative words (``nearest`` indices of :meth:`score` point here).
+        embeddings: ``[M, d]`` their unit text embeddings after the text map.
+        id_embeddings: ``[K, d]`` the vocabulary's label embeddings after the text map.
+        groups: ``[G, g]`` the grouping strategy's random groups (indices into ``words``).
+        removed: class names that are also lexicon words, removed from the negatives.
+        lexicon: the lexicon's source file.
+        raw, raw_id: the embeddings before any text map (:meth:`with_text_map` starts from them).
+        temperature: T of the score on cosines.
+        threshold: accept when ``score >= threshold``.
+    """
+
+    words: tuple[str, ...]
+    embeddings: torch.Tensor
+    id_embeddings: torch.Tensor
+    groups: torch.Tensor
+    removed: tuple[str, ...]
+    lexicon: str
+    raw: torch.Tensor
+    raw_id: torch.Tensor
+    temperature: float = NEG_TEMPERATURE
+    threshold: float = DEFAULT_NEG_THRESHOLD
+
+    @classmethod
+    @torch.no_grad()
+    def fit(cls, backbone: Backbone, classnames: Sequence[str],
+            text_map: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
+            lexicon: Lexicon | str | Path | None = None, num_negatives: int | None = None,
+            fraction: float = NEG_FRACTION, percentile: float = NEG_PERCENTILE, n_groups: int = NEG_GROUPS,
+            min_group: int = NEG_MIN_GROUP, seed: int = 0, cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
+            progress: Callable[[int, int], Any] | None = None) -> NegativeLabels:
+        """Mine the negative labels of a vocabulary.
+
+        Args:
+            backbone: the frozen backbone (its lexicon is :func:`lexicon_path` unless given).
+            classnames: the vocabulary (K >= 1 names).
+            text_map: a class-agnostic head's text map (e.g. a CRoFT head's ``adapt_text``),
+                applied to labels and negatives alike; None = normalised CLIP text.
+            lexicon: a :class:`Lexicon` or a lexicon file; default the backbone's.
+            num_negatives: M; default ``fraction`` of the lexicon (after removing class names).
+            fraction: share of the lexicon kept when ``num_negatives`` is None.
+            percentile: closeness quantile of :func:`mine_negatives`.
+            n_groups: the grouping strategy's G, at most ``M // min_group`` (at least 1).
+            min_group: the fewest negatives in a group.
+            seed: seeds the random groups.
+            cache_dir: text cache root for the lexicon and the labels (None disables it).
+            progress: ``progress(done, total)`` while the lexicon is encoded.
+
+        Raises:
+            LexiconError: empty lexicon, or fewer words than M once the class names are removed.
+        """
+        classnames = [str(c) for c in classnames]
+        if not classnames:
+            raise LexiconError("the vocabulary is empty; give at least one class name")
+        if not isinstance(lexicon, Lexicon):
+            lexicon = read_lexicon(lexicon if lexicon is not None else lexicon_path(backbone))
+        keep, removed = _collisions(lexicon, classnames)
+        if removed:
+            logger.info("class names also in the lexicon, removed from the negatives: %s", ", ".join(removed))
+        if num_negatives is None:
+            num_negatives = max(1, int(fraction * len(keep)))
+        if not keep or num_negatives > len(keep):
+            raise LexiconError(f"lexicon {lexicon.source} has {len(keep)} usable words (after removing "
+                               f"{len(removed)} class names), fewer than the {num_negatives} negative "
+                               f"labels asked for; use a larger lexicon or a smaller num_negatives")
+        lex = encode_lexicon(backbone, lexicon, cache_dir=cache_dir, progress=progress)
+        keep_t = torch.as_tensor(keep, dtype=torch.long, device=lex.device)
+        raw_id = build_text_classifier(backbone, classnames, NEG_TEMPLATES, cache_dir=cache_dir)
+        chosen = keep_t[mine_negatives(raw_id, lex[keep_t], num_negatives, percentile)]
+        all_words = lexicon.words
+        words = tuple(all_words[i] for i in chosen.tolist())
+        negs = cls(words=words, embeddings=lex[chosen], id_embeddings=raw_id, removed=removed,
+                   groups=_groups(len(words), n_groups, min_group, seed), lexicon=lexicon.source,
+                   raw=lex[chosen], raw_id=raw_id)
+        return negs.with_text_map(text_map)
+
+    def with_text_map(self, text_map: Callable[[torch.Tensor], torch.Tensor] | None) -> NegativeLabels:
+        """The same negatives seen through a head's text map (None: normalised CLIP text)."""
+        fn = text_map or l2n
+        with torch.no_grad():
+            return replace(self, embeddings=l2n(fn(self.raw)), id_embeddings=l2n(fn(self.raw_id)))
+
+    @torch.no_grad()
+    def score(self, image_features: torch.Tensor,
+              cosines: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """NegLabel scores and the nearest negative word of each image.
+
+        Args:
+            image_features: ``[N, d]`` image features as the head embeds them (``model.embed_image``;
+                raw CLIP features for zero-shot; normalised here).
+            cosines: ``[N, K]`` the head's own cosines to its class texts, if they differ from the
+                cosines to :attr:`id_embeddings` (e.g. a template ensemble); default computed.
+
+        Returns:
+            ``(scores [N] in (0, 1), nearest [N] long indices into words)``.
+        """
+        z = l2n(image_features.float())
+        neg = z @ self.embeddings.to(z.device).T  # [N, M]
+        if cosines is None:
+            cosines = z @ self.id_embeddings.to(z.device).T  # [N, K]
+        return neglabel(cosines, neg, self.temperature, self.groups), neg.argmax(dim=-1)
+
+    def accept(self, scores: Any) -> np.ndarray:
+        """True where ``score >= threshold`` (in-distribution)."""
+        arr = scores.detach().cpu().numpy() if hasattr(scores, "detach") else np.asarray(scores)
+        return arr >= self.threshold

@@ -1,0 +1,135 @@
+"""NegLabel negatives: lexicons, mining, collisions, caching and the score, on tiny models."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from conftest import write_tiny_model
+
+from croft_core import backbones
+from croft_core.backbones import load_backbone
+from croft_core.negatives import (LEXICON_FILE, Lexicon, LexiconError, NegativeLabels, lexicon_path,
+                                  mine_negatives, read_lexicon)
+
+WORDS = ["pentagon", "cat, house cat", "violin", "glacier", "teapot", "dog", "bicycle", "comet", "lantern",
+         "orchid", "anvil", "kayak", "volcano", "harp", "sparrow", "tractor", "meteor", "saddle", "trumpet",
+         "iceberg"]
+
+
+@pytest.fixture(scope="module")
+def lexicon_backbone(tmp_path_factory):
+    """A tiny model folder with its own lexicon.txt (a property of the backbone)."""
+    folder = tmp_path_factory.mktemp("lexicon_model") / "model"
+    spec = write_tiny_model(folder, seed=3)
+    (folder / LEXICON_FILE).write_text("# test lexicon\n" + "\n".join(WORDS) + "\n")
+    return load_backbone(spec)
+
+
+def test_read_lexicon_formats(tmp_path):
+    path = tmp_path / "lex.txt"
+    path.write_text("n001\torganism, being\n\n# comment\nn002\tbenthos\nBenthos\nstar_fish, sea star\n")
+    lex = read_lexicon(path)
+    assert lex.entries == (("organism", "being"), ("benthos",), ("star_fish", "sea star"))
+    assert lex.words == ("organism", "benthos", "star_fish") and len(lex) == 3
+    (tmp_path / "empty.txt").write_text("# nothing\n\n")
+    with pytest.raises(LexiconError, match="holds no word"):
+        read_lexicon(tmp_path / "empty.txt")
+    with pytest.raises(LexiconError, match="does not exist"):
+        read_lexicon(tmp_path / "missing.txt")
+
+
+def test_lexicon_is_a_property_of_the_backbone(lexicon_backbone, tiny_backbone):
+    assert lexicon_path(lexicon_backbone).name == LEXICON_FILE
+    timm_file = lexicon_path(tiny_backbone)  # no lexicon.txt next to it: timm's ImageNet-21k lemmas
+    assert timm_file.name == "imagenet_synset_to_lemma.txt" and timm_file.is_file()
+    assert len(read_lexicon(timm_file)) > 15_000
+
+
+def test_mining_keeps_the_farthest_by_a_high_percentile():
+    labels = torch.eye(4)[:2]  # two labels on axes 0 and 1
+    candidates = torch.stack([
+        torch.tensor([0.0, 0.0, 1.0, 0.0]),  # 0: far from both
+        torch.tensor([0.9, -0.6, 0.3, 0.0]),  # 1: close to label 0 only (mean closeness is low)
+        torch.tensor([0.3, 0.3, 0.9, 0.0]),  # 2: a little close to both
+        torch.tensor([0.0, 0.0, 0.0, 1.0]),  # 3: far from both
+    ])
+    assert mine_negatives(labels, candidates, 2).tolist() == [0, 3]
+    assert mine_negatives(labels, candidates, 3).tolist() == [0, 3, 2]  # 1 is the closest at the 95th
+    with pytest.raises(LexiconError, match="cannot keep 5 negative labels out of 4"):
+        mine_negatives(labels, candidates, 5)
+
+
+def test_fit_removes_class_names_and_reports_them(lexicon_backbone, tmp_path):
+    negs = NegativeLabels.fit(lexicon_backbone, ["Cat", "violin", "unicorn"], num_negatives=10, n_groups=4,
+                              min_group=2, cache_dir=tmp_path)
+    assert negs.removed == ("Cat", "violin")  # "cat, house cat" matches through its first synonym
+    assert not {"cat", "violin"} & set(negs.words) and len(negs.words) == 10
+    assert negs.embeddings.shape == (10, 16) and negs.id_embeddings.shape == (3, 16)
+    assert negs.groups.shape == (4, 2) and len(set(negs.groups.flatten().tolist())) == 8
+    default = NegativeLabels.fit(lexicon_backbone, ["Cat", "violin", "unicorn"], cache_dir=tmp_path)
+    assert len(default.words) == int(0.15 * 18) and default.groups.shape == (1, 2)  # too few to group
+    few = NegativeLabels.fit(lexicon_backbone, ["dog"], num_negatives=7, n_groups=100, min_group=3, cache_dir=tmp_path)
+    assert few.groups.shape == (2, 3)  # G = 7 // 3, the remainder dropped
+
+
+def test_fit_errors(lexicon_backbone, tmp_path):
+    with pytest.raises(LexiconError, match="has 19 usable words .* fewer than the 20"):
+        NegativeLabels.fit(lexicon_backbone, ["dog"], num_negatives=20, cache_dir=None)
+    with pytest.raises(LexiconError, match="vocabulary is empty"):
+        NegativeLabels.fit(lexicon_backbone, [], cache_dir=None)
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(LexiconError, match="holds no word"):
+        NegativeLabels.fit(lexicon_backbone, ["dog"], lexicon=tmp_path / "empty.txt", cache_dir=None)
+    only_classes = Lexicon((("dog",), ("cat",)), "two words")
+    with pytest.raises(LexiconError, match="has 0 usable words"):
+        NegativeLabels.fit(lexicon_backbone, ["dog", "cat"], lexicon=only_classes, cache_dir=None)
+
+
+def test_negative_embeddings_are_cached_on_disk(lexicon_backbone, tmp_path, monkeypatch):
+    calls = []
+    real = backbones.encode_text_truncated
+    monkeypatch.setattr(backbones, "encode_text_truncated", lambda m, t: calls.append(len(t)) or real(m, t))
+    first = NegativeLabels.fit(lexicon_backbone, ["dog", "harp"], cache_dir=tmp_path)
+    assert sum(calls) == len(WORDS) + 2  # the lexicon once, the vocabulary once
+    calls.clear()
+    second = NegativeLabels.fit(lexicon_backbone, ["dog", "harp"], cache_dir=tmp_path)
+    other_vocab = NegativeLabels.fit(lexicon_backbone, ["comet"], cache_dir=tmp_path)
+    assert calls == [1]  # warm: only the new vocabulary's one name is encoded
+    assert second.words == first.words and torch.equal(second.embeddings, first.embeddings)
+    assert other_vocab.words != first.words
+
+
+def test_score_accepts_labels_and_rejects_negatives(lexicon_backbone):
+    negs = NegativeLabels.fit(lexicon_backbone, ["dog", "harp", "kayak"], num_negatives=6, n_groups=3,
+                              cache_dir=None)
+    images = torch.cat([negs.id_embeddings, negs.embeddings[[2, 4]]]) * 3.0  # scale does not matter
+    scores, nearest = negs.score(images)
+    assert scores.shape == (5,) and ((scores > 0) & (scores < 1)).all()
+    assert negs.accept(scores).tolist() == [True, True, True, False, False]
+    assert nearest[3:].tolist() == [2, 4]
+    assert negs.words[int(nearest[3])] not in ("dog", "harp", "kayak")
+
+
+def test_text_map_applies_to_labels_and_negatives(lexicon_backbone):
+    w = torch.eye(16) + 0.3 * torch.randn(16, 16, generator=torch.Generator().manual_seed(0))
+
+    def adapt(t):
+        return torch.nn.functional.normalize(t @ w.T, dim=-1)
+
+    plain = NegativeLabels.fit(lexicon_backbone, ["dog", "harp"], num_negatives=5, cache_dir=None)
+    mapped = NegativeLabels.fit(lexicon_backbone, ["dog", "harp"], adapt, num_negatives=5, cache_dir=None)
+    assert mapped.words == plain.words  # mining reads the CLIP text space, the map changes the scoring
+    torch.testing.assert_close(mapped.embeddings, adapt(plain.raw))
+    torch.testing.assert_close(mapped.id_embeddings, adapt(plain.raw_id))
+    torch.testing.assert_close(mapped.with_text_map(None).embeddings, plain.embeddings)
+
+
+def test_missing_own_lexicon_falls_back_to_timm(tmp_path):
+    folder = tmp_path / "model"
+    write_tiny_model(folder, seed=4)
+    backbone = load_backbone(f"local-dir:{folder}")
+    assert lexicon_path(backbone).name == "imagenet_synset_to_lemma.txt"
+    shutil.copy(lexicon_path(backbone), folder / LEXICON_FILE)
+    assert lexicon_path(backbone) == folder / LEXICON_FILE

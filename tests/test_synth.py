@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 
 import numpy as np
 import pytest
@@ -53,16 +54,66 @@ def test_every_class_renders_rgb(domain: str) -> None:
         assert np.asarray(image).std() > 1.0, (class_name, domain)  # something is drawn
 
 
-def test_captions_name_the_class_only_sometimes() -> None:
+def _named_classes(text: str) -> set[str]:
+    """Classes whose name occurs in ``text`` as whole words (not as part of a longer class name)."""
+    found = {c for c in CLASSES if re.search(rf"\b{re.escape(c)}\b", text)}
+    return {c for c in found if not any(c != o and c in o for o in found)}
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_captions_name_the_exact_class_and_never_a_look_alike(domain: str) -> None:
     rng = np.random.default_rng(0)
-    for class_name in ("circle", "star", "pentagon"):
-        caps = [caption(class_name, "photo", "red", rng) for _ in range(400)]
+    for class_name in CLASSES:
+        caps = [caption(class_name, domain, "red", rng) for _ in range(200)]
         assert all(isinstance(c, str) and c for c in caps)
-        named = sum(class_name in c for c in caps)
-        assert 0 < named < len(caps) / 2
+        named = [_named_classes(c) for c in caps]
+        assert all(n <= {class_name} for n in named), (class_name, [c for c, n in zip(caps, named) if n - {class_name}])
+        assert sum(class_name in n for n in named) >= 0.8 * len(caps), class_name
     sketch = caption("hexagon", "sketch", "blue", np.random.default_rng(1))
     assert any(word in sketch for word in ("sketch", "drawing", "doodle"))
     assert set(COLOURS) >= {"red", "blue"}
+
+
+def test_pretraining_sees_mostly_photos() -> None:
+    from croft_core.synth.world import PRETRAIN_DOMAIN_WEIGHTS
+
+    weights = dict(zip(DOMAINS, PRETRAIN_DOMAIN_WEIGHTS))
+    assert sum(PRETRAIN_DOMAIN_WEIGHTS) == pytest.approx(1.0)
+    assert weights["photo"] >= 0.8 and all(w > 0 for w in weights.values())
+
+
+def test_lexicon_file_lists_every_caption_noun() -> None:
+    from croft_core.synth.world import COARSE, lexicon
+
+    shipped = (EMBEDDED_DIR / "lexicon.txt").read_text().splitlines()
+    assert tuple(shipped) == lexicon()
+    assert set(CLASSES) <= set(shipped)  # the unseen classes too
+    assert {n for names in COARSE.values() for n in names} <= set(shipped)
+    assert len(set(shipped)) == len(shipped)
+
+
+def test_synth_modules_have_no_cli_entry_points() -> None:
+    """`croft render-shapes` / `pretrain-embedded` / `check-embedded` replace them (no cli import cycle)."""
+    import importlib
+
+    for name in ("dataset", "pretrain", "check"):
+        module = importlib.import_module(f"croft_core.synth.{name}")
+        assert not hasattr(module, "main"), name
+        assert "croft_core.cli" not in open(module.__file__).read(), name
+
+
+def test_pretrain_records_the_given_command_not_argv(tmp_path, monkeypatch) -> None:
+    import json
+
+    from croft_core.synth.pretrain import PretrainConfig, train
+
+    monkeypatch.setattr("sys.argv", ["pytest", "--not-a-pretrain-flag"])
+    config = PretrainConfig(out=str(tmp_path / "m"), steps=1, warmup=1, pool=8, batch_size=4, refresh=1,
+                            threads=1)
+    info = train(config, command="croft pretrain-embedded --steps 1")
+    assert info["command"] == "croft pretrain-embedded --steps 1"
+    assert json.loads((tmp_path / "m" / "pretrain.json").read_text())["command"] == info["command"]
+    assert train(PretrainConfig(**{**config.__dict__, "out": str(tmp_path / "n")}))["command"] is None
 
 
 def test_build_shapes_dataset_tiny(tmp_path) -> None:

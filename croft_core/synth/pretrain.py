@@ -22,15 +22,14 @@ The result is written as an open_clip ``local-dir:`` folder::
 
 and loads with ``open_clip.create_model_and_transforms("local-dir:OUT")``.
 
-Command line (the shipped model; the defaults are its settings, about 15 minutes
-on 2 CPU cores; ``--eval-every`` only reads the model and does not change it)::
+Command line (the shipped model; see ``embedded/PRETRAIN.md`` for its exact settings; ``--eval-every``
+only reads the model and does not change it)::
 
-    python -m croft_core.synth.dataset --out DIR
-    OMP_WAIT_POLICY=PASSIVE python -m croft_core.synth.pretrain \\
-        --out OUT --steps 1800 --eval-data DIR --eval-every 300
+    croft render-shapes --out DIR
+    OMP_WAIT_POLICY=PASSIVE croft pretrain-embedded --out OUT --eval-data DIR --eval-every 300
 
 then copy ``OUT/open_clip_config.json``, ``OUT/open_clip_model.safetensors`` and
-``OUT/pretrain.json`` to ``croft_core/synth/embedded/`` (see its ``PRETRAIN.md``).
+``OUT/pretrain.json`` to ``croft_core/synth/embedded/``.
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,13 +46,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-from croft_core.synth.world import CLASSES, DOMAINS, caption, sample
+from croft_core.seeds import PRETRAIN_STREAM
+from croft_core.synth.world import (CLASSES, DOMAINS, PRETRAIN_CLASS_WEIGHTS, PRETRAIN_DOMAIN_WEIGHTS, caption,
+                                    sample)
 
 logger = logging.getLogger(__name__)
-
-PRETRAIN_STREAM = 0xC11F_0001
-"""Seed namespace of the pretraining stream (the benchmark uses another one)."""
 
 MODEL_CFG: dict[str, Any] = {
     "embed_dim": 128,
@@ -63,14 +61,12 @@ MODEL_CFG: dict[str, Any] = {
 }
 """open_clip model config of the embedded CLIP (about 4.7 M parameters)."""
 
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
 PREPROCESS_CFG: dict[str, Any] = {
-    "size": 64, "mode": "RGB", "mean": list(MEAN), "std": list(STD),
+    "size": 64, "mode": "RGB", "mean": list(OPENAI_DATASET_MEAN), "std": list(OPENAI_DATASET_STD),
     "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0,
 }
 
-DOMAIN_WEIGHTS: tuple[float, ...] = (0.6, 0.1, 0.2, 0.1)
+DOMAIN_WEIGHTS: tuple[float, ...] = PRETRAIN_DOMAIN_WEIGHTS
 """Pretraining style mix over ``DOMAINS`` (photo, sketch, cartoon, painting)."""
 
 CONFIG_NAME = "open_clip_config.json"
@@ -88,7 +84,8 @@ def build_model(model_cfg: dict[str, Any] | None = None) -> torch.nn.Module:
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """``[N, H, W, 3]`` uint8 images -> normalised ``[N, 3, H, W]`` float tensor."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    return (x - mean) / torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
 
 
 class StreamPool:
@@ -107,7 +104,8 @@ class StreamPool:
     def _stream(self) -> Iterator[tuple[np.ndarray, tuple[str, str, str]]]:
         while True:
             image, _, class_name, domain, colour = sample(
-                self.rng, self.size, domain_weights=self.domain_weights)
+                self.rng, self.size, domain_weights=self.domain_weights,
+                class_weights=PRETRAIN_CLASS_WEIGHTS)
             yield np.asarray(image), (class_name, domain, colour)
 
     def refresh(self, n: int) -> None:
@@ -198,7 +196,7 @@ def evaluate_local_dir(out_dir: str | Path, data_dir: str | Path, probe: bool = 
 class PretrainConfig:
     """Settings of one pretraining run (the ``croft pretrain-embedded`` flags)."""
 
-    out: str = str(Path(__file__).resolve().parent / "embedded")  # local-dir folder to write
+    out: str  # local-dir folder to write (the shipped model is replaced by copying, see PRETRAIN.md)
     seed: int = 0
     steps: int = 1800
     warmup: int = 100
@@ -213,66 +211,81 @@ class PretrainConfig:
     eval_every: int = 0  # evaluate (and snapshot to OUT/stepN) every N steps; 0: only at the end
 
 
-def train(args: PretrainConfig) -> dict[str, Any]:
-    """Run the pretraining described by ``args``; returns the run information."""
+def _log_step(step: int, steps: int, loss: torch.Tensor, model: torch.nn.Module, lr: float,
+              start: float) -> None:
+    if step % 50 == 0 or step == steps - 1:
+        logger.info("step %d/%d loss %.3f scale %.1f lr %.2e (%.0f s)", step, steps, loss.item(),
+                    model.logit_scale.exp().item(), lr, time.time() - start)
+
+
+def _snapshot(model: torch.nn.Module, config: PretrainConfig, step: int) -> dict[str, float]:
+    """Save the model to ``OUT/step<step>`` and measure it on ``config.eval_data``."""
+    ckpt = Path(config.out) / f"step{step}"
+    save_local_dir(model, ckpt, MODEL_CFG)
+    result = {"step": step, **evaluate_local_dir(ckpt, config.eval_data)}
+    logger.info("eval %s", json.dumps({k: round(v, 3) for k, v in result.items()
+                                       if not k.startswith(("auroc_", "zs_class_")) or k == "auroc_energy"}))
+    model.train()
+    return result
+
+
+def _fit(model: torch.nn.Module, config: PretrainConfig, start: float
+         ) -> tuple[StreamPool, float, list[dict[str, float]]]:
+    """The training loop; returns the pool, the last loss and the evaluation history."""
     import open_clip
 
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    start = time.time()
-    model = build_model(MODEL_CFG)
     tokenizer = open_clip.SimpleTokenizer(context_length=MODEL_CFG["text_cfg"]["context_length"])
-    pool = StreamPool(args.seed, args.pool)
-    logger.info("rendered initial pool of %d in %.0f s", args.pool, time.time() - start)
-    optimizer = make_optimizer(model, args.lr, args.weight_decay)
+    pool = StreamPool(config.seed, config.pool)
+    logger.info("rendered initial pool of %d in %.0f s", config.pool, time.time() - start)
+    optimizer = make_optimizer(model, config.lr, config.weight_decay)
     history: list[dict[str, float]] = []
     model.train()
-    for step in range(args.steps):
+    for step in range(config.steps):
+        lr = lr_at(step, config.steps, config.warmup, config.lr)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, args.steps, args.warmup, args.lr)
-        images, captions = pool.batch(args.batch_size)
-        loss = clip_loss(model, images, tokenizer(captions), captions if args.dedup else None)
+            group["lr"] = lr
+        images, captions = pool.batch(config.batch_size)
+        loss = clip_loss(model, images, tokenizer(captions), captions if config.dedup else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        pool.refresh(args.refresh)
-        if step % 50 == 0 or step == args.steps - 1:
-            logger.info("step %d/%d loss %.3f scale %.1f lr %.2e (%.0f s)", step, args.steps, loss.item(),
-                        model.logit_scale.exp().item(), optimizer.param_groups[0]["lr"], time.time() - start)
-        if args.eval_data and args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
-            ckpt = Path(args.out) / f"step{step + 1}"
-            save_local_dir(model, ckpt, MODEL_CFG)
-            result = {"step": step + 1, **evaluate_local_dir(ckpt, args.eval_data)}
-            history.append(result)
-            logger.info("eval %s", json.dumps({k: round(v, 3) for k, v in result.items()
-                                               if not k.startswith("auroc_") or k == "auroc_energy"}))
-            model.train()
+        pool.refresh(config.refresh)
+        _log_step(step, config.steps, loss, model, lr, start)
+        done = step + 1
+        if config.eval_data and config.eval_every and done % config.eval_every == 0 and done < config.steps:
+            history.append(_snapshot(model, config, done))
+    return pool, float(loss.item()), history
+
+
+def train(config: PretrainConfig, command: str | None = None) -> dict[str, Any]:
+    """Run the pretraining described by ``config``; returns the run information.
+
+    Args:
+        config: the run's settings.
+        command: the command line that started the run, recorded in ``pretrain.json`` (the CLI
+            passes ``"croft pretrain-embedded ..."``); ``None`` records the call's settings only.
+    """
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    start = time.time()
+    model = build_model(MODEL_CFG)
+    pool, loss, history = _fit(model, config, start)
     wall = time.time() - start
     info: dict[str, Any] = {
-        "command": "python -m croft_core.synth.pretrain " + " ".join(sys.argv[1:]),
-        "seed": args.seed, "steps": args.steps, "warmup": args.warmup, "batch_size": args.batch_size,
-        "lr": args.lr, "weight_decay": args.weight_decay, "pool": args.pool, "refresh": args.refresh,
-        "threads": args.threads, "dedup": args.dedup, "images_rendered": pool.rendered, "domain_weights": dict(zip(DOMAINS, DOMAIN_WEIGHTS)),
-        "classes": list(CLASSES), "wall_time_s": round(wall, 1), "final_loss": round(loss.item(), 4),
+        "command": command, "seed": config.seed, "steps": config.steps, "warmup": config.warmup,
+        "batch_size": config.batch_size, "lr": config.lr, "weight_decay": config.weight_decay,
+        "pool": config.pool, "refresh": config.refresh, "threads": config.threads, "dedup": config.dedup,
+        "images_rendered": pool.rendered, "domain_weights": dict(zip(DOMAINS, DOMAIN_WEIGHTS)),
+        "class_weights": {c: round(w, 4) for c, w in zip(CLASSES, PRETRAIN_CLASS_WEIGHTS)},
+        "classes": list(CLASSES), "wall_time_s": round(wall, 1), "final_loss": round(loss, 4),
         "parameters": sum(p.numel() for p in model.parameters()), "history": history,
     }
-    save_local_dir(model, args.out, MODEL_CFG, info)
-    if args.eval_data:
-        info["metrics"] = evaluate_local_dir(args.out, args.eval_data)
-        info["metrics_data"] = {"dataset": "python -m croft_core.synth.dataset --seed 0 (defaults)"}
-        (Path(args.out) / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
+    save_local_dir(model, config.out, MODEL_CFG, info)
+    if config.eval_data:
+        info["metrics"] = evaluate_local_dir(config.out, config.eval_data)
+        info["metrics_data"] = {"dataset": "croft render-shapes --seed 0 (defaults)"}
+        (Path(config.out) / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
         logger.info("final %s", json.dumps(info["metrics"]))
     return info
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m croft_core.synth.pretrain``: the same as ``croft pretrain-embedded``."""
-    from croft_core.cli import main as cli_main
-
-    return cli_main(["pretrain-embedded", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,6 +11,12 @@ Backbone ``SPEC`` strings (DESIGN.md):
 - ``hf-hub:ORG/REPO`` — an open_clip checkpoint on the Hugging Face Hub.
 - ``local-dir:PATH`` — a folder with ``open_clip_config.json`` and weights.
 - ``embedded`` — the tiny CLIP shipped with this package (``croft_core/synth/embedded``).
+
+Two SPECs may name the same weights (``embedded`` and its ``local-dir:`` folder, ``ViT-B/16`` and
+``ViT-B-16``): :func:`same_backbone` is the one rule that decides whether a checkpoint fits a
+backbone. On-disk caches are keyed by :attr:`Backbone.cache_id`, which names everything that changes
+the numbers: the weights (for ``hf-hub:`` and Hub-hosted pretrained tags, the resolved commit of the
+cached snapshot; for folders, the weight files' names, sizes and times) and the load precision.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms as T
 
+from .synth import EMBEDDED_DIR
+
 logger = logging.getLogger(__name__)
 
-EMBEDDED_DIR = Path(__file__).parent / "synth" / "embedded"
 DEFAULT_CACHE_DIR = Path(os.environ.get("CROFT_CACHE", Path.home() / ".cache" / "croft"))
 
 
@@ -45,7 +52,8 @@ class Backbone:
         tokenizer: open_clip tokenizer for the model (``list[str] -> LongTensor[B, L]``).
         preprocess: the model's own evaluation transform (PIL image -> tensor).
         spec: the ``SPEC`` string it was loaded from.
-        cache_id: identifies the weights for on-disk caches; ``None`` disables caching.
+        cache_id: identifies the numbers the model computes (weights, revision, precision) for
+            on-disk caches; ``None`` disables caching.
     """
 
     model: torch.nn.Module
@@ -141,13 +149,73 @@ def _offline_message(what: str) -> str:
             f"'local-dir:PATH', or use the bundled 'embedded' backbone.")
 
 
+def _hub_revision(repo_id: str, filenames: Sequence[str]) -> str | None:
+    """The commit of the cached Hub snapshot holding the first of ``filenames`` found, if any."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        hit = try_to_load_from_cache(repo_id, filename)
+        if isinstance(hit, str):
+            return Path(hit).parent.name  # .../snapshots/<commit>/<filename>
+    return None
+
+
+_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def _local_dir_source(model_name: str) -> tuple[str, str]:
+    """``(open_clip model name, weights id)`` of a ``local-dir:`` folder."""
+    path = Path(model_name.removeprefix("local-dir:")).expanduser().resolve()
+    if not (path / "open_clip_config.json").is_file():
+        raise FileNotFoundError(f"backbone folder {path} must contain open_clip_config.json and "
+                                f"open_clip_model.safetensors (the layout open_clip's "
+                                f"'local-dir:' loader expects)")
+    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
+    stamp = ":".join(f"{w.name}:{w.stat().st_size}:{int(w.stat().st_mtime)}" for w in weights)
+    return f"local-dir:{path}", f"local-dir:{path}:{stamp}"
+
+
+def _check_hub_source(spec: str, model_name: str) -> None:
+    if not _hub_reachable():
+        from huggingface_hub import try_to_load_from_cache
+
+        repo_id = model_name.removeprefix("hf-hub:")
+        if not isinstance(try_to_load_from_cache(repo_id, "open_clip_config.json"), str):
+            raise BackboneUnavailableError(_offline_message(spec))
+
+
+def _check_pretrained_source(model_name: str, tag: str) -> None:
+    import open_clip
+
+    if open_clip.get_model_config(model_name) is None:
+        raise ValueError(f"unknown open_clip architecture {model_name!r}; see open_clip.list_models()")
+    if not open_clip.get_pretrained_cfg(model_name, tag):
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise ValueError(f"unknown pretrained tag {tag!r} for {model_name}; known tags: {tags}")
+    if not _pretrained_is_cached(model_name, tag) and not _hub_reachable():
+        raise BackboneUnavailableError(_offline_message(f"{model_name} pretrained={tag!r}"))
+
+
+def _weights_id(spec: str, model_name: str, tag: str | None) -> str:
+    """The spec plus the Hub commit its weights were loaded from (call after loading)."""
+    import open_clip
+
+    if model_name.startswith("hf-hub:"):
+        repo_id = model_name.removeprefix("hf-hub:")
+    else:
+        repo_id = open_clip.get_pretrained_cfg(model_name, tag).get("hf_hub", "").strip("/")
+    revision = _hub_revision(repo_id, _WEIGHT_FILES) if repo_id else None
+    return f"{spec}@{revision}" if revision else spec
+
+
 def load_backbone(spec: str, device: str | torch.device = "cpu", precision: str = "fp32") -> Backbone:
     """Load a frozen open_clip backbone from a ``SPEC`` string.
 
     Args:
         spec: see the module docstring.
         device: where to put the model.
-        precision: open_clip precision (``fp32``, ``fp16``, ``bf16``, ``amp``...).
+        precision: open_clip precision (``fp32``, ``fp16``, ``bf16``, ``amp``...); part of the
+            cache id, so caches of different precisions never mix.
 
     Returns:
         A :class:`Backbone` whose model is in eval mode with ``requires_grad_(False)`` on every
@@ -161,46 +229,45 @@ def load_backbone(spec: str, device: str | torch.device = "cpu", precision: str 
     import open_clip
 
     model_name, tag = parse_spec(spec)
-    cache_id: str | None = spec
+    weights_id: str | None = None
     kwargs: dict = {}
     if model_name.startswith("local-dir:"):
-        path = Path(model_name.removeprefix("local-dir:")).expanduser().resolve()
-        if not (path / "open_clip_config.json").is_file():
-            raise FileNotFoundError(f"backbone folder {path} must contain open_clip_config.json and "
-                                    f"open_clip_model.safetensors (the layout open_clip's "
-                                    f"'local-dir:' loader expects)")
-        model_name = f"local-dir:{path}"
-        weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
-        stamp = ":".join(f"{w.name}:{w.stat().st_size}:{int(w.stat().st_mtime)}" for w in weights)
-        cache_id = f"{model_name}:{stamp}"
+        model_name, weights_id = _local_dir_source(model_name)
     elif model_name.startswith("hf-hub:"):
-        if not _hub_reachable():
-            from huggingface_hub import try_to_load_from_cache
-
-            repo_id = model_name.removeprefix("hf-hub:")
-            if not isinstance(try_to_load_from_cache(repo_id, "open_clip_config.json"), str):
-                raise BackboneUnavailableError(_offline_message(spec))
+        _check_hub_source(spec, model_name)
     elif tag == "random":
         kwargs["load_weights"] = False
-        cache_id = None
     else:
-        if open_clip.get_model_config(model_name) is None:
-            raise ValueError(f"unknown open_clip architecture {model_name!r}; see "
-                             f"open_clip.list_models()")
-        if not open_clip.get_pretrained_cfg(model_name, tag):
-            tags = open_clip.list_pretrained_tags_by_model(model_name)
-            raise ValueError(f"unknown pretrained tag {tag!r} for {model_name}; known tags: {tags}")
-        if not _pretrained_is_cached(model_name, tag) and not _hub_reachable():
-            raise BackboneUnavailableError(_offline_message(f"{model_name} pretrained={tag!r}"))
+        _check_pretrained_source(model_name, tag)
         kwargs["pretrained"] = tag
 
     logger.info("loading backbone %s", spec)
     model, _, preprocess = open_clip.create_model_and_transforms(
         model_name, device=device, precision=precision, **kwargs)
     model.eval().requires_grad_(False)
-    tokenizer = open_clip.get_tokenizer(model_name)
-    return Backbone(model=model, tokenizer=tokenizer, preprocess=preprocess, spec=spec,
-                    cache_id=cache_id)
+    if weights_id is None and tag != "random":
+        weights_id = _weights_id(spec, model_name, tag)
+    return Backbone(model=model, tokenizer=open_clip.get_tokenizer(model_name), preprocess=preprocess,
+                    spec=spec, cache_id=None if weights_id is None else f"{weights_id}|{precision}")
+
+
+def _resolved_spec(spec: str) -> tuple[str, str | None]:
+    name, tag = parse_spec(spec)
+    if name.startswith("local-dir:"):
+        name = "local-dir:" + str(Path(name.removeprefix("local-dir:")).expanduser().resolve())
+    return name, tag
+
+
+def same_backbone(a: str, b: str) -> bool:
+    """Whether two backbone SPECs name the same weights: ``embedded`` = its ``local-dir:`` folder,
+    ``ViT-B/16`` = ``ViT-B-16``, relative = absolute folders. Unparseable SPECs compare as text.
+
+    The one compatibility rule for checkpoints and backbones (CLI, pipeline and app).
+    """
+    try:
+        return _resolved_spec(a) == _resolved_spec(b)
+    except ValueError:
+        return a == b
 
 
 def _supports_truncation(model: torch.nn.Module) -> bool:
@@ -247,6 +314,29 @@ def _text_cache_path(cache_dir: Path, cache_id: str, classnames: Sequence[str],
     return Path(cache_dir) / "text" / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
 
 
+def _check_text_inputs(classnames: Sequence[str], templates: Sequence[str], text_mode: str) -> None:
+    if len(classnames) == 0:
+        raise ValueError("the class vocabulary is empty; give at least one class name")
+    if not templates or any("{}" not in t for t in templates):
+        raise ValueError("every template must contain '{}' where the class name goes")
+    if text_mode not in ("normalized", "raw"):
+        raise ValueError(f"text_mode must be 'normalized' or 'raw', got {text_mode!r}")
+    if text_mode == "raw" and len(templates) != 1:
+        raise ValueError("text_mode='raw' keeps one unnormalised embedding, so it needs exactly one "
+                         "template")
+
+
+def _encode_prompts(backbone: Backbone, classnames: Sequence[str], templates: Sequence[str],
+                    batch_size: int) -> torch.Tensor:
+    """Raw embeddings ``[K, M, d]`` (float32) of every (class, template) prompt."""
+    prompts = [t.format(c.replace("_", " ")) for c in classnames for t in templates]
+    chunks = []
+    for i in range(0, len(prompts), batch_size):
+        tokens = backbone.tokenizer(prompts[i:i + batch_size]).to(backbone.device)
+        chunks.append(encode_text_truncated(backbone.model, tokens).float())
+    return torch.cat(chunks).view(len(classnames), len(templates), -1)
+
+
 @torch.no_grad()
 def build_text_classifier(
     backbone: Backbone,
@@ -276,16 +366,7 @@ def build_text_classifier(
     """
     classnames = [str(c) for c in classnames]
     templates = list(templates)
-    if len(classnames) == 0:
-        raise ValueError("the class vocabulary is empty; give at least one class name")
-    if not templates or any("{}" not in t for t in templates):
-        raise ValueError("every template must contain '{}' where the class name goes")
-    if text_mode not in ("normalized", "raw"):
-        raise ValueError(f"text_mode must be 'normalized' or 'raw', got {text_mode!r}")
-    if text_mode == "raw" and len(templates) != 1:
-        raise ValueError("text_mode='raw' keeps one unnormalised embedding, so it needs exactly one "
-                         "template")
-
+    _check_text_inputs(classnames, templates, text_mode)
     path = None
     if cache_dir is not None and backbone.cache_id is not None:
         path = _text_cache_path(Path(cache_dir), backbone.cache_id, classnames, templates, text_mode)
@@ -294,12 +375,7 @@ def build_text_classifier(
 
             return load_file(str(path))["text_features"].to(backbone.device)
 
-    prompts = [t.format(c.replace("_", " ")) for c in classnames for t in templates]
-    chunks = []
-    for i in range(0, len(prompts), batch_size):
-        tokens = backbone.tokenizer(prompts[i:i + batch_size]).to(backbone.device)
-        chunks.append(encode_text_truncated(backbone.model, tokens).float())
-    emb = torch.cat(chunks).view(len(classnames), len(templates), -1)  # [K, M, d]
+    emb = _encode_prompts(backbone, classnames, templates, batch_size)  # [K, M, d]
     if text_mode == "raw":
         features = emb[:, 0]
     else:

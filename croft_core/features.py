@@ -30,6 +30,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .seeds import item_seed, view_seed
+
 logger = logging.getLogger(__name__)
 
 FEATURE_FORMAT_VERSION = 2  # 2: per-image augmentation seeds, precision in the cache key
@@ -104,11 +106,6 @@ class FeatureSet:
         name, ids = manifest.pop("name"), manifest.pop("ids")
         manifest.pop("format", None)
         return cls(features, labels, ids, name, manifest)
-
-
-def item_seed(seed: int, row: int) -> int:
-    """The torch seed of the transform of ``row`` under ``seed`` (independent of batching/sharding)."""
-    return (int(seed) * 1_000_003 + int(row)) % (2**63 - 1)
 
 
 class _ImageDataset(Dataset):
@@ -188,6 +185,7 @@ def feature_cache_path(backbone, split, *, views: int = 1, augment: bool = False
             "precision": precision_of(backbone, amp, amp_dtype)}
     path = None
     if cache_dir is not None and backbone.cache_id is not None:
+        # cache_id names the weights, their revision and the load precision (backbones.py)
         path = _cache_path(Path(cache_dir), [backbone.cache_id, json.dumps(meta, sort_keys=True),
                                              str(FEATURE_FORMAT_VERSION)])
     return path, meta
@@ -204,7 +202,7 @@ def extract_features(backbone, split, *, views: int = 1, augment: bool = False, 
             ``fingerprint()`` (a ``LoadedSplit``).
         views: augmented views per image (training sets); 1 for evaluation sets.
         augment: use the official training augmentation instead of the evaluation transform.
-        seed: seeds the augmentation of view ``v`` as ``seed * 1000 + v``.
+        seed: seeds the augmentation of view ``v`` as :func:`~croft_core.seeds.view_seed`.
         batch_size, num_workers, amp, amp_dtype: see :func:`encode_split`.
         cache_dir: cache root; ``None`` (or a backbone without ``cache_id``) disables the cache.
 
@@ -235,8 +233,3 @@ def check_views(views: int, augment: bool) -> None:
         raise ValueError(f"views must be >= 1, got {views}")
     if not augment and views > 1:
         raise ValueError("several views only make sense with augment=True")
-
-
-def view_seed(seed: int, view: int) -> int:
-    """The augmentation seed of view ``view`` of a run seeded ``seed``."""
-    return seed * 1000 + view

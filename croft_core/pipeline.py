@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .backbones import DEFAULT_CACHE_DIR, Backbone
+from .backbones import DEFAULT_CACHE_DIR, Backbone, same_backbone
 from .benchmarks import write_manifest
 from .evaluate import (BenchmarkFeatures, benchmark_text_features, calibrate, evaluate,
                        headline_metrics, prepare_features, write_results, zeroshot_model)
@@ -121,6 +121,20 @@ def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots
     return results
 
 
+def check_compatible(model: CroftModel, backbone: Backbone, benchmark) -> None:
+    """Raise ``ValueError`` unless ``model`` can run on ``backbone`` and score ``benchmark``'s classes
+    (the backbone rule is :func:`~croft_core.backbones.same_backbone`, as in the app)."""
+    if model.config.backbone and not same_backbone(model.config.backbone, backbone.spec):
+        raise ValueError(f"the checkpoint was trained on backbone {model.config.backbone!r} but "
+                         f"{backbone.spec!r} is loaded; pass --backbone {model.config.backbone}")
+    if model.config.embed_dim != backbone.embed_dim and model.config.head != "zeroshot":
+        raise ValueError(f"checkpoint width {model.config.embed_dim} != backbone width "
+                         f"{backbone.embed_dim}")
+    if not model.class_agnostic and tuple(model.config.classnames) != tuple(benchmark.classnames):
+        raise ValueError(f"this {model.config.head} checkpoint is tied to its {model.config.num_classes} "
+                         f"training classes, which differ from the benchmark's classes")
+
+
 def evaluate_checkpoint(backbone: Backbone, benchmark, model: CroftModel, *, seed: int = 1,
                         shots: int | None = None, views: int = 8,
                         cache_dir: str | Path | None = DEFAULT_CACHE_DIR, knn: bool = True,
@@ -130,15 +144,7 @@ def evaluate_checkpoint(backbone: Backbone, benchmark, model: CroftModel, *, see
 
     The training split is only encoded for the KNN score's bank (``knn=True``).
     """
-    if model.config.backbone and model.config.backbone != backbone.spec:
-        raise ValueError(f"the checkpoint was trained on backbone {model.config.backbone!r} but "
-                         f"{backbone.spec!r} is loaded; pass --backbone {model.config.backbone}")
-    if model.config.embed_dim != backbone.embed_dim and model.config.head != "zeroshot":
-        raise ValueError(f"checkpoint width {model.config.embed_dim} != backbone width "
-                         f"{backbone.embed_dim}")
-    if not model.class_agnostic and tuple(model.config.classnames) != tuple(benchmark.classnames):
-        raise ValueError(f"this {model.config.head} checkpoint is tied to its {model.config.num_classes} "
-                         f"training classes, which differ from the benchmark's classes")
+    check_compatible(model, backbone, benchmark)
     feats = prepare_features(backbone, benchmark, shots=shots, seed=seed, views=views,
                              cache_dir=cache_dir, need_train=knn, num_workers=num_workers)
     text = benchmark_text_features(backbone, benchmark, cache_dir=cache_dir)

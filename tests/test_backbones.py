@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import write_tiny_model
 from croft_core.backbones import (BackboneUnavailableError, build_text_classifier,
-                                  encode_text_truncated, load_backbone, parse_spec)
+                                  encode_text_truncated, load_backbone, parse_spec, same_backbone)
 from croft_core.prompts import CROFT_IMAGENET_TEMPLATES, get_templates
 
 
@@ -25,6 +27,11 @@ def test_parse_spec_forms():
 
 
 def test_pretrained_tag_fails_fast_offline():
+    import huggingface_hub  # noqa: F401  (one-off import costs are not what this test times)
+    import open_clip  # noqa: F401
+
+    import croft_core.offline  # noqa: F401
+
     start = time.perf_counter()
     with pytest.raises(BackboneUnavailableError, match=r"ViT-B-16 pretrained='openai'.*local-dir:PATH.*embedded"):
         load_backbone("ViT-B-16:openai")
@@ -95,3 +102,53 @@ def test_text_cache_roundtrip_and_key(tiny_backbone, tmp_path):
     torch.testing.assert_close(a, b)
     build_text_classifier(tiny_backbone, names[::-1], get_templates("single"), cache_dir=tmp_path)
     assert len(list((tmp_path / "text").glob("*.safetensors"))) == 2  # order is part of the key
+
+
+# ---- cache keys: everything that changes the numbers ----------------------------------------------
+
+def test_cache_id_keys_the_precision(tiny_spec, tmp_path):
+    fp32, bf16 = load_backbone(tiny_spec), load_backbone(tiny_spec, precision="bf16")
+    assert bf16.cache_id != fp32.cache_id
+    names = ["circle", "square"]
+    build_text_classifier(fp32, names, get_templates("single"), cache_dir=tmp_path)
+    cached = build_text_classifier(bf16, names, get_templates("single"), cache_dir=tmp_path)
+    fresh = build_text_classifier(bf16, names, get_templates("single"), cache_dir=None)
+    torch.testing.assert_close(cached, fresh)  # not the fp32 numbers from the shared cache
+    assert len(list((tmp_path / "text").glob("*.safetensors"))) == 2
+
+
+def _fake_hub_snapshot(hub: Path, repo_id: str, commit: str, seed: int) -> None:
+    """A Hugging Face cache entry for ``repo_id`` at ``commit`` holding a tiny open_clip model."""
+    repo = hub / f"models--{repo_id.replace('/', '--')}"
+    write_tiny_model(repo / "snapshots" / commit, seed=seed)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_hf_hub_cache_id_follows_the_revision(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    first, second = "a" * 40, "b" * 40
+    _fake_hub_snapshot(tmp_path, "someone/tiny", first, seed=0)
+    a = load_backbone("hf-hub:someone/tiny")
+    assert first in a.cache_id
+    _fake_hub_snapshot(tmp_path, "someone/tiny", second, seed=1)  # main moved to new weights
+    b = load_backbone("hf-hub:someone/tiny")
+    assert second in b.cache_id and b.cache_id != a.cache_id
+    assert not torch.equal(a.model.visual.proj, b.model.visual.proj)
+
+
+# ---- one compatibility rule --------------------------------------------------------------------------
+
+def test_same_backbone(tmp_path, monkeypatch):
+    from croft_core.synth import EMBEDDED_DIR
+
+    assert same_backbone("embedded", f"local-dir:{EMBEDDED_DIR}")
+    assert same_backbone("ViT-B/16:openai", "ViT-B-16:openai")
+    assert not same_backbone("ViT-B-16:openai", "ViT-B-16:laion400m_e31")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    assert same_backbone("local-dir:m", f"local-dir:{tmp_path / 'm'}")
+    assert not same_backbone("local-dir:m", "embedded")
+    assert same_backbone("ViT-B-16", "ViT-B-16") and not same_backbone("ViT-B-16", "ViT-L-14")

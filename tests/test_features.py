@@ -54,3 +54,13 @@ def test_feature_set_validation_and_roundtrip(tmp_path):
 def test_several_views_need_augmentation(tiny_backbone, train_split):
     with pytest.raises(ValueError, match="augment=True"):
         extract_features(tiny_backbone, train_split, views=2)
+
+
+def test_feature_cache_is_keyed_by_the_backbone_precision(tiny_spec, train_split, tmp_path):
+    from croft_core.backbones import load_backbone
+    from croft_core.features import feature_cache_path
+
+    fp32, bf16 = load_backbone(tiny_spec), load_backbone(tiny_spec, precision="bf16")
+    path32, _ = feature_cache_path(fp32, train_split, cache_dir=tmp_path)
+    path16, _ = feature_cache_path(bf16, train_split, cache_dir=tmp_path)
+    assert path32 != path16

@@ -44,7 +44,7 @@ _HYPER_HELP = {
     "min_steps": "at least this many optimizer steps: more epochs on small data (default off)",
 }
 
-BENCHMARK_HELP = ("a registered benchmark (shapes, setup1, setup2, imagenet_four_ood, "
+BENCHMARK_HELP = ("a registered benchmark (shapes, shapes_dg, setup1, setup2, imagenet_four_ood, "
                   "imagenet_full_spectrum) or a benchmark JSON file")
 
 # Library error classes that do not derive from CroftError yet, by module and name. An exception of
@@ -73,7 +73,8 @@ def _add_benchmark(p: argparse.ArgumentParser, default: str | None = "shapes") -
     p.add_argument("--benchmark", default=default, help=BENCHMARK_HELP)
     p.add_argument("--benchmark-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="option of a registered benchmark, repeatable; VALUE is JSON or a plain "
-                        "string (e.g. root=/data/croft, dataset=vlcs, test_domain=PASCAL)")
+                        "string (e.g. root=/data/croft, dataset=vlcs, test_domain=PASCAL, "
+                        "heldout=painting for shapes_dg)")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -328,7 +329,7 @@ def _run_pretrain_embedded(args: argparse.Namespace) -> int:
     from .synth.pretrain import PretrainConfig, train
 
     values = {k: v for k, v in vars(args).items() if k in PretrainConfig.__dataclass_fields__}
-    info = train(PretrainConfig(**values))
+    info = train(PretrainConfig(**values), command=args.command_line)
     print(json.dumps({"out": args.out, "wall_time_s": info["wall_time_s"],
                       **({"metrics": info["metrics"]} if "metrics" in info else {})}))
     return 0

@@ -52,8 +52,8 @@ def _record_pretraining(monkeypatch):
 
     calls = []
 
-    def fake_train(config):
-        calls.append(config)
+    def fake_train(config, command=None):
+        calls.append((config, command))
         return {"wall_time_s": 0.0}
 
     monkeypatch.setattr(pretrain, "train", fake_train)
@@ -67,3 +67,11 @@ def test_pretrain_needs_an_explicit_out(monkeypatch, capsys):
         main(["pretrain-embedded", "--steps", "1"])
     assert exit_info.value.code == 2 and "--out" in capsys.readouterr().err and calls == []
 
+
+def test_pretrain_records_the_croft_command(monkeypatch, tmp_path):
+    calls = _record_pretraining(monkeypatch)
+    out = tmp_path / "my model"
+    assert main(["pretrain-embedded", "--out", str(out), "--steps", "3"]) == 0
+    (config, command), = calls
+    assert config.out == str(out) and config.steps == 3
+    assert command == f"croft pretrain-embedded --out '{out}' --steps 3"

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets.exceptions import DatasetNotFoundError
 
+from .errors import HubError
 from .layouts import LAYOUTS, load_layout
 from .offline import hub_offline, hub_unreachable_reason
 
@@ -51,7 +52,7 @@ LOCAL_LAYOUTS = (
 )
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(HubError):
     """A Hub dataset could not be reached (offline, no network, gated or missing)."""
 
 
@@ -69,6 +70,7 @@ def load_split(
     config_name: str | None = None,
     label_names: Sequence[str] | None = None,
     layout: str | None = None,
+    revision: str | None = None,
 ) -> tuple[datasets.Dataset, list[str]]:
     """Load one split of a dataset and its class names.
 
@@ -88,7 +90,8 @@ def load_split(
             ``"folders"`` (``split`` names a sub-folder, also looked up under ``images/``; ``"."``
             reads the folder itself), ``"split_json"`` / ``"domain_split_json"`` (``source`` is the
             JSON file, ``split`` its ``train`` / ``val`` / ``test`` keys). See
-            :func:`read_image_folder` and :func:`read_split_json`.
+            :func:`croft_core.layouts.read_image_folder` and :func:`croft_core.layouts.read_split_json`.
+        revision: Hub sources only: the commit sha or named ref to read (default: the main branch).
 
     Returns:
         ``(dataset, classnames)``; the label column (if any) is a ``ClassLabel`` and
@@ -108,7 +111,7 @@ def load_split(
         return _ensure_class_label(ds, label_column, label_names, source)
     kind, location = _resolve_source(source)
     if kind == "hub":
-        ds = _load_hub(location, split, config_name)
+        ds = _load_hub(location, split, config_name, revision)
     else:
         ds = _pick_split(_load_local(kind, location), split, source)
     wanted = [image_column] + ([label_column] if label_column else [])
@@ -192,21 +195,29 @@ def _pick_split(
     return datasets.concatenate_datasets([splits[name] for name in names])
 
 
-def _load_hub(repo_id: str, split: str, config_name: str | None) -> datasets.Dataset:
+def _load_hub(repo_id: str, split: str, config_name: str | None, revision: str | None) -> datasets.Dataset:
     _fail_fast_if_hub_unresolvable(repo_id)
     try:
-        return datasets.load_dataset(repo_id, config_name, split=split)
+        return datasets.load_dataset(repo_id, config_name, split=split, revision=revision)
     except _NETWORK_ERRORS as e:
         raise DatasetUnavailableError(_unreachable_message(repo_id, e)) from e
     except DatasetNotFoundError as e:
-        raise DatasetUnavailableError(
-            f"Hub dataset {repo_id!r} does not exist or cannot be accessed ({e}). Check the id, log in "
-            "with `hf auth login` for gated datasets, or use a local folder / `save_to_disk` copy."
-        ) from e
+        raise DatasetUnavailableError(_not_accessible_message(repo_id, revision, e)) from e
     except ValueError as e:
         if "Unknown split" in str(e):
             raise ValueError(f"Hub dataset {repo_id!r}: {e} Pass one of them as `split`.") from e
         raise
+
+
+def _not_accessible_message(repo_id: str, revision: str | None, error: BaseException) -> str:
+    at = f" at revision {revision!r}" if revision else ""
+    return (
+        f"Hub dataset {repo_id!r}{at} does not exist or cannot be accessed ({error}). If it is gated "
+        f"(ILSVRC/imagenet-1k is), accept its terms while logged in at https://huggingface.co/datasets/"
+        f"{repo_id}, then set HF_TOKEN to a read token of that account (or run `hf auth login`). "
+        "Otherwise check the id and revision (`croft check-sources`), or use a local folder / "
+        "`save_to_disk` copy."
+    )
 
 
 def _unreachable_message(repo_id: str, error: BaseException | None) -> str:

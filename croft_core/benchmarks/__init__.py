@@ -10,6 +10,10 @@ or, with ``root=``, from local folders in the layouts of the official code (see
   with the fixes of the official code (CROFT_SPEC §5);
 - :mod:`~croft_core.benchmarks.manifest`: the exact rows of a run, written and read back;
 - :mod:`~croft_core.benchmarks.sources`: fail-fast checks that the data can be found;
+- :mod:`~croft_core.benchmarks.hub_sources`: the Hub sources as data (repository, pinned revision,
+  columns, what the cards say); :mod:`~croft_core.benchmarks.hub_check` compares them with the Hub's
+  metadata (``croft check-sources``: :func:`check_hub_sources`, :func:`format_source_table`);
+- :mod:`~croft_core.benchmarks.classnames`: class names matched ignoring case and ``_``;
 - :mod:`~croft_core.benchmarks.registry`: names for ``--benchmark`` (:func:`get_benchmark`,
   :func:`register_benchmark`);
 - one module per protocol family: :mod:`~croft_core.benchmarks.imagenet` (Setup-I, four-OOD,
@@ -17,6 +21,10 @@ or, with ``root=``, from local folders in the layouts of the official code (see
   :mod:`~croft_core.benchmarks.shapes` (the embedded synthetic world).
 """
 
+from croft_core.benchmarks.classnames import ClassMatchError, class_key
+from croft_core.benchmarks.hub_check import (SourceCheck, check_hub_sources, compare_source,
+                                             format_source_table)
+from croft_core.benchmarks.hub_sources import HUB_SOURCES, HubSource
 from croft_core.benchmarks.imagenet import (CLASSNAMES_FILES, COVARIATE_NAMES, COVARIATE_SETS, FOUR_OOD_DIRS,
                                             FOUR_OOD_DOWNLOAD, FOUR_OOD_HUB, IMAGENET_HUB, IMAGENET_LOCAL,
                                             IMAGENET_LOCAL_SPLITS, IMAGENET_SPLITS, IMAGENET_TEMPLATES,
@@ -35,7 +43,9 @@ from croft_core.benchmarks.spec import (DATA_DIR, EVAL_ROLES, MULTI_ROLES, ROLES
                                         SplitSpec, replace_spec)
 
 __all__ = [
-    "BENCHMARKS", "CLASSNAMES_FILES", "COVARIATE_NAMES", "COVARIATE_SETS", "DATA_DIR", "EVAL_ROLES",
+    "BENCHMARKS", "HUB_SOURCES", "ClassMatchError", "HubSource", "SourceCheck", "check_hub_sources",
+    "class_key", "compare_source", "format_source_table", "CLASSNAMES_FILES", "COVARIATE_NAMES",
+    "COVARIATE_SETS", "DATA_DIR", "EVAL_ROLES",
     "FOUR_OOD_DIRS", "FOUR_OOD_DOWNLOAD", "FOUR_OOD_HUB", "ID_COLUMN", "IMAGENET_HUB", "IMAGENET_LOCAL",
     "IMAGENET_LOCAL_SPLITS", "IMAGENET_SPLITS", "IMAGENET_TEMPLATES", "MANIFEST_FORMAT", "MULTI_ROLES",
     "OPEN_SET_LOCAL_SPLIT", "OPEN_SET_SOURCES", "ROLES", "SETUP2_DATASETS", "SETUP2_SAMPLERS", "SHOTS_PER",

@@ -22,28 +22,24 @@ from typing import Any
 
 import numpy as np
 
+from croft_core.benchmarks.hub_sources import hub_source
 from croft_core.benchmarks.spec import DATA_DIR, Benchmark, SplitSpec
 from croft_core.prompts import VOCAB_DIR
 
 logger = logging.getLogger(__name__)
 
 IMAGENET_HUB = {
-    # set -> SplitSpec fields. "labels" says how dataset labels map to class names: "index" sets
-    # (integer labels in ImageNet order) get `label_names`, "wnid" sets a wnid -> name class_map.
-    "imagenet": {"source": "ILSVRC/imagenet-1k", "labels": "index"},  # gated; image/label, train/validation
-    "imagenet_v2": {
-        "source": "clip-benchmark/wds_imagenetv2", "image_column": "webp", "label_column": "cls",
-        "labels": "index",
-    },
-    "imagenet_sketch": {
-        "source": "clip-benchmark/wds_imagenet_sketch", "image_column": "webp", "label_column": "cls",
-        "labels": "index",
-    },
-    # image / wnid / class_name columns, one "test" split (the imagenet-r card; -a assumed alike)
-    "imagenet_a": {"source": "axiong/imagenet-a", "label_column": "wnid", "labels": "wnid"},
-    "imagenet_r": {"source": "axiong/imagenet-r", "label_column": "wnid", "labels": "wnid"},
+    # set -> its Hub source (croft_core.benchmarks.hub_sources: repo, revision, columns) and how its
+    # labels map to class names: "index" sets (integer labels in ImageNet order) get `label_names`,
+    # "wnid" sets (labels named by WordNet id, e.g. ImageNet-A's 200-class ClassLabel) a wnid -> name
+    # class_map, which maps the 200-class subset onto the ImageNet-1k classes.
+    "imagenet": {"hub": "imagenet", "labels": "index"},
+    "imagenet_v2": {"hub": "imagenet_v2", "labels": "index"},
+    "imagenet_sketch": {"hub": "imagenet_sketch", "labels": "index"},
+    "imagenet_a": {"hub": "imagenet_a", "labels": "wnid"},
+    "imagenet_r": {"hub": "imagenet_r", "labels": "wnid"},
 }
-IMAGENET_SPLITS = {"train": "train", "val": "train", "test": "validation", "shifted": "test"}
+IMAGENET_SPLITS = {"train": "train", "val": "train", "test": "validation"}  # "shifted": the source's split
 # Local layout under `root`, CoOp's DATASETS.md first (what the official CRoFT code reads:
 # imagenet/images/{train,val}/<wnid>/, imagenetv2/imagenetv2-matched-frequency-format-val/<0..999>/,
 # imagenet-sketch/images/<wnid>/, imagenet-adversarial/imagenet-a/<wnid>/,
@@ -154,14 +150,17 @@ def _imagenet_spec(
 ) -> SplitSpec:
     """A SplitSpec for one ImageNet-family set, Hub or local layout."""
     if root is None:
-        entry = dict(IMAGENET_HUB[which])
-        split = IMAGENET_SPLITS[split_role]
+        hub = hub_source(IMAGENET_HUB[which]["hub"])
+        entry = {**hub.spec_fields(), "labels": IMAGENET_HUB[which]["labels"]}
+        split = "+".join(hub.split_names) if split_role == "shifted" else IMAGENET_SPLITS[split_role]
+        if sources and which in sources:  # another repository: the pinned revision is not its own
+            entry.update(source=sources[which], revision=None, config_name=None)
     else:
         local = IMAGENET_LOCAL[which]
         entry = {"source": str(_local_dir(root, which)), "labels": local["labels"], "layout": "folders"}
         split = IMAGENET_LOCAL_SPLITS[split_role]
-    if sources and which in sources:
-        entry["source"] = sources[which]
+        if sources and which in sources:
+            entry["source"] = sources[which]
     labels = entry.pop("labels")
     if labels == "index":
         entry["label_names"] = tuple(names)
@@ -301,7 +300,7 @@ FOUR_OOD_DIRS = {"inaturalist": "iNaturalist", "sun": "SUN", "places": "Places",
 # Hub defaults: only Textures has a public copy we know of (the whole DTD, read unlabelled). No public
 # Hub copy of the 10,000-image MOS subsets of iNaturalist / SUN / Places could be confirmed; they come
 # from http://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/{iNaturalist,SUN,Places}.tar.gz.
-FOUR_OOD_HUB = {"textures": {"source": "tanganke/dtd", "split": "train+test"}}
+FOUR_OOD_HUB = {"textures": "dtd"}  # set -> croft_core.benchmarks.hub_sources entry
 FOUR_OOD_DOWNLOAD = "http://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/"
 
 
@@ -328,8 +327,10 @@ def _four_ood_specs(
                 entry = {"source": source, "split": ".", "layout": "folders"}
         elif root is not None:
             entry = {"source": str(Path(root) / FOUR_OOD_DIRS[name]), "split": ".", "layout": "folders"}
-        else:
-            entry = dict(FOUR_OOD_HUB[name])
+        else:  # read unlabelled: the whole set is out-of-distribution
+            hub = hub_source(FOUR_OOD_HUB[name])
+            entry = {k: v for k, v in hub.spec_fields().items() if k != "label_column"}
+            entry["split"] = "+".join(hub.split_names)
         specs.append(SplitSpec(name=name, label_column=None, **entry))
     return tuple(specs)
 

@@ -61,6 +61,7 @@ def _split_record(split: LoadedSplit) -> dict[str, Any]:
         "name": split.name,
         "source": split.source,
         "split": split.split,
+        "revision": split.revision,
         "n": len(split),
         "fingerprint": split.fingerprint(),
         "classes": sorted(set(split.row_classes or [])),
@@ -124,7 +125,13 @@ def materialize_from_manifest(
                 f"Manifest set {record['name']!r} is not a {which} set of {benchmark.name!r}; "
                 f"its {which} sets are {sorted(specs)}."
             )
-        ann = _annotate(benchmark, which, specs[record["name"]], memo)
+        spec = specs[record["name"]]
+        if "revision" in record and record["revision"] != spec.revision:
+            raise ValueError(
+                f"Set {record['name']!r}: the manifest's rows were read at revision {record['revision']!r}, "
+                f"the definition reads {spec.revision!r}; pass the benchmark stored in the manifest."
+            )
+        ann = _annotate(benchmark, which, spec, memo)
         rows = _rows_from_ids(ann.dataset, ann.spec, record["ids"])
         if not ann.keep[rows].all():
             raise ValueError(

@@ -32,6 +32,8 @@ import PIL.Image
 
 from croft_core.benchmarks.spec import (_DOMAIN_SHOTS, EVAL_ROLES, MULTI_ROLES, Benchmark, SplitSpec,
                                         _check_role)
+from croft_core.benchmarks.classnames import (canonical_names, check_class_count, names_mask,
+                                              require_all_present)
 from croft_core.benchmarks.sampling import few_shot_indices, official_balanced_indices
 from croft_core.data import column_array, load_split, require_columns
 
@@ -64,6 +66,7 @@ class LoadedSplit:
     rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # positions in the split
     source: str = ""
     split: str = ""
+    revision: str | None = None  # the Hub revision the rows were read at
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -73,8 +76,8 @@ class LoadedSplit:
         return self.dataset[int(i)][self.image_column].convert("RGB")
 
     def fingerprint(self) -> str:
-        """sha1 of the source, split and row ids: a cache key for features of these rows."""
-        payload = json.dumps([self.source, self.split, self.ids])
+        """sha1 of the source, split, row ids and Hub revision: a cache key for features of these rows."""
+        payload = json.dumps([self.source, self.split, self.ids] + ([self.revision] if self.revision else []))
         return hashlib.sha1(payload.encode()).hexdigest()
 
 
@@ -201,6 +204,7 @@ def _load(spec: SplitSpec, memo: dict) -> tuple[datasets.Dataset, list[str]]:
             config_name=spec.config_name,
             label_names=spec.label_names,
             layout=spec.layout,
+            revision=spec.revision,
         )
     return memo[key]
 
@@ -229,24 +233,33 @@ def _annotate(benchmark: Benchmark, role: str, spec: SplitSpec, memo: dict) -> _
                 "%s set %r: dropped %d rows of non-benchmark classes", role, spec.name, int(dropped.sum())
             )
         keep &= row_label >= 0
+    if spec.n_classes is not None and row_class is not None:
+        check_class_count(row_class[keep], spec.n_classes, f"Set {spec.name!r} ({spec.source!r})")
     return _Annotated(spec, ds, keep, row_label, row_class, row_domain)
 
 
 def _label_annotations(
     benchmark: Benchmark, role: str, spec: SplitSpec, ds: datasets.Dataset, names: list[str]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-row benchmark label, class name and class-filter mask, via per-class lookup tables."""
-    rename = dict(spec.class_map or ())
-    class_of_code = np.array([rename.get(c, c) for c in names] + [None], dtype=object)  # [C + 1]
+    """Per-row benchmark label, class name and class-filter mask, via per-class lookup tables.
+
+    Names are matched by :func:`~croft_core.benchmarks.classnames.class_key` (case and ``_``
+    insensitive); ID classes take the benchmark's spelling.
+    """
+    what = f"Set {spec.name!r} ({spec.source!r})"
+    mapped = canonical_names(names, spec.class_map or (), benchmark.classnames, what)
+    class_of_code = np.array(mapped + [None], dtype=object)  # [C + 1]
     if role != "semantic":
         _check_some_id_classes(benchmark, spec, class_of_code[:-1])
     index = {c: i for i, c in enumerate(benchmark.classnames)}
     label_of_code = np.array([index.get(c, -1) for c in class_of_code], dtype=np.int64)
     allowed = class_of_code != None  # noqa: E711 - elementwise; the None slot is "no label"
     if spec.classes is not None:
-        allowed &= _isin(class_of_code, spec.classes)
+        if spec.n_classes is not None:  # an official list: every name must be found
+            require_all_present(mapped, spec.classes, what)
+        allowed &= names_mask(class_of_code, spec.classes)
     if spec.exclude_classes is not None:
-        allowed &= ~_isin(class_of_code, spec.exclude_classes)
+        allowed &= ~names_mask(class_of_code, spec.exclude_classes)
     codes = column_array(ds, spec.label_column)
     codes = np.where(codes >= 0, codes, len(names))  # missing labels (-1) point at the None slot
     return label_of_code[codes], class_of_code[codes], allowed[codes]
@@ -325,6 +338,7 @@ def _to_loaded(benchmark: Benchmark, role: str, ann: _Annotated, rows: np.ndarra
         rows=rows,
         source=_source_label(spec),
         split=spec.split,
+        revision=spec.revision,
     )
 
 

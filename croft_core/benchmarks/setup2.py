@@ -10,30 +10,31 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from croft_core.benchmarks.hub_sources import hub_source
 from croft_core.benchmarks.spec import DATA_DIR, Benchmark, SplitSpec
 
-# Setup-II (CROFT_SPEC §3.2). Hub sources hold every domain in one split with a domain column; the
-# local layout is CRoFT's README: <root>/PACS/images/<domain>/<class>/<image> with
+# Setup-II (CROFT_SPEC §3.2). The Hub source (PACS only) holds every domain in one split with a domain
+# column; the local layout is CRoFT's README: <root>/PACS/images/<domain>/<class>/<image> with
 # <root>/PACS/test_on_<domain>.json (train/val = source domains, test = the held-out one), same for VLCS.
 SETUP2_DATASETS = {
     "pacs": {
-        "source": "flwrlabs/pacs",  # image, domain (string), label (ClassLabel); one "train" split
-        "split": "train",
+        "hub": "pacs",  # croft_core.benchmarks.hub_sources: flwrlabs/pacs, one "train" split
         "local_dir": "PACS",
         "classnames": ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person"),
         "domains": ("art_painting", "cartoon", "photo", "sketch"),
         "official_sampler": "official_balance",  # generate_fewshot_dataset_balance (buggy)
-        "caltech_keep": "caltech101_keep_pacs.txt",
+        "open_set_keep": {"caltech101": ("caltech101_keep_pacs.txt", 92)},  # (list, official count)
         "open_set_exclude": {"caltech101": ("elephant", "electric_guitar", "dalmatian", "snoopy")},
     },
     "vlcs": {
-        "source": "flwrlabs/vlcs",  # assumed same layout as flwrlabs/pacs (unverified)
-        "split": "train",
+        # No Hub copy of VLCS could be confirmed (flwrlabs/vlcs is not among that organisation's
+        # datasets): VLCS is read from the official layout under root= only.
+        "hub": None,
         "local_dir": "VLCS",
         "classnames": ("bird", "car", "chair", "dog", "person"),
         "domains": ("CALTECH", "LABELME", "PASCAL", "SUN"),
         "official_sampler": "class",  # VLCS used the plain per-class sampler
-        "caltech_keep": "caltech101_keep_vlcs.txt",
+        "open_set_keep": {"caltech101": ("caltech101_keep_vlcs.txt", 84)},
         "open_set_exclude": {
             "caltech101": (
                 "car_side", "chair", "windsor_chair", "wheelchair", "flamingo", "flamingo_head", "emu",
@@ -43,33 +44,35 @@ SETUP2_DATASETS = {
     },
 }
 SETUP2_SAMPLERS = {"balanced": "class_domain", "per_domain": "class_each_domain", "per_class": "class"}
-# Open sets: Hub default, and the local CoOp layout <root>/<dir>/<split file> (images next to it).
+# Open sets: the Hub source (an entry of croft_core.benchmarks.hub_sources, every split pooled) and the
+# local CoOp layout <root>/<dir>/<split file> (images next to it).
 OPEN_SET_SOURCES = {
-    "dtd": {"source": "tanganke/dtd", "split": "train+test",
-            "local": ("dtd", "split_zhou_DescribableTextures.json")},
-    "food101": {"source": "ethz/food101", "split": "train+validation",
-                "local": ("food-101", "split_zhou_Food101.json")},
-    "caltech101": {"source": "flwrlabs/caltech101", "split": "train",
-                   "local": ("caltech-101", "split_zhou_Caltech101.json")},
-    # image + ClassLabel named "1".."102" (the card); the open set needs no class names
-    "flowers": {"source": "nelorth/oxford-flowers", "split": "train+test",
-                "local": ("oxford_flowers", "split_zhou_OxfordFlowers.json")},
+    "dtd": {"hub": "dtd", "local": ("dtd", "split_zhou_DescribableTextures.json")},
+    "food101": {"hub": "food101", "local": ("food-101", "split_zhou_Food101.json")},
+    "caltech101": {"hub": "caltech101", "local": ("caltech-101", "split_zhou_Caltech101.json")},
+    "flowers": {"hub": "flowers", "local": ("oxford_flowers", "split_zhou_OxfordFlowers.json")},
 }
 OPEN_SET_LOCAL_SPLIT = "train+val+test"  # the official open set pools the three CoOp splits
 
 
 def caltech101_official_classes(dataset: str) -> tuple[str, ...]:
-    """The Caltech101 classes the official open-set reader keeps for ``"pacs"`` or ``"vlcs"``.
+    """The Caltech101 classes the official open-set run kept for ``"pacs"`` (92) or ``"vlcs"`` (84).
 
-    Transcribed from the ``new_class`` lists of the official ``PACS_Caltech101`` /
-    ``VLCS_Caltech101`` readers (``croft_core/vocab/benchmarks/caltech101_keep_*.txt``). They spell
-    ``airplanes``, ``Faces_easy``, ``Leopards`` and ``Motorbikes`` as the raw Caltech folders do, so
-    with CoOp's split file (``airplane``, ``face``, ...) those classes are dropped too: 92 classes
-    remain for PACS and 84 for VLCS (CROFT_SPEC §3.2).
+    The ``new_class`` lists of the official ``PACS_Caltech101`` / ``VLCS_Caltech101`` readers, minus
+    the five names they spell as the raw Caltech folders do (``BACKGROUND_Google``, ``Faces_easy``,
+    ``Leopards``, ``Motorbikes``, ``airplanes``): CoOp's split file, which the official code read,
+    names those classes otherwise (or not at all), so the official run dropped them (CROFT_SPEC
+    §3.2). ``croft_core/vocab/benchmarks/caltech101_keep_*.txt`` hold the classes that remained;
+    they are matched ignoring case and ``_``, and the count is checked when the set is read.
     """
     if dataset not in SETUP2_DATASETS:
         raise ValueError(f"Unknown Setup-II dataset {dataset!r}; use one of {sorted(SETUP2_DATASETS)}.")
-    path = DATA_DIR / SETUP2_DATASETS[dataset]["caltech_keep"]
+    return _official_keep(dataset, "caltech101")
+
+
+def _official_keep(dataset: str, open_set: str) -> tuple[str, ...]:
+    filename, _ = SETUP2_DATASETS[dataset]["open_set_keep"][open_set]
+    path = DATA_DIR / filename
     return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
 
 
@@ -163,11 +166,10 @@ def _id_spec_factory(
 ) -> Callable[..., SplitSpec]:
     """``id_spec(name, domains, role, **extra)``: a spec of the ID dataset, Hub or local layout."""
     if root is None:
-        id_source = source or table["source"]
+        fields = _hub_id_fields(table, source)
 
         def id_spec(name: str, doms: tuple[str, ...], role: str, **extra: Any) -> SplitSpec:
-            return SplitSpec(name=name, source=id_source, split=table["split"], domain_column="domain",
-                             domains=doms, **extra)
+            return SplitSpec(name=name, domains=doms, **fields, **extra)
 
         return id_spec
     id_source = source or str(Path(root) / table["local_dir"] / f"test_on_{test_domain.lower()}.json")
@@ -178,6 +180,21 @@ def _id_spec_factory(
                          domain_column="domain", domains=doms, **extra)
 
     return local_spec
+
+
+def _hub_id_fields(table: Mapping[str, Any], source: str | None) -> dict[str, Any]:
+    """SplitSpec fields of the ID dataset's Hub source (``source`` overrides the repository)."""
+    if source is not None:  # another repository: one split named "train", a "domain" column
+        return {"source": source, "split": "train", "domain_column": "domain"}
+    if table["hub"] is None:
+        raise ValueError(
+            f"{table['local_dir']} has no confirmed Hugging Face Hub copy, so it is read from the official "
+            f"layout only: put {table['local_dir']}/images/<domain>/<class>/ and CRoFT's "
+            f"{table['local_dir']}/test_on_<domain>.json files under one folder and pass root=<that folder> "
+            "(docs/REPRODUCE.md says where to get them), or pass source=<a Hub id or dataset folder>."
+        )
+    hub = hub_source(table["hub"])
+    return {**hub.spec_fields(), "split": "+".join(hub.split_names)}
 
 
 def _open_set_spec(
@@ -191,15 +208,19 @@ def _open_set_spec(
     if name not in OPEN_SET_SOURCES:
         raise ValueError(f"Unknown open set {name!r}; use one of {sorted(OPEN_SET_SOURCES)}.")
     table = SETUP2_DATASETS[dataset]
-    entry = {k: v for k, v in OPEN_SET_SOURCES[name].items() if k != "local"}
     if root is not None:
         folder, split_file = OPEN_SET_SOURCES[name]["local"]
         entry = {"source": str(Path(root) / folder / split_file), "split": OPEN_SET_LOCAL_SPLIT,
                  "layout": "split_json"}
+    else:
+        hub = hub_source(OPEN_SET_SOURCES[name]["hub"])
+        entry = {**hub.spec_fields(), "split": "+".join(hub.split_names)}
     if overrides and name in overrides:
-        entry["source"] = overrides[name]
+        entry.update(source=overrides[name], revision=None, config_name=None)
     exclude = tuple(table["open_set_exclude"].get(name, ())) + tuple(table["classnames"])
-    keep = None
-    if name == "caltech101" and caltech_filter == "official":
-        keep = tuple(c for c in caltech101_official_classes(dataset) if c not in table["classnames"])
-    return SplitSpec(name=name, classes=keep, exclude_classes=exclude, max_per_class=max_per_class, **entry)
+    keep, n_classes = None, None
+    if name in table["open_set_keep"] and caltech_filter == "official":
+        n_classes = table["open_set_keep"][name][1]
+        keep = tuple(c for c in _official_keep(dataset, name) if c not in table["classnames"])
+    return SplitSpec(name=name, classes=keep, exclude_classes=exclude, max_per_class=max_per_class,
+                     n_classes=n_classes, **entry)

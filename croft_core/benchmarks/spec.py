@@ -46,7 +46,11 @@ class SplitSpec:
     """One set of rows: where to read it and which rows to keep.
 
     Filters apply in this order: ``class_map`` renames dataset classes, then ``classes`` /
-    ``exclude_classes`` and ``domains`` keep rows, then the caps draw a seeded subset.
+    ``exclude_classes`` and ``domains`` keep rows, then the caps draw a seeded subset. Class names
+    are compared ignoring case and ``_`` vs space (``Faces_easy`` is ``faces easy``). ``n_classes``
+    marks an official count: then every name in ``classes`` must exist in the data, and the number
+    of classes left after filtering must equal it (else
+    :class:`~croft_core.benchmarks.classnames.ClassMatchError`).
     """
 
     name: str  # shown in results ("sketch", "dtd", ...)
@@ -64,6 +68,8 @@ class SplitSpec:
     layout: str | None = None  # a local layout of croft_core.layouts.LAYOUTS; None reads via `datasets`
     max_per_class: int | None = None  # seeded cap per class (official Setup-II: 100 / 500)
     max_total: int | None = None  # seeded cap on the whole set (Setup-I semantic: 1000)
+    revision: str | None = None  # Hub revision (commit sha or named ref) the source is read at
+    n_classes: int | None = None  # classes the set must hold after filtering (an official count)
 
     def __post_init__(self) -> None:
         for name in ("domains", "classes", "exclude_classes", "label_names"):
@@ -75,7 +81,7 @@ class SplitSpec:
             raise ValueError(
                 f"SplitSpec needs a name and a source; got name={self.name!r}, source={self.source!r}."
             )
-        for cap in ("max_per_class", "max_total"):
+        for cap in ("max_per_class", "max_total", "n_classes"):
             value = getattr(self, cap)
             if value is not None and value < 1:
                 raise ValueError(f"SplitSpec {self.name!r}: {cap} must be >= 1 or None; got {value}.")
@@ -95,9 +101,9 @@ class SplitSpec:
             )
 
     @property
-    def key(self) -> tuple[str, str | None, str]:
-        """``(source, config_name, split)``: specs with the same key read the same rows."""
-        return (self.source, self.config_name, self.split)
+    def key(self) -> tuple[str, str | None, str, str | None]:
+        """``(source, config_name, split, revision)``: specs with the same key read the same rows."""
+        return (self.source, self.config_name, self.split, self.revision)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``class_map`` as an object)."""

@@ -28,7 +28,7 @@ from PIL import Image  # noqa: E402
 
 from croft_core.backbones import build_text_classifier, load_backbone  # noqa: E402
 from croft_core.features import extract_features  # noqa: E402
-from croft_core.losses import official_step  # noqa: E402
+from croft_core.steps import official_step  # noqa: E402
 from croft_core.train import _optimizers, init_model, lr_at_epoch, method_config, train  # noqa: E402
 
 

@@ -8,7 +8,8 @@ Every head maps raw CLIP image features ``f [N, d]`` and class text features ``t
   (reduction 4, ReLU) mixed residually with ratio 0.2, as in the CRoFT repo's baseline.
 - :class:`TipAdapterHead` — Tip-Adapter-F (Zhang et al., ECCV 2022): a key-value cache of the
   few-shot training features with trainable keys; ``alpha=1, beta=1.17`` defaults as the repo.
-- :class:`LinearProbeHead` — a linear classifier on normalised features, initialised from the
+- :class:`LinearProbeHead` — a linear classifier on normalised features: the CLIP paper's linear
+  probe, fitted by L-BFGS logistic regression (:mod:`croft_core.probe`); before fitting it holds the
   zero-shot text classifier.
 """
 
@@ -97,7 +98,8 @@ class TipAdapterHead(nn.Module):
 
 
 class LinearProbeHead(nn.Module):
-    """Linear classifier on ``n(f)``, initialised to the zero-shot classifier. Tied to its classes."""
+    """Linear classifier on ``n(f)`` (fitted by :func:`croft_core.probe.fit_linear_probe`; starts as
+    the zero-shot classifier). Tied to its classes."""
 
     class_agnostic = False
 

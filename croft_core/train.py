@@ -147,9 +147,11 @@ def steps_per_epoch(cfg: TrainConfig, n_train: int) -> int:
 
 def scheduled_epochs(cfg: TrainConfig, n_train: int) -> int:
     """The epochs a run makes: ``cfg.epochs``, scaled up to ``ceil(min_steps / steps_per_epoch)``
-    when ``cfg.min_steps`` is set and ``cfg.epochs`` epochs would make fewer steps."""
+    when ``cfg.min_steps`` is set (> 0) and ``cfg.epochs`` epochs would make fewer steps."""
+    if cfg.min_steps is not None and cfg.min_steps < 0:
+        raise ValueError(f"min_steps must be >= 0 (0 or None = the official epochs), got {cfg.min_steps}")
     per_epoch = steps_per_epoch(cfg, n_train)
-    if cfg.min_steps is None or per_epoch == 0:
+    if not cfg.min_steps or per_epoch == 0:
         return cfg.epochs
     return max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch))
 

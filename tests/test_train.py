@@ -156,6 +156,9 @@ def test_min_steps_scales_epochs_and_schedule():
     assert scheduled_epochs(scaled, 160) == 200  # ceil(1000 / 5)
     assert scheduled_epochs(scaled, 165) == 200  # drop_last: still 5 steps per epoch
     assert scheduled_epochs(method_config("croft", min_steps=10), 160) == 30  # never fewer epochs
+    assert scheduled_epochs(method_config("croft", min_steps=0), 160) == 30  # 0 = official (grids)
+    with pytest.raises(ValueError, match="min_steps must be >= 0"):
+        scheduled_epochs(method_config("croft", min_steps=-1), 160)
     # the cosine spans the scaled epochs: half the peak at the middle of the scaled run
     assert lr_at_epoch(scaled, 1 + 100, 200) == pytest.approx(0.001)
 

@@ -30,6 +30,7 @@ Typical use (``predict.py``, the evaluation)::
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import re
 from dataclasses import dataclass, replace
@@ -60,6 +61,7 @@ NEG_FRACTION = 0.15  # share of the lexicon kept as negatives (the paper's 10,00
 NEG_PERCENTILE = 0.95  # closeness of a candidate = this quantile of its cosines to the labels
 NEG_TEMPLATES = SINGLE_TEMPLATE  # one prompt for labels and negatives, as the official code
 LEXICON_FILE = "lexicon.txt"  # next to a local-dir model: the backbone's own lexicon
+LEXICON_SETTINGS = "neglabel.json"  # optional, next to a lexicon file: {"fraction": 0.6, "note": "..."}
 TIMM_LEXICON = ("data", "_info", "imagenet_synset_to_lemma.txt")  # inside the timm package
 _ENCODE_CHUNK = 2048  # lexicon words per cached text-encoding call (and per progress report)
 
@@ -76,10 +78,13 @@ class Lexicon:
         entries: ``(("dog", "domestic dog"), ("pentagon",), ...)``; ``entry[0]`` is the word
             encoded and shown, every synonym counts when a class name collides with the entry.
         source: where it was read from.
+        fraction: the share of this lexicon kept as negatives, when the lexicon says so (a
+            ``neglabel.json`` next to the file); None = :data:`NEG_FRACTION`.
     """
 
     entries: tuple[tuple[str, ...], ...]
     source: str
+    fraction: float | None = None
 
     @property
     def words(self) -> tuple[str, ...]:
@@ -118,7 +123,23 @@ def read_lexicon(path: str | Path) -> Lexicon:
     if not entries:
         raise LexiconError(f"lexicon file {path} holds no word; write one word per line (synonyms "
                            f"separated by commas)")
-    return Lexicon(tuple(entries), str(path))
+    return Lexicon(tuple(entries), str(path), _read_settings(path.parent / LEXICON_SETTINGS))
+
+
+def _read_settings(path: Path) -> float | None:
+    """The ``fraction`` a lexicon's ``neglabel.json`` sets, or None without one."""
+    if not path.is_file():
+        return None
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise LexiconError(f"{path} is not valid JSON ({err}); write e.g. {{\"fraction\": 0.6}}") from err
+    unknown = set(settings) - {"fraction", "note"}
+    fraction = settings.get("fraction")
+    if unknown or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise LexiconError(f"{path} must hold a \"fraction\" in (0, 1] (and optionally a \"note\"), got "
+                           f"{settings}")
+    return float(fraction)
 
 
 def lexicon_path(backbone: Backbone) -> Path:
@@ -244,8 +265,8 @@ class NegativeLabels:
     def fit(cls, backbone: Backbone, classnames: Sequence[str],
             text_map: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
             lexicon: Lexicon | str | Path | None = None, num_negatives: int | None = None,
-            fraction: float = NEG_FRACTION, percentile: float = NEG_PERCENTILE, n_groups: int = NEG_GROUPS,
-            min_group: int = NEG_MIN_GROUP, seed: int = 0, cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
+            fraction: float | None = None, percentile: float = NEG_PERCENTILE, n_groups: int = NEG_GROUPS,
+            min_group: int = NEG_MIN_GROUP, temperature: float = NEG_TEMPERATURE, seed: int = 0, cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
             progress: Callable[[int, int], Any] | None = None) -> NegativeLabels:
         """Mine the negative labels of a vocabulary.
 
@@ -256,10 +277,12 @@ class NegativeLabels:
                 applied to labels and negatives alike; None = normalised CLIP text.
             lexicon: a :class:`Lexicon` or a lexicon file; default the backbone's.
             num_negatives: M; default ``fraction`` of the lexicon (after removing class names).
-            fraction: share of the lexicon kept when ``num_negatives`` is None.
+            fraction: share of the lexicon kept when ``num_negatives`` is None; default the
+                lexicon's own (``neglabel.json``), else :data:`NEG_FRACTION`.
             percentile: closeness quantile of :func:`mine_negatives`.
             n_groups: the grouping strategy's G, at most ``M // min_group`` (at least 1).
             min_group: the fewest negatives in a group.
+            temperature: T of the score on cosines.
             seed: seeds the random groups.
             cache_dir: text cache root for the lexicon and the labels (None disables it).
             progress: ``progress(done, total)`` while the lexicon is encoded.
@@ -276,7 +299,8 @@ class NegativeLabels:
         if removed:
             logger.info("class names also in the lexicon, removed from the negatives: %s", ", ".join(removed))
         if num_negatives is None:
-            num_negatives = max(1, int(fraction * len(keep)))
+            share = fraction or lexicon.fraction or NEG_FRACTION
+            num_negatives = max(1, int(share * len(keep)))
         if not keep or num_negatives > len(keep):
             raise LexiconError(f"lexicon {lexicon.source} has {len(keep)} usable words (after removing "
                                f"{len(removed)} class names), fewer than the {num_negatives} negative "
@@ -289,7 +313,7 @@ class NegativeLabels:
         words = tuple(all_words[i] for i in chosen.tolist())
         negs = cls(words=words, embeddings=lex[chosen], id_embeddings=raw_id, removed=removed,
                    groups=_groups(len(words), n_groups, min_group, seed), lexicon=lexicon.source,
-                   raw=lex[chosen], raw_id=raw_id)
+                   raw=lex[chosen], raw_id=raw_id, temperature=temperature)
         return negs.with_text_map(text_map)
 
     def with_text_map(self, text_map: Callable[[torch.Tensor], torch.Tensor] | None) -> NegativeLabels:

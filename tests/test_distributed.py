@@ -101,3 +101,23 @@ def test_two_processes_gather_one_identical_cache(tiny_backbone, split, tmp_path
     if shard == "contiguous":  # whole batches per rank: bit-identical, the very same file
         assert path.read_bytes() == single_path.read_bytes()
     assert not list(path.parent.glob("*.rank*"))  # shard files cleaned up
+
+
+def test_prepare_features_mines_the_benchmarks_negatives(tmp_path_factory, tmp_path):
+    """The evaluation's ``neglabel`` score reads negatives mined for the benchmark's ID classes."""
+    from conftest import write_tiny_model
+
+    from croft_core.backbones import load_backbone
+    from croft_core.negatives import LEXICON_FILE
+
+    folder = tmp_path / "model"
+    backbone_spec = write_tiny_model(folder, seed=2)
+    (folder / LEXICON_FILE).write_text("\n".join(["star", "violin", "glacier", "comet", "Square", "harp",
+                                                  "kayak", "anvil", "meteor", "lantern"]))
+    backbone = load_backbone(backbone_spec)
+    bench = tiny_benchmark(tmp_path_factory.mktemp("negdata"), n=3)
+    feats = distributed.prepare_features(backbone, bench, shots=1, seed=1, need_train=False, cache_dir=tmp_path)
+    assert feats.negatives.removed == ("square",) and "star" not in feats.negatives.removed
+    assert len(feats.negatives.words) == 1 and feats.negatives.lexicon.endswith(LEXICON_FILE)
+    assert distributed.prepare_features(backbone, bench, shots=1, seed=1, need_train=False, cache_dir=tmp_path,
+                                        negatives=False).negatives is None

@@ -133,3 +133,19 @@ def test_missing_own_lexicon_falls_back_to_timm(tmp_path):
     assert lexicon_path(backbone).name == "imagenet_synset_to_lemma.txt"
     shutil.copy(lexicon_path(backbone), folder / LEXICON_FILE)
     assert lexicon_path(backbone) == folder / LEXICON_FILE
+
+
+def test_a_lexicon_can_set_its_own_fraction(tmp_path, lexicon_backbone):
+    (tmp_path / "lexicon.txt").write_text("\n".join(WORDS))
+    assert read_lexicon(tmp_path / "lexicon.txt").fraction is None
+    (tmp_path / "neglabel.json").write_text('{"fraction": 0.5, "note": "a closed world"}')
+    lex = read_lexicon(tmp_path / "lexicon.txt")
+    assert lex.fraction == 0.5
+    negs = NegativeLabels.fit(lexicon_backbone, ["dog", "harp"], lexicon=lex, cache_dir=None)
+    assert len(negs.words) == 9  # half of the 18 words left
+    assert len(NegativeLabels.fit(lexicon_backbone, ["dog", "harp"], lexicon=lex, fraction=0.25,
+                                  cache_dir=None).words) == 4
+    for bad in ('{"fraction": 0}', '{"fraction": 0.5, "fractoin": 1}', "not json"):
+        (tmp_path / "neglabel.json").write_text(bad)
+        with pytest.raises(LexiconError, match="neglabel.json"):
+            read_lexicon(tmp_path / "lexicon.txt")

@@ -1,0 +1,216 @@
+"""Negative-label rejection on the shapes world: transfer of one fixed threshold, detection, speed.
+
+Runs on whatever embedded model is shipped (``croft_core/synth/embedded``) and prints, from one run:
+
+1. **Vocabularies** (issue 10): seeded random vocabularies of 3-10 of the world's 24 classes. For each,
+   at the fixed ``DEFAULT_NEG_THRESHOLD``: the acceptance rate of photo test images of the
+   vocabulary's classes and the rejection rate of photo test images of every other class (targets:
+   mean acceptance 90-98% with max - min <= 10 points; mean rejection >= 90%). Beside it, the energy
+   score at the single fixed threshold that does best (highest mean of acceptance and rejection)
+   over the same vocabularies and images.
+2. **Threshold selection** (``--select``): the same rates for a grid of NegLabel thresholds on the
+   *validation* images and other vocabulary seeds; how ``DEFAULT_NEG_THRESHOLD`` was chosen.
+3. **Detection**: zero-shot AUROC / FPR95 of ``neglabel`` vs ``energy`` vs ``mcm`` on ``shapes``
+   (and ``shapes_dg`` when registered), from the library's own evaluation protocol.
+4. **Speed**: mining + encoding the negatives for a new vocabulary (lexicon cache warm and cold), and
+   the cost of scoring one image with energy + NegLabel against energy only (image encoding included).
+
+    python bench/neglabel.py [--vocabularies 30] [--select] [--threshold T]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tempfile
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from croft_core.backbones import build_text_classifier, load_backbone  # noqa: E402
+from croft_core.benchmarks import BENCHMARKS, get_benchmark  # noqa: E402
+from croft_core.benchmarks.shapes import shapes_benchmark  # noqa: E402
+from croft_core.distributed import prepare_features  # noqa: E402
+from croft_core.evaluate import benchmark_text_features, evaluate, zeroshot_model  # noqa: E402
+from croft_core.negatives import DEFAULT_NEG_THRESHOLD, NegativeLabels, lexicon_path  # noqa: E402
+from croft_core.prompts import SINGLE_TEMPLATE  # noqa: E402
+from croft_core.scoring import energy  # noqa: E402
+from croft_core.synth.world import CLASSES  # noqa: E402
+
+SELECT_SEED_OFFSET = 1000  # vocabularies for choosing the threshold never repeat the reported ones
+
+
+def world_images(backbone, split: str) -> tuple[torch.Tensor, np.ndarray]:
+    """Raw features ``[N, d]`` and class names ``[N]`` of the photo images of all 24 classes."""
+    bench = shapes_benchmark(semantic_per_class=True)
+    other = "test" if split == bench.val.split else bench.val.split  # val rows never overlap id_test
+    bench = dataclasses.replace(bench, id_test=dataclasses.replace(bench.id_test, split=split), covariate=(),
+                                val=dataclasses.replace(bench.val, split=other),
+                                semantic=tuple(dataclasses.replace(s, split=split) for s in bench.semantic))
+    feats = prepare_features(backbone, bench, shots=None, seed=1, need_train=False, negatives=False)
+    names = [bench.classnames[int(y)] for y in feats.id_test.labels]
+    names += [fs.name for fs in feats.semantic for _ in range(len(fs))]
+    features = torch.cat([feats.id_test.first_view()] + [fs.first_view() for fs in feats.semantic])
+    return features, np.asarray(names)
+
+
+def vocabularies(n: int, seed: int) -> list[tuple[str, ...]]:
+    rng = np.random.default_rng(seed)
+    return [tuple(rng.choice(CLASSES, int(rng.integers(3, 11)), replace=False)) for _ in range(n)]
+
+
+FIT_OPTIONS: dict = {}  # --fraction / --temperature overrides of NegativeLabels.fit
+
+
+def vocab_scores(backbone, vocab, features, cache_dir) -> tuple[np.ndarray, np.ndarray]:
+    """NegLabel and energy scores of every image for one vocabulary (zero-shot)."""
+    negs = NegativeLabels.fit(backbone, vocab, cache_dir=cache_dir, **FIT_OPTIONS)
+    text = build_text_classifier(backbone, vocab, SINGLE_TEMPLATE, cache_dir=cache_dir)  # [K, d]
+    z = torch.nn.functional.normalize(features, dim=-1)
+    cos = z @ text.T
+    neg, _ = negs.score(features, cosines=cos)
+    return neg.numpy(), energy(backbone.logit_scale * cos).numpy()
+
+
+def rates(scores: np.ndarray, inside: np.ndarray, threshold: float) -> tuple[float, float]:
+    accepted = scores >= threshold
+    return float(accepted[inside].mean()), float((~accepted[~inside]).mean())
+
+
+def sweep(backbone, split: str, vocabs, cache_dir):
+    """Per-vocabulary NegLabel and energy scores with the in-vocabulary mask of each image."""
+    features, names = world_images(backbone, split)
+    out = []
+    for vocab in vocabs:
+        neg, en = vocab_scores(backbone, vocab, features, cache_dir)
+        out.append((vocab, np.isin(names, vocab), neg, en))
+    return out
+
+
+def summarize(runs, score_index: int, threshold: float) -> dict[str, float]:
+    acc, rej = zip(*(rates(r[score_index], r[1], threshold) for r in runs))
+    return {"threshold": threshold, "acc_mean": np.mean(acc), "acc_min": min(acc), "acc_max": max(acc),
+            "rej_mean": np.mean(rej), "rej_min": min(rej), "rej_max": max(rej)}
+
+
+def best_fixed(runs, score_index: int) -> dict[str, float]:
+    """The single threshold with the highest mean of (acceptance + rejection) / 2 over vocabularies."""
+    candidates = np.unique(np.concatenate([r[score_index] for r in runs]))
+    if len(candidates) > 2000:
+        candidates = np.quantile(candidates, np.linspace(0, 1, 2001))
+    best = max(candidates, key=lambda t: np.mean([sum(rates(r[score_index], r[1], t)) for r in runs]))
+    return summarize(runs, score_index, float(best))
+
+
+def fmt(name: str, s: dict[str, float]) -> str:
+    return (f"{name:<28} thr {s['threshold']:<10.6g} accept {100 * s['acc_mean']:5.1f}% "
+            f"[{100 * s['acc_min']:5.1f}, {100 * s['acc_max']:5.1f}] range {100 * (s['acc_max'] - s['acc_min']):4.1f}"
+            f" | reject {100 * s['rej_mean']:5.1f}% [{100 * s['rej_min']:5.1f}, {100 * s['rej_max']:5.1f}]")
+
+
+def detection(backbone, cache_dir) -> None:
+    for name in ("shapes", "shapes_dg"):
+        if name not in BENCHMARKS:
+            print(f"{name}: not registered")
+            continue
+        bench = get_benchmark(name)
+        feats = prepare_features(backbone, bench, shots=None, seed=1, need_train=False, cache_dir=cache_dir)
+        results, _ = evaluate(zeroshot_model(backbone, bench), benchmark_text_features(backbone, bench, cache_dir=cache_dir),
+                              feats)
+        for score in ("neglabel", "energy", "mcm"):
+            m = results["semantic_all"][score]
+            print(f"{name:<10} {score:<9} AUROC {100 * m['auroc']:5.1f}  FPR95 {100 * m['fpr95']:5.1f}"
+                  f"  (full-spectrum AUROC {100 * results['full_spectrum'][score]['auroc']:5.1f})")
+
+
+def interleaved(fns: dict, repeats: int = 30) -> dict[str, float]:
+    """Median seconds of each function, calls interleaved so that machine load hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def speed(backbone, pixels: torch.Tensor) -> None:
+    """Mining for a new vocabulary, and the per-image cost with and without NegLabel."""
+    vocab = ("square", "star", "ring")
+    with tempfile.TemporaryDirectory() as cold:
+        start = time.perf_counter()
+        NegativeLabels.fit(backbone, ("circle", "heart", "arrow", "kite"), cache_dir=cold)
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        negs = NegativeLabels.fit(backbone, vocab, cache_dir=cold)
+        new_vocab = time.perf_counter() - start
+        print(f"lexicon {lexicon_path(backbone)}: {len(negs.words)} negatives for a 3-class vocabulary")
+        print(f"mining + encoding for a new vocabulary: {first:.3f} s with a cold lexicon cache, "
+              f"{new_vocab:.3f} s warm (target <= 5 s)")
+        text = build_text_classifier(backbone, vocab, SINGLE_TEMPLATE, cache_dir=cold)
+
+        @torch.no_grad()
+        def energy_only():
+            z = torch.nn.functional.normalize(backbone.encode_images(pixels), dim=-1)
+            return energy(backbone.logit_scale * z @ text.T)
+
+        @torch.no_grad()
+        def neglabel_in_memory():
+            f = backbone.encode_images(pixels)
+            cos = torch.nn.functional.normalize(f, dim=-1) @ text.T
+            return energy(backbone.logit_scale * cos), negs.score(f, cosines=cos)
+
+        @torch.no_grad()
+        def neglabel_from_disk():  # the negatives re-mined from the warm disk cache on every call
+            f = backbone.encode_images(pixels)
+            cos = torch.nn.functional.normalize(f, dim=-1) @ text.T
+            fresh = NegativeLabels.fit(backbone, vocab, cache_dir=cold)
+            return energy(backbone.logit_scale * cos), fresh.score(f, cosines=cos)
+
+        t = interleaved({"energy": energy_only, "memory": neglabel_in_memory, "disk": neglabel_from_disk})
+    print(f"one image (encoding included), median of 30: energy only {1000 * t['energy']:.2f} ms; "
+          f"+ NegLabel {1000 * t['memory']:.2f} ms (ratio {t['memory'] / t['energy']:.3f}x, target <= 1.2x); "
+          f"+ NegLabel re-mined from the warm cache {1000 * t['disk']:.2f} ms ({t['disk'] / t['energy']:.3f}x)")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vocabularies", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threshold", type=float, default=DEFAULT_NEG_THRESHOLD)
+    parser.add_argument("--select", action="store_true", help="also sweep thresholds on validation images")
+    parser.add_argument("--skip-detection", action="store_true")
+    parser.add_argument("--fraction", type=float, help="override the share of the lexicon kept")
+    parser.add_argument("--temperature", type=float, help="override the score's temperature")
+    args = parser.parse_args(argv)
+    FIT_OPTIONS.update({k: v for k, v in (("fraction", args.fraction), ("temperature", args.temperature))
+                        if v is not None})
+    torch.manual_seed(0)
+    backbone = load_backbone("embedded")
+    cache_dir = os.environ.get("CROFT_CACHE") or None
+    print(f"backbone: embedded ({backbone.cache_id})")
+    if args.select:
+        runs = sweep(backbone, "validation", vocabularies(args.vocabularies, args.seed + SELECT_SEED_OFFSET),
+                     cache_dir)
+        for t in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+            print(fmt("validation neglabel", summarize(runs, 2, t)))
+        print(fmt("validation neglabel, best", best_fixed(runs, 2)))
+    runs = sweep(backbone, "test", vocabularies(args.vocabularies, args.seed), cache_dir)
+    print(f"{len(runs)} vocabularies of 3-10 classes (seed {args.seed}), photo test images:")
+    print(fmt("neglabel @ fixed default", summarize(runs, 2, args.threshold)))
+    print(fmt("energy @ best fixed", best_fixed(runs, 3)))
+    print(fmt("neglabel @ best fixed", best_fixed(runs, 2)))
+    if not args.skip_detection:
+        detection(backbone, cache_dir)
+    from croft_core.synth.world import render  # one real image for the timing
+
+    image = render("circle", "photo", np.random.default_rng(0))
+    speed(backbone, backbone.preprocess(image).unsqueeze(0))
+
+
+if __name__ == "__main__":
+    main()

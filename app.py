@@ -16,10 +16,11 @@ Public API (``gradio_client``)::
     client.predict(handle_file("img.png"), "circle, square", "zero-shot", None, api_name="/classify")
     client.predict("shapes", "zero-shot", 1, api_name="/evaluate")
 
-Configuration is by environment variable only (see docs/APP.md): ``CROFT_BACKBONE`` (default
-``embedded``), ``CROFT_CHECKPOINTS`` (comma-separated checkpoint folders / Hub ids),
-``CROFT_MAX_PIXELS``, ``CROFT_MAX_CLASSES``, ``CROFT_CONCURRENCY``, ``CROFT_ALLOW_ANY_MODEL``, and
-Gradio's own ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``.
+Configuration is by environment variable only (:class:`croft_core.settings.AppSettings`,
+docs/APP.md, docs/SECURITY.md): ``CROFT_BACKBONE`` (default ``embedded``), ``CROFT_CHECKPOINTS``
+(comma-separated checkpoint folders / Hub ids, shown by display name), the trust policy
+(``CROFT_ALLOW_LOCAL_PATHS``, ``CROFT_ALLOW_HUB_MODELS``), limits, and Gradio's own
+``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``. Safe to host in public with the defaults.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import functools
 import hashlib
 import logging
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -40,43 +41,35 @@ import torch
 from gradio.components.plot import PlotData
 
 from croft_core.backbones import DEFAULT_CACHE_DIR, Backbone, load_backbone
+from gradio import utils as gradio_utils
+
 from croft_core import present
+from croft_core.benchmarks import BENCHMARKS as REGISTERED_BENCHMARKS
 from croft_core.images import ImageError, load_image
-from croft_core.predict import ZERO_SHOT, Prediction
+from croft_core.limits import JobTimeout, deadline, prune_lru
+from croft_core.predict import ZERO_SHOT
 from croft_core.prompts import get_vocabulary, list_vocabularies
 from croft_core.registry import ClassifierRegistry
+from croft_core.security import (NOT_AN_UPLOAD, AccessRefused, check_benchmark, confine, display_spec,
+                                 scrub_paths)
+from croft_core.settings import AppSettings
 from croft_core.synth import EMBEDDED_CHECKPOINT
-from croft_core.vocabulary import DEFAULT_MAX_CLASSES, resolve_vocabulary
+from croft_core.vocabulary import resolve_vocabulary
 
 logger = logging.getLogger("croft.app")
 
 # ---------------------------------------------------------------------------------------------
-# Constants (environment variables only: argv belongs to croft_core/cli.py)
+# Settings (environment variables only: argv belongs to croft_core/cli.py)
 # ---------------------------------------------------------------------------------------------
 
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{name} must be a positive whole number, got {raw!r}")
-    return int(raw)
-
-
-BACKBONE = os.environ.get("CROFT_BACKBONE", "").strip() or "embedded"
-USER_CHECKPOINTS = [c.strip() for c in os.environ.get("CROFT_CHECKPOINTS", "").split(",") if c.strip()]
+SETTINGS = AppSettings.from_env()
 # with the embedded backbone and no configured checkpoints, offer the shipped CRoFT checkpoint
-CHECKPOINTS = USER_CHECKPOINTS or (
-    [str(EMBEDDED_CHECKPOINT)] if BACKBONE == "embedded" and EMBEDDED_CHECKPOINT.is_dir() else [])
-MAX_CLASSES = _env_int("CROFT_MAX_CLASSES", DEFAULT_MAX_CLASSES)
-CONCURRENCY = _env_int("CROFT_CONCURRENCY", 4)  # inference requests served at once
-ALLOW_ANY_MODEL = os.environ.get("CROFT_ALLOW_ANY_MODEL", "1").lower() not in ("0", "false", "no")
+SHIPPED = (str(EMBEDDED_CHECKPOINT),) if SETTINGS.backbone == "embedded" and EMBEDDED_CHECKPOINT.is_dir() else ()
+CHECKPOINTS = SETTINGS.checkpoints or SHIPPED
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOP_K = 5
 MAX_BATCH = 64  # images per "Classify all"
-BENCHMARKS = ("shapes",)  # offered in the Lab; any registered name or benchmark JSON path works
+BENCHMARKS = ("shapes",)  # offered in the Lab; any registered name can be typed
 
 try:  # Hugging Face ZeroGPU: run inference on a GPU slice; elsewhere a no-op
     import spaces
@@ -94,39 +87,38 @@ except (ImportError, AttributeError):
 
 @dataclass
 class Resources:
-    """Everything loaded once: the backbone, the models by name, the example images."""
+    """Everything loaded once: the backbone, the models by name, the example images, the settings."""
 
     backbone: Backbone
     registry: ClassifierRegistry
     examples: list[list[Any]] = field(default_factory=list)
     default_vocabulary: str = ""
     default_model: str = ZERO_SHOT
-    max_classes: int = DEFAULT_MAX_CLASSES
+    settings: AppSettings = field(default_factory=AppSettings)
     cache_dir: Path = DEFAULT_CACHE_DIR
+    upload_root: Path = field(default_factory=lambda: Path(gradio_utils.get_upload_folder()))
 
 
-def load_resources(spec: str = BACKBONE, checkpoints: Sequence[str] = CHECKPOINTS, *,
-                   max_classes: int = MAX_CLASSES, embedded_world: bool | None = None,
-                   allow_other: bool = ALLOW_ANY_MODEL, device: str = DEVICE,
+def load_resources(settings: AppSettings = SETTINGS, checkpoints: Sequence[str] = CHECKPOINTS, *,
+                   embedded_world: bool | None = None, device: str = DEVICE,
                    cache_dir: Path = DEFAULT_CACHE_DIR, default_model: str | None = None) -> Resources:
     """Load the backbone and prepare the models, examples and the default vocabulary's cache.
 
     Args:
-        spec: backbone SPEC (``embedded``, ``ViT-B-16:openai``, ``local-dir:PATH`` ...).
-        checkpoints: checkpoint folders / Hub ids offered in the model menus.
-        max_classes: the largest vocabulary accepted.
+        settings: backbone, limits and the trust policy (:class:`AppSettings`).
+        checkpoints: checkpoint folders / Hub ids offered in the model menus (by display name).
         embedded_world: the backbone knows the shapes world (``None``: auto-detect ``embedded``).
-        allow_other: accept checkpoint folders / Hub ids typed by the user.
         device: where the backbone runs.
         cache_dir: text / feature caches and the rendered examples.
         default_model: the model selected at start (default: the first checkpoint, else zero-shot).
     """
-    backbone = load_backbone(spec, device=device)
-    registry = ClassifierRegistry(backbone, checkpoints, allow_other=allow_other,
-                                  max_classes=max_classes, embedded_world=embedded_world,
-                                  cache_dir=cache_dir)
+    backbone = load_backbone(settings.backbone, device=device)
+    registry = ClassifierRegistry(backbone, checkpoints, policy=settings.policy,
+                                  max_checkpoint_bytes=settings.max_checkpoint_bytes,
+                                  max_classes=settings.max_classes, embedded_world=embedded_world,
+                                  cache_dir=Path(cache_dir) / "app-text",
+                                  text_cache_bytes=settings.text_cache_bytes)
     preset = "shapes" if registry.embedded_world else "cifar10"
-    vocabulary = ", ".join(get_vocabulary(preset))
     examples = [[str(p), "shapes", ZERO_SHOT]
                 for p in present.render_examples(Path(cache_dir) / "app-examples")]
     default_model = default_model or (registry.checkpoints[0] if registry.checkpoints else ZERO_SHOT)
@@ -138,16 +130,17 @@ def load_resources(spec: str = BACKBONE, checkpoints: Sequence[str] = CHECKPOINT
         except ValueError as err:
             logger.warning("could not prepare model %s: %s", name, err)
             default_model = ZERO_SHOT
-    return Resources(backbone, registry, examples, vocabulary, default_model, max_classes,
-                     Path(cache_dir))
+    return Resources(backbone, registry, examples, ", ".join(get_vocabulary(preset)), default_model,
+                     settings, Path(cache_dir))
 
 
 # ---------------------------------------------------------------------------------------------
-# Handlers: typed, inference mode, library ValueErrors -> gr.Error
+# Handlers: typed, inference mode, every input error a gr.Error without paths or tracebacks
 # ---------------------------------------------------------------------------------------------
 
 def user_errors(fn: Callable) -> Callable:
-    """Turn library ``ValueError``s (bad image, vocabulary, threshold, model) into ``gr.Error``."""
+    """Library ``ValueError``s (bad image, vocabulary, threshold, model...) -> ``gr.Error`` with any
+    server path shortened; anything else -> a generic ``gr.Error`` (the traceback goes to the log)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -155,25 +148,34 @@ def user_errors(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except ValueError as err:
-            raise gr.Error(str(err), print_exception=False) from err
+            raise gr.Error(scrub_paths(str(err)), print_exception=False) from None
+        except Exception:
+            logger.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error("The server could not handle this request (the error was logged); check "
+                           "the inputs and try again.", print_exception=False) from None
     return wrapper
 
 
-def file_path(payload: Any) -> str | None:
-    """The local path of an uploaded file as Gradio passes it (a path, or a FileData dict)."""
+def file_path(payload: Any, upload_root: str | os.PathLike) -> str | None:
+    """The local path of an uploaded file, which must lie in Gradio's upload folder.
+
+    Gradio passes a file as a path or a FileData dict (``{"path", "meta": {"_type":
+    "gradio.FileData"}}``, or a gallery item ``{"image": FileData}``). Gradio checks that a FileData
+    *with* ``meta`` was uploaded; a dict without it is passed through unchecked, so it is refused
+    here, and every path is confined to the upload folder (one message, whether it exists or not).
+    """
     if payload is None or payload == "":
         return None
-    if isinstance(payload, (str, os.PathLike)):
-        return str(payload)
+    if isinstance(payload, dict) and isinstance(payload.get("image"), dict):  # gallery item
+        payload = payload["image"]
     if isinstance(payload, dict):
-        if isinstance(payload.get("image"), dict):  # gallery item
-            return file_path(payload["image"])
-        if payload.get("path"):
-            return str(payload["path"])
-    path = getattr(payload, "path", None)
-    if path:
-        return str(path)
-    raise gr.Error(f"cannot read the uploaded file ({type(payload).__name__}); upload an image file")
+        meta = payload.get("meta")
+        if not isinstance(meta, dict) or meta.get("_type") != "gradio.FileData":
+            raise AccessRefused(NOT_AN_UPLOAD)
+        payload = payload.get("path")
+    if not isinstance(payload, str) or not payload:
+        raise AccessRefused("cannot read the uploaded file; upload an image file")
+    return str(confine(payload, upload_root))
 
 
 class Handlers:
@@ -184,7 +186,10 @@ class Handlers:
 
     # -- Classify --------------------------------------------------------------------------
     def _vocabulary(self, vocabulary: Any) -> tuple[list[str], list[str]]:
-        return resolve_vocabulary(vocabulary, self.r.max_classes)
+        return resolve_vocabulary(vocabulary, self.r.settings.max_classes)
+
+    def _path(self, payload: Any) -> str | None:
+        return file_path(payload, self.r.upload_root)
 
     def _reference_groups(self, classifier, classes: Sequence[str]) -> tuple[dict[str, Any], Any]:
         ref = classifier.reference(classifier.prepare_vocabulary(classes)[0])
@@ -200,7 +205,7 @@ class Handlers:
         in-distribution), threshold, probabilities (top 5), predicted_class, threshold_source,
         model, notes and warnings.
         """
-        path = file_path(image)
+        path = self._path(image)
         if path is None:
             raise gr.Error("No image: upload an image (PNG, JPEG, WebP, ...) first.",
                            print_exception=False)
@@ -224,6 +229,7 @@ class Handlers:
 
         if not result:
             return "", {}, None
+        result = present.check_result(result)  # it comes back from the browser
         classifier = self.r.registry.get(model)
         groups, _ = self._reference_groups(classifier, self._vocabulary(vocabulary)[0])
         plot = energy_histogram_json(groups, score=result["score"], threshold=result["threshold"],
@@ -245,12 +251,14 @@ class Handlers:
         """Several images: a captioned gallery, a table, and all energies against the reference."""
         from croft_core.viz import energy_histogram
 
-        paths = [p for p in (file_path(f) for f in (files or [])) if p]
+        if files is not None and not isinstance(files, list):
+            raise gr.Error("Upload one or more image files.", print_exception=False)
+        if len(files or []) > MAX_BATCH:
+            raise gr.Error(f"{len(files)} images is more than {MAX_BATCH} at once; classify fewer.",
+                           print_exception=False)
+        paths = [p for p in (self._path(f) for f in (files or [])) if p]
         if not paths:
             raise gr.Error("No images: upload one or more image files first.", print_exception=False)
-        if len(paths) > MAX_BATCH:
-            raise gr.Error(f"{len(paths)} images is more than {MAX_BATCH} at once; classify fewer.",
-                           print_exception=False)
         classifier = self.r.registry.get(model)
         classes, _ = self._vocabulary(vocabulary)
         threshold = present.parse_threshold(threshold)
@@ -282,7 +290,7 @@ class Handlers:
         """The same image through two models: both verdicts and both energy distributions."""
         from croft_core.viz import energy_comparison
 
-        path = file_path(image)
+        path = self._path(image)
         if path is None:
             raise gr.Error("No image: upload an image first.", print_exception=False)
         classifiers = [self.r.registry.get(name) for name in (model_a, model_b)]
@@ -305,45 +313,61 @@ class Handlers:
     @torch.inference_mode()
     def evaluate(self, benchmark: str, model: str, seed: Any,
                  progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple[dict[str, Any], dict]:
-        """Evaluate a model on a benchmark (a registered name such as "shapes" or a benchmark JSON
-        path) and return the results JSON: ID and covariate accuracy, semantic-shift detection
-        (AUROC, FPR95, AUPR) per score, full-spectrum detection and the deployment threshold."""
+        """Evaluate a model on a registered benchmark (such as "shapes") and return the results JSON:
+        ID and covariate accuracy, semantic-shift detection (AUROC, FPR95, AUPR) per score,
+        full-spectrum detection and the deployment threshold."""
+        name = check_benchmark(benchmark or "shapes", REGISTERED_BENCHMARKS, self.r.settings.policy)
+        seed = present.parse_seed(seed)
+        classifier = self.r.registry.get(model)
+        limit = self.r.settings.lab_time_limit
+        progress(0.0, desc=f"preparing benchmark {name!r} (the shapes dataset renders on first use, "
+                           f"about a minute)")
+        try:
+            with deadline(limit):
+                results, energies = self._run_benchmark(name, classifier, seed, progress)
+        except JobTimeout:
+            raise gr.Error(f"The evaluation ran longer than {limit} s (CROFT_LAB_TIME_LIMIT) and was "
+                           f"stopped.", print_exception=False) from None
+        results = present.json_safe({**results, "backbone": display_spec(self.r.backbone.spec),
+                                     "model": classifier.name})
+        energies = {k: np.asarray(v, dtype=np.float64) for k, v in energies.items()}
+        return results, {"results": results, "energies": energies}
+
+    def _run_benchmark(self, name: str, classifier, seed: int, progress: gr.Progress) -> tuple[dict, dict]:
         from croft_core.benchmarks import get_benchmark
         from croft_core.evaluate import zeroshot_model
         from croft_core.pipeline import evaluate_checkpoint
 
-        name = (benchmark or "").strip() or "shapes"
-        seed = present.parse_seed(seed)
-        classifier = self.r.registry.get(model)
-        progress(0.0, desc=f"preparing benchmark {name!r} (the shapes dataset renders on first use, "
-                           f"about a minute)")
         try:
             bench = get_benchmark(name, seed=seed)
             head = zeroshot_model(self.r.backbone, bench) if classifier.is_zero_shot else classifier.model
             progress(0.1, desc="encoding images (cached after the first run)")
-            results, energies = evaluate_checkpoint(self.r.backbone, bench, head, seed=seed,
-                                                    knn=False, cache_dir=self.r.cache_dir)
+            return evaluate_checkpoint(self.r.backbone, bench, head, seed=seed, knn=False,
+                                       cache_dir=self.r.cache_dir)
         except (FileNotFoundError, KeyError, OSError, RuntimeError) as err:
-            raise gr.Error(f"Evaluation of {name!r} failed: {err}", print_exception=False) from err
-        results = present.json_safe({**results, "model": classifier.name})
-        return results, {k: np.asarray(v, dtype=np.float64) for k, v in energies.items()}
+            raise ValueError(f"Evaluation of {name!r} failed: {err}") from err
 
-    def explain_evaluation(self, results: dict[str, Any] | None,
-                           energies: dict | None) -> tuple[Any, Any, Any, str | None]:
-        """Results table, energy histograms, ROC curves and the results JSON file to download."""
+    @user_errors
+    def explain_evaluation(self, state: dict | None) -> tuple[Any, Any, Any, str | None]:
+        """Results table, energy histograms, ROC curves and the results JSON file to download.
+
+        Reads the server-side state of :meth:`evaluate` only (never a browser-sent JSON).
+        """
         import pandas as pd
         from croft_core.viz import energy_histogram, roc_curves
 
-        if not results:
+        if not isinstance(state, dict) or "results" not in state:
             return None, None, None, None
-        energies = energies or {}
+        results, energies = state["results"], state["energies"]
         table = pd.DataFrame(present.results_table(results), columns=present.TABLE_HEADERS)
         hist = energy_histogram(present.energy_groups(energies),
                                 threshold=results.get("threshold", {}).get("value"),
                                 title=f"Energy: ID / covariate / semantic — {results.get('method')}")
         sets = present.roc_sets(energies)
         roc = roc_curves(*sets, title="ROC: ID vs each unseen set (energy)") if sets else None
-        path = present.write_results(results, tempfile.mkdtemp(prefix="croft-results-"))
+        root = self.r.cache_dir / "app-results"
+        path = present.write_results(results, root / uuid.uuid4().hex)
+        prune_lru(root, self.r.settings.results_cache_bytes)
         return table, hist, roc, str(path)
 
 
@@ -385,7 +409,7 @@ PRIVATE = dict(api_visibility="private")  # every event except /classify and /ev
 def _model_menu(resources: Resources, label: str, value: str) -> gr.Dropdown:
     return gr.Dropdown(label=label, value=value, choices=resources.registry.names(),
                        allow_custom_value=True,
-                       info="zero-shot, a listed checkpoint, or type a checkpoint folder / Hub id")
+                       info="zero-shot, a listed checkpoint, or type a Hub id (ORG/NAME)")
 
 
 def classify_tab(resources: Resources, h: Handlers) -> None:
@@ -460,30 +484,31 @@ def lab_tab(resources: Resources, h: Handlers) -> None:
     """A benchmark evaluation; the public ``/evaluate`` endpoint (one at a time)."""
     with gr.Row():
         benchmark = gr.Dropdown(label="benchmark", choices=list(BENCHMARKS), value="shapes",
-                                allow_custom_value=True,
-                                info="a registered benchmark or a benchmark JSON path")
+                                allow_custom_value=True, info="a registered benchmark")
         model = _model_menu(resources, "model", resources.default_model)
         seed = gr.Number(label="seed", value=1, precision=0)
     button = gr.Button("Run evaluation", variant="primary")
     results = gr.JSON(label="results")
-    energies = gr.State()
+    state = gr.State()  # results and energies, kept on the server
     table = gr.Dataframe(label="results table", headers=present.TABLE_HEADERS)
     with gr.Row():
         hist = gr.Plot(label="energy distributions")
         roc = gr.Plot(label="ROC curves")
     download = gr.File(label="results JSON")
-    button.click(h.evaluate, [benchmark, model, seed], [results, energies], api_name="evaluate",
+    button.click(h.evaluate, [benchmark, model, seed], [results, state], api_name="evaluate",
                  concurrency_limit=1, preprocess=False).success(
-        h.explain_evaluation, [results, energies], [table, hist, roc, download], **PRIVATE)
+        h.explain_evaluation, state, [table, hist, roc, download], **PRIVATE)
 
 
 def build_demo(resources: Resources) -> gr.Blocks:
     """The Blocks app over loaded resources (tests build one on a tiny backbone)."""
     h = Handlers(resources)
-    with gr.Blocks(title="CRoFT Lab: open-set CLIP classification") as demo:
+    age = resources.settings.delete_cache_after
+    with gr.Blocks(title="CRoFT Lab: open-set CLIP classification", delete_cache=(age, age)) as demo:
         gr.Markdown(
             f"# CRoFT Lab — CLIP that says *unknown*\n"
-            f"Classify images against any vocabulary with a frozen CLIP (`{resources.backbone.spec}`) "
+            f"Classify images against any vocabulary with a frozen CLIP "
+            f"(`{display_spec(resources.backbone.spec)}`) "
             f"and [CRoFT](https://arxiv.org/abs/2405.16417) adapters (ICML 2024). An image whose "
             f"energy score `S(x) = logsumexp(τ·cos)` falls below the threshold (95% of ID reference "
             f"images score above it) is rejected as **unknown**; the plot shows why.")
@@ -493,13 +518,20 @@ def build_demo(resources: Resources) -> gr.Blocks:
             compare_tab(resources, h)
         with gr.Tab("Lab"):
             lab_tab(resources, h)
-    demo.queue(default_concurrency_limit=CONCURRENCY)
+    demo.queue(default_concurrency_limit=resources.settings.concurrency,
+               max_size=resources.settings.queue_size)
     return demo
 
 
-RESOURCES = load_resources(default_model=None if USER_CHECKPOINTS else ZERO_SHOT)  # shipped one: not the default
+def launch(app: gr.Blocks | None = None, **kwargs: Any) -> Any:
+    """``demo.launch`` with the upload size limit (``CROFT_MAX_FILE_SIZE``); tests pass the address."""
+    app = demo if app is None else app
+    return app.launch(max_file_size=RESOURCES.settings.max_file_size, **kwargs)
+
+
+RESOURCES = load_resources(default_model=None if SETTINGS.checkpoints else ZERO_SHOT)  # shipped one: not the default
 demo = build_demo(RESOURCES)
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    demo.launch()
+    launch()

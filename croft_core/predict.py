@@ -45,9 +45,11 @@ import torch
 from .backbones import DEFAULT_CACHE_DIR, Backbone, build_text_classifier, parse_spec
 from .detector import ThresholdDetector
 from .evaluate import zeroshot_model
+from .limits import prune_lru
 from .model import CroftModel
 from .prompts import SINGLE_TEMPLATE
 from .scoring import energy
+from .security import display_spec
 from .seeds import REFERENCE_STREAM
 from .vocabulary import DEFAULT_MAX_CLASSES, check_vocabulary, normalise_name, unknown_words
 
@@ -226,6 +228,9 @@ class OpenSetClassifier:
         tpr: ID true-positive rate of calibrated thresholds.
         text_cache_size: vocabularies kept in memory.
         cache_dir: disk cache of text features (``None`` disables it).
+        text_cache_bytes: keep ``cache_dir`` under this many bytes (least recently used files are
+            deleted after each new vocabulary); ``None`` = unbounded. Give the classifier a folder
+            of its own when bounding it.
 
     Raises:
         ValueError: the model was trained on another backbone, or its width does not match.
@@ -234,13 +239,15 @@ class OpenSetClassifier:
     def __init__(self, backbone: Backbone, model: CroftModel | None = None, *, name: str = ZERO_SHOT,
                  max_classes: int = DEFAULT_MAX_CLASSES, embedded_world: bool | None = None,
                  rendered: RenderedReference | None = None, tpr: float = CALIBRATION_TPR,
-                 text_cache_size: int = 16, cache_dir: str | Path | None = DEFAULT_CACHE_DIR):
+                 text_cache_size: int = 16, cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
+                 text_cache_bytes: int | None = None):
         model = zeroshot_model(backbone) if model is None else model
         config = model.config
         if config.backbone and not same_backbone(config.backbone, backbone.spec):
-            raise ValueError(f"Model {name!r} was trained on backbone {config.backbone!r}, but this "
-                             f"app runs {backbone.spec!r}; start it with CROFT_BACKBONE="
-                             f"{config.backbone} or choose a checkpoint of this backbone.")
+            theirs = display_spec(str(config.backbone))[:100]
+            raise ValueError(f"Model {name!r} was trained on backbone {theirs!r}, but this app runs "
+                             f"{display_spec(backbone.spec)!r}; start it with CROFT_BACKBONE={theirs} "
+                             f"or choose a checkpoint of this backbone.")
         if config.head != "zeroshot" and config.embed_dim != backbone.embed_dim:
             raise ValueError(f"Model {name!r} has width {config.embed_dim} but the backbone has "
                              f"{backbone.embed_dim}; it belongs to another backbone.")
@@ -254,6 +261,7 @@ class OpenSetClassifier:
         self.templates = tuple(config.templates) or SINGLE_TEMPLATE
         self.text_mode = config.text_mode if config.templates else "normalized"
         self.cache_dir = cache_dir
+        self.text_cache_bytes = text_cache_bytes
         self._text: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._references: OrderedDict[tuple, Reference] = OrderedDict()
         self._text_cache_size = text_cache_size
@@ -331,9 +339,14 @@ class OpenSetClassifier:
     def text_features(self, classnames: Sequence[str]) -> torch.Tensor:
         """``[K, d]`` text features of the classes with this model's templates (cached)."""
         key = ("text", tuple(classnames), self.templates, self.text_mode)
-        return self._lru_get(self._text, key, lambda: build_text_classifier(
-            self.backbone, list(classnames), self.templates, text_mode=self.text_mode,
-            cache_dir=self.cache_dir).to(self.backbone.device))
+        return self._lru_get(self._text, key, lambda: self._build_text(classnames))
+
+    def _build_text(self, classnames: Sequence[str]) -> torch.Tensor:
+        text = build_text_classifier(self.backbone, list(classnames), self.templates,
+                                     text_mode=self.text_mode, cache_dir=self.cache_dir)
+        if self.cache_dir is not None and self.text_cache_bytes is not None:
+            prune_lru(self.cache_dir, self.text_cache_bytes)
+        return text.to(self.backbone.device)
 
     # -- scoring ---------------------------------------------------------------------------------
     @torch.inference_mode()

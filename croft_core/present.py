@@ -22,7 +22,7 @@ import numpy as np
 from .predict import Prediction
 from .predict import check_threshold as parse_threshold
 
-__all__ = ["BATCH_HEADERS", "EXAMPLES", "MAX_SEED", "TABLE_HEADERS", "batch_rows", "caption",
+__all__ = ["BATCH_HEADERS", "EXAMPLES", "MAX_SEED", "TABLE_HEADERS", "batch_rows", "caption", "check_result",
            "decision_markdown", "energy_groups", "json_safe", "parse_seed", "parse_threshold",
            "render_examples", "results_filename", "results_table", "roc_sets"]
 
@@ -95,6 +95,42 @@ def decision_markdown(p: Mapping[str, Any]) -> str:
     lines += [f"\n- {n}" for n in p.get("notes", [])]
     lines += [f"\n- ⚠️ {w}" for w in p.get("warnings", [])]
     return "".join(lines)
+
+
+MAX_RESULT_CLASSES = 1000
+MAX_NOTE_CHARS = 2000
+
+
+def check_result(result: Any) -> dict[str, Any]:
+    """A ``/classify`` result sent back by a browser, checked before it is shown or plotted.
+
+    Raises:
+        ValueError: not the shape :meth:`Prediction.to_dict` gives (types, sizes, finite numbers).
+    """
+    def fail(what: str) -> ValueError:
+        return ValueError(f"this is not a /classify result ({what}); classify the image again")
+
+    if not isinstance(result, dict):
+        raise fail("not a JSON object")
+    for key in ("score", "threshold"):
+        value = result.get(key)
+        if key == "threshold" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise fail(f"{key} is not a finite number")
+    probabilities = result.get("probabilities")
+    if (not isinstance(probabilities, dict) or len(probabilities) > MAX_RESULT_CLASSES
+            or not all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in probabilities.items())):
+        raise fail("probabilities is not a class -> number object")
+    notes, warnings = result.get("notes", []), result.get("warnings", [])
+    if not isinstance(notes, list) or not isinstance(warnings, list) or len(notes) + len(warnings) > 100:
+        raise fail("notes and warnings are not short lists")
+    texts = [result.get(k) for k in ("label", "predicted_class", "threshold_source", "model")]
+    if not all(isinstance(t, str) and len(t) <= MAX_NOTE_CHARS for t in [*texts, *notes, *warnings]):
+        raise fail("a text field is missing or too long")
+    if not isinstance(result.get("accepted"), bool):
+        raise fail("accepted is not a boolean")
+    return result
 
 
 def caption(prediction: Prediction) -> str:

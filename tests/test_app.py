@@ -1,9 +1,13 @@
 """The Gradio app: handlers called directly, then the real server through ``gradio_client``.
 
-The app is imported once per session with a tiny random open_clip backbone, two checkpoints (a
-class-agnostic CRoFT head and a class-tied Tip-Adapter head) and a small class limit, all set through
-the environment variables the app reads (``CROFT_BACKBONE``, ``CROFT_CHECKPOINTS``,
-``CROFT_MAX_CLASSES``). ``tests/test_browser.py`` reuses the ``server`` and ``image_files`` fixtures.
+The app is imported once per session with a tiny random open_clip backbone, two listed checkpoints
+(a class-agnostic CRoFT head and a class-tied Tip-Adapter head, chosen by their display names
+``croft`` and ``tip``) and a small class limit, all set through the environment variables the app
+reads (``CROFT_BACKBONE``, ``CROFT_CHECKPOINTS``, ``CROFT_MAX_CLASSES``); the trust policy is the
+default one (no local paths). The tiny benchmark is registered as ``tiny``. Handlers get files as
+Gradio passes uploads: FileData dicts of files in Gradio's upload folder.
+``tests/test_browser.py`` reuses the ``server`` and ``image_files`` fixtures; ``tests/test_security.py``
+attacks a separately started default app.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import struct
 import sys
+import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +29,7 @@ import PIL.Image
 import plotly.io
 import pytest
 
+from croft_core.benchmarks import register_benchmark
 from croft_core.model import CroftModel, HeadConfig
 from croft_core.prompts import SINGLE_TEMPLATE
 from datagen import TINY_ID_CLASSES, tiny_benchmark
@@ -60,9 +67,16 @@ def app_files(tiny_spec, tmp_path_factory):
                                   id_scores=tuple(np.linspace(1.5, 4.0, 40).round(3)), **common))
     tip = CroftModel(HeadConfig(head="tip_adapter", method="tip_adapter", num_classes=3, cache_size=6,
                                 **common))
+    bench = tiny_benchmark(root / "data")
+    register_benchmark("tiny", lambda: bench, overwrite=True)
     _LIVE_FILES["files"] = {"croft": str(croft.save(root / "croft")), "tip": str(tip.save(root / "tip")),
-                            "benchmark": str(tiny_benchmark(root / "data").to_json(root / "tiny.json"))}
+                            "benchmark": str(bench.to_json(root / "tiny.json"))}
     return _LIVE_FILES["files"]
+
+
+def up(path: str | None) -> dict | None:
+    """A file argument as Gradio passes an upload (FileData with its ``meta``)."""
+    return None if path is None else {"path": path, "meta": {"_type": "gradio.FileData"}}
 
 
 
@@ -93,11 +107,17 @@ def handlers(app):
 
 
 @pytest.fixture(scope="session")
-def image_files(tmp_path_factory):
-    """Good, odd and bad image files, by name."""
+def image_files():
+    """Good, odd and bad image files, by name, in Gradio's upload folder (as uploads are)."""
+    from gradio.utils import get_upload_folder
+
     from croft_core.synth.world import render
 
-    d = tmp_path_factory.mktemp("images")
+    if "images" in _LIVE_FILES:
+        yield _LIVE_FILES["images"]
+        return
+    d = Path(get_upload_folder()) / f"croft-test-{uuid.uuid4().hex}"
+    d.mkdir(parents=True)
     render("circle", "photo", np.random.default_rng(0), size=64).save(d / "circle.png")
     PIL.Image.open(d / "circle.png").convert("L").save(d / "gray.png")
     PIL.Image.open(d / "circle.png").convert("RGBA").save(d / "rgba.png")
@@ -108,14 +128,16 @@ def image_files(tmp_path_factory):
     data = (d / "circle.png").read_bytes()
     (d / "cut.png").write_bytes(data[: len(data) // 2])
     (d / "bomb.png").write_bytes(_png_header_only(100_000, 100_000))
-    return {p.stem: str(p) for p in d.iterdir()}
+    _LIVE_FILES["images"] = {p.stem: str(p) for p in d.iterdir()}
+    yield _LIVE_FILES["images"]
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def server(app):
     """The app's own ``demo`` served on 127.0.0.1 (a free port) for the whole session."""
     if not _LIVE:
-        app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+        app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
         _LIVE.update(url=app.demo.local_url, users=0)
     _LIVE["users"] += 1
     yield _LIVE["url"]
@@ -143,21 +165,21 @@ VOCAB = "circle, square, triangle"
 
 
 def test_classify_returns_the_contract_json(handlers, image_files):
-    out = handlers.classify(image_files["circle"], VOCAB, "zero-shot", None)
+    out = handlers.classify(up(image_files["circle"]), VOCAB, "zero-shot", None)
     assert {"label", "accepted", "score", "threshold", "probabilities", "predicted_class", "notes",
             "warnings", "model", "threshold_source"} <= set(out)
     assert out["label"] in TINY_ID_CLASSES and out["accepted"] is True and out["threshold"] is None
     assert list(out["probabilities"]) and sum(out["probabilities"].values()) <= 1 + 1e-6
     json.dumps(out)  # JSON-serialisable
-    rejected = handlers.classify({"path": image_files["circle"]}, VOCAB, "zero-shot", "1e9")
+    rejected = handlers.classify(up(image_files["circle"]), VOCAB, "zero-shot", "1e9")
     assert rejected["label"] == "unknown" and not rejected["accepted"] and rejected["threshold"] == 1e9
     assert rejected["predicted_class"] == out["predicted_class"]
-    assert handlers.classify(image_files["circle"], VOCAB, "zero-shot", "  ")["threshold"] is None
+    assert handlers.classify(up(image_files["circle"]), VOCAB, "zero-shot", "  ")["threshold"] is None
 
 
 @pytest.mark.parametrize("name", ["gray", "rgba", "cmyk", "gray16", "one"])
 def test_odd_images_are_converted(handlers, image_files, name):
-    assert handlers.classify(image_files[name], VOCAB, "zero-shot", 0.0)["label"] in TINY_ID_CLASSES
+    assert handlers.classify(up(image_files[name]), VOCAB, "zero-shot", 0.0)["label"] in TINY_ID_CLASSES
 
 
 @pytest.mark.parametrize("image, vocabulary, model, threshold, message", [
@@ -174,40 +196,43 @@ def test_odd_images_are_converted(handlers, image_files, name):
     ("circle", VOCAB, "zero-shot", "abc", "threshold must be a finite number"),
     ("circle", VOCAB, "zero-shot", "inf", "threshold must be a finite number"),
     ("circle", VOCAB, "zero-shot", "nan", "threshold must be a finite number"),
-    ("circle", VOCAB, "no/such-model", None, "Unknown model 'no/such-model'; choose zero-shot"),
-    ("circle", VOCAB, "/no/such/folder", None, "Unknown model"),
+    ("circle", VOCAB, "no/such-model", None, "model 'no/such-model' is not in this server's cache"),
+    ("circle", VOCAB, "/no/such/folder", None, "Local paths are not accepted"),
+    ("circle", VOCAB, "no-such-model", None, r"Unknown model 'no-such-model'; choose one of \['zero-shot', "
+                                             r"'croft', 'tip'\]"),
+    ("circle", VOCAB, ["zero-shot"], None, "model must be text"),
+    ("circle", ["a", "b"], "zero-shot", None, "the vocabulary must be text"),
+    ("circle", VOCAB, "zero-shot", 10**400, "threshold must be a finite number"),
     ("circle", "cat, dog", "tip", None, "tied to its 3 training classes"),
 ])
-def test_bad_inputs_raise_gr_error(handlers, image_files, app_files, image, vocabulary, model,
-                                   threshold, message):
-    model = app_files.get(model, model)
+def test_bad_inputs_raise_gr_error(handlers, image_files, image, vocabulary, model, threshold, message):
     with pytest.raises(gr.Error, match=message):
-        handlers.classify(image_files.get(image), vocabulary, model, threshold)
+        handlers.classify(up(image_files.get(image)), vocabulary, model, threshold)
 
 
 def test_pixel_limit_comes_from_the_environment(handlers, image_files, monkeypatch):
     monkeypatch.setenv("CROFT_MAX_PIXELS", "100")
     with pytest.raises(gr.Error, match="64x64 = 4,096 pixels, over the limit of 100"):
-        handlers.classify(image_files["circle"], VOCAB, "zero-shot", None)
+        handlers.classify(up(image_files["circle"]), VOCAB, "zero-shot", None)
     monkeypatch.delenv("CROFT_MAX_PIXELS")
-    assert handlers.classify(image_files["circle"], VOCAB, "zero-shot", None)["label"]
+    assert handlers.classify(up(image_files["circle"]), VOCAB, "zero-shot", None)["label"]
 
 
 def test_non_ascii_and_checkpoint_vocabularies(handlers, image_files, app_files):
-    out = handlers.classify(image_files["circle"], "café, 猫, Straße", "zero-shot", None)
+    out = handlers.classify(up(image_files["circle"]), "café, 猫, Straße", "zero-shot", None)
     assert set(out["probabilities"]) == {"café", "猫", "Straße"}
-    own = handlers.classify(image_files["circle"], "triangle\nsquare\ncircle", app_files["croft"], None)
+    own = handlers.classify(up(image_files["circle"]), "triangle\nsquare\ncircle", "croft", None)
     assert own["threshold"] == CROFT_THRESHOLD and own["threshold_source"] == "checkpoint"
-    other = handlers.classify(image_files["circle"], "cat, dog, circle, cat", app_files["croft"], None)
+    other = handlers.classify(up(image_files["circle"]), "cat, dog, circle, cat", "croft", None)
     assert other["threshold"] == CROFT_THRESHOLD
     assert any("adapters are class-agnostic" in n for n in other["notes"])
     assert any("duplicate" in n for n in other["notes"])
-    assert handlers.classify(image_files["circle"], "circle, square, triangle", app_files["tip"], 0.0)
+    assert handlers.classify(up(image_files["circle"]), "circle, square, triangle", "tip", 0.0)
 
 
 def test_explain_shows_why(handlers, image_files, app_files):
-    result = handlers.classify(image_files["circle"], VOCAB, app_files["croft"], "1e6")
-    text, probabilities, plot = handlers.explain(result, VOCAB, app_files["croft"])
+    result = handlers.classify(up(image_files["circle"]), VOCAB, "croft", "1e6")
+    text, probabilities, plot = handlers.explain(result, VOCAB, "croft")
     assert text.startswith("## unknown") and "< threshold **1000000.00**" in text
     assert probabilities == result["probabilities"]
     assert plot.type == "plotly"
@@ -232,7 +257,7 @@ def test_fast_plot_json_is_the_same_figure():
 
 
 def test_embedded_world_backbones_calibrate_and_warn(app, tiny_spec, image_files):
-    world = app.Handlers(app.load_resources(tiny_spec, [], embedded_world=True))
+    world = app.Handlers(app.load_resources(app.AppSettings(backbone=tiny_spec), [], embedded_world=True))
     out = world.classify(image_files["circle"], "shapes", "zero-shot", None)
     assert out["threshold_source"] == "rendered" and out["threshold"] is not None
     assert out["accepted"] == (out["score"] >= out["threshold"])
@@ -243,43 +268,66 @@ def test_embedded_world_backbones_calibrate_and_warn(app, tiny_spec, image_files
 
 
 def test_batch_and_compare(handlers, image_files, app_files):
-    files = [{"path": image_files[n]} for n in ("circle", "gray", "text")]
+    files = [up(image_files[n]) for n in ("circle", "gray", "text")]
     gallery, rows, fig = handlers.classify_batch(files, VOCAB, "zero-shot", None)
     assert [Path(p).name for p, _ in gallery] == ["circle.png", "gray.png"]
     assert rows[0][:2] == ["text.png", "error"] and "not an image" in rows[0][-1]
     assert [r[0] for r in rows[1:]] == ["circle.png", "gray.png"] and rows[1][2] in TINY_ID_CLASSES
     assert [t.name for t in fig.data] == ["your images"]
     with pytest.raises(gr.Error, match="None of the files is a usable image"):
-        handlers.classify_batch([image_files["text"]], VOCAB, "zero-shot", None)
+        handlers.classify_batch([up(image_files["text"])], VOCAB, "zero-shot", None)
     with pytest.raises(gr.Error, match="No images"):
         handlers.classify_batch(None, VOCAB, "zero-shot", None)
-    md_a, probs_a, md_b, probs_b, fig = handlers.compare(image_files["circle"], VOCAB, "zero-shot",
-                                                         app_files["croft"])
+    md_a, probs_a, md_b, probs_b, fig = handlers.compare(up(image_files["circle"]), VOCAB, "zero-shot",
+                                                         "croft")
     assert md_a.startswith("## ") and md_b.startswith("## ") and probs_a and probs_b
     assert len(fig.layout.annotations) >= 2 and {s.xref for s in fig.layout.shapes} == {"x", "x2"}
 
 
 def test_evaluate_and_its_downloads(handlers, app_files):
-    results, energies = handlers.evaluate(app_files["benchmark"], "zero-shot", 1)
+    results, state = handlers.evaluate("tiny", "zero-shot", 1)
     assert {"benchmark", "backbone", "method", "seed", "id", "covariate", "semantic", "full_spectrum",
             "threshold"} <= set(results)
     assert results["method"] == "zeroshot" and results["seed"] == 1 and results["id"]["n"] > 0
-    table, hist, roc, path = handlers.explain_evaluation(results, energies)
+    table, hist, roc, path = handlers.explain_evaluation(state)
     assert list(table["kind"][:3]) == ["ID", "covariate", "semantic"]
     assert [t.name for t in hist.data] == ["ID: photo", "covariate: sketch",
                                            "semantic: all 1 unseen set(s)"]
     assert roc.data[0].name.startswith("unseen-shapes (AUROC")
     assert json.loads(Path(path).read_text()) == results
-    croft, _ = handlers.evaluate(app_files["benchmark"], app_files["croft"], "2")
+    croft, _ = handlers.evaluate("tiny", "croft", "2")
     assert croft["method"] == "croft" and croft["seed"] == 2
     with pytest.raises(gr.Error, match="Unknown benchmark 'nope'"):
         handlers.evaluate("nope", "zero-shot", 1)
     with pytest.raises(gr.Error, match="seed must be a whole number"):
-        handlers.evaluate(app_files["benchmark"], "zero-shot", 1.5)
+        handlers.evaluate("tiny", "zero-shot", 1.5)
 
 
-def test_file_path(app):
-    assert app.file_path(None) is None and app.file_path({"image": {"path": "a.png"}}) == "a.png"
+def test_file_path_accepts_only_uploads(app, handlers, image_files, app_files, tmp_path):
+    root = handlers.r.upload_root
+    circle = image_files["circle"]
+    assert app.file_path(None, root) is None and app.file_path(up(circle), root) == circle
+    assert app.file_path({"image": up(circle)}, root) == circle  # a gallery item
+    outside = str(tmp_path / "x.png")
+    (tmp_path / "x.png").write_bytes(Path(circle).read_bytes())
+    (Path(circle).parent / "link.png").symlink_to(outside)
+    for payload in ({"path": circle}, up(outside), up("/no/such/file.png"), outside,
+                    up(str(Path(circle).parent / "link.png")), up(app_files["croft"] + "/config.json")):
+        with pytest.raises(ValueError, match="not an upload of this session") as err:
+            app.file_path(payload, root)
+        assert "/" not in str(err.value)
+    for handler in (lambda f: handlers.classify(f, VOCAB, "zero-shot", None),
+                    lambda f: handlers.compare(f, VOCAB, "zero-shot", "croft"),
+                    lambda f: handlers.classify_batch([f], VOCAB, "zero-shot", None)):
+        with pytest.raises(gr.Error, match="not an upload of this session"):
+            handler({"path": circle})  # no Gradio meta: never reached the upload check
+
+
+def test_explain_checks_the_result_it_is_sent(handlers):
+    for bad in ({"score": "x"}, {"score": 1.0, "threshold": None, "probabilities": {"a": "b"}},
+                [1, 2], {"score": float("nan")}):
+        with pytest.raises(gr.Error, match="not a /classify result"):
+            handlers.explain(bad, VOCAB, "zero-shot")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,7 +364,9 @@ def test_api_bad_inputs_fail_clearly_and_the_server_keeps_serving(client, image_
         ((handle_file(image_files["circle"]), "a, " + "b" * 250, "zero-shot", None), "at most 200"),
         ((handle_file(image_files["circle"]), VOCAB, "zero-shot", "twelve"), "finite number"),
         ((handle_file(image_files["circle"]), VOCAB, "zero-shot", "-inf"), "finite number"),
-        ((handle_file(image_files["circle"]), VOCAB, "no/such-model", None), "Unknown model"),
+        ((handle_file(image_files["circle"]), VOCAB, "no/such-model", None), "not in this server's cache"),
+        ((handle_file(image_files["circle"]), VOCAB, "nothing", None), "Unknown model 'nothing'"),
+        ((handle_file(image_files["circle"]), VOCAB, app_files["croft"], None), "Local paths are not"),
     ]
     for args, message in bad:
         with pytest.raises(AppError, match=message):
@@ -325,7 +375,7 @@ def test_api_bad_inputs_fail_clearly_and_the_server_keeps_serving(client, image_
     for name in ("gray", "rgba", "cmyk", "gray16", "one"):
         assert client.predict(handle_file(image_files[name]), VOCAB, "zero-shot", 0.0,
                               api_name="/classify")["label"] in TINY_ID_CLASSES
-    numeric = client.predict(handle_file(image_files["circle"]), VOCAB, app_files["croft"], 1e9,
+    numeric = client.predict(handle_file(image_files["circle"]), VOCAB, "croft", 1e9,
                              api_name="/classify")
     assert numeric["label"] == "unknown" and numeric["threshold"] == 1e9
 
@@ -346,14 +396,14 @@ def test_api_20_concurrent_classify_calls(client, image_files):
 def test_api_evaluate(client, app_files):
     from gradio_client.exceptions import AppError
 
-    results = client.predict(app_files["benchmark"], "zero-shot", 1, api_name="/evaluate")
+    results = client.predict("tiny", "zero-shot", 1, api_name="/evaluate")
     assert results["benchmark"] == "tiny" and results["method"] == "zeroshot"
     assert 0 <= results["semantic"][0]["scores"]["energy"]["auroc"] <= 1
     with pytest.raises(AppError, match="Unknown benchmark"):
         client.predict("no-such-benchmark", "zero-shot", 1, api_name="/evaluate")
     with pytest.raises(AppError, match="seed must be a whole number"):
-        client.predict(app_files["benchmark"], "zero-shot", "one", api_name="/evaluate")
-    again = client.predict(app_files["benchmark"], app_files["croft"], 1, api_name="/evaluate")
+        client.predict("tiny", "zero-shot", "one", api_name="/evaluate")
+    again = client.predict("tiny", "croft", 1, api_name="/evaluate")
     assert again["method"] == "croft"
 
 

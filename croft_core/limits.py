@@ -1,0 +1,104 @@
+"""Resource limits of a server: disk caches bounded by size, and a time cap for long jobs.
+
+- :func:`prune_lru` keeps a cache folder under a byte budget by deleting the least recently used
+  files first (last access or modification time, whichever is later), so a stream of new
+  vocabularies or result files cannot fill the disk.
+- :func:`deadline` stops a job that runs longer than its cap. Python cannot kill a thread, so the
+  cap raises :class:`JobTimeout` *inside* the worker thread (CPython's
+  ``PyThreadState_SetAsyncExc``): the job stops at its next Python instruction, after the current
+  torch operation. :class:`JobTimeout` derives from ``BaseException`` so no ``except Exception`` in
+  the job swallows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["JobTimeout", "deadline", "prune_lru"]
+
+logger = logging.getLogger(__name__)
+
+
+def prune_lru(folder: str | os.PathLike, max_bytes: int) -> int:
+    """Delete the least recently used files below ``folder`` until it holds at most ``max_bytes``.
+
+    Args:
+        folder: the cache folder (missing: nothing to do).
+        max_bytes: the budget.
+
+    Returns:
+        The number of bytes deleted.
+    """
+    files = []
+    for root, _, names in os.walk(folder):  # never follows links
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue  # deleted meanwhile by another process
+            files.append((max(st.st_atime, st.st_mtime), st.st_size, path))
+    total = sum(size for _, size, _ in files)
+    freed = 0
+    for _, size, path in sorted(files):
+        if total - freed <= max_bytes:
+            break
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            freed += size
+    if freed:
+        for root, dirs, names in os.walk(folder, topdown=False):  # drop emptied sub-folders
+            if root != os.fspath(folder) and not dirs and not names:
+                with contextlib.suppress(OSError):
+                    os.rmdir(root)
+        logger.info("pruned %d bytes from cache %s", freed, Path(folder).name)
+    return freed
+
+
+class JobTimeout(BaseException):
+    """Raised inside a job that ran past its :func:`deadline`."""
+
+
+def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
+    # exc=None clears a pending asynchronous exception
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                               ctypes.py_object(exc) if exc else None)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Run the ``with`` body for at most ``seconds``; then :class:`JobTimeout` is raised in it.
+
+    ``None`` or ``0`` means no cap. The exception can surface anywhere inside the ``with`` block or
+    while leaving it, never after: a pending one is cleared on exit. Catch it around the ``with``.
+    """
+    if not seconds:
+        yield
+        return
+    thread_id = threading.get_ident()
+    lock = threading.Lock()
+    state = {"inside": True, "fired": False}
+
+    def fire() -> None:
+        with lock:
+            if state["inside"]:
+                state["fired"] = True
+                _raise_in(thread_id, JobTimeout)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        with lock:
+            state["inside"] = False
+            if state["fired"]:
+                _raise_in(thread_id, None)  # not yet raised: drop it, the body is over

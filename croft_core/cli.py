@@ -172,6 +172,11 @@ def _add_check_embedded(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", help="also write the numbers to this JSON file")
 
 
+def _add_check_sources(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--benchmark", default=None,
+                   help="one registered benchmark (default: every registered benchmark)")
+
+
 def _add_push(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder")
     p.add_argument("--repo-id", required=True, help="USER/NAME")
@@ -345,6 +350,14 @@ def _run_check_embedded(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_check_sources(args: argparse.Namespace) -> int:
+    from .benchmarks import check_hub_sources, format_source_table
+
+    rows = check_hub_sources(args.benchmark)  # offline: DatasetUnavailableError at once
+    print(format_source_table(rows))
+    return 0 if all(row.status in ("ok", "unverified") for row in rows) else 1
+
+
 def _run_push(args: argparse.Namespace) -> int:
     from .hub import push_checkpoint
 
@@ -366,6 +379,8 @@ COMMANDS: dict[str, Command] = {
                        _run_extract),
     "push": Command("upload a checkpoint folder to the Hugging Face Hub (card written for the repo)",
                     _add_push, _run_push),
+    "check-sources": Command("check that the benchmarks' Hub datasets exist and have the expected "
+                             "splits and columns (needs internet)", _add_check_sources, _run_check_sources),
     "render-shapes": Command("render the synthetic shapes dataset (save_to_disk)", _add_render_shapes,
                              _run_render_shapes),
     "pretrain-embedded": Command("pretrain the embedded tiny CLIP on the shapes world",

@@ -171,3 +171,29 @@ def test_min_steps_flag_reaches_the_train_config():
     assert method_config("croft", **_overrides(args)).min_steps == 50
     args = build_parser().parse_args(["bench", "--out", "x"])
     assert _overrides(args) == {}
+
+
+def test_check_sources_offline_says_so_at_once(capsys):
+    import time
+
+    start = time.perf_counter()
+    assert main(["check-sources"]) == 1
+    assert time.perf_counter() - start < 5  # no 20 s of Hub retries
+    err = capsys.readouterr().err
+    assert err.startswith("croft: error:") and "HF_HUB_OFFLINE" in err
+    assert main(["check-sources", "--benchmark", "nope"]) == 1
+    assert "Unknown benchmark 'nope'" in capsys.readouterr().err
+
+
+def test_check_sources_prints_the_table_and_fails_on_a_mismatch(monkeypatch, capsys):
+    import croft_core.benchmarks as benchmarks
+    from croft_core.benchmarks import SourceCheck
+
+    rows = [SourceCheck("imagenet_val", "org/imagenet", "main", status="ok"),
+            SourceCheck("dtd", "org/dtd", "main", status="unverified")]
+    monkeypatch.setattr(benchmarks, "check_hub_sources", lambda benchmark: rows)
+    assert main(["check-sources", "--benchmark", "setup1"]) == 0
+    assert "org/imagenet" in capsys.readouterr().out
+    rows.append(SourceCheck("food101", "org/food101", "main", status="mismatch"))
+    assert main(["check-sources"]) == 1
+    assert "food101" in capsys.readouterr().out

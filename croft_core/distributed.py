@@ -302,5 +302,8 @@ def extract_benchmarks(backbone, benchmark_for_seed: Callable[[int], object], *,
         benchmark = benchmark_for_seed(seed)
         for k in shots:
             logger.info("extracting %s seed %d shots %s", getattr(benchmark, "name", "?"), seed, k)
+            # negatives=False: every rank would encode the lexicon into the same cache file; the
+            # single-process run that trains or evaluates mines them (a text-only, cached step)
             prepare_features(backbone, benchmark, shots=k, seed=seed, views=views, cache_dir=cache_dir,
-                             batch_size=batch_size, num_workers=num_workers, need_train=need_train)
+                             batch_size=batch_size, num_workers=num_workers, need_train=need_train,
+                             negatives=False)

@@ -1,0 +1,59 @@
+"""The README's layout and docs/ARCHITECTURE.md name exactly the modules croft_core has."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "croft_core"
+
+
+def _modules() -> set[str]:
+    """``name.py`` for every module of the package, ``sub/`` for every subpackage."""
+    names = {p.name for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    return names | {f"{p.parent.name}/" for p in PACKAGE.rglob("*/__init__.py")}
+
+
+def _readme_layout() -> str:
+    """The ``croft_core/`` part of the README's layout block."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("## Layout"):]
+    block = block[block.index("```") + 3:]
+    block = block[:block.index("```")]
+    return block[block.index("croft_core/"):block.index("\nbench/")]
+
+
+def _named(text: str) -> set[str]:
+    return set(re.findall(r"\b[a-z_0-9]+\.py\b", text)) | set(re.findall(r"\b[a-z_0-9]+/", text))
+
+
+def _unknown(text: str) -> list[str]:
+    """Module names in ``text`` that are no file of the package (``__init__.py``, ``app.py`` and
+    the tests are files too)."""
+    known = _modules() | {"__init__.py"} | {p.name for p in ROOT.glob("*.py")}
+    known |= {p.name for p in (ROOT / "tests").rglob("*.py")}
+    return sorted(n for n in _named(text) if n.endswith(".py") and n not in known)
+
+
+def test_readme_layout_lists_every_module():
+    layout = _readme_layout()
+    missing = sorted(m for m in _modules() if m not in _named(layout))
+    assert not missing, f"README.md's layout omits {missing}"
+    unknown = _unknown(layout)
+    assert not unknown, f"README.md's layout names modules that do not exist: {unknown}"
+
+
+def test_architecture_names_every_module():
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    missing = sorted(m for m in _modules() if m not in _named(text))
+    assert not missing, f"docs/ARCHITECTURE.md omits {missing}"
+    unknown = _unknown(text)
+    assert not unknown, f"docs/ARCHITECTURE.md names modules that do not exist: {unknown}"
+
+
+def test_architecture_places_build_head_where_it_is():
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    defined_in = sorted(p.name for p in PACKAGE.rglob("*.py") if "\ndef build_head(" in p.read_text())
+    assert defined_in == ["model.py"]
+    assert "model.build_head" in text and not re.search(r"\b(?!model\.)\w+\.build_head", text)

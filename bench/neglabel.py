@@ -8,14 +8,15 @@ Runs on whatever embedded model is shipped (``croft_core/synth/embedded``) and p
    mean acceptance 90-98% with max - min <= 10 points; mean rejection >= 90%). Beside it, the energy
    score at the single fixed threshold that does best (highest mean of acceptance and rejection)
    over the same vocabularies and images.
-2. **Threshold selection** (``--select``): the same rates for a grid of NegLabel thresholds on the
-   *validation* images and other vocabulary seeds; how ``DEFAULT_NEG_THRESHOLD`` was chosen.
+2. **Selection** (``--select [--fractions F1,F2] [--temperatures T1,T2]``): the same rates for a grid
+   of thresholds (and lexicon shares / temperatures) on the *validation* images and other vocabulary
+   seeds; how ``DEFAULT_NEG_THRESHOLD`` and the embedded lexicon's share were chosen.
 3. **Detection**: zero-shot AUROC / FPR95 of ``neglabel`` vs ``energy`` vs ``mcm`` on ``shapes``
    (and ``shapes_dg`` when registered), from the library's own evaluation protocol.
 4. **Speed**: mining + encoding the negatives for a new vocabulary (lexicon cache warm and cold), and
    the cost of scoring one image with energy + NegLabel against energy only (image encoding included).
 
-    python bench/neglabel.py [--vocabularies 30] [--select] [--threshold T]
+    python bench/neglabel.py [--vocabularies 30] [--threshold T] [--select [--fractions ...]]
 """
 
 from __future__ import annotations
@@ -63,12 +64,9 @@ def vocabularies(n: int, seed: int) -> list[tuple[str, ...]]:
     return [tuple(rng.choice(CLASSES, int(rng.integers(3, 11)), replace=False)) for _ in range(n)]
 
 
-FIT_OPTIONS: dict = {}  # --fraction / --temperature overrides of NegativeLabels.fit
-
-
-def vocab_scores(backbone, vocab, features, cache_dir) -> tuple[np.ndarray, np.ndarray]:
+def vocab_scores(backbone, vocab, features, cache_dir, **fit) -> tuple[np.ndarray, np.ndarray]:
     """NegLabel and energy scores of every image for one vocabulary (zero-shot)."""
-    negs = NegativeLabels.fit(backbone, vocab, cache_dir=cache_dir, **FIT_OPTIONS)
+    negs = NegativeLabels.fit(backbone, vocab, cache_dir=cache_dir, **fit)
     text = build_text_classifier(backbone, vocab, SINGLE_TEMPLATE, cache_dir=cache_dir)  # [K, d]
     z = torch.nn.functional.normalize(features, dim=-1)
     cos = z @ text.T
@@ -81,14 +79,28 @@ def rates(scores: np.ndarray, inside: np.ndarray, threshold: float) -> tuple[flo
     return float(accepted[inside].mean()), float((~accepted[~inside]).mean())
 
 
-def sweep(backbone, split: str, vocabs, cache_dir):
-    """Per-vocabulary NegLabel and energy scores with the in-vocabulary mask of each image."""
-    features, names = world_images(backbone, split)
+def sweep(backbone, images, vocabs, cache_dir, **fit):
+    """Per-vocabulary ``(vocab, in-vocabulary mask, NegLabel scores, energy scores)``."""
+    features, names = images
     out = []
     for vocab in vocabs:
-        neg, en = vocab_scores(backbone, vocab, features, cache_dir)
+        neg, en = vocab_scores(backbone, vocab, features, cache_dir, **fit)
         out.append((vocab, np.isin(names, vocab), neg, en))
     return out
+
+
+def select(backbone, args, cache_dir) -> None:
+    """Rates on validation images and other vocabularies, for a grid of settings and thresholds."""
+    images = world_images(backbone, "validation")
+    vocabs = vocabularies(args.vocabularies, args.seed + SELECT_SEED_OFFSET)
+    for fraction in args.fractions or [None]:
+        for temperature in args.temperatures or [None]:
+            fit = {k: v for k, v in (("fraction", fraction), ("temperature", temperature)) if v is not None}
+            runs = sweep(backbone, images, vocabs, cache_dir, **fit)
+            print(f"validation, NegativeLabels.fit({fit or 'defaults'}):")
+            for t in (0.1, 0.3, 0.5, 0.7, 0.9):
+                print(fmt("  neglabel", summarize(runs, 2, t)))
+            print(fmt("  neglabel, best", best_fixed(runs, 2)))
 
 
 def summarize(runs, score_index: int, threshold: float) -> dict[str, float]:
@@ -184,22 +196,18 @@ def main(argv=None) -> None:
     parser.add_argument("--threshold", type=float, default=DEFAULT_NEG_THRESHOLD)
     parser.add_argument("--select", action="store_true", help="also sweep thresholds on validation images")
     parser.add_argument("--skip-detection", action="store_true")
-    parser.add_argument("--fraction", type=float, help="override the share of the lexicon kept")
-    parser.add_argument("--temperature", type=float, help="override the score's temperature")
+    parser.add_argument("--fractions", type=lambda v: [float(x) for x in v.split(",")],
+                        help="with --select: shares of the lexicon to try, e.g. 0.15,0.5")
+    parser.add_argument("--temperatures", type=lambda v: [float(x) for x in v.split(",")],
+                        help="with --select: score temperatures to try, e.g. 0.01,0.044")
     args = parser.parse_args(argv)
-    FIT_OPTIONS.update({k: v for k, v in (("fraction", args.fraction), ("temperature", args.temperature))
-                        if v is not None})
     torch.manual_seed(0)
     backbone = load_backbone("embedded")
     cache_dir = os.environ.get("CROFT_CACHE") or None
     print(f"backbone: embedded ({backbone.cache_id})")
     if args.select:
-        runs = sweep(backbone, "validation", vocabularies(args.vocabularies, args.seed + SELECT_SEED_OFFSET),
-                     cache_dir)
-        for t in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
-            print(fmt("validation neglabel", summarize(runs, 2, t)))
-        print(fmt("validation neglabel, best", best_fixed(runs, 2)))
-    runs = sweep(backbone, "test", vocabularies(args.vocabularies, args.seed), cache_dir)
+        select(backbone, args, cache_dir)
+    runs = sweep(backbone, world_images(backbone, "test"), vocabularies(args.vocabularies, args.seed), cache_dir)
     print(f"{len(runs)} vocabularies of 3-10 classes (seed {args.seed}), photo test images:")
     print(fmt("neglabel @ fixed default", summarize(runs, 2, args.threshold)))
     print(fmt("energy @ best fixed", best_fixed(runs, 3)))

@@ -1,0 +1,334 @@
+"""The Train tab of CRoFT Lab and its ``/finetune`` endpoint (the Gradio side; logic in croft_core).
+
+A visitor fine-tunes on a registered benchmark, a zip of class folders, single images each given a
+label, or a Hub dataset id; watches the loss and validation-accuracy curves while it trains; stops
+it (the best epoch so far is kept); then uses the model at once (by its name, in this session only:
+:class:`croft_core.sessions.SessionRegistry`), downloads it as a zip, or pushes it to the Hub with
+their own token. Everything is done by :mod:`croft_core.finetune`, :mod:`croft_core.userdata` and
+:mod:`croft_core.uploads`; this file only wires components.
+
+Hooking it into ``app.py`` (see :func:`train_tab`)::
+
+    from croft_app_train import TrainHandlers, train_tab
+    registry = SessionRegistry(registry)                  # in load_resources
+    train = TrainHandlers(resources.backbone, resources.registry, cache_dir=resources.cache_dir)
+    with gr.Tab("Train"):
+        train_tab(train, model_menus=[classify_model, compare_model_b])
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import gradio as gr
+
+from croft_core.benchmarks import BENCHMARKS, get_benchmark
+from croft_core.errors import CroftError
+from croft_core.finetune import (METHOD_LABELS, TRAINABLE_METHODS, FinetuneLimits, FinetuneRequest,
+                                 finetune, push_finetuned, save_checkpoint, slug, zip_checkpoint)
+from croft_core.security import NOT_AN_UPLOAD, AccessRefused, confine
+from croft_core.sessions import SessionRegistry, TrainingQueue, stream_job
+from croft_core.uploads import UploadLimits, extract_zip, labelled_images
+from croft_core.userdata import benchmark_data, hub_data, upload_data
+
+logger = logging.getLogger("croft.app.train")
+
+TRAIN_BENCHMARKS = tuple(b for b in ("shapes", "shapes_dg") if b in BENCHMARKS)
+SOURCES = ("benchmark", "zip of class folders", "labelled images", "Hub dataset")
+GPU_SECONDS = 300  # the declared ZeroGPU duration of one training run
+
+try:  # Hugging Face ZeroGPU: the whole run in one GPU call; elsewhere a no-op (as app.py)
+    import spaces
+
+    gpu = spaces.GPU
+except (ImportError, AttributeError):
+    def gpu(fn: Callable | None = None, **_: Any) -> Callable:
+        """No-op stand-in for ``spaces.GPU``."""
+        return fn if fn is not None else (lambda f: f)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """The library's own errors (and ValueErrors) become a ``gr.Error`` without a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (CroftError, ValueError) as err:
+            raise gr.Error(str(err), print_exception=False) from None
+    return wrapper
+
+
+def _session(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or ""
+
+
+def _whole(value: Any, name: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise gr.Error(f"{name} must be a whole number", print_exception=False)
+    try:
+        number = float(value)
+    except ValueError:
+        raise gr.Error(f"{name} must be a whole number, got {str(value)[:20]!r}", print_exception=False) from None
+    if not math.isfinite(number) or number != int(number) or abs(number) > 2**31:
+        raise gr.Error(f"{name} must be a whole number, got {str(value)[:20]!r}", print_exception=False)
+    return int(number)
+
+
+def _optional_float(value: Any, name: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{name} must be a number", print_exception=False) from None
+    return number
+
+
+class TrainHandlers:
+    """Training events bound to a backbone and a :class:`SessionRegistry` (tests call them directly).
+
+    Args:
+        backbone: the app's frozen backbone.
+        registry: where trained models are offered (by name, per session).
+        cache_dir: the app's cache root; features of training runs go to ``cache_dir/finetune``.
+        limits, upload_limits: run and upload bounds (default: environment, then safe defaults).
+        queue: the one-job-at-a-time queue (one per process).
+    """
+
+    def __init__(self, backbone, registry: SessionRegistry, *, cache_dir: str | os.PathLike,
+                 limits: FinetuneLimits | None = None, upload_limits: UploadLimits | None = None,
+                 queue: TrainingQueue | None = None):
+        self.backbone, self.registry = backbone, registry
+        self.cache_dir = Path(cache_dir) / "finetune"
+        self.limits = limits or FinetuneLimits.from_env()
+        self.upload_limits = upload_limits or UploadLimits(max_images=self.limits.max_images,
+                                                           max_classes=self.limits.max_classes)
+        self.queue = queue or TrainingQueue()
+        self._stops: dict[str, threading.Event] = {}
+        self._folders: dict[str, Path] = {}  # session -> its latest checkpoint folder
+
+    # -- inputs ------------------------------------------------------------------------------
+    @staticmethod
+    def upload_path(payload: Any) -> str | None:
+        """The confined local path of an uploaded file (a path or a FileData dict), or None."""
+        if payload is None or payload == "":
+            return None
+        path = payload.get("path") if isinstance(payload, dict) else getattr(payload, "path", payload)
+        if not isinstance(path, (str, os.PathLike)):
+            raise AccessRefused(NOT_AN_UPLOAD)
+        return str(confine(path, gr.utils.get_upload_folder()))
+
+    def _data(self, source: str, value: Any, labels: str, shots: int, seed: int, work: Path):
+        common = dict(shots=shots, seed=seed, max_images=self.limits.max_images,
+                      max_classes=self.limits.max_classes)
+        if source == "benchmark":
+            name = (value or "").strip() if isinstance(value, str) else ""
+            if name not in TRAIN_BENCHMARKS:
+                raise gr.Error(f"Unknown benchmark {name[:60]!r}; choose one of {list(TRAIN_BENCHMARKS)} "
+                               f"or upload a zip", print_exception=False)
+            return benchmark_data(get_benchmark(name, seed=seed), **common)
+        if source == "Hub dataset":
+            return hub_data(value if isinstance(value, str) else "", **common)
+        if source == "labelled images":
+            paths = [self.upload_path(f) for f in (value or [])]
+            names = [n.strip() for n in (labels or "").replace("\n", ",").split(",")]
+            if len(names) != len(paths):
+                raise gr.Error(f"{len(paths)} images but {len(names)} labels: give one label per image, "
+                               f"in order, separated by commas", print_exception=False)
+            return upload_data(labelled_images(list(zip(paths, names)), self.upload_limits), "my images",
+                               **common)
+        path = self.upload_path(value)
+        if path is None:
+            raise gr.Error("No data: upload a zip of class folders or choose a benchmark", print_exception=False)
+        images = extract_zip(path, work / "images", self.upload_limits)
+        name = Path(value.get("orig_name") or "") if isinstance(value, dict) else Path(path)
+        return upload_data(images, slug(name.stem) or "my-data", **common)
+
+    # -- the run -----------------------------------------------------------------------------
+    def run(self, source: str, value: Any, labels: str, request: FinetuneRequest, session: str,
+            emit: Callable[[dict], None]) -> dict[str, Any]:
+        """Queue, build the data, train, save, offer the model to ``session``; returns the API JSON."""
+        stop = self._stops.setdefault(session or "-", threading.Event())
+        stop.clear()
+        request.checked(self.limits)
+        work = Path(tempfile.mkdtemp(prefix="croft-train-"))
+        try:
+            with self.queue.slot(on_wait=lambda p: emit({"stage": "queued", "position": p}),
+                                 cancelled=stop.is_set):
+                emit({"stage": "data"})
+                data = self._data(source, value, labels, request.shots, request.seed, work)
+                try:
+                    result = finetune(self.backbone, data, request, limits=self.limits,
+                                      cache_dir=self.cache_dir, on_event=emit, should_stop=stop.is_set)
+                finally:
+                    data.cleanup()
+            folder = save_checkpoint(result, work / "checkpoint")
+            name = self.registry.add(session or "-", result.name, result.model)
+            self._keep_folder(session, folder.parent)
+            return {"model": name, "history": result.history, "results": result.results,
+                    "skipped": result.skipped, "folder": str(folder)}
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+
+    def _keep_folder(self, session: str, work: Path) -> None:
+        old = self._folders.pop(session or "-", None)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self._folders[session or "-"] = work
+
+    def _request(self, method, shots, seed, steps, lambda1=None, lambda2=None, lr=None) -> FinetuneRequest:
+        return FinetuneRequest(method=str(method or "croft"), shots=_whole(shots, "shots", 16),
+                               seed=_whole(seed, "seed", 1), steps=_whole(steps, "steps", 200),
+                               lambda1=_optional_float(lambda1, "λ1"), lambda2=_optional_float(lambda2, "λ2"),
+                               lr=_optional_float(lr, "learning rate"))
+
+    # -- events ------------------------------------------------------------------------------
+    @gpu(duration=GPU_SECONDS)
+    @user_errors
+    def finetune(self, data: Any, method: Any, shots: Any, seed: Any, steps: Any,
+                 request: gr.Request = None) -> dict[str, Any]:
+        """Fine-tune on ``data`` (a benchmark name such as "shapes", or an uploaded zip of class
+        folders) and return ``{model, history, results}``; ``model`` is a name ``/classify`` and
+        ``/evaluate`` accept in this client session."""
+        source = "benchmark" if isinstance(data, str) else "zip of class folders"
+        out = self.run(source, data, "", self._request(method, shots, seed, steps), _session(request),
+                       lambda event: None)
+        return {k: out[k] for k in ("model", "history", "results")}
+
+    @gpu(duration=GPU_SECONDS)
+    def train_stream(self, source, benchmark, zip_file, images, labels, hub_id, method, shots, seed,
+                     lambda1, lambda2, lr, steps, request: gr.Request = None) -> Iterator[tuple]:
+        """The Train button: status, live curves, then the results, the model's name and its zip."""
+        from croft_core.viz import training_curves
+
+        value = {"benchmark": benchmark, "Hub dataset": hub_id, "labelled images": images}.get(source, zip_file)
+        session, history = _session(request), []
+        try:
+            req = self._request(method, shots, seed, steps, lambda1, lambda2, lr)
+            events = stream_job(lambda emit: self.run(source, value, labels, req, session, emit))
+            for event in events:
+                if event["stage"] == "epoch":
+                    history.append(event)
+                    yield (f"Training: epoch {event['epoch']} of {event['epochs']}",
+                           training_curves([{"epoch": r["epoch"], "loss": r.get("loss")} for r in history],
+                                           title="loss"),
+                           training_curves([{"epoch": r["epoch"], "val_accuracy": r.get("val_accuracy")}
+                                            for r in history], title="validation accuracy"),
+                           gr.update(), gr.update(), gr.update())
+                elif event["stage"] in ("queued", "extract", "data"):
+                    yield (_status(event), gr.update(), gr.update(), gr.update(), gr.update(), gr.update())
+                elif event["stage"] == "done":
+                    out = event["result"]
+                    yield (_done_text(out), gr.update(), gr.update(), out["results"],
+                           str(zip_checkpoint(out["folder"], Path(out["folder"]).parent / f"{slug(out['model'])}.zip")),
+                           out["model"])
+        except (CroftError, ValueError) as err:
+            raise gr.Error(str(err), print_exception=False) from None
+
+    def stop(self, request: gr.Request = None) -> str:
+        """The Stop button: the run ends after its current epoch, keeping the best model so far."""
+        event = self._stops.get(_session(request) or "-")
+        if event is None:
+            return "Nothing is training."
+        event.set()
+        return "Stopping after the current epoch; the best model so far is kept."
+
+    @user_errors
+    def push(self, repo_id: str, token: str, private: bool, oauth: gr.OAuthToken | None = None,
+             request: gr.Request = None) -> str:
+        """Push this session's latest model with the visitor's token (the field or the HF login)."""
+        work = self._folders.get(_session(request) or "-")
+        if work is None:
+            raise gr.Error("Train a model first", print_exception=False)
+        token = (token or "").strip() or getattr(oauth, "token", None)
+        url = push_finetuned(work / "checkpoint", repo_id, token, private=bool(private))
+        return f"Pushed to [{repo_id}]({url})"
+
+
+def _status(event: dict) -> str:
+    if event["stage"] == "queued":
+        return f"Waiting: {event['position']} training job(s) ahead of yours."
+    if event["stage"] == "data":
+        return "Checking the data ..."
+    return f"Encoding images: {event['fraction']:.0%} ({event['done']} of {event['total']})"
+
+
+def _done_text(out: dict) -> str:
+    res = out["results"]
+    acc = res.get("val_accuracy")
+    stopped = " (stopped early; best epoch kept)" if res.get("stopped") else ""
+    skipped = f"\n\n{len(out['skipped'])} file(s) skipped." if out.get("skipped") else ""
+    return (f"**{out['model']}** is ready{stopped}: validation accuracy "
+            f"{'n/a' if acc is None else f'{acc:.1%}'} on {res['val_n']} images. Choose it in Classify "
+            f"and Compare (this session only).{skipped}")
+
+
+def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = ()) -> None:
+    """Build the Train tab inside the current Blocks; ``model_menus`` get the new model's name."""
+    with gr.Row():
+        with gr.Column():
+            source = gr.Radio(list(SOURCES), value="benchmark", label="data source")
+            benchmark = gr.Dropdown(list(TRAIN_BENCHMARKS), value=(TRAIN_BENCHMARKS or ("",))[0], label="benchmark")
+            zip_file = gr.File(label="zip of class folders", file_types=[".zip"])
+            images = gr.File(label="images", file_count="multiple", file_types=["image"])
+            labels = gr.Textbox(label="labels", placeholder="one class name per image, comma-separated")
+            hub_id = gr.Textbox(label="Hub dataset", placeholder="ORG/NAME (image and label columns)")
+            method = gr.Dropdown([(METHOD_LABELS[m], m) for m in TRAINABLE_METHODS], value="croft", label="method")
+            with gr.Row():
+                shots = gr.Number(label="shots", value=16, precision=0)
+                seed = gr.Number(label="seed", value=1, precision=0)
+            with gr.Accordion("Advanced", open=False):
+                lambda1 = gr.Number(label="λ1", value=None, info="empty: the method's default (5)")
+                lambda2 = gr.Number(label="λ2", value=None, info="empty: the method's default (5)")
+                lr = gr.Number(label="learning rate", value=None, info="empty: the method's default")
+                steps = gr.Number(label="steps", value=200, precision=0)
+            with gr.Row():
+                start = gr.Button("Train", variant="primary")
+                stop = gr.Button("Stop")
+        with gr.Column():
+            status = gr.Markdown()
+            loss_plot = gr.Plot(label="loss")
+            acc_plot = gr.Plot(label="validation accuracy")
+            results = gr.JSON(label="validation results")
+            download = gr.File(label="checkpoint (zip)")
+            new_model = gr.Textbox(label="new model", interactive=False)
+            with gr.Accordion("Push to the Hugging Face Hub", open=False):
+                repo_id = gr.Textbox(label="repository", placeholder="your-name/my-croft-model")
+                token = gr.Textbox(label="write token", type="password",
+                                   info="used for this push only; never stored (or log in on a Space)")
+                private = gr.Checkbox(label="private", value=True)
+                push = gr.Button("Push")
+                pushed = gr.Markdown()
+    api_data = gr.JSON(label="data", visible=False)  # /finetune: a benchmark name or an uploaded zip
+    api_out = gr.JSON(visible=False, label="finetune")
+    api_button = gr.Button(visible=False)
+    private_api = dict(api_visibility="private")
+    start.click(h.train_stream, [source, benchmark, zip_file, images, labels, hub_id, method, shots, seed,
+                                 lambda1, lambda2, lr, steps],
+                [status, loss_plot, acc_plot, results, download, new_model], preprocess=False,
+                concurrency_limit=h.queue.max_waiting + 1, concurrency_id="train", **private_api)
+    stop.click(h.stop, None, status, queue=False, **private_api)
+    push.click(h.push, [repo_id, token, private], pushed, **private_api)
+    api_button.click(h.finetune, [api_data, method, shots, seed, steps], api_out, api_name="finetune",
+                     preprocess=False, concurrency_limit=h.queue.max_waiting + 1, concurrency_id="train")
+    for menu in model_menus:
+        new_model.change(functools.partial(_menu_update, h), new_model, menu, **private_api)
+
+
+def _menu_update(h: TrainHandlers, name: str, request: gr.Request = None):
+    if not name:
+        return gr.update()
+    return gr.update(choices=h.registry.names(_session(request)), value=name)

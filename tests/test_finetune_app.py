@@ -1,0 +1,133 @@
+"""The Train tab's ``/finetune`` through ``gradio_client``, then ``/classify`` with the returned model.
+
+The demo is built here from the Train tab and a ``/classify`` that asks a
+:class:`~croft_core.sessions.SessionRegistry` with the caller's session, as the app will once the
+Train tab is hooked into ``app.py`` (served on 127.0.0.1 only).
+"""
+
+from __future__ import annotations
+
+import zipfile
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from croft_core.images import load_image
+from croft_core.registry import ClassifierRegistry
+from croft_core.sessions import SessionRegistry
+from tests.test_finetune import CLASSES, _png, make_zip
+
+gr_client = pytest.importorskip("gradio_client")
+
+
+def build_demo(backbone, cache_dir):
+    from croft_app_train import TrainHandlers, train_tab
+
+    registry = SessionRegistry(ClassifierRegistry(backbone, cache_dir=cache_dir))
+    h = TrainHandlers(backbone, registry, cache_dir=cache_dir)
+
+    def classify(image, vocabulary: str, model: str, request: gr.Request = None) -> dict:
+        classifier = registry.get(model, getattr(request, "session_hash", None))
+        path = image["path"] if isinstance(image, dict) else image
+        (pred,) = classifier.classify([load_image(path)], [c.strip() for c in vocabulary.split(",")], None)
+        return {"model": classifier.name, **pred.to_dict()}
+
+    with gr.Blocks() as demo:
+        with gr.Tab("Classify"):
+            image = gr.File(label="image")
+            vocabulary = gr.Textbox(label="vocabulary")
+            model = gr.Dropdown(label="model", choices=registry.names(), allow_custom_value=True)
+            out = gr.JSON(label="result")
+            gr.Button().click(classify, [image, vocabulary, model], out, api_name="classify", preprocess=False)
+        with gr.Tab("Train"):
+            train_tab(h, model_menus=[model])
+    demo.queue()
+    return demo, h
+
+
+@pytest.fixture(scope="module")
+def served(tiny_backbone, tmp_path_factory):
+    demo, h = build_demo(tiny_backbone, tmp_path_factory.mktemp("cache"))
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    yield demo.local_url, h
+    demo.server.force_exit = True
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("files")
+    make_zip(d / "my-data.zip", per_class=6)
+    (d / "circle.png").write_bytes(_png("circle", 99))
+    with zipfile.ZipFile(d / "evil.zip", "w") as zf:
+        zf.writestr("circle/0.png", _png("circle"))
+        zf.writestr("../../evil.png", _png("square"))
+    return d
+
+
+def test_finetune_on_an_upload_then_classify_in_the_same_session(served, files):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    url, _ = served
+    client = Client(url, verbose=False)
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert [p["parameter_name"] for p in api["/finetune"]["parameters"]] == ["data", "method", "shots",
+                                                                            "seed", "steps"]
+    out = client.predict(handle_file(str(files / "my-data.zip")), "croft", 4, 1, 4, api_name="/finetune")
+    assert out["model"] == "CRoFT · my-data · 4-shot"
+    assert len(out["history"]) >= 1 and out["results"]["classes"] == list(CLASSES)
+    assert 0 <= out["results"]["val_accuracy"] <= 1 and out["results"]["threshold"]["value"] is not None
+    pred = client.predict(handle_file(str(files / "circle.png")), ", ".join(CLASSES), out["model"],
+                          api_name="/classify")
+    assert pred["model"] == out["model"] and pred["threshold_source"]
+    other = Client(url, verbose=False)  # another session does not see it
+    with pytest.raises(AppError):
+        other.predict(handle_file(str(files / "circle.png")), ", ".join(CLASSES), out["model"],
+                      api_name="/classify")
+    with pytest.raises(AppError, match="outside the upload folder"):
+        client.predict(handle_file(str(files / "evil.zip")), "croft", 4, 1, 4, api_name="/finetune")
+    with pytest.raises(AppError, match="Unknown benchmark"):
+        client.predict("nope", "croft", 4, 1, 4, api_name="/finetune")
+    with pytest.raises(AppError, match="steps must be"):
+        client.predict(handle_file(str(files / "my-data.zip")), "croft", 4, 1, 10**7, api_name="/finetune")
+    with pytest.raises(AppError, match="not an upload"):
+        client.predict({"path": str(files / "my-data.zip")}, "croft", 4, 1, 4, api_name="/finetune")
+    again = client.predict(handle_file(str(files / "my-data.zip")), "croft", 4, 1, 4, api_name="/finetune")
+    assert again["model"] == "CRoFT · my-data · 4-shot (2)"
+
+
+def test_train_stream_shows_progress_curves_and_a_download(served, files):
+    _, h = served
+    import croft_app_train
+
+    payload = {"path": str(files / "my-data.zip"), "orig_name": "my-data.zip"}
+    h.upload_path = lambda p: p["path"] if isinstance(p, dict) else p  # the file is not an upload here
+    try:
+        outs = list(h.train_stream("zip of class folders", None, payload, None, "", "", "croft", 4, 1,
+                                   None, None, None, 6, request=None))
+    finally:
+        del h.upload_path
+    statuses = [o[0] for o in outs]
+    assert any("Encoding images" in s for s in statuses) and any("epoch 1 of" in s for s in statuses)
+    curves = [o[1] for o in outs if hasattr(o[1], "data")]
+    assert curves and [t.name for t in curves[-1].data] == ["loss"]
+    final = outs[-1]
+    assert "is ready" in final[0] and final[5] == "CRoFT · my-data · 4-shot"  # a session of its own
+    assert zipfile.ZipFile(final[4]).namelist()[0].endswith(("config.json", "model.safetensors", "README.md"))
+    assert croft_app_train._menu_update(h, final[5], None)["value"] == final[5]
+
+
+@pytest.mark.slow
+def test_finetune_on_shapes_then_classify(served, files):
+    from gradio_client import Client, handle_file
+
+    url, _ = served
+    client = Client(url, verbose=False)
+    out = client.predict("shapes", "croft", 2, 1, 4, api_name="/finetune")
+    assert out["model"] == "CRoFT · shapes · 2-shot" and out["results"]["data"]["source"] == "benchmark"
+    pred = client.predict(handle_file(str(files / "circle.png")), "circle, square, star", out["model"],
+                          api_name="/classify")
+    assert pred["label"] in ("circle", "square", "star", "unknown")
+    assert np.isfinite(pred["score"])

@@ -10,6 +10,7 @@ package ``croft_core.a`` also runs ``croft_core/a/__init__.py``, so that counts 
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -183,9 +184,10 @@ def test_croft_core_has_no_import_cycles():
     assert not cycles, "import cycles in croft_core:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
-def _all_trees():
-    for name, path in module_files(PACKAGE_DIR).items():
-        yield name, ast.parse(path.read_text(), str(path))
+@functools.cache
+def _all_trees() -> tuple[tuple[str, ast.AST], ...]:
+    return tuple((name, ast.parse(path.read_text(), str(path)))
+                 for name, path in module_files(PACKAGE_DIR).items())
 
 
 def _imported_top_packages(tree: ast.AST) -> set[str]:

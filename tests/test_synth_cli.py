@@ -21,6 +21,7 @@ def test_render_shapes_tiny(tmp_path):
     assert ds["test"].features["label"].names == list(CLASSES)
 
 
+@pytest.mark.slow
 def test_pretrain_is_deterministic(tmp_path):
     args = ["pretrain-embedded", "--steps", "2", "--warmup", "1", "--pool", "32", "--batch-size", "8",
             "--refresh", "2", "--threads", "1"]

@@ -37,9 +37,11 @@ from croft_core.benchmarks import BENCHMARKS, get_benchmark  # noqa: E402
 from croft_core.benchmarks.shapes import shapes_benchmark  # noqa: E402
 from croft_core.distributed import prepare_features  # noqa: E402
 from croft_core.evaluate import benchmark_text_features, evaluate, zeroshot_model  # noqa: E402
+from croft_core.model import CroftModel  # noqa: E402
 from croft_core.negatives import DEFAULT_NEG_THRESHOLD, NegativeLabels, lexicon_path  # noqa: E402
 from croft_core.prompts import SINGLE_TEMPLATE  # noqa: E402
 from croft_core.scoring import energy  # noqa: E402
+from croft_core.synth import EMBEDDED_CHECKPOINT  # noqa: E402
 from croft_core.synth.world import CLASSES  # noqa: E402
 
 SELECT_SEED_OFFSET = 1000  # vocabularies for choosing the threshold never repeat the reported ones
@@ -125,18 +127,27 @@ def fmt(name: str, s: dict[str, float]) -> str:
 
 
 def detection(backbone, cache_dir) -> None:
+    """Zero-shot (and the shipped CRoFT checkpoint's) AUROC / FPR95 on the shapes benchmarks."""
+    models = {"zero-shot": lambda bench: zeroshot_model(backbone, bench)}
+    if EMBEDDED_CHECKPOINT.is_dir():
+        models["croft-shapes"] = lambda bench: CroftModel.from_pretrained(str(EMBEDDED_CHECKPOINT))
     for name in ("shapes", "shapes_dg"):
         if name not in BENCHMARKS:
             print(f"{name}: not registered")
             continue
         bench = get_benchmark(name)
         feats = prepare_features(backbone, bench, shots=None, seed=1, need_train=False, cache_dir=cache_dir)
-        results, _ = evaluate(zeroshot_model(backbone, bench), benchmark_text_features(backbone, bench, cache_dir=cache_dir),
-                              feats)
-        for score in ("neglabel", "energy", "mcm"):
-            m = results["semantic_all"][score]
-            print(f"{name:<10} {score:<9} AUROC {100 * m['auroc']:5.1f}  FPR95 {100 * m['fpr95']:5.1f}"
-                  f"  (full-spectrum AUROC {100 * results['full_spectrum'][score]['auroc']:5.1f})")
+        text = benchmark_text_features(backbone, bench, cache_dir=cache_dir)
+        for label, make in models.items():
+            model = make(bench)
+            if list(model.config.classnames) != list(bench.classnames):
+                continue  # a checkpoint scores only its own classes
+            results, _ = evaluate(model, text, feats)
+            for score in ("neglabel", "energy", "mcm"):
+                m = results["semantic_all"][score]
+                print(f"{name:<10} {label:<13} {score:<9} AUROC {100 * m['auroc']:5.1f}  FPR95 "
+                      f"{100 * m['fpr95']:5.1f}  (full-spectrum AUROC "
+                      f"{100 * results['full_spectrum'][score]['auroc']:5.1f})")
 
 
 def interleaved(fns: dict, repeats: int = 30) -> dict[str, float]:

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from .errors import CroftError, HubError
-from .model import CroftModel, read_checkpoint_config, render_model_card
+from .model import CARD_REPO_PLACEHOLDER, CroftModel, read_checkpoint_config, render_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def push_checkpoint(folder: str | Path, repo_id: str, *, private: bool = False,
                     token: str | None = None, commit_message: str = "Upload CRoFT checkpoint") -> str:
     """Upload a checkpoint folder to ``repo_id`` (created if needed) in one commit; returns its URL.
 
-    The model card is rendered again for ``repo_id`` (the local card names no repo); the folder
-    itself is not changed. Resume state (``train_state*``) is not uploaded.
+    The model card is written for ``repo_id`` (:func:`card_for_repo`) in the same commit; the
+    folder itself is not changed. Resume state (``train_state*``) is not uploaded.
 
     Raises:
         CheckpointNotFoundError: ``folder`` is not a checkpoint folder.
@@ -77,8 +77,7 @@ def push_checkpoint(folder: str | Path, repo_id: str, *, private: bool = False,
     if hf_constants.HF_HUB_OFFLINE:
         raise HubError("cannot push: HF_HUB_OFFLINE=1 is set; unset it on a machine with "
                        "internet access and log in with `hf auth login` or pass --token")
-    card = render_model_card(read_checkpoint_config(folder), repo_id)
-    operations = [CommitOperationAdd("README.md", card.encode())]
+    operations = [CommitOperationAdd("README.md", card_for_repo(folder, repo_id).encode())]
     operations += [CommitOperationAdd(rel, str(folder / rel)) for rel in _files_to_upload(folder)]
     api = huggingface_hub.HfApi(token=token)
     try:
@@ -88,6 +87,19 @@ def push_checkpoint(folder: str | Path, repo_id: str, *, private: bool = False,
     except (HTTPError, OSError, HFValidationError) as err:  # network, auth, refused, bad repo id
         raise HubError(f"could not push {folder} to {repo_id}: {err}") from err
     return str(getattr(info, "commit_url", info))
+
+
+def card_for_repo(folder: str | Path, repo_id: str) -> str:
+    """The folder's model card with ``repo_id`` where the local card has the placeholder.
+
+    A card without the placeholder (none, or one written by an older version with a local path as
+    the repo) is rendered again from ``config.json``.
+    """
+    path = Path(folder) / "README.md"
+    card = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if CARD_REPO_PLACEHOLDER in card:
+        return card.replace(CARD_REPO_PLACEHOLDER, repo_id)
+    return render_model_card(read_checkpoint_config(folder), repo_id)
 
 
 def _files_to_upload(folder: Path) -> list[str]:

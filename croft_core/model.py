@@ -188,13 +188,15 @@ def _metrics_table(metrics: dict) -> str:
 LIBRARY_NAME = "croft"
 CARD_TAGS = ["clip", "open-set-recognition", "ood-detection", "croft"]
 PAPER_URL = "https://arxiv.org/abs/2405.16417"
+CARD_REPO_PLACEHOLDER = "path/to/checkpoint-folder"
+"""What a local card says where the repo id goes; :func:`croft_core.hub.push_checkpoint` fills it in."""
 
 
 def render_model_card(config: HeadConfig, repo_id: str | None = None) -> str:
     """The model card (``README.md``) of a checkpoint, for the Hub repo ``repo_id``.
 
-    Without ``repo_id`` (a local folder) the usage snippet names a placeholder folder, never this
-    machine's path; ``croft push`` renders the card again for the repo it uploads to.
+    Without ``repo_id`` (a local folder) the usage snippet names :data:`CARD_REPO_PLACEHOLDER`,
+    never this machine's path; ``croft push`` fills in the repo it uploads to.
     """
     c = config
     card = ModelCard.from_template(
@@ -204,7 +206,7 @@ def render_model_card(config: HeadConfig, repo_id: str | None = None) -> str:
         classes=", ".join(c.classnames[:50]) + (" ..." if len(c.classnames) > 50 else ""),
         threshold="uncalibrated" if c.threshold is None else f"{c.threshold:.4f}",
         tpr=c.threshold_tpr, metrics_table=_metrics_table(c.metrics),
-        repo_id=repo_id or "path/to/checkpoint-folder")
+        repo_id=repo_id or CARD_REPO_PLACEHOLDER)
     return str(card)
 
 

@@ -104,3 +104,20 @@ def test_push_failures_are_hub_errors(tmp_path, fake_hub, monkeypatch):
     with pytest.raises(ZeroDivisionError):  # not disguised as a Hub error
         push_checkpoint(tmp_path / "c", "me/x")
     assert issubclass(CheckpointNotFoundError, CroftError) and issubclass(HubError, CroftError)
+
+
+def test_push_keeps_a_longer_card_and_replaces_an_old_one(tmp_path, fake_hub):
+    from croft_core.hub import card_for_repo
+
+    folder = CroftModel(HeadConfig(head="croft", embed_dim=4, classnames=("a", "b"))).save(tmp_path / "c")
+    card = (folder / "README.md").read_text() + "\n## Data\n\n16 images per class.\n"
+    (folder / "README.md").write_text(card)  # a card with more sections (e.g. a fine-tuning run's)
+    push_checkpoint(folder, "me/x")
+    pushed = fake_hub.last.files["README.md"].decode()
+    assert "## Data" in pushed and 'from_pretrained("me/x")' in pushed and "path/to/" not in pushed
+    old = card.replace("path/to/checkpoint-folder", str(folder))  # written before cards had a placeholder
+    (folder / "README.md").write_text(old)
+    new = card_for_repo(folder, "me/x")
+    assert str(folder) not in new and 'from_pretrained("me/x")' in new
+    (folder / "README.md").unlink()
+    assert "Classes (2): a, b" in card_for_repo(folder, "me/x")

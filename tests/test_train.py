@@ -60,7 +60,8 @@ def _wrong_world():
 @pytest.mark.parametrize("method", sorted(set(METHODS) - {"zeroshot"}))
 def test_methods_train_and_improve(method):
     train_set, val_set, text = _wrong_world()
-    cfg = method_config(method, epochs=10, batch_size=8, lr=0.05, warmup_epochs=0)
+    cfg = method_config(method, epochs=20, batch_size=8, lr=0.2, warmup_epochs=0)
+    torch.manual_seed(0)  # CLIP-Adapter's MLP starts from torch's default initialisation
     model = init_model(cfg, embed_dim=16, logit_scale=20.0, classnames=CLASSES, train_set=train_set,
                        text_features=text)
     start = train_module._val_accuracy(model, val_set, text)
@@ -72,7 +73,7 @@ def test_methods_train_and_improve(method):
     assert result.best_val_accuracy >= start + 0.08
     assert max((p - q).abs().max().item() for p, q in zip(result.model.parameters(), before)) > 1e-2
     if METHODS[method]["step"] != "lbfgs":
-        assert len(result.history) == 10
+        assert len(result.history) == 20
         assert all(math.isfinite(row["loss"]) for row in result.history)
 
 

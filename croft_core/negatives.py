@@ -29,10 +29,12 @@ Typical use (``predict.py``, the evaluation)::
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -49,7 +51,7 @@ from .scoring import neglabel
 logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_NEG_THRESHOLD", "Lexicon", "LexiconError", "NegativeLabels", "lexicon_path",
-           "mine_negatives", "read_lexicon"]
+           "mine_negatives", "parse_lexicon", "read_lexicon"]
 
 DEFAULT_NEG_THRESHOLD = 0.5
 """Accept when ``S(x) >= DEFAULT_NEG_THRESHOLD``; measured by ``bench/neglabel.py`` (README)."""
@@ -64,6 +66,8 @@ LEXICON_FILE = "lexicon.txt"  # next to a local-dir model: the backbone's own le
 LEXICON_SETTINGS = "neglabel.json"  # optional, next to a lexicon file: {"fraction": 0.6, "note": "..."}
 TIMM_LEXICON = ("data", "_info", "imagenet_synset_to_lemma.txt")  # inside the timm package
 _ENCODE_CHUNK = 2048  # lexicon words per cached text-encoding call (and per progress report)
+_MEMO_SIZE = 4  # lexicon embeddings kept in memory (per backbone and lexicon), most recent last
+_memo: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
 
 class LexiconError(CroftError, ValueError):
@@ -99,6 +103,23 @@ def _norm(word: str) -> str:
 
 
 def read_lexicon(path: str | Path) -> Lexicon:
+    """:func:`parse_lexicon`, remembered per file version (timm's 21k lines take ~0.2 s to parse)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LexiconError(f"lexicon file {path} does not exist; write one word per line there, or "
+                           f"remove it to use timm's ImageNet-21k lemmas")
+    stat = path.stat()
+    settings = path.parent / LEXICON_SETTINGS
+    version = (settings.stat().st_mtime_ns, settings.stat().st_size) if settings.is_file() else None
+    return _parse_cached(str(path), stat.st_mtime_ns, stat.st_size, version)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_cached(path: str, mtime_ns: int, size: int, settings_version: tuple | None) -> Lexicon:
+    return parse_lexicon(path)
+
+
+def parse_lexicon(path: str | Path) -> Lexicon:
     """Read a lexicon file: one concept per line, synonyms separated by commas.
 
     A leading tab-separated id (timm's ``n00004475\\torganism, being``) is dropped; blank lines
@@ -168,16 +189,25 @@ def encode_lexicon(backbone: Backbone, lexicon: Lexicon, *, cache_dir: str | Pat
         backbone: the frozen backbone.
         lexicon: the words (``entry[0]`` of each concept is encoded with :data:`NEG_TEMPLATES`).
         cache_dir: text cache root (``None`` disables it); each chunk of 2048 words is one file,
-            so an interrupted encoding resumes.
+            so an interrupted encoding resumes. The last few lexicons are also kept in memory.
         progress: called as ``progress(words_done, words_total)`` after each chunk.
     """
     words, chunks = lexicon.words, []
+    key = (backbone.cache_id, str(backbone.device), lexicon.source, hash(words))
+    if backbone.cache_id is not None and key in _memo:  # the app re-mines per request: skip the disk
+        _memo.move_to_end(key)
+        return _memo[key]
     for start in range(0, len(words), _ENCODE_CHUNK):
         chunks.append(build_text_classifier(backbone, words[start:start + _ENCODE_CHUNK], NEG_TEMPLATES,
                                             cache_dir=cache_dir))
         if progress is not None:
             progress(min(start + _ENCODE_CHUNK, len(words)), len(words))
-    return torch.cat(chunks)
+    embeddings = torch.cat(chunks)  # [L, d]
+    if backbone.cache_id is not None:
+        _memo[key] = embeddings
+        while len(_memo) > _MEMO_SIZE:
+            _memo.popitem(last=False)
+    return embeddings
 
 
 def mine_negatives(label_text: torch.Tensor, candidates: torch.Tensor, num: int,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import shutil
+from collections import OrderedDict
 
 import pytest
 import torch
 from conftest import write_tiny_model
 
-from croft_core import backbones
+from croft_core import backbones, negatives
 from croft_core.backbones import load_backbone
 from croft_core.negatives import (LEXICON_FILE, Lexicon, LexiconError, NegativeLabels, lexicon_path,
                                   mine_negatives, read_lexicon)
@@ -87,18 +88,23 @@ def test_fit_errors(lexicon_backbone, tmp_path):
         NegativeLabels.fit(lexicon_backbone, ["dog", "cat"], lexicon=only_classes, cache_dir=None)
 
 
-def test_negative_embeddings_are_cached_on_disk(lexicon_backbone, tmp_path, monkeypatch):
+def test_negative_embeddings_are_cached_on_disk_and_in_memory(lexicon_backbone, tmp_path, monkeypatch):
     calls = []
     real = backbones.encode_text_truncated
     monkeypatch.setattr(backbones, "encode_text_truncated", lambda m, t: calls.append(len(t)) or real(m, t))
+    monkeypatch.setattr(negatives, "_memo", OrderedDict())
     first = NegativeLabels.fit(lexicon_backbone, ["dog", "harp"], cache_dir=tmp_path)
     assert sum(calls) == len(WORDS) + 2  # the lexicon once, the vocabulary once
     calls.clear()
+    negatives._memo.clear()  # a new process: only the disk cache is left
     second = NegativeLabels.fit(lexicon_backbone, ["dog", "harp"], cache_dir=tmp_path)
     other_vocab = NegativeLabels.fit(lexicon_backbone, ["comet"], cache_dir=tmp_path)
     assert calls == [1]  # warm: only the new vocabulary's one name is encoded
     assert second.words == first.words and torch.equal(second.embeddings, first.embeddings)
     assert other_vocab.words != first.words
+    calls.clear()
+    NegativeLabels.fit(lexicon_backbone, ["anvil", "kayak"], cache_dir=None)
+    assert calls == [2]  # no disk cache, but the lexicon is still in memory
 
 
 def test_score_accepts_labels_and_rejects_negatives(lexicon_backbone):

@@ -24,6 +24,7 @@ import torch
 
 from .features import FeatureSet
 from .methods import LinearProbeHead, l2n
+from .metrics import accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +53,9 @@ def _fit(x: np.ndarray, y: np.ndarray, c: float):
 
 
 def _score(clf, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """``(accuracy, cross-entropy)`` of ``clf`` on ``(x, y)``."""
-    proba = np.clip(clf.predict_proba(x), 1e-12, 1.0)
-    cols = np.searchsorted(clf.classes_, y)
-    return float(np.mean(clf.classes_[proba.argmax(1)] == y)), float(-np.log(proba[np.arange(len(y)), cols]).mean())
+    """``(accuracy, cross-entropy)`` of ``clf`` on ``(x, y)`` (``clf`` saw every class: column = class)."""
+    proba = np.clip(clf.predict_proba(x), 1e-12, 1.0)  # [N, K]
+    return accuracy(proba, y), float(-np.log(proba[np.arange(len(y)), y]).mean())
 
 
 def _export(clf, head: LinearProbeHead) -> None:

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from croft_core.hub import load_model
-from croft_core.model import CroftHead, CroftModel, HeadConfig, read_checkpoint_config, render_model_card
+from croft_core.model import (CARD_REPO_PLACEHOLDER, CroftHead, CroftModel, HeadConfig,
+                              read_checkpoint_config, render_model_card)
 from croft_core.train import init_model, method_config
 from helpers import clustered_features
 
@@ -82,3 +83,17 @@ def test_model_card_names_the_repo_it_is_rendered_for():
     assert 'from_pretrained("path/to/checkpoint-folder")' in render_model_card(config)
     model = CroftModel(config)  # the mixin's hook, used by save_pretrained and push_to_hub
     assert 'from_pretrained("me/x")' in str(model.generate_model_card(repo_id="me/x"))
+
+
+def test_shipped_checkpoint_cards_name_no_local_folder():
+    """Defect: the shipped card said ``from_pretrained("croft_core/synth/croft-shapes")``."""
+    from pathlib import Path
+
+    import croft_core
+
+    cards = [p / "README.md" for p in Path(croft_core.__file__).parent.rglob("*")
+             if (p / "config.json").is_file() and (p / "model.safetensors").is_file()]
+    assert cards
+    for card in cards:
+        text = card.read_text()
+        assert f'from_pretrained("{CARD_REPO_PLACEHOLDER}")' in text, f"{card} names a local folder"

@@ -50,9 +50,7 @@ BENCHMARK_HELP = ("a registered benchmark (shapes, shapes_dg, setup1, setup2, im
 # Library error classes that do not derive from CroftError yet, by module and name. An exception of
 # such a class exists only once its module is imported, so they are looked up in sys.modules.
 _LEGACY_ERRORS = (("croft_core.backbones", "BackboneUnavailableError"),
-                  ("croft_core.data", "DatasetUnavailableError"),
                   ("croft_core.detector", "NotFittedError"),
-                  ("croft_core.images", "ImageError"),
                   ("croft_core.train", "ResumeConflictError"))
 
 
@@ -69,8 +67,8 @@ def library_errors() -> tuple[type[BaseException], ...]:
 
 # --- flags ------------------------------------------------------------------------------------
 
-def _add_benchmark(p: argparse.ArgumentParser, default: str | None = "shapes") -> None:
-    p.add_argument("--benchmark", default=default, help=BENCHMARK_HELP)
+def _add_benchmark(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--benchmark", default="shapes", help=BENCHMARK_HELP)
     p.add_argument("--benchmark-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="option of a registered benchmark, repeatable; VALUE is JSON or a plain "
                         "string (e.g. root=/data/croft, dataset=vlcs, test_domain=PASCAL, "

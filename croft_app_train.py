@@ -19,12 +19,12 @@ Hooking it into ``app.py`` (see :func:`train_tab`)::
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 import os
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -33,7 +33,7 @@ import gradio as gr
 from croft_core.benchmarks import BENCHMARKS, get_benchmark
 from croft_core.errors import CroftError
 from croft_core.finetune import (METHOD_LABELS, TRAINABLE_METHODS, FinetuneLimits, FinetuneRequest,
-                                 finetune, push_finetuned, save_checkpoint, slug, zip_checkpoint)
+                                 FinetuneStopped, finetune, push_finetuned, save_checkpoint, slug, zip_checkpoint)
 from croft_core.security import NOT_AN_UPLOAD, AccessRefused, confine
 from croft_core.sessions import SessionRegistry, TrainingQueue, stream_job
 from croft_core.uploads import UploadLimits, extract_zip, labelled_images
@@ -116,7 +116,6 @@ class TrainHandlers:
         self.upload_limits = upload_limits or UploadLimits(max_images=self.limits.max_images,
                                                            max_classes=self.limits.max_classes)
         self.queue = queue or TrainingQueue()
-        self._stops: dict[str, threading.Event] = {}
         self._folders: dict[str, Path] = {}  # session -> its latest checkpoint folder
 
     # -- inputs ------------------------------------------------------------------------------
@@ -157,31 +156,59 @@ class TrainHandlers:
         return upload_data(images, slug(name.stem) or "my-data", **common)
 
     # -- the run -----------------------------------------------------------------------------
-    def run(self, source: str, value: Any, labels: str, request: FinetuneRequest, session: str,
-            emit: Callable[[dict], None]) -> dict[str, Any]:
-        """Queue, build the data, train, save, offer the model to ``session``; returns the API JSON."""
-        stop = self._stops.setdefault(session or "-", threading.Event())
-        stop.clear()
+    def _stop_flag(self, session: str) -> Path:
+        """A file, so that a Stop reaches a run in another process (a ZeroGPU worker) too."""
+        return self.cache_dir / "stop" / hashlib.sha1((session or "-").encode()).hexdigest()
+
+    @gpu(duration=GPU_SECONDS)
+    def _train_on_gpu(self, data, request: FinetuneRequest, stop_flag: str) -> Iterator[dict]:
+        """The part that needs the accelerator, in one ``spaces.GPU`` call: progress events, then
+        ``{"stage": "done", "result": FinetuneResult}`` (the model on the CPU)."""
+        def job(emit):
+            result = finetune(self.backbone, data, request, limits=self.limits, cache_dir=self.cache_dir,
+                              on_event=emit, should_stop=lambda: os.path.exists(stop_flag))
+            result.model.cpu()
+            return result
+
+        yield from stream_job(job)
+
+    def run_events(self, source: str, value: Any, labels: str, request: FinetuneRequest,
+                   session: str) -> Iterator[dict]:
+        """Queue, build the data, train (on the GPU when there is one), save and offer the model to
+        ``session``. Yields progress events; the last is ``{"stage": "done", "result": API JSON}``."""
         request.checked(self.limits)
-        work = Path(tempfile.mkdtemp(prefix="croft-train-"))
+        flag = self._stop_flag(session)
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.unlink(missing_ok=True)
+        ticket, work = self.queue.join(), Path(tempfile.mkdtemp(prefix="croft-train-"))
         try:
-            with self.queue.slot(on_wait=lambda p: emit({"stage": "queued", "position": p}),
-                                 cancelled=stop.is_set):
-                emit({"stage": "data"})
-                data = self._data(source, value, labels, request.shots, request.seed, work)
-                try:
-                    result = finetune(self.backbone, data, request, limits=self.limits,
-                                      cache_dir=self.cache_dir, on_event=emit, should_stop=stop.is_set)
-                finally:
-                    data.cleanup()
+            while (position := self.queue.position(ticket)) > 0:
+                yield {"stage": "queued", "position": position}
+                if flag.exists():
+                    raise FinetuneStopped("the training job was cancelled while it waited")
+                self.queue.wait(ticket, 0.5)
+            yield {"stage": "data"}
+            data = self._data(source, value, labels, request.shots, request.seed, work)
+            try:
+                for event in self._train_on_gpu(data, request, str(flag)):
+                    if event["stage"] == "done":
+                        result = event["result"]
+                    elif event["stage"] != "tick":
+                        yield event
+            finally:
+                data.cleanup()
             folder = save_checkpoint(result, work / "checkpoint")
             name = self.registry.add(session or "-", result.name, result.model)
-            self._keep_folder(session, folder.parent)
-            return {"model": name, "history": result.history, "results": result.results,
-                    "skipped": result.skipped, "folder": str(folder)}
-        except BaseException:
+            self._keep_folder(session, work)
+            yield {"stage": "done", "result": {"model": name, "history": result.history,
+                                               "results": result.results, "skipped": result.skipped,
+                                               "folder": str(folder)}}
+        except BaseException:  # an error, or the visitor left (GeneratorExit): stop the worker too
+            flag.touch()
             shutil.rmtree(work, ignore_errors=True)
             raise
+        finally:
+            self.queue.leave(ticket)
 
     def _keep_folder(self, session: str, work: Path) -> None:
         old = self._folders.pop(session or "-", None)
@@ -196,7 +223,6 @@ class TrainHandlers:
                                lr=_optional_float(lr, "learning rate"))
 
     # -- events ------------------------------------------------------------------------------
-    @gpu(duration=GPU_SECONDS)
     @user_errors
     def finetune(self, data: Any, method: Any, shots: Any, seed: Any, steps: Any,
                  request: gr.Request = None) -> dict[str, Any]:
@@ -204,11 +230,12 @@ class TrainHandlers:
         folders) and return ``{model, history, results}``; ``model`` is a name ``/classify`` and
         ``/evaluate`` accept in this client session."""
         source = "benchmark" if isinstance(data, str) else "zip of class folders"
-        out = self.run(source, data, "", self._request(method, shots, seed, steps), _session(request),
-                       lambda event: None)
-        return {k: out[k] for k in ("model", "history", "results")}
+        req = self._request(method, shots, seed, steps)
+        for event in self.run_events(source, data, "", req, _session(request)):
+            if event["stage"] == "done":
+                return {k: event["result"][k] for k in ("model", "history", "results")}
+        raise AssertionError("a run ends with its result")
 
-    @gpu(duration=GPU_SECONDS)
     def train_stream(self, source, benchmark, zip_file, images, labels, hub_id, method, shots, seed,
                      lambda1, lambda2, lr, steps, request: gr.Request = None) -> Iterator[tuple]:
         """The Train button: status, live curves, then the results, the model's name and its zip."""
@@ -218,8 +245,7 @@ class TrainHandlers:
         session, history = _session(request), []
         try:
             req = self._request(method, shots, seed, steps, lambda1, lambda2, lr)
-            events = stream_job(lambda emit: self.run(source, value, labels, req, session, emit))
-            for event in events:
+            for event in self.run_events(source, value, labels, req, session):
                 if event["stage"] == "epoch":
                     history.append(event)
                     yield (f"Training: epoch {event['epoch']} of {event['epochs']}",
@@ -240,10 +266,9 @@ class TrainHandlers:
 
     def stop(self, request: gr.Request = None) -> str:
         """The Stop button: the run ends after its current epoch, keeping the best model so far."""
-        event = self._stops.get(_session(request) or "-")
-        if event is None:
-            return "Nothing is training."
-        event.set()
+        flag = self._stop_flag(_session(request))
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.touch()
         return "Stopping after the current epoch; the best model so far is kept."
 
     @user_errors

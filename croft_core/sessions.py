@@ -158,6 +158,33 @@ class TrainingQueue:
         with self._cond:
             return len(self._waiting)
 
+    def join(self) -> int:
+        """Take a ticket (the caller must :meth:`leave` with it).
+
+        Raises:
+            QueueFull: ``max_waiting`` jobs already wait.
+        """
+        with self._cond:
+            if len(self._waiting) > self.max_waiting:
+                raise QueueFull(f"{len(self._waiting) - 1} training jobs are waiting already; try again in "
+                                f"a few minutes")
+            ticket = next(self._tickets)
+            self._waiting.append(ticket)
+            return ticket
+
+    def wait(self, ticket: int, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for the queue to move; returns the ticket's position."""
+        with self._cond:
+            if self._waiting.index(ticket) > 0:
+                self._cond.wait(timeout)
+            return self._waiting.index(ticket)
+
+    def leave(self, ticket: int) -> None:
+        with self._cond:
+            if ticket in self._waiting:
+                self._waiting.remove(ticket)
+            self._cond.notify_all()
+
     @contextlib.contextmanager
     def slot(self, on_wait: Callable[[int], None] = lambda position: None,
              cancelled: Callable[[], bool] = lambda: False, poll: float = 0.5) -> Iterator[None]:
@@ -167,28 +194,16 @@ class TrainingQueue:
             QueueFull: ``max_waiting`` jobs already wait.
             CancelledWhileQueued: ``cancelled()`` became true while waiting.
         """
-        with self._cond:
-            if len(self._waiting) > self.max_waiting:
-                raise QueueFull(f"{len(self._waiting) - 1} training jobs are waiting already; try again in "
-                                f"a few minutes")
-            ticket = next(self._tickets)
-            self._waiting.append(ticket)
+        ticket = self.join()
         try:
-            while True:
-                with self._cond:
-                    position = self._waiting.index(ticket)
-                    if position == 0:
-                        break
+            while (position := self.position(ticket)) > 0:
                 on_wait(position)
                 if cancelled():
                     raise CancelledWhileQueued("the training job was cancelled while it waited")
-                with self._cond:
-                    self._cond.wait(poll)
+                self.wait(ticket, poll)
             yield
         finally:
-            with self._cond:
-                self._waiting.remove(ticket)
-                self._cond.notify_all()
+            self.leave(ticket)
 
 
 class CancelledWhileQueued(CroftError):

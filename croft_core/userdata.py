@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 VAL_FRACTION = 0.2  # held-out share of each class when the data has no validation split
 
 
+def _nothing() -> None:
+    """The cleanup of data that left nothing on disk (a module function: picklable)."""
+
+
 class DataError(CroftError, ValueError):
     """Training data that cannot be used (too few classes, a missing column ...); says what to do."""
 
@@ -105,7 +109,7 @@ class TrainingData:
     shots: int | None = None  # training images per class drawn (None: all)
     val_source: str = "held out"  # "held out" (seeded split) | "given" (the data's own)
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    cleanup: Callable[[], None] = lambda: None
+    cleanup: Callable[[], None] = _nothing
 
     def describe(self) -> dict[str, Any]:
         """The data as the model card and the results list it."""

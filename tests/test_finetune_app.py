@@ -131,3 +131,31 @@ def test_finetune_on_shapes_then_classify(served, files):
                           api_name="/classify")
     assert pred["label"] in ("circle", "square", "star", "unknown")
     assert np.isfinite(pred["score"])
+
+
+def test_stop_and_the_queue_position(served, files):
+    from croft_core.finetune import FinetuneRequest, FinetuneStopped
+
+    _, h = served
+    h.upload_path = lambda p: p
+    try:
+        req = FinetuneRequest(shots=4, steps=400, views=1, batch_size=4)
+        events = h.run_events("zip of class folders", str(files / "my-data.zip"), "", req, "s1")
+        for event in events:
+            if event["stage"] == "epoch":
+                h.stop(request=type("R", (), {"session_hash": "s1"})())
+                break
+        done = [e for e in events if e["stage"] == "done"][0]["result"]
+        assert done["results"]["stopped"] and done["results"]["epochs_done"] < 100
+        ticket = h.queue.join()  # another job holds the queue
+        try:
+            waiting = h.run_events("zip of class folders", str(files / "my-data.zip"), "", req, "s2")
+            assert next(waiting) == {"stage": "queued", "position": 1}
+            h.stop(request=type("R", (), {"session_hash": "s2"})())
+            with pytest.raises(FinetuneStopped, match="cancelled while it waited"):
+                list(waiting)
+        finally:
+            h.queue.leave(ticket)
+        assert len(h.queue) == 0
+    finally:
+        del h.upload_path

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms as T
 
+from .errors import CroftError
 from .synth import EMBEDDED_DIR
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = Path(os.environ.get("CROFT_CACHE", Path.home() / ".cache" / "croft"))
 
 
-class BackboneUnavailableError(RuntimeError):
+class BackboneUnavailableError(CroftError, RuntimeError):
     """Raised when a backbone's weights are neither cached nor downloadable (e.g. offline)."""
 
 

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .errors import CroftError
 from .features import FeatureSet
 from .metrics import accuracy
 from .model import CroftModel, HeadConfig
@@ -45,7 +46,7 @@ from .steps import clean_step, official_step, supervised_step
 logger = logging.getLogger(__name__)
 
 
-class ResumeConflictError(ValueError):
+class ResumeConflictError(CroftError, ValueError):
     """``out_dir`` holds the training state of a run with a different configuration."""
 
 

@@ -11,6 +11,7 @@ import torch
 from conftest import write_tiny_model
 from croft_core.backbones import (BackboneUnavailableError, build_text_classifier,
                                   encode_text_truncated, load_backbone, parse_spec, same_backbone)
+from croft_core.errors import CroftError
 from croft_core.prompts import CROFT_IMAGENET_TEMPLATES, get_templates
 
 
@@ -48,6 +49,7 @@ def test_unknown_tag_and_architecture():
 def test_hf_hub_fails_fast_offline():
     with pytest.raises(BackboneUnavailableError, match="hf-hub:someone/missing"):
         load_backbone("hf-hub:someone/missing")
+    assert issubclass(BackboneUnavailableError, CroftError)
 
 
 def test_local_dir_errors(tmp_path):

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from croft_core.errors import CroftError
 from croft_core.features import FeatureSet
 from croft_core.train import (METHODS, ResumeConflictError, init_model, lr_at_epoch, method_config,
                               scheduled_epochs, steps_per_epoch, train)
@@ -144,7 +145,8 @@ def test_resume_refuses_a_different_config(tmp_path):
     _fit("croft", out_dir=tmp_path)
     with pytest.raises(ResumeConflictError, match=r"different configuration \(\['lambda1'\]\)"):
         _fit("croft", out_dir=tmp_path, lambda1=1.0)
-    assert issubclass(ResumeConflictError, ValueError)  # the CLI's one-line error path
+    assert issubclass(ResumeConflictError, CroftError)  # the CLI's one-line error path
+    assert issubclass(ResumeConflictError, ValueError)  # callers catching ValueError keep working
 
 
 # ---- min_steps -----------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from croft_core.benchmarks import BENCHMARKS, get_benchmark
 from croft_core.errors import CroftError
 from croft_core.finetune import (METHOD_LABELS, TRAINABLE_METHODS, FinetuneLimits, FinetuneRequest,
                                  FinetuneStopped, finetune, push_finetuned, save_checkpoint, slug, zip_checkpoint)
-from croft_core.security import NOT_AN_UPLOAD, AccessRefused, confine
+from croft_core.security import NOT_AN_UPLOAD, AccessRefused, confine, is_hub_id
 from croft_core.sessions import SessionRegistry, TrainingQueue, stream_job
 from croft_core.uploads import UploadLimits, extract_zip, labelled_images
 from croft_core.userdata import benchmark_data, hub_data, upload_data
@@ -226,10 +226,13 @@ class TrainHandlers:
     @user_errors
     def finetune(self, data: Any, method: Any, shots: Any, seed: Any, steps: Any,
                  request: gr.Request = None) -> dict[str, Any]:
-        """Fine-tune on ``data`` (a benchmark name such as "shapes", or an uploaded zip of class
-        folders) and return ``{model, history, results}``; ``model`` is a name ``/classify`` and
-        ``/evaluate`` accept in this client session."""
-        source = "benchmark" if isinstance(data, str) else "zip of class folders"
+        """Fine-tune on ``data`` (a benchmark name such as "shapes", an uploaded zip of class
+        folders, or a Hub dataset id ORG/NAME with image and label columns) and return
+        ``{model, history, results}``; ``model`` is a name ``/classify`` and ``/evaluate`` accept in
+        this client session."""
+        source = "zip of class folders"
+        if isinstance(data, str):
+            source = "Hub dataset" if is_hub_id(data.strip()) else "benchmark"
         req = self._request(method, shots, seed, steps)
         for event in self.run_events(source, data, "", req, _session(request)):
             if event["stage"] == "done":
@@ -331,6 +334,8 @@ def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = ()) -> None
             download = gr.File(label="checkpoint (zip)")
             new_model = gr.Textbox(label="new model", interactive=False)
             with gr.Accordion("Push to the Hugging Face Hub", open=False):
+                if os.environ.get("SPACE_ID"):  # on a Space: push with the visitor's HF login
+                    gr.LoginButton()
                 repo_id = gr.Textbox(label="repository", placeholder="your-name/my-croft-model")
                 token = gr.Textbox(label="write token", type="password",
                                    info="used for this push only; never stored (or log in on a Space)")

@@ -30,7 +30,7 @@ from .benchmarks.sampling import few_shot_indices
 from .errors import CroftError, HubError
 from .images import ImageLimits, load_image
 from .prompts import SINGLE_TEMPLATE, get_templates
-from .security import is_hub_id
+from .security import is_hub_id, scrub_paths
 from .uploads import UploadedImages
 
 __all__ = ["DataError", "FileSplit", "HubSplit", "TrainingData", "benchmark_data", "holdout_rows",
@@ -39,6 +39,7 @@ __all__ = ["DataError", "FileSplit", "HubSplit", "TrainingData", "benchmark_data
 logger = logging.getLogger(__name__)
 
 VAL_FRACTION = 0.2  # held-out share of each class when the data has no validation split
+MAX_HUB_BYTES = 2 * 2**30  # a Hub dataset is downloaded whole by ``datasets``: refuse larger ones
 
 
 def _nothing() -> None:
@@ -202,8 +203,29 @@ def benchmark_data(benchmark, *, shots: int | None, seed: int, max_images: int, 
                         augment=benchmark.train_augment, val_source="given", shots=shots)
 
 
+def _check_hub_size(dataset_id: str, max_bytes: int) -> None:
+    """Refuse a Hub dataset larger than ``max_bytes`` before ``datasets`` downloads all of it."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HFValidationError, HTTPError
+
+    from .offline import hub_unreachable_reason
+
+    if hub_unreachable_reason() is not None:
+        return  # load_split fails at once, with the reason
+    try:
+        info = HfApi().dataset_info(dataset_id, files_metadata=True)
+    except (HTTPError, HFValidationError, OSError) as err:
+        raise HubError(f"Hub dataset {dataset_id!r} cannot be read ({type(err).__name__}); check the id "
+                       f"(public datasets only)") from None
+    size = sum(getattr(f, "size", None) or 0 for f in (info.siblings or []))
+    if size > max_bytes:
+        raise DataError(f"Hub dataset {dataset_id!r} is {size / 2**30:.1f} GB; this server trains on "
+                        f"datasets of at most {max_bytes / 2**30:.1f} GB: upload a zip of class folders")
+
+
 def hub_data(dataset_id: str, *, shots: int | None, seed: int, max_images: int, max_classes: int,
-             split: str = "train", image_column: str = "image", label_column: str = "label") -> TrainingData:
+             split: str = "train", image_column: str = "image", label_column: str = "label",
+             max_bytes: int = MAX_HUB_BYTES) -> TrainingData:
     """Training data from a Hub dataset with an image and a label column (``datasets``).
 
     Raises:
@@ -215,10 +237,12 @@ def hub_data(dataset_id: str, *, shots: int | None, seed: int, max_images: int, 
     dataset_id = (dataset_id or "").strip()
     if not is_hub_id(dataset_id):
         raise DataError(f"{dataset_id[:100]!r} is not a Hub dataset id; give one as ORG/NAME")
+    _check_hub_size(dataset_id, max_bytes)
     try:
         ds, classnames = load_split(dataset_id, split, image_column=image_column, label_column=label_column)
-    except HubError:
-        raise
+    except HubError as err:  # the library's message speaks to a terminal user; this one to a visitor
+        reason = scrub_paths(str(err).split(". ")[0])[:300]
+        raise HubError(f"{reason}. Upload a zip of class folders instead, or try again later.") from None
     except (FileNotFoundError, ConnectionError) as err:
         raise HubError(f"Hub dataset {dataset_id!r} cannot be loaded: {type(err).__name__}; check the id, "
                        f"or use a zip upload when this server is offline") from None

@@ -403,3 +403,18 @@ def test_stream_job_yields_events_then_the_result_or_the_error():
     assert [e["stage"] for e in events if e["stage"] != "tick"] == ["a", "done"] and events[-1]["result"] == 42
     with pytest.raises(DataError, match="boom"):
         list(stream_job(lambda emit: (_ for _ in ()).throw(DataError("boom"))))
+
+
+def test_hub_dataset_too_large_is_refused_before_download(monkeypatch):
+    import huggingface_hub
+
+    import croft_core.offline as offline
+
+    class Info:
+        siblings = [type("F", (), {"size": 3 * 2**30})()]
+
+    monkeypatch.setattr(offline, "hub_unreachable_reason", lambda: None)
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: type("A", (), {
+        "dataset_info": lambda self, *a, **k: Info()})())
+    with pytest.raises(DataError, match="3.0 GB"):
+        hub_data("org/huge", shots=2, seed=1, max_images=100, max_classes=10)

@@ -159,3 +159,12 @@ def test_stop_and_the_queue_position(served, files):
         assert len(h.queue) == 0
     finally:
         del h.upload_path
+
+
+def test_api_data_as_a_hub_id_fails_fast_offline(served):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(served[0], verbose=False)
+    with pytest.raises(AppError, match="org/no-such-dataset"):
+        client.predict("org/no-such-dataset", "croft", 4, 1, 4, api_name="/finetune")

@@ -9,6 +9,7 @@ with the upload default (4 augmented views per training image) and once with pla
 embedded world's small centred shapes do not survive random crops, see croft_core.benchmarks.shapes).
 
     python bench/finetune.py            # targets: <= 60 s cold, <= 15 s cached, on 2 cores
+    BENCH_DEVICE=cuda python bench/finetune.py
 
 Prints both times and the validation accuracy.
 """
@@ -65,12 +66,13 @@ def upload_to_model(backbone, upload: Path, work: Path, cache: Path, augment: bo
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    backbone = load_backbone("embedded")
+    device = os.environ.get("BENCH_DEVICE", "cpu")  # BENCH_DEVICE=cuda on a GPU machine
+    backbone = load_backbone("embedded", device=device)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         upload = make_upload(tmp / "my-shapes.zip")
         print(f"upload -> usable model, {SHOTS}-shot x {len(ID_CLASSES)} classes, CRoFT, {STEPS} steps, "
-              f"{torch.get_num_threads()} threads")
+              f"{torch.get_num_threads()} threads, device {device}")
         for augment, what in ((True, "4 augmented views (the upload default)"),
                               (False, "plain views (as the shapes benchmark trains)")):
             cache = tmp / f"cache-{augment}"

@@ -25,6 +25,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -44,6 +45,7 @@ logger = logging.getLogger("croft.app.train")
 TRAIN_BENCHMARKS = tuple(b for b in ("shapes", "shapes_dg") if b in BENCHMARKS)
 SOURCES = ("benchmark", "zip of class folders", "labelled images", "Hub dataset")
 GPU_SECONDS = 300  # the declared ZeroGPU duration of one training run
+MAX_KEPT_FOLDERS = 100  # checkpoint folders kept on disk for downloads and pushes (newest sessions)
 
 try:  # Hugging Face ZeroGPU: the whole run in one GPU call; elsewhere a no-op (as app.py)
     import spaces
@@ -116,7 +118,7 @@ class TrainHandlers:
         self.upload_limits = upload_limits or UploadLimits(max_images=self.limits.max_images,
                                                            max_classes=self.limits.max_classes)
         self.queue = queue or TrainingQueue()
-        self._folders: dict[str, Path] = {}  # session -> its latest checkpoint folder
+        self._folders: OrderedDict[str, Path] = OrderedDict()  # session -> its latest checkpoint
 
     # -- inputs ------------------------------------------------------------------------------
     @staticmethod
@@ -211,10 +213,13 @@ class TrainHandlers:
             self.queue.leave(ticket)
 
     def _keep_folder(self, session: str, work: Path) -> None:
+        """Keep one checkpoint folder per session (to download or push), for the newest sessions."""
         old = self._folders.pop(session or "-", None)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         self._folders[session or "-"] = work
+        while len(self._folders) > MAX_KEPT_FOLDERS:
+            shutil.rmtree(self._folders.popitem(last=False)[1], ignore_errors=True)
 
     def _request(self, method, shots, seed, steps, lambda1=None, lambda2=None, lr=None) -> FinetuneRequest:
         return FinetuneRequest(method=str(method or "croft"), shots=_whole(shots, "shots", 16),

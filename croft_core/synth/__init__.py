@@ -5,13 +5,16 @@ project ships an honest miniature that runs offline on a CPU in seconds:
 
 * :mod:`croft_core.synth.world` -- a deterministic, seeded renderer of two dozen
   shape classes in four styles (``photo``, ``sketch``, ``cartoon``, ``painting``)
-  that act as domains, plus web-like captions that mostly use coarse names.
+  that act as domains, plus web-like captions that name the exact class.
 * :mod:`croft_core.synth.dataset` -- exports the world as a Hugging Face
-  ``datasets`` dataset (``python -m croft_core.synth.dataset --out DIR``).
+  ``datasets`` dataset (``croft render-shapes --out DIR``).
 * :mod:`croft_core.synth.pretrain` -- contrastive pretraining of a tiny open_clip
-  CLIP from scratch on a rendered stream (``python -m croft_core.synth.pretrain``).
+  CLIP from scratch on a rendered stream, mostly photos (``croft pretrain-embedded``).
 * :mod:`croft_core.synth.check` -- measures zero-shot / linear-probe / OOD numbers
-  of a model on the ``shapes`` benchmark (``python -m croft_core.synth.check``).
+  of a model on the ``shapes`` benchmark (``croft check-embedded``).
+
+The benchmarks built on the world (``shapes``, ``shapes_dg``) live in
+:mod:`croft_core.benchmarks.shapes`.
 
 The shipped weights live in ``croft_core/synth/embedded/`` as an open_clip
 ``local-dir:`` folder (``open_clip_config.json`` + ``open_clip_model.safetensors``), and a CRoFT

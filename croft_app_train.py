@@ -7,13 +7,14 @@ it (the best epoch so far is kept); then uses the model at once (by its name, in
 their own token. Everything is done by :mod:`croft_core.finetune`, :mod:`croft_core.userdata` and
 :mod:`croft_core.uploads`; this file only wires components.
 
-Hooking it into ``app.py`` (see :func:`train_tab`)::
+Hooking it into ``app.py`` (the whole change: /work/notes/issue13_app_integration.patch)::
 
-    from croft_app_train import TrainHandlers, train_tab
-    registry = SessionRegistry(registry)                  # in load_resources
-    train = TrainHandlers(resources.backbone, resources.registry, cache_dir=resources.cache_dir)
-    with gr.Tab("Train"):
-        train_tab(train, model_menus=[classify_model, compare_model_b])
+    registry = SessionRegistry(ClassifierRegistry(...))          # load_resources
+    classifier = self.r.registry.get(model, _session(request))   # every handler, + request: gr.Request
+    with gr.Tab("Train"):                                        # build_demo; the tabs return their menus
+        train = TrainHandlers(resources.backbone, resources.registry, cache_dir=resources.cache_dir,
+                              upload_root=resources.upload_root)
+        train_tab(train, model_menus=[classify_menu, compare_menu, lab_menu])
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from croft_core.benchmarks import BENCHMARKS, get_benchmark
 from croft_core.errors import CroftError
 from croft_core.finetune import (METHOD_LABELS, TRAINABLE_METHODS, FinetuneLimits, FinetuneRequest,
                                  FinetuneStopped, finetune, push_finetuned, save_checkpoint, slug, zip_checkpoint)
-from croft_core.security import NOT_AN_UPLOAD, AccessRefused, confine, is_hub_id
+from croft_core.security import NOT_AN_UPLOAD, AccessRefused, confine, is_hub_id, scrub_paths
 from croft_core.sessions import SessionRegistry, TrainingQueue, stream_job
 from croft_core.uploads import UploadLimits, extract_zip, labelled_images
 from croft_core.userdata import benchmark_data, hub_data, upload_data
@@ -58,7 +59,8 @@ except (ImportError, AttributeError):
 
 
 def user_errors(fn: Callable) -> Callable:
-    """The library's own errors (and ValueErrors) become a ``gr.Error`` without a traceback."""
+    """The library's own errors (and ValueErrors) become a ``gr.Error`` with server paths shortened;
+    anything else a generic ``gr.Error`` (the traceback goes to the log), as in ``app.py``."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -66,7 +68,11 @@ def user_errors(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except (CroftError, ValueError) as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise gr.Error(scrub_paths(str(err)), print_exception=False) from None
+        except Exception:
+            logger.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error("The server could not handle this request (the error was logged); check "
+                           "the inputs and try again.", print_exception=False) from None
     return wrapper
 
 
@@ -107,12 +113,14 @@ class TrainHandlers:
         cache_dir: the app's cache root; features of training runs go to ``cache_dir/finetune``.
         limits, upload_limits: run and upload bounds (default: environment, then safe defaults).
         queue: the one-job-at-a-time queue (one per process).
+        upload_root: Gradio's upload folder (every file argument must lie inside it).
     """
 
     def __init__(self, backbone, registry: SessionRegistry, *, cache_dir: str | os.PathLike,
                  limits: FinetuneLimits | None = None, upload_limits: UploadLimits | None = None,
-                 queue: TrainingQueue | None = None):
+                 queue: TrainingQueue | None = None, upload_root: str | os.PathLike | None = None):
         self.backbone, self.registry = backbone, registry
+        self.upload_root = Path(upload_root or gr.utils.get_upload_folder())
         self.cache_dir = Path(cache_dir) / "finetune"
         self.limits = limits or FinetuneLimits.from_env()
         self.upload_limits = upload_limits or UploadLimits(max_images=self.limits.max_images,
@@ -121,15 +129,22 @@ class TrainHandlers:
         self._folders: OrderedDict[str, Path] = OrderedDict()  # session -> its latest checkpoint
 
     # -- inputs ------------------------------------------------------------------------------
-    @staticmethod
-    def upload_path(payload: Any) -> str | None:
-        """The confined local path of an uploaded file (a path or a FileData dict), or None."""
+    def upload_path(self, payload: Any) -> str | None:
+        """The local path of an uploaded file, confined to the upload folder, or None.
+
+        A FileData dict must carry Gradio's ``meta`` (Gradio checks only those were uploaded); a bare
+        ``{"path": ...}`` is refused, as ``app.file_path`` does.
+        """
         if payload is None or payload == "":
             return None
-        path = payload.get("path") if isinstance(payload, dict) else getattr(payload, "path", payload)
-        if not isinstance(path, (str, os.PathLike)):
+        if isinstance(payload, dict):
+            meta = payload.get("meta")
+            if not isinstance(meta, dict) or meta.get("_type") != "gradio.FileData":
+                raise AccessRefused(NOT_AN_UPLOAD)
+            payload = payload.get("path")
+        if not isinstance(payload, str) or not payload:
             raise AccessRefused(NOT_AN_UPLOAD)
-        return str(confine(path, gr.utils.get_upload_folder()))
+        return str(confine(payload, self.upload_root))
 
     def _data(self, source: str, value: Any, labels: str, shots: int, seed: int, work: Path):
         common = dict(shots=shots, seed=seed, max_images=self.limits.max_images,
@@ -270,7 +285,7 @@ class TrainHandlers:
                            str(zip_checkpoint(out["folder"], Path(out["folder"]).parent / f"{slug(out['model'])}.zip")),
                            out["model"])
         except (CroftError, ValueError) as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise gr.Error(scrub_paths(str(err)), print_exception=False) from None
 
     def stop(self, request: gr.Request = None) -> str:
         """The Stop button: the run ends after its current epoch, keeping the best model so far."""

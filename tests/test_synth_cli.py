@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import datasets
-import pytest
 import open_clip
+import pytest
 import torch
 
 from croft_core.cli import main
@@ -29,6 +31,8 @@ def test_pretrain_is_deterministic(tmp_path):
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     a = (tmp_path / "a" / "open_clip_model.safetensors").read_bytes()
     assert a == (tmp_path / "b" / "open_clip_model.safetensors").read_bytes()
+    info = json.loads((tmp_path / "a" / "pretrain.json").read_text())
+    assert info["command"] == f"croft {' '.join(args)} --out {tmp_path / 'a'}"
     model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'a'}")
     assert model.encode_image(torch.zeros(1, 3, 64, 64)).shape == (1, 128)
 

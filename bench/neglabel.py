@@ -38,6 +38,7 @@ from croft_core.benchmarks.shapes import shapes_benchmark  # noqa: E402
 from croft_core.distributed import prepare_features  # noqa: E402
 from croft_core.evaluate import benchmark_text_features, evaluate, zeroshot_model  # noqa: E402
 from croft_core.model import CroftModel  # noqa: E402
+from croft_core import negatives  # noqa: E402
 from croft_core.negatives import DEFAULT_NEG_THRESHOLD, NegativeLabels, lexicon_path  # noqa: E402
 from croft_core.prompts import SINGLE_TEMPLATE  # noqa: E402
 from croft_core.scoring import energy  # noqa: E402
@@ -91,18 +92,28 @@ def sweep(backbone, images, vocabs, cache_dir, **fit):
     return out
 
 
+THRESHOLD_GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+
+
 def select(backbone, args, cache_dir) -> None:
-    """Rates on validation images and other vocabularies, for a grid of settings and thresholds."""
+    """Rates on validation images and other vocabularies for a grid of settings and thresholds; the
+    setting with the highest mean of (acceptance + rejection) / 2 is printed last."""
     images = world_images(backbone, "validation")
     vocabs = vocabularies(args.vocabularies, args.seed + SELECT_SEED_OFFSET)
+    best = None
     for fraction in args.fractions or [None]:
         for temperature in args.temperatures or [None]:
             fit = {k: v for k, v in (("fraction", fraction), ("temperature", temperature)) if v is not None}
             runs = sweep(backbone, images, vocabs, cache_dir, **fit)
             print(f"validation, NegativeLabels.fit({fit or 'defaults'}):")
-            for t in (0.1, 0.3, 0.5, 0.7, 0.9):
-                print(fmt("  neglabel", summarize(runs, 2, t)))
-            print(fmt("  neglabel, best", best_fixed(runs, 2)))
+            for t in THRESHOLD_GRID:
+                s = summarize(runs, 2, t)
+                print(fmt("  neglabel", s))
+                balanced = (s["acc_mean"] + s["rej_mean"]) / 2
+                if best is None or balanced > best[0]:
+                    best = (balanced, fit, t)
+    print(f"selected on validation: fit({best[1]}), threshold {best[2]} (mean of acceptance and "
+          f"rejection {100 * best[0]:.1f}%)")
 
 
 def summarize(runs, score_index: int, threshold: float) -> dict[str, float]:
@@ -165,6 +176,7 @@ def speed(backbone, pixels: torch.Tensor) -> None:
     """Mining for a new vocabulary, and the per-image cost with and without NegLabel."""
     vocab = ("square", "star", "ring")
     with tempfile.TemporaryDirectory() as cold:
+        negatives._memo.clear()  # cold: neither on disk nor in memory
         start = time.perf_counter()
         NegativeLabels.fit(backbone, ("circle", "heart", "arrow", "kite"), cache_dir=cold)
         first = time.perf_counter() - start

@@ -53,8 +53,14 @@ logger = logging.getLogger(__name__)
 __all__ = ["DEFAULT_NEG_THRESHOLD", "Lexicon", "LexiconError", "NegativeLabels", "lexicon_path",
            "mine_negatives", "parse_lexicon", "read_lexicon"]
 
-DEFAULT_NEG_THRESHOLD = 0.5
-"""Accept when ``S(x) >= DEFAULT_NEG_THRESHOLD``; measured by ``bench/neglabel.py`` (README)."""
+DEFAULT_NEG_THRESHOLD = 0.01
+"""Accept when ``S(x) >= DEFAULT_NEG_THRESHOLD``: reject only when the negatives hold >= 99% of the mass.
+
+Selected with ``bench/neglabel.py --select`` on validation images of the shapes world and 30 random
+vocabularies (embedded model; no real CLIP weights are reachable offline): the rates are flat from
+0.001 to 0.01 (mean of acceptance and rejection 90.9-91.0%), and 0.01 is the one that meets the
+issue's mean-acceptance (90-98%) and rejection (>= 90%) targets at once. README has the test numbers.
+"""
 
 NEG_TEMPERATURE = 0.01  # the paper's T on cosines (the official t=1 on 100 * cos)
 NEG_GROUPS = 100  # the paper's number of random groups

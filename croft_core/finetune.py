@@ -42,8 +42,8 @@ from .features import FeatureSet, extract_features
 from .limits import prune_lru
 from .model import CroftModel, render_model_card
 from .security import is_hub_id, scrub_paths
-from .train import (METHODS, TrainConfig, TrainResult, _optimizers, _Run, _run_epoch, _select,
-                    init_model, method_config, steps_per_epoch, train)
+from .train import (METHODS, TrainConfig, TrainResult, init_model, method_config, steps_per_epoch,
+                    train)
 from .userdata import TrainingData
 
 __all__ = ["FinetuneError", "FinetuneLimits", "FinetuneRequest", "FinetuneResult", "FinetuneStopped",
@@ -179,24 +179,9 @@ def train_with_hooks(model: CroftModel, train_set: FeatureSet, text_features: to
     Returns:
         ``(result, stopped)``.
     """
-    if METHODS[cfg.method]["step"] in (None, "lbfgs"):  # zero-shot, linear probe: no epochs
-        return train(model, train_set, text_features, cfg, val_set=val_set, progress=False), False
-    device = next(iter(model.parameters())).device
-    train_set, val_set, text_features = train_set.to(device), val_set.to(device), text_features.to(device)
-    optimizers, run, stopped = _optimizers(model, cfg), _Run(), False
-    while run.epoch < cfg.epochs and not (cfg.max_steps is not None and run.step >= cfg.max_steps):
-        if should_stop():
-            stopped = True
-            break
-        row, _ = _run_epoch(model, cfg, train_set, text_features, optimizers, run, cfg.epochs)
-        _select(run, row, model, val_set, text_features)
-        run.epoch += 1
-        on_epoch(row, cfg.epochs)
-    if run.best_state is not None:
-        model.load_state_dict(run.best_state)
-    model.eval()
-    best = run.best_score if run.best_epoch > 0 else None
-    return TrainResult(model, run.history, run.best_epoch, best), stopped
+    result = train(model, train_set, text_features, cfg, val_set=val_set, progress=False,
+                   on_epoch=on_epoch, should_stop=should_stop)
+    return result, result.stopped
 
 
 @contextlib.contextmanager

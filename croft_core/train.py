@@ -30,7 +30,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -110,6 +110,7 @@ class TrainResult:
     history: list[dict[str, float]]
     best_epoch: int
     best_val_accuracy: float | None
+    stopped: bool = False  # ended early by ``should_stop`` (the best model so far is kept)
 
 
 def init_model(cfg: TrainConfig, *, embed_dim: int, logit_scale: float, classnames: Sequence[str],
@@ -257,7 +258,8 @@ def _select(run: _Run, row: dict[str, float], model: CroftModel, val_set, text_f
 
 def train(model: CroftModel, train_set: FeatureSet, text_features: torch.Tensor, cfg: TrainConfig, *,
           val_set: FeatureSet | None = None, out_dir: str | Path | None = None, resume: bool = True,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, on_epoch: Callable[[dict[str, float], int], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train ``model`` on cached features; returns the best-on-validation model.
 
     Args:
@@ -270,6 +272,10 @@ def train(model: CroftModel, train_set: FeatureSet, text_features: torch.Tensor,
         out_dir: if given, training state is saved there after every complete epoch, and a run
             found there is resumed when ``resume``.
         progress: show a tqdm bar over epochs.
+        on_epoch: called after every epoch with its history row and the scheduled epoch count
+            (live curves in the app).
+        should_stop: checked before every epoch; when it returns True the run ends there and the
+            best model so far is returned with ``stopped=True`` (the app's Stop button, time caps).
 
     Raises:
         ResumeConflictError: ``out_dir`` holds the state of a run with another configuration.
@@ -293,12 +299,18 @@ def train(model: CroftModel, train_set: FeatureSet, text_features: torch.Tensor,
         logger.info("resuming %s from epoch %d", state_dir, run.epoch)
     epochs = scheduled_epochs(cfg, len(train_set))
     bar = tqdm(total=epochs, initial=run.epoch, desc=f"train {cfg.method}", disable=not progress)
+    stopped = False
     while run.epoch < epochs and not _budget_spent(cfg, run):
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
         row, complete = _run_epoch(model, cfg, train_set, text_features, optimizers, run, epochs)
         _select(run, row, model, val_set, text_features)
         run.epoch += 1
         if state_dir is not None and complete:
             _save_state(state_dir, model, optimizers, cfg, run)
+        if on_epoch is not None:
+            on_epoch(row, epochs)
         bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "val_accuracy")})
     bar.close()
@@ -306,7 +318,7 @@ def train(model: CroftModel, train_set: FeatureSet, text_features: torch.Tensor,
         model.load_state_dict(run.best_state)
     model.eval()
     return TrainResult(model, run.history, run.best_epoch,
-                       run.best_score if val_set is not None and run.best_epoch > 0 else None)
+                       run.best_score if val_set is not None and run.best_epoch > 0 else None, stopped)
 
 
 # ---- training state (safetensors + JSON) -------------------------------------------------------

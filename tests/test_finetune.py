@@ -248,10 +248,11 @@ def test_features_are_cached_by_content(tiny_backbone, zip_data, tmp_path, monke
 
 
 def test_stop_keeps_the_best_epoch_so_far(tiny_backbone, zip_data, monkeypatch):
-    import croft_core.finetune as ft
+    import importlib
 
+    tr = importlib.import_module("croft_core.train")  # the package re-exports `train` itself
     accs = iter([0.3, 0.9, 0.5, 0.2, 0.1, 0.1])
-    real_select = ft._select
+    real_select = tr._select
 
     def select(run, row, model, val_set, text):
         real_select(run, row, model, val_set, text)
@@ -262,7 +263,7 @@ def test_stop_keeps_the_best_epoch_so_far(tiny_backbone, zip_data, monkeypatch):
             best.clear(), best.update(run.best_state)
 
     best: dict = {}
-    monkeypatch.setattr(ft, "_select", select)
+    monkeypatch.setattr(tr, "_select", select)
     stop_after = {"n": 0}
 
     def on_event(e):

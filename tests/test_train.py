@@ -19,7 +19,7 @@ CLASSES = ["a", "b", "c", "d"]
 train_module = importlib.import_module("croft_core.train")  # the package re-exports `train` itself
 
 
-def _fit(method="croft", out_dir=None, resume=True, **overrides):
+def _fit(method="croft", out_dir=None, resume=True, on_epoch=None, should_stop=None, **overrides):
     train_set, text = clustered_features(seed=0)
     val_set, _ = clustered_features(seed=0, views=1, name="val")
     cfg = method_config(method, epochs=4, batch_size=8, lr=0.05, **overrides)
@@ -27,7 +27,7 @@ def _fit(method="croft", out_dir=None, resume=True, **overrides):
     model = init_model(cfg, embed_dim=16, logit_scale=20.0, classnames=CLASSES, train_set=train_set,
                        text_features=text)
     return train(model, train_set, text, cfg, val_set=val_set, out_dir=out_dir, resume=resume,
-                 progress=False), train_set, text
+                 progress=False, on_epoch=on_epoch, should_stop=should_stop), train_set, text
 
 
 def test_lr_schedule_matches_dassl():
@@ -183,3 +183,15 @@ def test_method_config_validation():
         method_config("croft", lambda3=1)
     assert method_config("croft_noedr").lambda2 == 0.0
     assert method_config("croft_clean", lambda2=None).edr_reduction == "sample_sum"
+
+
+def test_on_epoch_and_should_stop_hooks():
+    """The app's live curves and Stop button: a callback per epoch, a stop keeps the best so far."""
+    rows = []
+    result, _, _ = _fit(on_epoch=lambda row, epochs: rows.append((row["epoch"], epochs)),
+                        should_stop=lambda: len(rows) >= 2)
+    assert rows == [(1, 4), (2, 4)]
+    assert result.stopped and len(result.history) == 2
+    assert result.best_epoch in (1, 2)
+    full, _, _ = _fit()
+    assert not full.stopped and len(full.history) == 4

@@ -72,3 +72,11 @@ def test_render_folder_of_another_world_version_is_refused(tmp_path, tiny_world,
     for build in (lambda: shapes_dg(root=old), lambda: shapes_benchmark(root=old)):
         with pytest.raises(ShapesWorldError, match=rf"re-render it with `croft render-shapes --out {old}`"):
             build()
+
+
+def test_shapes_dg_is_registered():
+    """`croft --benchmark shapes_dg` needs the registry entry (croft_core/benchmarks/registry.py)."""
+    from croft_core.benchmarks import BENCHMARKS
+    from croft_core.benchmarks.shapes import shapes_dg
+
+    assert BENCHMARKS.get("shapes_dg") is shapes_dg

@@ -1,0 +1,67 @@
+"""The shapes comparison of docs/RESULTS_SHAPES.md: every method, one grid of equal size, 3 seeds.
+
+    OMP_WAIT_POLICY=PASSIVE python bench/shapes_compare.py RUNS_DIR [BENCHMARK ...] [--dry-run]
+
+BENCHMARK is ``shapes`` or ``shapes_dg_<style>`` (default: ``shapes shapes_dg_painting``). For each
+one it runs three ``croft bench`` commands that share one feature cache (``RUNS_DIR/cache``):
+
+1. ``zeroshot,linear_probe`` -- no grid: zero-shot has nothing to train, and the L-BFGS probe picks
+   its L2 strength on validation itself (croft_core/probe.py);
+2. ``clip_adapter,croft,croft_noedr,croft_clean`` -- ``--grid lr=0.002,0.02`` (the official lr and
+   ten times it);
+3. ``tip_adapter`` -- ``--grid lr=0.001,0.01`` (its own default lr, AdamW, and ten times it);
+
+so every trained method chooses among two configurations on validation (never test), with
+``--min-steps 500`` (16-shot runs on 10 classes otherwise get 150 steps; CROFT_SPEC's Setup-II runs
+get several hundred). The commands are printed before they run; ``--dry-run`` only prints them.
+``python bench/shapes_results.py RUNS_DIR`` turns the results into the tables.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+GROUPS = (("fixed", "zeroshot,linear_probe", ()),
+          ("sgd", "clip_adapter,croft,croft_noedr,croft_clean", ("--grid", "lr=0.002,0.02")),
+          ("tip", "tip_adapter", ("--grid", "lr=0.001,0.01")))
+COMMON = ("--backbone", "embedded", "--seeds", "1,2,3", "--shots", "16", "--min-steps", "500", "--quiet")
+
+
+def commands(runs_dir: str, benchmark: str) -> list[list[str]]:
+    """The ``croft`` argument lists of one benchmark's comparison."""
+    if benchmark.startswith("shapes_dg_"):
+        bench_args = ["--benchmark", "shapes_dg", "--benchmark-arg", f"heldout={benchmark.removeprefix('shapes_dg_')}"]
+    else:
+        bench_args = ["--benchmark", benchmark]
+    out = []
+    for name, methods, grid in GROUPS:
+        out.append(["bench", *bench_args, "--methods", methods, *grid, *COMMON,
+                    "--cache-dir", f"{runs_dir}/cache", "--out", f"{runs_dir}/{benchmark}/{name}"])
+    return out
+
+
+def main(argv: list[str]) -> int:
+    dry = "--dry-run" in argv
+    args = [a for a in argv if a != "--dry-run"]
+    runs_dir, benchmarks = args[0], args[1:] or ["shapes", "shapes_dg_painting"]
+    from croft_core.benchmarks import BENCHMARKS, register_benchmark
+    from croft_core.benchmarks.shapes import shapes_dg
+
+    if "shapes_dg" not in BENCHMARKS:  # until the registry lists it
+        register_benchmark("shapes_dg", shapes_dg)
+    from croft_core.cli import main as croft
+
+    for benchmark in benchmarks:
+        for cmd in commands(runs_dir, benchmark):
+            print("croft " + shlex.join(cmd), flush=True)
+            if not dry and not (Path(cmd[-1]) / "summary.json").is_file():
+                code = croft(cmd)
+                if code:
+                    return code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,58 @@
+"""The shipped CRoFT checkpoint (croft_core/synth/croft-shapes): its name, and its card's numbers are
+exactly what `croft eval` reproduces on `shapes_dg` with painting held out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from croft_core.synth import EMBEDDED_CHECKPOINT
+
+DISPLAY_NAME = "CRoFT · shapes · painting held out"
+
+
+def _config() -> dict:
+    return json.loads((EMBEDDED_CHECKPOINT / "config.json").read_text())
+
+
+def test_checkpoint_is_shown_by_its_card_name():
+    from croft_core.vetting import display_name
+
+    assert _config()["display_name"] == DISPLAY_NAME
+    assert display_name(EMBEDDED_CHECKPOINT) == DISPLAY_NAME
+    card = (EMBEDDED_CHECKPOINT / "README.md").read_text()
+    assert DISPLAY_NAME in card and "--benchmark shapes_dg --benchmark-arg heldout=painting" in card
+
+
+def test_checkpoint_is_the_validation_selected_croft_of_shapes_dg():
+    config = _config()
+    assert config["head"] == "croft" and config["method"] == "croft" and config["backbone"] == "embedded"
+    assert config["training"]["min_steps"] == 500 and config["training"]["seed"] == 1
+    assert set(config["metrics"]) >= {"id_accuracy", "accuracy/painting", "energy_auroc", "energy_fpr95"}
+
+
+def test_card_metrics_table_lists_the_config_metrics():
+    card = (EMBEDDED_CHECKPOINT / "README.md").read_text()
+    for key, value in _config()["metrics"].items():
+        assert f"| {key} | {value:.4f} |" in card, key
+
+
+@pytest.mark.slow
+def test_croft_eval_reproduces_the_card_numbers(tmp_path, monkeypatch):
+    from croft_core.benchmarks import BENCHMARKS
+    from croft_core.benchmarks.shapes import shapes_dg
+    from croft_core.cli import main
+    from croft_core.evaluate import headline_metrics
+
+    monkeypatch.setitem(BENCHMARKS, "shapes_dg", BENCHMARKS.get("shapes_dg", shapes_dg))
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--backbone", "embedded", "--benchmark", "shapes_dg", "--benchmark-arg",
+                 "heldout=painting", "--checkpoint", str(EMBEDDED_CHECKPOINT), "--seed", "1",
+                 "--cache-dir", str(tmp_path / "cache"), "--json", str(out), "--quiet"]) == 0
+    reproduced = headline_metrics(json.loads(out.read_text()))
+    card = _config()["metrics"]
+    assert set(reproduced) == set(card)
+    for key, value in card.items():
+        assert reproduced[key] == pytest.approx(value, abs=1e-6), key
+

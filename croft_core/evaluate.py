@@ -143,6 +143,17 @@ def _deployment_threshold(val_energy: np.ndarray, tpr: float, id_energy: np.ndar
             "semantic_accept_rate": [float(detector.accept(s["energy"]).mean()) for s in sem_scores]}
 
 
+def _neglabel_rule(negs: NegativeLabels, id_scores: dict, cov_scores: list, sem_scores: list) -> dict[str, Any]:
+    """The negatives used and the acceptance rates of NegLabel's fixed threshold (no calibration)."""
+    def rate(sc: dict) -> float:
+        return float(negs.accept(sc["neglabel"]).mean())
+
+    return {"lexicon": negs.lexicon, "num_negatives": len(negs.words), "removed": list(negs.removed),
+            "threshold": negs.threshold, "id_accept_rate": rate(id_scores),
+            "covariate_accept_rate": [rate(c) for c in cov_scores],
+            "semantic_accept_rate": [rate(s) for s in sem_scores]}
+
+
 @torch.no_grad()
 def evaluate(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFeatures, *,
              tpr: float = 0.95, knn_k: int = 1, correct_only: bool = False,
@@ -159,8 +170,9 @@ def evaluate(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFea
         mcm_temperature: MCM's temperature.
 
     Returns:
-        ``(results, energies)``: the results dict (DESIGN.md keys, without run metadata) and the
-        energy scores of every split by display name, for plots.
+        ``(results, energies)``: the results dict (DESIGN.md keys, without run metadata; with
+        negatives also ``neglabel``: the lexicon, M, the removed class names and the acceptance rates
+        at the fixed NegLabel threshold) and the energy scores of every split by display name.
     """
     run = _SplitScorer(model, text_features, feats, knn_k=knn_k, mcm_temperature=mcm_temperature)
     id_labels = feats.id_test.labels.numpy()
@@ -188,6 +200,8 @@ def evaluate(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFea
         results["full_spectrum"]["accuracy"] = metrics.accuracy(np.concatenate(preds), np.concatenate(labels))
     results["threshold"] = _deployment_threshold(run(feats.val)[1]["energy"], tpr, id_scores["energy"],
                                                  cov_scores, sem_scores)
+    if feats.negatives is not None:
+        results["neglabel"] = _neglabel_rule(feats.negatives, id_scores, cov_scores, sem_scores)
     if model.config.head == "croft":  # the paper's figure: energies of generated covariate features
         gen = model.head.generate(feats.id_test.first_view().to(run.device))
         energies["generated covariate"] = scoring.energy(

@@ -154,7 +154,7 @@ def _negatives(words_axes, d=D):
 
     raw = torch.eye(d)[list(words_axes)]
     return NegativeLabels(words=tuple(f"w{a}" for a in words_axes), embeddings=raw, id_embeddings=torch.eye(d)[:K],
-                          groups=torch.arange(len(words_axes)).view(-1, 1), removed=(), lexicon="test",
+                          groups=torch.arange(len(words_axes)).view(1, -1), removed=(), lexicon="test",
                           raw=raw, raw_id=torch.eye(d)[:K])
 
 
@@ -164,6 +164,9 @@ def test_neglabel_is_a_score_of_every_method(setup):
     results, _ = evaluate(model, text, feats)
     assert results["semantic"][0]["scores"]["neglabel"]["auroc"] == 1.0
     assert set(results["semantic_all"]["neglabel"]) == {"auroc", "aupr_in", "aupr_out", "fpr95"}
+    rule = results["neglabel"]  # the fixed-threshold decision, no calibration images
+    assert rule["num_negatives"] == 3 and rule["removed"] == [] and rule["threshold"] == 0.01
+    assert rule["id_accept_rate"] == 1.0 and rule["semantic_accept_rate"] == [0.0]
     tip, _ = _tip_adapter(text, feats)
     tip_results, _ = evaluate(tip, text, feats)
     assert tip_results["semantic"][0]["scores"]["neglabel"]["auroc"] == 1.0

@@ -34,6 +34,7 @@ import importlib.util
 import json
 import logging
 import re
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -74,6 +75,7 @@ TIMM_LEXICON = ("data", "_info", "imagenet_synset_to_lemma.txt")  # inside the t
 _ENCODE_CHUNK = 2048  # lexicon words per cached text-encoding call (and per progress report)
 _MEMO_SIZE = 4  # lexicon embeddings kept in memory (per backbone and lexicon), most recent last
 _memo: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+_memo_lock = threading.Lock()  # the app scores requests from several threads
 
 
 class LexiconError(CroftError, ValueError):
@@ -200,9 +202,10 @@ def encode_lexicon(backbone: Backbone, lexicon: Lexicon, *, cache_dir: str | Pat
     """
     words, chunks = lexicon.words, []
     key = (backbone.cache_id, str(backbone.device), lexicon.source, hash(words))
-    if backbone.cache_id is not None and key in _memo:  # the app re-mines per request: skip the disk
-        _memo.move_to_end(key)
-        return _memo[key]
+    with _memo_lock:
+        if backbone.cache_id is not None and key in _memo:  # the app re-mines per request: skip the disk
+            _memo.move_to_end(key)
+            return _memo[key]
     for start in range(0, len(words), _ENCODE_CHUNK):
         chunks.append(build_text_classifier(backbone, words[start:start + _ENCODE_CHUNK], NEG_TEMPLATES,
                                             cache_dir=cache_dir))
@@ -210,9 +213,10 @@ def encode_lexicon(backbone: Backbone, lexicon: Lexicon, *, cache_dir: str | Pat
             progress(min(start + _ENCODE_CHUNK, len(words)), len(words))
     embeddings = torch.cat(chunks)  # [L, d]
     if backbone.cache_id is not None:
-        _memo[key] = embeddings
-        while len(_memo) > _MEMO_SIZE:
-            _memo.popitem(last=False)
+        with _memo_lock:
+            _memo[key] = embeddings
+            while len(_memo) > _MEMO_SIZE:
+                _memo.popitem(last=False)
     return embeddings
 
 
@@ -269,7 +273,7 @@ def _collisions(lexicon: Lexicon, classnames: Sequence[str]) -> tuple[list[int],
     return keep, tuple(c for c in classnames if c in hit)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors inside: compare words or embeddings explicitly
 class NegativeLabels:
     """Negative labels mined for one vocabulary, ready to score image features.
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -386,7 +387,7 @@ def build_text_classifier(
         from safetensors.torch import save_file
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # concurrent writers: own tmp each
         save_file({"text_features": features.cpu().contiguous()}, str(tmp))
         os.replace(tmp, path)
     return features

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -88,7 +89,7 @@ class FeatureSet:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         manifest = {"name": self.name, "ids": self.ids, "format": FEATURE_FORMAT_VERSION, **self.meta}
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # concurrent writers: own tmp each
         save_file({"features": self.features.detach().cpu().contiguous(),
                    "labels": self.labels.detach().cpu().long().contiguous()},
                   str(tmp), metadata={"manifest": json.dumps(manifest)})

@@ -30,6 +30,7 @@ import functools
 import hashlib
 import logging
 import os
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ from gradio import utils as gradio_utils
 from croft_core import present
 from croft_core.benchmarks import BENCHMARKS as REGISTERED_BENCHMARKS
 from croft_core.images import ImageError, load_image
-from croft_core.limits import JobTimeout, deadline, prune_lru
+from croft_core.limits import JobTimeout, deadline, prune_lru, return_freed_memory
 from croft_core.predict import ZERO_SHOT
 from croft_core.prompts import get_vocabulary, list_vocabularies
 from croft_core.registry import ClassifierRegistry
@@ -63,6 +64,7 @@ logger = logging.getLogger("croft.app")
 # ---------------------------------------------------------------------------------------------
 
 SETTINGS = AppSettings.from_env()
+return_freed_memory()  # large image buffers go back to the OS when freed (glibc)
 # with the embedded backbone and no configured checkpoints, offer the shipped CRoFT checkpoint
 SHIPPED = (str(EMBEDDED_CHECKPOINT),) if SETTINGS.backbone == "embedded" and EMBEDDED_CHECKPOINT.is_dir() else ()
 CHECKPOINTS = SETTINGS.checkpoints or SHIPPED
@@ -183,6 +185,9 @@ class Handlers:
 
     def __init__(self, resources: Resources):
         self.r = resources
+        # One Lab job at a time. Another request is refused at once instead of waiting: queued
+        # evaluations would hold the shared queue's slots (one client could fill it).
+        self._lab = threading.Lock()
 
     # -- Classify --------------------------------------------------------------------------
     def _vocabulary(self, vocabulary: Any) -> tuple[list[str], list[str]]:
@@ -320,6 +325,9 @@ class Handlers:
         seed = present.parse_seed(seed)
         classifier = self.r.registry.get(model)
         limit = self.r.settings.lab_time_limit
+        if not self._lab.acquire(blocking=False):
+            raise gr.Error("The Lab is busy with another evaluation (one runs at a time); try again "
+                           "when it has finished.", print_exception=False)
         progress(0.0, desc=f"preparing benchmark {name!r} (the shapes dataset renders on first use, "
                            f"about a minute)")
         try:
@@ -328,6 +336,8 @@ class Handlers:
         except JobTimeout:
             raise gr.Error(f"The evaluation ran longer than {limit} s (CROFT_LAB_TIME_LIMIT) and was "
                            f"stopped.", print_exception=False) from None
+        finally:
+            self._lab.release()
         results = present.json_safe({**results, "backbone": display_spec(self.r.backbone.spec),
                                      "model": classifier.name})
         energies = {k: np.asarray(v, dtype=np.float64) for k, v in energies.items()}
@@ -495,8 +505,9 @@ def lab_tab(resources: Resources, h: Handlers) -> None:
         hist = gr.Plot(label="energy distributions")
         roc = gr.Plot(label="ROC curves")
     download = gr.File(label="results JSON")
+    # two slots: one evaluation runs, the second slot refuses others at once (see Handlers.evaluate)
     button.click(h.evaluate, [benchmark, model, seed], [results, state], api_name="evaluate",
-                 concurrency_limit=1, preprocess=False).success(
+                 concurrency_limit=2, concurrency_id="lab", preprocess=False).success(
         h.explain_evaluation, state, [table, hist, roc, download], **PRIVATE)
 
 
@@ -524,9 +535,11 @@ def build_demo(resources: Resources) -> gr.Blocks:
 
 
 def launch(app: gr.Blocks | None = None, **kwargs: Any) -> Any:
-    """``demo.launch`` with the upload size limit (``CROFT_MAX_FILE_SIZE``); tests pass the address."""
+    """``demo.launch`` with the upload size limit and the session capacity; tests pass the address."""
     app = demo if app is None else app
-    return app.launch(max_file_size=RESOURCES.settings.max_file_size, **kwargs)
+    settings = RESOURCES.settings
+    return app.launch(max_file_size=settings.max_file_size,
+                      state_session_capacity=settings.session_capacity, **kwargs)
 
 
 RESOURCES = load_resources(default_model=None if SETTINGS.checkpoints else ZERO_SHOT)  # shipped one: not the default

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -122,7 +123,12 @@ def main() -> int:
     resources = app.RESOURCES
     backbone = resources.backbone
     handlers = app.Handlers(resources)
-    image = resources.examples[0][0]  # a rendered photo-style circle (224 px PNG)
+    example = Path(resources.examples[0][0])  # a rendered photo-style circle (224 px PNG)
+    uploads = resources.upload_root / "croft-latency-bench"  # handlers read uploads only
+    uploads.mkdir(parents=True, exist_ok=True)
+    image = str(uploads / example.name)
+    shutil.copyfile(example, image)
+    upload = {"path": image, "meta": {"_type": "gradio.FileData"}}  # as Gradio passes an upload
     vocabulary = resources.default_vocabulary
     classifier = resources.registry.get(ZERO_SHOT)
     classes, _ = resolve_vocabulary(vocabulary)
@@ -143,22 +149,22 @@ def main() -> int:
     plot = gr.Plot()
 
     def in_process() -> None:
-        result = handlers.classify(image, vocabulary, ZERO_SHOT, threshold)
+        result = handlers.classify(upload, vocabulary, ZERO_SHOT, threshold)
         _, _, fig = handlers.explain(result, vocabulary, ZERO_SHOT)
         plot.postprocess(fig)  # what Gradio sends to the browser
 
     def in_process_json() -> None:
-        handlers.classify(image, vocabulary, ZERO_SHOT, threshold)
+        handlers.classify(upload, vocabulary, ZERO_SHOT, threshold)
 
-    assert abs(direct()["score"] - handlers.classify(image, vocabulary, ZERO_SHOT, threshold)["score"]) < 1e-3
+    assert abs(direct()["score"] - handlers.classify(upload, vocabulary, ZERO_SHOT, threshold)["score"]) < 1e-3
 
-    app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     with gr.Blocks() as floor_demo:  # same inputs, no work: the transport's own cost
         ins = [gr.Image(label="image", type="filepath"), gr.Textbox(label="vocabulary"),
                gr.Textbox(label="model"), gr.Textbox(label="threshold")]
         out = gr.JSON(label="result")
         gr.Button().click(lambda *a: {"label": "x"}, ins, out, api_name="classify", preprocess=False)
-    floor_demo.queue(default_concurrency_limit=app.CONCURRENCY)
+    floor_demo.queue(default_concurrency_limit=app.SETTINGS.concurrency)
     floor_demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
         client = Client(app.demo.local_url, verbose=False)

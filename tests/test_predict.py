@@ -16,7 +16,7 @@ from croft_core import predict
 from croft_core.backbones import build_text_classifier
 from croft_core.images import DEFAULT_MAX_PIXELS, ImageError, default_max_pixels, load_image
 from croft_core.model import CroftModel, HeadConfig
-from croft_core.predict import OpenSetClassifier, same_backbone
+from croft_core.predict import OpenSetClassifier
 from croft_core.registry import ClassifierRegistry
 from croft_core.vocabulary import check_vocabulary, embedded_words, resolve_vocabulary, unknown_words
 from croft_core.prompts import SINGLE_TEMPLATE, get_vocabulary
@@ -166,13 +166,6 @@ def test_embedded_word_list_comes_from_the_world_captions():
     assert {"circle", "lightning", "bolt", "red", "sketch", "polygon", "photo"} <= words
     assert unknown_words(["circle", "Red Star", "x mark", "golden retriever", "dog", "dog"]) == \
         ["golden", "retriever", "dog"]
-
-
-def test_same_backbone_normalises_specs(tiny_spec):
-    assert same_backbone("ViT-B/16:openai", "ViT-B-16:openai")
-    assert not same_backbone("ViT-B-16:openai", "ViT-B-32:openai")
-    assert same_backbone(tiny_spec, tiny_spec + "/")
-    assert not same_backbone(tiny_spec, "embedded")
 
 
 # ---------------------------------------------------------------------------------------------

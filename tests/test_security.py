@@ -402,12 +402,13 @@ def circle(live):
 
 
 @pytest.fixture
-def attack(live, circle):
+def attack(live, circle, request):
     """Reset the server's peak RSS; afterwards check the growth and that a normal call still works."""
     Path(f"/proc/{live.proc.pid}/clear_refs").write_text("5")
     before = live.rss_kb()
     yield live
     growth_mb = (live.rss_kb("VmHWM") - before) / 1024
+    print(f"\n[peak RSS growth] {request.node.name}: {growth_mb:.0f} MB")  # docs/SECURITY.md (-s)
     assert growth_mb < 300, f"peak RSS grew by {growth_mb:.0f} MB"
     assert live.classify_ok(circle)["label"] in ("circle", "square", "triangle", "unknown")
 

@@ -46,11 +46,6 @@ def main(argv: list[str]) -> int:
     dry = "--dry-run" in argv
     args = [a for a in argv if a != "--dry-run"]
     runs_dir, benchmarks = args[0], args[1:] or ["shapes", "shapes_dg_painting"]
-    from croft_core.benchmarks import BENCHMARKS, register_benchmark
-    from croft_core.benchmarks.shapes import shapes_dg
-
-    if "shapes_dg" not in BENCHMARKS:  # until the registry lists it
-        register_benchmark("shapes_dg", shapes_dg)
     from croft_core.cli import main as croft
 
     for benchmark in benchmarks:

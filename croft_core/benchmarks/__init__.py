@@ -37,7 +37,7 @@ from croft_core.benchmarks.materialize import ID_COLUMN, LoadedSplit, derive_see
 from croft_core.benchmarks.registry import BENCHMARKS, get_benchmark, register_benchmark
 from croft_core.benchmarks.setup2 import (OPEN_SET_LOCAL_SPLIT, OPEN_SET_SOURCES, SETUP2_DATASETS,
                                           SETUP2_SAMPLERS, caltech101_official_classes, setup2)
-from croft_core.benchmarks.shapes import shapes_benchmark
+from croft_core.benchmarks.shapes import shapes_benchmark, shapes_dg
 from croft_core.benchmarks.sources import check_sources
 from croft_core.benchmarks.spec import (DATA_DIR, EVAL_ROLES, MULTI_ROLES, ROLES, SHOTS_PER, Benchmark,
                                         SplitSpec, replace_spec)
@@ -52,6 +52,6 @@ __all__ = [
     "Benchmark", "LoadedSplit", "SplitSpec", "caltech101_official_classes", "check_sources", "derive_seed",
     "get_benchmark", "imagenet_classes", "imagenet_four_ood", "imagenet_full_spectrum", "materialize",
     "materialize_from_manifest", "read_classnames", "read_manifest", "register_benchmark", "replace_spec",
-    "setup1", "setup1_class_split", "setup1_published_classes", "setup2", "shapes_benchmark",
+    "setup1", "setup1_class_split", "setup1_published_classes", "setup2", "shapes_benchmark", "shapes_dg",
     "write_manifest", "write_setup1_class_lists",
 ]

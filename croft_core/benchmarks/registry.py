@@ -9,11 +9,12 @@ from typing import Any
 
 from croft_core.benchmarks.imagenet import imagenet_four_ood, imagenet_full_spectrum, setup1
 from croft_core.benchmarks.setup2 import setup2
-from croft_core.benchmarks.shapes import shapes_benchmark
+from croft_core.benchmarks.shapes import shapes_benchmark, shapes_dg
 from croft_core.benchmarks.spec import Benchmark
 
 BENCHMARKS: dict[str, Callable[..., Benchmark]] = {
     "shapes": shapes_benchmark,
+    "shapes_dg": shapes_dg,
     "setup1": setup1,
     "setup2": setup2,
     "imagenet_four_ood": imagenet_four_ood,

@@ -51,8 +51,8 @@ from croft_core.limits import JobTimeout, deadline, prune_lru, return_freed_memo
 from croft_core.predict import ZERO_SHOT
 from croft_core.prompts import get_vocabulary, list_vocabularies
 from croft_core.registry import ClassifierRegistry
-from croft_core.security import (NOT_AN_UPLOAD, AccessRefused, check_benchmark, confine, display_spec,
-                                 scrub_paths)
+from croft_core.security import (NOT_AN_UPLOAD, AccessRefused, check_benchmark, check_benchmark_file,
+                                 confine, display_spec, scrub_paths)
 from croft_core.settings import AppSettings
 from croft_core.synth import EMBEDDED_CHECKPOINT
 from croft_core.vocabulary import resolve_vocabulary
@@ -348,6 +348,8 @@ class Handlers:
         from croft_core.evaluate import zeroshot_model
         from croft_core.pipeline import evaluate_checkpoint
 
+        if name not in REGISTERED_BENCHMARKS:  # a JSON path: only with CROFT_ALLOW_LOCAL_PATHS=1
+            check_benchmark_file(name)
         try:
             bench = get_benchmark(name, seed=seed)
             head = zeroshot_model(self.r.backbone, bench) if classifier.is_zero_shot else classifier.model

@@ -17,6 +17,7 @@ carry a server path (:func:`scrub_paths`, :func:`display_spec`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -27,7 +28,7 @@ from typing import Any, Collection, Mapping
 from .errors import CroftError
 
 __all__ = ["LOCAL_PATH_REFUSED", "NOT_AN_UPLOAD", "AccessRefused", "ServingPolicy", "check_benchmark",
-           "check_no_symlinks", "check_text", "confine", "display_spec", "env_flag", "is_hub_id",
+           "check_benchmark_file", "check_no_symlinks", "check_text", "confine", "display_spec", "env_flag", "is_hub_id",
            "scrub_paths"]
 
 LOCAL_PATH_REFUSED = ("Local paths are not accepted by this server: choose zero-shot, a listed model or "
@@ -204,3 +205,37 @@ def check_benchmark(name: Any, registered: Collection[str], policy: ServingPolic
     if any(c in name for c in "/\\~") or name.startswith(".") or name.lower().endswith(".json"):
         raise AccessRefused(LOCAL_PATH_REFUSED)
     raise AccessRefused(f"Unknown benchmark {name[:100]!r}; registered: {sorted(registered)}.")
+
+
+def check_benchmark_file(path: str | os.PathLike, max_bytes: int = 2**20,
+                         max_entries: int = 1_000_000) -> None:
+    """Before a benchmark JSON (trusted installs only) is loaded: every folder it names is walked
+    without following links, and refused if it holds a symbolic link (a loop would hang the walk).
+
+    Folders are the JSON's string values that name an existing directory, as given or relative to
+    the JSON file's folder.
+
+    Raises:
+        AccessRefused: the file is over ``max_bytes``, or a folder it names holds a link or more
+            than ``max_entries`` entries.
+    """
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > max_bytes:
+        raise AccessRefused(f"the benchmark file {path.name!r} is larger than {max_bytes // 1024} kB")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return  # not readable as JSON: the loader reports it
+    stack, strings = [data], []
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and 0 < len(item) < 4096:
+            strings.append(item)
+    for text in strings:
+        for folder in {Path(text), path.parent / text}:
+            if folder.is_dir() or folder.is_symlink():
+                check_no_symlinks(folder, max_entries)

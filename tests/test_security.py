@@ -32,8 +32,8 @@ from croft_core.limits import JobTimeout, deadline, prune_lru
 from croft_core.model import CroftModel, HeadConfig
 from croft_core.registry import ClassifierRegistry
 from croft_core.security import (LOCAL_PATH_REFUSED, NOT_AN_UPLOAD, AccessRefused, ServingPolicy,
-                                 check_benchmark, check_no_symlinks, confine, display_spec, is_hub_id,
-                                 scrub_paths)
+                                 check_benchmark, check_benchmark_file, check_no_symlinks, confine,
+                                 display_spec, is_hub_id, scrub_paths)
 from croft_core.settings import AppSettings
 from croft_core.vetting import CheckpointRejected, display_name, load_vetted, vet_checkpoint
 
@@ -157,6 +157,12 @@ def test_symlinks_in_data_folders_are_refused(tmp_path):
     (tmp_path / "link").symlink_to(tmp_path / "data")
     with pytest.raises(AccessRefused, match="is a symbolic link"):
         check_no_symlinks(tmp_path / "link")
+    # a benchmark JSON (trusted installs) is checked before it is loaded
+    (tmp_path / "b.json").write_text(json.dumps({"id": {"source": "data", "n": 3}}))
+    with pytest.raises(AccessRefused, match="contains a symbolic link"):
+        check_benchmark_file(tmp_path / "b.json")
+    (tmp_path / "data" / "cat" / "loop").unlink()
+    check_benchmark_file(tmp_path / "b.json")
 
 
 def test_messages_and_names_never_show_server_paths(tmp_path):

@@ -102,12 +102,11 @@ def _words(text: str) -> list[str]:
 def embedded_words() -> frozenset[str]:
     """Every word of the embedded model's pretraining captions.
 
-    Derived from the caption generator of :mod:`croft_core.synth.world` (class names, coarse names,
-    look-alike names, colours, caption templates), plus the prompt template ``"a photo of a {}."``.
+    Derived from the caption generator of :mod:`croft_core.synth.world` (the names in
+    :func:`~croft_core.synth.world.lexicon`, colours, caption templates), plus the prompt template
+    ``"a photo of a {}."``.
     """
-    texts: list[str] = [*world.CLASSES, *world.COLOURS, *SINGLE_TEMPLATE, "a", "an"]
-    texts += [name for names in world.COARSE.values() for name in names]
-    texts += [name for _, names in world.MISNAMES.values() for name in names]
+    texts: list[str] = [*world.lexicon(), *world.COLOURS, *SINGLE_TEMPLATE, "a", "an"]
     texts += [t.replace("{a}", " ").replace("{n}", " ") for ts in world.TEMPLATES.values() for t in ts]
     return frozenset(w for t in texts for w in _words(t))
 

@@ -7,18 +7,21 @@ re-evaluated on exactly the same images.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import logging
+import re
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from .backbones import DEFAULT_CACHE_DIR, Backbone, same_backbone
 from .benchmarks import write_manifest
+from .errors import UsageError
 from .evaluate import (BenchmarkFeatures, benchmark_text_features, calibrate, evaluate,
                        headline_metrics, prepare_features, write_results, zeroshot_model)
 from .model import CroftModel
@@ -152,25 +155,111 @@ def evaluate_checkpoint(backbone: Backbone, benchmark, model: CroftModel, *, see
     return {**_metadata(benchmark, backbone, model.config.method, seed, shots), **results}, energies
 
 
-def run_bench(backbone: Backbone, benchmark_factory: Callable[[int], Any], methods: Sequence[str],
+def _takes_sequence(benchmark, key: str) -> bool:
+    """Whether the registered factory's option ``key`` itself takes a list (e.g. a class list)."""
+    from .benchmarks import BENCHMARKS
+
+    factory = BENCHMARKS.get(str(benchmark)) if isinstance(benchmark, (str, Path)) else None
+    param = inspect.signature(factory).parameters.get(key) if factory else None
+    if param is None:
+        return False
+    if param.annotation is inspect.Parameter.empty:
+        return isinstance(param.default, (list, tuple))
+    text = param.annotation if isinstance(param.annotation, str) else str(param.annotation)
+    return re.search(r"\b(Sequence|Iterable|Collection|list|List|tuple|Tuple)\b", text) is not None
+
+
+def sweep_folder(value: Any) -> str:
+    """The sub-folder (and column) name of one swept value: its text, made safe for a path."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("._") or "_"
+
+
+def sweep_axis(benchmark, benchmark_args: Mapping[str, Any]) -> tuple[str, list] | None:
+    """The swept option of a bench: the one list-valued benchmark option whose factory parameter
+    takes a single value (``heldout=["photo", "sketch"]``); ``None`` when there is none.
+
+    Raises:
+        UsageError: two such options, an empty list, or two values with the same folder name.
+    """
+    keys = [k for k, v in benchmark_args.items() if isinstance(v, list) and not _takes_sequence(benchmark, k)]
+    if len(keys) > 1:
+        raise UsageError(f"only one benchmark option can be a list (a sweep), got lists for {keys}; "
+                         f"give one of them a single value and run one bench per value of it")
+    if not keys:
+        return None
+    key, values = keys[0], list(benchmark_args[keys[0]])
+    if not values:
+        raise UsageError(f"--benchmark-arg {key}=[] is an empty sweep; give at least one value")
+    folders = [sweep_folder(v) for v in values]
+    if len(set(folders)) < len(folders):
+        raise UsageError(f"--benchmark-arg {key}={json.dumps(values)} names a value twice "
+                         f"(sub-folders {folders}); list each value once")
+    return key, values
+
+
+def _factory(benchmark, benchmark_args: Mapping[str, Any] | None) -> Callable[[int], Any]:
+    if callable(benchmark):
+        if benchmark_args:
+            raise ValueError("benchmark_args only apply to a benchmark name or JSON file, not to a factory")
+        return benchmark
+    from .benchmarks import get_benchmark
+
+    return lambda seed: get_benchmark(benchmark, seed=seed, **dict(benchmark_args or {}))
+
+
+def run_bench(backbone: Backbone, benchmark: str | Path | Callable[[int], Any], methods: Sequence[str],
               seeds: Sequence[int], out_dir: str | Path, *, shots: int | None,
               config_for: Callable[[str, int], TrainConfig], views: int = 8,
               cache_dir: str | Path | None = DEFAULT_CACHE_DIR, progress: bool = True,
-              num_workers: int = 0, grid: dict[str, Sequence[Any]] | None = None) -> dict[str, Any]:
+              num_workers: int = 0, grid: dict[str, Sequence[Any]] | None = None,
+              benchmark_args: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``croft bench``: every method x seed on shared cached features, then summary and report.
 
+    A sweep (see :func:`sweep_axis`), e.g. ``benchmark_args={"heldout": ["photo", "sketch"]}``,
+    runs the bench once per value in ``out_dir/<value>/`` (one feature cache for all) and writes the
+    combined ``summary.json`` / ``report.html`` of :func:`~croft_core.report.sweep_summary`: a table
+    per metric with a column per value plus their average, mean ± std over seeds.
+
     Args:
-        benchmark_factory: ``seed -> Benchmark`` (Setup-I draws its class split per seed).
+        benchmark: a registered name or benchmark JSON file (options in ``benchmark_args``), or a
+            ``seed -> Benchmark`` factory (Setup-I draws its class split per seed).
         config_for: ``(method, seed) -> TrainConfig``.
         grid: hyper-parameter values selected on validation per method and seed (see
             :func:`train_and_evaluate`).
+        benchmark_args: options of a named benchmark (``--benchmark-arg``).
 
     Returns:
         The summary dict (also written to ``out_dir/summary.json``; ``report.html`` beside it).
     """
+    axis = sweep_axis(benchmark, benchmark_args or {}) if not callable(benchmark) else None
+    settings = dict(methods=methods, seeds=seeds, shots=shots, config_for=config_for, views=views,
+                    cache_dir=cache_dir, progress=progress, num_workers=num_workers, grid=grid)
+    if axis is None:
+        return _bench_once(backbone, _factory(benchmark, benchmark_args), Path(out_dir), **settings)[0]
+    from .report import sweep_summary, write_sweep_report
+
+    key, values = axis
+    runs_by_value = {}
+    for value in values:
+        logger.info("bench sweep: %s=%s", key, value)
+        factory = _factory(benchmark, {**benchmark_args, key: value})
+        _, runs_by_value[sweep_folder(value)] = _bench_once(backbone, factory, Path(out_dir) / sweep_folder(value),
+                                                            **settings)
+    summary = {**sweep_summary(key, runs_by_value, values=values), "benchmark": str(benchmark)}
+    write_results(Path(out_dir) / "summary.json", summary)
+    write_sweep_report(Path(out_dir) / "report.html", summary)
+    return summary
+
+
+def _bench_once(backbone: Backbone, benchmark_factory: Callable[[int], Any], out_dir: Path, *,
+                methods: Sequence[str], seeds: Sequence[int], shots: int | None,
+                config_for: Callable[[str, int], TrainConfig], views: int,
+                cache_dir: str | Path | None, progress: bool, num_workers: int,
+                grid: dict[str, Sequence[Any]] | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One bench (every method x seed) in ``out_dir``; returns its summary and its runs."""
     from .report import summarize, write_report
 
-    out_dir = Path(out_dir)
     runs: list[dict[str, Any]] = []
     energies_by_method: dict[str, dict] = {}
     histories: dict[str, list] = {}
@@ -193,4 +282,4 @@ def run_bench(backbone: Backbone, benchmark_factory: Callable[[int], Any], metho
     summary = summarize(runs)
     write_results(out_dir / "summary.json", summary)
     write_report(out_dir / "report.html", summary, energies_by_method, histories)
-    return summary
+    return summary, runs

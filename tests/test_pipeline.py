@@ -46,3 +46,69 @@ def test_grid_configs_cover_min_steps():
                                                    (500, 0.02)]
     with pytest.raises(ValueError, match="unknown grid options"):
         grid_configs(cfg, {"nope": [1]})
+
+
+# --- sweeps: a list-valued benchmark option runs the bench once per value -----------------------
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    from croft_core.synth.dataset import build_shapes_dataset
+
+    root = tmp_path_factory.mktemp("shapes") / "world"
+    build_shapes_dataset(root, n_per_class_domain=1, seed=0, size=16)
+    return root
+
+
+def test_sweep_axis_takes_the_one_list_for_a_single_value_option(tiny_world):
+    from croft_core.pipeline import sweep_axis
+
+    assert sweep_axis("shapes_dg", {"heldout": "painting", "root": str(tiny_world)}) is None
+    assert sweep_axis("shapes_dg", {"heldout": ["photo", "sketch"]}) == ("heldout", ["photo", "sketch"])
+    # an option that itself takes a list (classes) is a value, not a sweep
+    assert sweep_axis("shapes_dg", {"classes": ["circle", "square"], "heldout": ["photo", "sketch"]}) == \
+        ("heldout", ["photo", "sketch"])
+    assert sweep_axis("setup2", {"dataset": "pacs", "test_domain": ["photo", "sketch"]}) == \
+        ("test_domain", ["photo", "sketch"])
+
+
+def test_two_list_options_are_refused():
+    from croft_core.errors import UsageError
+    from croft_core.pipeline import sweep_axis
+
+    with pytest.raises(UsageError, match="only one.*heldout.*root"):
+        sweep_axis("shapes_dg", {"heldout": ["photo", "sketch"], "root": ["/a", "/b"]})
+    with pytest.raises(UsageError, match="empty"):
+        sweep_axis("shapes_dg", {"heldout": []})
+    with pytest.raises(UsageError, match="twice"):
+        sweep_axis("shapes_dg", {"heldout": ["photo", "photo"]})
+
+
+def test_bench_sweep_writes_one_column_per_value_and_their_average(tiny_backbone, tiny_world, tmp_path):
+    import json
+    import math
+
+    from croft_core.pipeline import run_bench
+
+    out = tmp_path / "sweep"
+    summary = run_bench(tiny_backbone, "shapes_dg", ["zeroshot", "croft_clean"], [1, 2], out, shots=3,
+                        config_for=lambda m, s: method_config(m, seed=s, epochs=1, batch_size=8),
+                        views=1, cache_dir=tmp_path / "cache", progress=False,
+                        benchmark_args={"heldout": ["photo", "sketch"], "root": str(tiny_world)})
+    assert summary["sweep"] == {"arg": "heldout", "values": ["photo", "sketch"], "columns": ["photo", "sketch"]}
+    for value in ("photo", "sketch"):  # one full bench per value, in a sub-folder named by it
+        sub = json.loads((out / value / "summary.json").read_text())
+        assert sub["benchmark"] == f"shapes_dg_{value}" and (out / value / "report.html").is_file()
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    for key in ("id.accuracy", "covariate.mean_accuracy", "semantic_all.energy.auroc",
+                "semantic_all.energy.fpr95", "full_spectrum.energy.auroc"):
+        for method in ("zeroshot", "croft_clean"):
+            row = summary["tables"][key]["methods"][method]
+            assert list(row) == ["photo", "sketch", "average"]
+            assert math.isclose(row["average"]["mean"], (row["photo"]["mean"] + row["sketch"]["mean"]) / 2)
+            assert row["average"]["n"] == 2
+    # the held-out column is that style's own covariate accuracy
+    sketch = json.loads((out / "sketch" / "summary.json").read_text())
+    assert summary["tables"]["covariate.mean_accuracy"]["methods"]["zeroshot"]["sketch"]["mean"] == \
+        sketch["methods"]["zeroshot"]["covariate/sketch.accuracy"]["mean"]
+    page = (out / "report.html").read_text()
+    assert "heldout" in page and "average" in page and 'href="sketch/report.html"' in page

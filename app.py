@@ -338,8 +338,8 @@ class Handlers:
                            f"stopped.", print_exception=False) from None
         finally:
             self._lab.release()
-        results = present.json_safe({**results, "backbone": display_spec(self.r.backbone.spec),
-                                     "model": classifier.name})
+        results = present.without_paths(present.json_safe(
+            {**results, "backbone": display_spec(self.r.backbone.spec), "model": classifier.name}))
         energies = {k: np.asarray(v, dtype=np.float64) for k, v in energies.items()}
         return results, {"results": results, "energies": energies}
 

@@ -21,10 +21,11 @@ import numpy as np
 
 from .predict import Prediction
 from .predict import check_threshold as parse_threshold
+from .security import scrub_paths
 
 __all__ = ["BATCH_HEADERS", "EXAMPLES", "MAX_SEED", "TABLE_HEADERS", "batch_rows", "caption", "check_result",
            "decision_markdown", "energy_groups", "json_safe", "parse_seed", "parse_threshold",
-           "render_examples", "results_filename", "results_table", "roc_sets"]
+           "render_examples", "results_filename", "results_table", "roc_sets", "without_paths"]
 
 BATCH_HEADERS = ["file", "label", "closest class", "energy", "probability", "error"]
 TABLE_HEADERS = ["set", "kind", "n", "accuracy", "energy AUROC", "energy FPR95"]
@@ -167,6 +168,16 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     return value
+
+
+def without_paths(value: Any) -> Any:
+    """The same JSON value with every absolute path in its strings shortened to ``…/<name>``
+    (results shown to visitors must not reveal the server's layout)."""
+    if isinstance(value, dict):
+        return {k: without_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_paths(v) for v in value]
+    return scrub_paths(value) if isinstance(value, str) else value
 
 
 def results_table(results: Mapping[str, Any]) -> list[list[Any]]:

@@ -286,6 +286,9 @@ def test_batch_and_compare(handlers, image_files, app_files):
 
 def test_evaluate_and_its_downloads(handlers, app_files):
     results, state = handlers.evaluate("tiny", "zero-shot", 1)
+    assert results["backbone"] == "local-dir:tiny_clip0" and results["model"] == "zero-shot"
+    text = json.dumps(results)
+    assert str(REPO) not in text and "/tmp" not in text and str(Path.home()) + "/" not in text
     assert {"benchmark", "backbone", "method", "seed", "id", "covariate", "semantic", "full_spectrum",
             "threshold"} <= set(results)
     assert results["method"] == "zeroshot" and results["seed"] == 1 and results["id"]["n"] > 0
@@ -411,6 +414,23 @@ def test_api_evaluate(client, app_files):
         client.predict("tiny", "zero-shot", "one", api_name="/evaluate")
     again = client.predict("tiny", "croft", 1, api_name="/evaluate")
     assert again["method"] == "croft"
+
+
+def test_lab_jobs_are_stopped_at_their_time_limit(app, handlers, monkeypatch):
+    import dataclasses
+
+    settings = dataclasses.replace(handlers.r.settings, lab_time_limit=1)
+    capped = app.Handlers(dataclasses.replace(handlers.r, settings=settings))
+
+    def forever(*args):
+        while True:
+            sum(range(1000))
+
+    monkeypatch.setattr(capped, "_run_benchmark", forever)
+    with pytest.raises(gr.Error, match=r"ran longer than 1 s \(CROFT_LAB_TIME_LIMIT\) and was stopped"):
+        capped.evaluate("tiny", "zero-shot", 1)
+    assert capped._lab.acquire(blocking=False)  # the Lab is free again
+    capped._lab.release()
 
 
 def test_server_limits_are_set(app, server):

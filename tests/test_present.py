@@ -53,6 +53,12 @@ RESULTS = {
 }
 
 
+def test_results_shown_to_visitors_carry_no_server_path():
+    value = {"lexicon": "/srv/app/.venv/lib/x/synsets.txt", "n": [1, {"p": "~/a/b"}], "url": "https://a/b/c"}
+    assert present.without_paths(value) == {"lexicon": "…/synsets.txt", "n": [1, {"p": "…/b"}],
+                                             "url": "https://a/b/c"}
+
+
 def test_results_table_rows():
     rows = present.results_table(RESULTS)
     assert [r[1] for r in rows] == ["ID", "covariate", "semantic", "semantic", "semantic", "full-spectrum"]

@@ -2,8 +2,10 @@
 
     OMP_WAIT_POLICY=PASSIVE python bench/shapes_compare.py RUNS_DIR [BENCHMARK ...] [--dry-run]
 
-BENCHMARK is ``shapes`` or ``shapes_dg_<style>`` (default: ``shapes shapes_dg_painting``). For each
-one it runs three ``croft bench`` commands that share one feature cache (``RUNS_DIR/cache``):
+BENCHMARK is ``shapes``, ``shapes_dg_<style>`` (one held-out style) or ``shapes_dg`` (every style held
+out in turn: one ``croft bench`` sweep over ``heldout=[...]``, a sub-folder per style; default:
+``shapes shapes_dg_painting``). For each one it runs three ``croft bench`` commands that share one
+feature cache (``RUNS_DIR/cache``):
 
 1. ``zeroshot,linear_probe`` -- no grid: zero-shot has nothing to train, and the L-BFGS probe picks
    its L2 strength on validation itself (croft_core/probe.py);
@@ -19,9 +21,12 @@ get several hundred). The commands are printed before they run; ``--dry-run`` on
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
+
+from croft_core.synth.world import DOMAINS
 
 GROUPS = (("fixed", "zeroshot,linear_probe", ()),
           ("sgd", "clip_adapter,croft,croft_noedr,croft_clean", ("--grid", "lr=0.002,0.02")),
@@ -31,7 +36,9 @@ COMMON = ("--backbone", "embedded", "--seeds", "1,2,3", "--shots", "16", "--min-
 
 def commands(runs_dir: str, benchmark: str) -> list[list[str]]:
     """The ``croft`` argument lists of one benchmark's comparison."""
-    if benchmark.startswith("shapes_dg_"):
+    if benchmark == "shapes_dg":
+        bench_args = ["--benchmark", "shapes_dg", "--benchmark-arg", f"heldout={json.dumps(list(DOMAINS))}"]
+    elif benchmark.startswith("shapes_dg_"):
         bench_args = ["--benchmark", "shapes_dg", "--benchmark-arg", f"heldout={benchmark.removeprefix('shapes_dg_')}"]
     else:
         bench_args = ["--benchmark", benchmark]

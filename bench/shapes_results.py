@@ -2,17 +2,18 @@
 
     python bench/shapes_results.py RUNS_DIR
 
-RUNS_DIR holds one folder per benchmark: ``shapes/`` (Setup-I miniature) and ``shapes_dg_<style>/``
-for each held-out style of ``shapes_dg``; each holds one or more `croft bench --out` folders (one per
-method group, e.g. per grid), whose ``summary.json`` files are merged. Every number is mean ± std over the
-seeds of the bench, in %; a held-out style's columns come from its own bench, "average" is the mean
-over the held-out styles present (as PACS tables report them).
+RUNS_DIR holds one folder per benchmark: ``shapes/`` (Setup-I miniature) and, for ``shapes_dg``,
+either ``shapes_dg/`` (`croft bench` sweeps ``heldout=[...]``, one sub-folder per style) or
+``shapes_dg_<style>/`` (one held-out style each); each holds one or more `croft bench --out` folders
+(one per method group, e.g. per grid), whose results are merged. Every number is mean ± std over the
+seeds, in %. The ``shapes_dg`` tables are the library's sweep tables
+(:func:`croft_core.report.sweep_summary`): a column per held-out style (from its own runs) and the
+average over the styles present, taken per seed and then mean ± std over seeds.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -21,6 +22,9 @@ STYLES = ("photo", "sketch", "cartoon", "painting")
 COMMON = (("id.accuracy", "ID acc"), ("semantic_all.energy.auroc", "energy AUROC"),
           ("semantic_all.energy.fpr95", "energy FPR95"), ("full_spectrum.energy.auroc", "full-spectrum AUROC"),
           ("full_spectrum.accuracy", "full-spectrum acc"))
+DG_METRICS = (("covariate.mean_accuracy", "Held-out-style accuracy"), ("id.accuracy", "ID accuracy (the three training styles)"),
+              ("semantic_all.energy.auroc", "Semantic energy AUROC"), ("semantic_all.energy.fpr95", "Semantic energy FPR95"),
+              ("full_spectrum.energy.auroc", "Full-spectrum AUROC"), ("full_spectrum.accuracy", "Full-spectrum accuracy"))
 
 
 def _cell(stat: dict | None) -> str:
@@ -43,30 +47,30 @@ def shapes_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _mean_over(stats: list[dict | None]) -> dict | None:
-    """Mean of per-held-out means, and the mean of their stds (each over the seeds)."""
-    present = [s for s in stats if s is not None]
-    if not present:
-        return None
-    return {"mean": statistics.fmean(s["mean"] for s in present),
-            "std": statistics.fmean(s["std"] for s in present)}
+def dg_tables(runs_by_style: dict[str, list[dict]]) -> str:
+    """Leave-one-style-out: per metric, a column per held-out style and their average."""
+    from croft_core.report import sweep_markdown, sweep_summary
+
+    styles = [s for s in STYLES if s in runs_by_style] + [s for s in runs_by_style if s not in STYLES]
+    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+    ordered = {s: sorted(runs_by_style[s], key=lambda r: (rank.get(r["method"], len(rank)), r["method"]))
+               for s in styles}
+    return sweep_markdown(sweep_summary("heldout", ordered, metrics=DG_METRICS))
 
 
-def dg_tables(summaries: dict[str, dict]) -> str:
-    """Leave-one-style-out: held-out-style accuracy per style + average, then the averaged rest."""
-    styles = [s for s in STYLES if s in summaries]
-    methods = _methods(next(iter(summaries.values())))
-    head = ["| method | " + " | ".join(f"{s} held out" for s in styles) + " | average |",
-            "|---" * (len(styles) + 2) + "|"]
-    for m in methods:
-        cells = [summaries[s]["methods"].get(m, {}).get(f"covariate/{s}.accuracy") for s in styles]
-        head.append(f"| {m} | " + " | ".join(_cell(c) for c in cells) + f" | {_cell(_mean_over(cells))} |")
-    rest = ["| method (average over held-out styles) | " + " | ".join(n for _, n in COMMON) + " |",
-            "|---" * (len(COMMON) + 1) + "|"]
-    for m in methods:
-        cells = [_mean_over([summaries[s]["methods"].get(m, {}).get(k) for s in styles]) for k, _ in COMMON]
-        rest.append(f"| {m} | " + " | ".join(_cell(c) for c in cells) + " |")
-    return "Held-out-style accuracy:\n\n" + "\n".join(head) + "\n\n" + "\n".join(rest)
+def dg_runs(root: Path) -> dict[str, list[dict]]:
+    """Every ``shapes_dg`` run under ``root`` (either layout), by held-out style; a later file of the
+    same (style, method, seed) replaces an earlier one."""
+    runs: dict[tuple[str, str, int], dict] = {}
+    for folder in sorted(root.glob("shapes_dg*")):
+        for f in sorted(folder.rglob("*_seed*.json")):
+            r = json.loads(f.read_text())
+            if str(r.get("benchmark", "")).startswith("shapes_dg_"):
+                runs[(r["benchmark"].removeprefix("shapes_dg_"), r["method"], r["seed"])] = r
+    out: dict[str, list[dict]] = {}
+    for (style, _, _), r in runs.items():
+        out.setdefault(style, []).append(r)
+    return out
 
 
 def load(folder: Path) -> dict | None:
@@ -86,7 +90,7 @@ def main(runs_dir: str) -> None:
     if shapes is not None:
         print("## shapes (Setup-I miniature)\n")
         print(shapes_table(shapes) + "\n")
-    dg = {s: d for s in STYLES if (d := load(root / f"shapes_dg_{s}")) is not None}
+    dg = dg_runs(root)
     if dg:
         print("## shapes_dg (Setup-II miniature, leave-one-style-out)\n")
         print(dg_tables(dg))

@@ -39,3 +39,39 @@ def test_a_metric_missing_from_one_value_has_no_average():
 def test_sweep_needs_runs():
     with pytest.raises(ValueError, match="no runs"):
         sweep_summary("k", {})
+
+
+def _bench_script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"croft_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shapes_results_uses_the_library_sweep_tables_for_both_run_layouts(tmp_path):
+    """bench/shapes_results.py reads one-style folders and `croft bench` sweep folders alike."""
+    import json
+
+    results = _bench_script("shapes_results")
+
+    def write(folder, style, method, seed, cov):
+        folder.mkdir(parents=True, exist_ok=True)
+        run = {**_run(method, seed, 0.9, cov), "benchmark": f"shapes_dg_{style}",
+               "covariate": [{"name": style, "accuracy": cov}]}
+        (folder / f"{method}_seed{seed}.json").write_text(json.dumps(run))
+
+    for seed, cov in ((1, 0.4), (2, 0.6)):
+        write(tmp_path / "shapes_dg_painting" / "sgd", "painting", "croft", seed, cov)  # one style
+        write(tmp_path / "shapes_dg" / "sgd" / "sketch", "sketch", "croft", seed, cov + 0.2)  # a sweep
+        write(tmp_path / "shapes_dg" / "fixed" / "sketch", "sketch", "zeroshot", seed, 0.5)
+    runs = results.dg_runs(tmp_path)
+    assert sorted(runs) == ["painting", "sketch"] and len(runs["sketch"]) == 4
+    text = results.dg_tables(runs)
+    assert "| method | sketch | painting | average |" in text
+    assert "| zeroshot | 50.0 ± 0.0 | – | – |" in text  # zero-shot was not run with painting held out
+    assert "| croft | 70.0 ± 14.1 | 50.0 ± 14.1 | 60.0 ± 14.1 |" in text
+    assert text.index("| zeroshot |") < text.index("| croft |")  # the method order of the tables

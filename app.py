@@ -220,7 +220,7 @@ class Handlers:
         (prediction,) = classifier.classify([load_image(path)], classes, threshold, top_k=TOP_K)
         out = prediction.to_dict()
         out["notes"] = notes + out["notes"]
-        return {"model": classifier.name, **out}
+        return present.without_paths({"model": classifier.name, **out})
 
     @user_errors
     @torch.inference_mode()

@@ -21,12 +21,23 @@ from plotly.subplots import make_subplots
 
 from croft_core.metrics import auroc, roc_curve, to_numpy
 
-__all__ = ["energy_comparison", "energy_histogram", "energy_histogram_json", "probability_bars", "roc_curves",
-           "training_curves"]
+__all__ = ["PALETTE", "energy_comparison", "energy_histogram", "energy_histogram_json", "margin_comparison_json",
+           "probability_bars", "roc_curves", "score_plot_json", "training_curves"]
 
 logger = logging.getLogger(__name__)
 
 _TEMPLATE = "plotly_white"
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
+           "#882255", "#44AA99", "#999933", "#AA4499", "#332288", "#88CCEE")
+"""Okabe-Ito's colour-blind-safe eight, then Tol's muted: 14 distinct colours before any repeats."""
+_DASHES = ("solid", "dash", "dot", "dashdot")  # after 14 lines, the dash tells repeats apart
+ACCEPT_FILL, REJECT_FILL = "rgba(0, 158, 115, 0.10)", "rgba(213, 94, 0, 0.10)"
+SCORE_COLOUR, THRESHOLD_COLOUR = "#D55E00", "#000000"
+
+
+def style(i: int) -> dict[str, str]:
+    """Colour and dash of the ``i``-th line: distinct for the first 56."""
+    return {"color": PALETTE[i % len(PALETTE)], "dash": _DASHES[(i // len(PALETTE)) % len(_DASHES)]}
 
 
 def _finite(values: Any, name: str) -> np.ndarray:
@@ -70,9 +81,10 @@ def roc_curves(id_scores: Any, ood_sets: Mapping[str, Any], title: str = "ROC cu
         A figure with one line per OOD set plus a dashed "chance" diagonal.
     """
     fig = go.Figure()
-    for name, ood in ood_sets.items():
+    for i, (name, ood) in enumerate(ood_sets.items()):
         fpr, tpr, _ = roc_curve(id_scores, ood)
-        fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{name} (AUROC {auroc(id_scores, ood):.3f})"))
+        fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{name} (AUROC {auroc(id_scores, ood):.3f})",
+                                 line=style(i)))
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
                              line=dict(dash="dash", color="gray")))
     fig.update_layout(template=_TEMPLATE, title=title, xaxis_title="false-positive rate (OOD accepted)",
@@ -226,7 +238,9 @@ def energy_histogram_json(groups: Mapping[str, Any], score: float | None = None,
             lo, hi = lo - 0.5, hi + 0.5
         bins = {"start": lo, "end": hi, "size": (hi - lo) / max(int(nbins), 1)}
         traces = [{"type": "histogram", "x": values.tolist(), "name": name, "xbins": bins,
-                   "histnorm": "probability density", "opacity": 0.55} for name, values in data.items()]
+                   "histnorm": "probability density", "opacity": 0.55,
+                   "marker": {"color": PALETTE[i % len(PALETTE)]}}
+                  for i, (name, values) in enumerate(data.items())]
     lines = []
     if threshold is not None:
         lines.append(_vline(float(threshold), {"color": "black", "dash": "dash"}, "threshold", "right"))
@@ -238,3 +252,151 @@ def energy_histogram_json(groups: Mapping[str, Any], score: float | None = None,
               "shapes": [shape for shape, _ in lines], "annotations": [note for _, note in lines],
               "template": _template_json(_TEMPLATE)}
     return json.dumps({"data": traces, "layout": layout})
+
+
+def _regions(threshold: float, lo: float, hi: float, accept_word: str) -> tuple[list[dict], list[dict]]:
+    """Shaded reject (left) / accept (right) rectangles and their labels, on either side of the threshold.
+
+    The two labels sit above the plot, anchored right and left of the threshold, so they never overlap
+    each other; the threshold's own value goes in the legend, not in a floating label.
+    """
+    rect = {"type": "rect", "xref": "x", "yref": "y domain", "y0": 0, "y1": 1, "line": {"width": 0},
+            "layer": "below"}
+    shapes = [{**rect, "x0": lo, "x1": threshold, "fillcolor": REJECT_FILL},
+              {**rect, "x0": threshold, "x1": hi, "fillcolor": ACCEPT_FILL}]
+    note = {"showarrow": False, "xref": "x", "yref": "y domain", "y": 1.0, "yanchor": "bottom", "x": threshold,
+            "font": {"size": 12}}
+    notes = [{**note, "text": "◀ unknown", "xanchor": "right", "font": {"size": 12, "color": "#A04000"}},
+             {**note, "text": f"{accept_word} ▶", "xanchor": "left", "font": {"size": 12, "color": "#00704F"}}]
+    return shapes, notes
+
+
+def _marker(x: float, top: float, name: str, colour: str, dash: str, symbol: str) -> dict[str, Any]:
+    """A vertical marker line as a legend entry (its name carries the value: labels cannot collide)."""
+    return {"type": "scatter", "x": [x, x], "y": [0, top], "mode": "lines+markers", "name": name,
+            "line": {"color": colour, "dash": dash, "width": 3},
+            "marker": {"symbol": ["line-ew", symbol], "size": [1, 12], "color": colour},
+            "hovertemplate": f"{name}<extra></extra>"}
+
+
+def score_plot_json(reference: Mapping[str, Any] | None, score: float | None, threshold: float | None, *,
+                    score_name: str = "this image", xaxis: str = "energy score (higher = more like your classes)",
+                    title: str = "", log_x: bool = False, nbins: int = 30, accept_word: str = "accepted",
+                    extra_scores: Mapping[str, float] | None = None) -> str:
+    """One image's score against a named reference distribution, with the decision regions shaded.
+
+    Readable at 400 px: the title is short, the legend sits under the plot, the image's score and the
+    threshold are legend entries with their values (never floating labels that can overlap), and
+    the reject / accept regions are shaded on either side of the threshold.
+
+    Args:
+        reference: legend name -> ``[N]`` scores (e.g. ``{"ID reference: 200 rendered photos": ...}``);
+            None or empty: no histogram (the markers and regions still explain the decision).
+        score: the image's score, or None.
+        threshold: the decision threshold, or None (no shading).
+        score_name: the image's legend name (its value is appended).
+        xaxis: x-axis title.
+        title: figure title (keep it short).
+        log_x: log-scale x-axis (the negative-label score lives in (0, 1), threshold 0.01).
+        nbins: histogram bins.
+        accept_word: the label of the accept region.
+        extra_scores: more named scores drawn as markers (Compare puts both models on one plot).
+
+    Returns:
+        The figure as plotly JSON (``{"data": [...], "layout": {...}}``).
+    """
+    data = {name: _finite(v, name) for name, v in (reference or {}).items()}
+    data = {name: v[v > 0] if log_x else v for name, v in data.items()}
+    data = {name: v for name, v in data.items() if v.size}
+
+    def at(v: Any) -> Any:  # plot coordinate: a log axis is drawn as log10 on a linear axis
+        return np.log10(np.maximum(v, 1e-12)) if log_x else v
+
+    marks = {score_name: score} if score is not None else {}
+    marks.update({k: v for k, v in (extra_scores or {}).items() if v is not None})
+    points = [float(at(v)) for v in [*marks.values(), *([threshold] if threshold is not None else [])]]
+    points += [float(x) for v in data.values() for x in (at(v).min(), at(v).max())]
+    lo, hi = (min(points), max(points)) if points else (0.0, 1.0)
+    pad = 0.08 * (hi - lo) if hi > lo else 0.5
+    lo, hi = lo - pad, hi + pad
+    traces = []
+    for i, (name, values) in enumerate(data.items()):
+        counts, edges = np.histogram(at(values), bins=max(int(nbins), 1), range=(lo, hi))
+        traces.append({"type": "bar", "x": ((edges[:-1] + edges[1:]) / 2).tolist(),
+                       "y": (counts / counts.sum()).tolist(), "width": float(edges[1] - edges[0]),
+                       "name": name, "opacity": 0.6, "marker": {"color": PALETTE[(i + 4) % len(PALETTE)]},
+                       "hovertemplate": "%{y:.0%} of the reference<extra></extra>"})
+    top = max([max(t["y"]) for t in traces] + [0.2]) * 1.05
+    shapes, notes = [], []
+    if threshold is not None:
+        shapes, notes = _regions(float(at(threshold)), lo, hi, accept_word=accept_word)
+        traces.append(_marker(float(at(threshold)), top, f"threshold: {_fmt(threshold)}", THRESHOLD_COLOUR,
+                              "dash", "line-ew"))
+    symbols = ("triangle-down", "diamond", "circle", "square")
+    for i, (name, value) in enumerate(marks.items()):
+        colour = SCORE_COLOUR if i == 0 else PALETTE[i % len(PALETTE)]
+        traces.append(_marker(float(at(value)), top * (1.0 - 0.08 * i), f"{name}: {_fmt(value)}", colour,
+                              "solid", symbols[i % len(symbols)]))
+    xaxis_layout: dict[str, Any] = {"title": {"text": xaxis}, "range": [lo, hi], "zeroline": False}
+    if log_x:
+        ticks = list(range(int(np.floor(lo)), int(np.ceil(hi)) + 1))
+        xaxis_layout.update(tickvals=ticks, ticktext=[_fmt(10.0 ** t) for t in ticks])
+    layout = {"title": {"text": title, "font": {"size": 14}}, "barmode": "overlay", "bargap": 0.02,
+              "xaxis": xaxis_layout, "yaxis": {"title": {"text": "share of images"}, "rangemode": "tozero",
+                                               "tickformat": ".0%"},
+              "legend": {"orientation": "h", "yanchor": "top", "y": -0.25, "x": 0},
+              "margin": {"l": 50, "r": 20, "t": 60, "b": 40}, "height": 380,
+              "shapes": shapes, "annotations": notes, "template": _template_json(_TEMPLATE)}
+    return json.dumps({"data": traces, "layout": layout})
+
+
+def _wrap(name: str, width: int = 18) -> str:
+    """A long name over several lines (``<br>``), broken at spaces, for a narrow plot."""
+    lines, line = [], ""
+    for word in name.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "<br>".join([*lines, line])
+
+
+def _fmt(value: float) -> str:
+    value = float(value)
+    return f"{value:.3g}" if abs(value) < 0.1 else f"{value:.2f}"
+
+
+def margin_comparison_json(rows: Sequence[Mapping[str, Any]], title: str = "How far each model is from its threshold") -> str:
+    """Several models' decisions on one plot: each model's margin over its own threshold, one bar each.
+
+    Energies of different heads (and the negative-label score) live on different scales, so the
+    shared axis is the margin in units of the model's own reference spread: 0 is every model's
+    threshold, right of it is accepted, left of it "unknown".
+
+    Args:
+        rows: ``{"name", "margin" (float or None: no threshold), "label"}`` per model.
+        title: figure title.
+
+    Returns:
+        Plotly JSON: one horizontal bar per model, the threshold at 0, regions shaded.
+    """
+    names = [_wrap(str(r["name"])) for r in rows]
+    margins = [None if r.get("margin") is None else float(r["margin"]) for r in rows]
+    known = [abs(m) for m in margins if m is not None] + [1.0]
+    span = 1.15 * max(known)
+    bars = {"type": "bar", "orientation": "h", "y": names, "x": [m or 0.0 for m in margins],
+            "text": [f"{r['label']}" + ("" if m is not None else " (no threshold)") for r, m in zip(rows, margins)],
+            "textposition": "auto", "name": "margin",
+            "marker": {"color": ["#999999" if m is None else (PALETTE[2] if m >= 0 else PALETTE[5])
+                                 for m in margins]}, "hoverinfo": "x+y"}
+    shapes, notes = _regions(0.0, -span, span, "accepted")
+    shapes.append({"type": "line", "xref": "x", "yref": "y domain", "x0": 0, "x1": 0, "y0": 0, "y1": 1,
+                   "line": {"color": THRESHOLD_COLOUR, "dash": "dash"}})
+    layout = {"title": {"text": title, "font": {"size": 14}}, "showlegend": False,
+              "xaxis": {"title": {"text": "margin over own threshold"},
+                        "range": [-span, span], "zeroline": False},
+              "yaxis": {"autorange": "reversed", "automargin": True},
+              "margin": {"l": 20, "r": 20, "t": 60, "b": 40}, "height": 120 + 60 * max(len(rows), 1),
+              "shapes": shapes, "annotations": notes, "template": _template_json(_TEMPLATE)}
+    return json.dumps({"data": [bars], "layout": layout})

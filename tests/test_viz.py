@@ -65,3 +65,49 @@ def test_training_curves():
     assert fig.layout.template == pio.templates["plotly_white"]
     fig.to_json()  # serialisable, as gr.Plot needs
     assert len(training_curves([]).data) == 0
+
+
+def test_score_plot_explains_the_decision():
+    import json
+
+    from croft_core.viz import score_plot_json
+
+    ref = {"ID reference: 40 rendered photos": np.linspace(10, 14, 40)}
+    fig = json.loads(score_plot_json(ref, score=12.1, threshold=12.2, title="t"))
+    names = [t["name"] for t in fig["data"]]
+    # the reference is named; score and threshold are legend entries with values, so close values
+    # cannot produce overlapping labels
+    assert names == ["ID reference: 40 rendered photos", "threshold: 12.20", "this image: 12.10"]
+    assert {a["text"] for a in fig["layout"]["annotations"]} == {"◀ unknown", "accepted ▶"}
+    rects = [s for s in fig["layout"]["shapes"] if s["type"] == "rect"]
+    assert [(r["x0"] < r["x1"], r["x1"] == 12.2 or r["x0"] == 12.2) for r in rects] == [(True, True)] * 2
+    assert fig["layout"]["legend"]["orientation"] == "h"  # under the plot: fits 400 px
+    bars = fig["data"][0]
+    assert abs(sum(bars["y"]) - 1.0) < 1e-9  # shares of the reference
+
+
+def test_score_plot_log_axis_and_no_threshold():
+    import json
+
+    from croft_core.viz import score_plot_json
+
+    fig = json.loads(score_plot_json({"ref": [0.5, 0.2, 0.0]}, score=0.002, threshold=0.01, log_x=True))
+    marker = next(t for t in fig["data"] if t["name"].startswith("threshold"))
+    assert marker["x"] == [-2.0, -2.0] and "0.01" in fig["layout"]["xaxis"]["ticktext"]
+    bare = json.loads(score_plot_json(None, score=3.0, threshold=None))
+    assert [t["name"] for t in bare["data"]] == ["this image: 3.00"] and bare["layout"]["shapes"] == []
+
+
+def test_margin_comparison_and_distinct_colours():
+    import json
+
+    from croft_core.viz import PALETTE, margin_comparison_json
+
+    fig = json.loads(margin_comparison_json([{"name": "zero-shot", "margin": -1.0, "label": "unknown"},
+                                             {"name": "CRoFT · shapes · painting held out", "margin": 0.5,
+                                              "label": "circle"}]))
+    bar = fig["data"][0]
+    assert bar["x"] == [-1.0, 0.5] and bar["y"][1] == "CRoFT · shapes ·<br>painting held out"
+    assert bar["marker"]["color"][0] != bar["marker"]["color"][1]
+    roc = roc_curves(np.arange(10.0), {f"set {i}": np.arange(10.0) - i for i in range(14)})
+    assert len({(t.line.color, t.line.dash) for t in roc.data[:14]}) == 14 and len(set(PALETTE)) == 14

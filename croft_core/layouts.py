@@ -74,16 +74,22 @@ def _is_image(name: str) -> bool:
 
 
 def _walk_images(folder: str) -> list[str]:
-    """Every image file below ``folder`` (absolute paths), in sorted order; hidden entries skipped."""
+    """Every image file below ``folder`` (absolute paths), in sorted order; hidden entries skipped.
+
+    Symbolic links inside ``folder`` are never followed (a link loop would walk forever, and a link
+    could reach files outside the dataset); ``folder`` itself may be a link.
+    """
     found = []
-    for current, dirs, files in os.walk(folder, followlinks=True):
+    for current, dirs, files in os.walk(folder, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(os.path.join(current, f) for f in sorted(files) if _is_image(f))
+        found.extend(path for path in (os.path.join(current, f) for f in sorted(files) if _is_image(f))
+                     if not os.path.islink(path))
     return found
 
 
 def _subfolders(folder: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    return sorted(e.name for e in os.scandir(folder)
+                  if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
 
 
 def resolve_split_folder(root: str | Path, split: str = WHOLE_FOLDER) -> Path:

@@ -277,3 +277,22 @@ def test_layout_readers(data_root):
     assert set(ds["domain"]) == {"SUN"} and names == list(lg.VLCS_CLASSES)
     with pytest.raises(ValueError, match=r"Split 'validation' not found.*\['test', 'train', 'val'\]"):
         load_split(str(data_root / "VLCS" / "test_on_sun.json"), "validation", layout="domain_split_json")
+
+
+def test_walk_follows_no_symlink(tmp_path):
+    """A link loop or a linked file inside a dataset folder is skipped, never walked."""
+    import os
+
+    from PIL import Image
+
+    from croft_core.layouts import _subfolders, _walk_images
+
+    (tmp_path / "cat").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "cat" / "a.png")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.png"
+    Image.new("RGB", (4, 4)).save(outside)
+    os.symlink(outside, tmp_path / "cat" / "linked.png")
+    os.symlink(tmp_path, tmp_path / "cat" / "loop")  # would recurse forever with followlinks=True
+    os.symlink(tmp_path / "cat", tmp_path / "dog")
+    assert _walk_images(str(tmp_path)) == [str(tmp_path / "cat" / "a.png")]
+    assert _subfolders(tmp_path) == ["cat"]

@@ -22,6 +22,7 @@ import numpy as np
 from .predict import Prediction
 from .predict import check_threshold as parse_threshold
 from .security import scrub_paths
+from .seeds import EXAMPLE_STREAM
 
 __all__ = ["BATCH_HEADERS", "EXAMPLES", "MAX_SEED", "TABLE_HEADERS", "batch_rows", "caption", "check_result",
            "decision_markdown", "energy_groups", "json_safe", "parse_seed", "parse_threshold",
@@ -36,7 +37,6 @@ EXAMPLES = (  # (shape, style, what it shows) rendered from the shapes world
     ("heart", "cartoon", "covariate shift: a cartoon"),
     ("pentagon", "photo", "semantic shift: an unseen shape"),
 )
-EXAMPLE_SEED = 7  # rendering seed of the example images (fixed: the examples never change)
 EXAMPLE_SIZE = 224
 
 
@@ -256,7 +256,7 @@ def render_examples(folder: str | Path) -> list[Path]:
         path = folder / f"{shape}-{style}.png"
         if not path.is_file():
             tmp = path.with_name(f".{path.name}.{os.getpid()}.png")
-            render(shape, style, np.random.default_rng([EXAMPLE_SEED, i]), size=EXAMPLE_SIZE).save(tmp)
+            render(shape, style, np.random.default_rng([EXAMPLE_STREAM, i]), size=EXAMPLE_SIZE).save(tmp)
             os.replace(tmp, path)  # atomic: another process may render the same file
         paths.append(path)
     return paths

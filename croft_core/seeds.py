@@ -24,6 +24,9 @@ REFERENCE_STREAM = 0xC11F_A99
 PRETRAIN_STREAM = 0xC11F_0001
 """The embedded CLIP's pretraining stream."""
 
+EXAMPLE_STREAM = 7
+"""The app's example images (rendered once at start-up)."""
+
 DATASET_STREAM = 0x5EED_DA7A
 """The rendered shapes dataset (train/val/test images)."""
 

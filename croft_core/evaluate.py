@@ -35,7 +35,7 @@ from .distributed import BenchmarkFeatures, prepare_features
 from .features import FeatureSet
 from .methods import l2n
 from .model import CroftModel, HeadConfig
-from .negatives import NegativeLabels
+from .negatives import NegativeLabels, lexicon_label
 from .prompts import get_templates
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def _neglabel_rule(negs: NegativeLabels, id_scores: dict, cov_scores: list, sem_
     def rate(sc: dict) -> float:
         return float(negs.accept(sc["neglabel"]).mean())
 
-    return {"lexicon": negs.lexicon, "num_negatives": len(negs.words), "removed": list(negs.removed),
+    return {"lexicon": lexicon_label(negs.lexicon), "num_negatives": len(negs.words), "removed": list(negs.removed),
             "threshold": negs.threshold, "id_accept_rate": rate(id_scores),
             "covariate_accept_rate": [rate(c) for c in cov_scores],
             "semantic_accept_rate": [rate(s) for s in sem_scores]}

@@ -171,6 +171,15 @@ def _read_settings(path: Path) -> float | None:
     return float(fraction)
 
 
+def lexicon_label(source: str | Path) -> str:
+    """A lexicon's name for results and messages, never a server path: ``timm ImageNet-21k lemmas``
+    or ``<model folder>/lexicon.txt``."""
+    path = Path(source)
+    if path.parts[-len(TIMM_LEXICON):] == tuple(TIMM_LEXICON):
+        return "timm ImageNet-21k lemmas"
+    return f"{path.parent.name}/{path.name}"
+
+
 def lexicon_path(backbone: Backbone) -> Path:
     """The lexicon a backbone uses: ``lexicon.txt`` in a ``local-dir:`` model folder, else timm's.
 

@@ -155,3 +155,11 @@ def test_a_lexicon_can_set_its_own_fraction(tmp_path, lexicon_backbone):
         (tmp_path / "neglabel.json").write_text(bad)
         with pytest.raises(LexiconError, match="neglabel.json"):
             read_lexicon(tmp_path / "lexicon.txt")
+
+
+def test_lexicon_label_names_no_server_path(tmp_path):
+    from croft_core.negatives import TIMM_LEXICON, lexicon_label
+
+    assert lexicon_label(tmp_path.joinpath("site-packages", "timm", *TIMM_LEXICON)) == "timm ImageNet-21k lemmas"
+    label = lexicon_label(tmp_path / "embedded" / "lexicon.txt")
+    assert label == "embedded/lexicon.txt" and str(tmp_path) not in label

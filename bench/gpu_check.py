@@ -39,7 +39,7 @@ from PIL import Image
 
 from croft_core.backbones import build_text_classifier, load_backbone
 from croft_core.features import extract_features, precision_of
-from croft_core.losses import clean_step, official_step
+from croft_core.steps import clean_step, official_step
 from croft_core.train import _optimizers, init_model, method_config
 
 TINY_MODEL_CFG = {  # the tests' tiny CLIP (tests/conftest.py), for --tiny

@@ -41,8 +41,9 @@ import torch.distributed as dist
 
 from . import features as _features
 from .backbones import DEFAULT_CACHE_DIR
-from .features import FeatureSet, check_views, encode_split, feature_cache_path, view_seed
+from .features import FeatureSet, check_views, encode_split, feature_cache_path
 from .negatives import NegativeLabels
+from .seeds import view_seed
 
 logger = logging.getLogger(__name__)
 

@@ -130,7 +130,7 @@ def sweep_markdown(summary: dict[str, Any]) -> str:
     columns = summary["sweep"]["columns"]
     parts = []
     for table in summary["tables"].values():
-        lines = [f"{table['label']} ({summary['sweep']['arg']}):", "",
+        lines = [f"{table['label']}, by {summary['sweep']['arg']}:", "",
                  "| method | " + " | ".join(columns) + " | average |", "|---" * (len(columns) + 2) + "|"]
         for method, row in table["methods"].items():
             lines.append(f"| {method} | " + " | ".join(_cell(row[c]) for c in [*columns, "average"]) + " |")

@@ -72,7 +72,9 @@ def _add_benchmark(p: argparse.ArgumentParser) -> None:
     p.add_argument("--benchmark-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="option of a registered benchmark, repeatable; VALUE is JSON or a plain "
                         "string (e.g. root=/data/croft, dataset=vlcs, test_domain=PASCAL, "
-                        "heldout=painting for shapes_dg)")
+                        "heldout=painting for shapes_dg); for bench, a JSON list for an option "
+                        "that takes one value is a sweep, one bench per value: "
+                        "'heldout=[\"photo\",\"sketch\"]'")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -286,7 +288,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from .pipeline import run_bench
+    from .pipeline import run_bench, sweep_axis
     from .report import markdown_table
     from .train import method_config
 
@@ -297,12 +299,13 @@ def _run_bench(args: argparse.Namespace) -> int:
         views = min(views, 2)
     for m in methods:  # validate every method before any work
         method_config(m, **overrides)
-    benchmark_for, grid = _benchmark_for(args), _grid(args.grid)
-    summary = run_bench(_backbone(args), benchmark_for, methods, _ints(args.seeds), args.out,
+    benchmark_args, grid = _benchmark_args(args.benchmark_arg), _grid(args.grid)
+    sweep_axis(args.benchmark, benchmark_args)  # a list is a sweep; two lists fail before any work
+    summary = run_bench(_backbone(args), args.benchmark, methods, _ints(args.seeds), args.out,
                         shots=_shots(args.shots),
                         config_for=lambda m, s: method_config(m, seed=s, **overrides),
                         views=views, cache_dir=_cache(args), progress=not args.quiet,
-                        num_workers=args.workers, grid=grid)
+                        num_workers=args.workers, grid=grid, benchmark_args=benchmark_args)
     print(markdown_table(summary))
     return 0
 

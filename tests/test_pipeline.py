@@ -112,3 +112,20 @@ def test_bench_sweep_writes_one_column_per_value_and_their_average(tiny_backbone
         sketch["methods"]["zeroshot"]["covariate/sketch.accuracy"]["mean"]
     page = (out / "report.html").read_text()
     assert "heldout" in page and "average" in page and 'href="sketch/report.html"' in page
+
+
+def test_croft_bench_sweeps_a_list_and_refuses_two(tiny_spec, tiny_world, tmp_path, capsys):
+    import json
+
+    from croft_core.cli import main
+
+    common = ["bench", "--backbone", tiny_spec, "--benchmark", "shapes_dg", "--benchmark-arg",
+              f"root={tiny_world}", "--methods", "zeroshot", "--seeds", "1", "--shots", "3", "--views", "1",
+              "--quiet", "--cache-dir", str(tmp_path / "cache")]
+    assert main([*common, "--benchmark-arg", 'heldout=["photo", "sketch"]', "--out", str(tmp_path / "b")]) == 0
+    assert "| method | photo | sketch | average |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["sweep"]["columns"] == ["photo", "sketch"]
+    assert main([*common, "--benchmark-arg", 'heldout=["photo", "sketch"]', "--benchmark-arg",
+                 f'root=["{tiny_world}", "{tiny_world}2"]', "--out", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("croft: error: only one benchmark option can be a list") and err.count("\n") == 1

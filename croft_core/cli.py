@@ -47,22 +47,11 @@ _HYPER_HELP = {
 BENCHMARK_HELP = ("a registered benchmark (shapes, shapes_dg, setup1, setup2, imagenet_four_ood, "
                   "imagenet_full_spectrum) or a benchmark JSON file")
 
-# Library error classes that do not derive from CroftError yet, by module and name. An exception of
-# such a class exists only once its module is imported, so they are looked up in sys.modules.
-_LEGACY_ERRORS = (("croft_core.backbones", "BackboneUnavailableError"),
-                  ("croft_core.detector", "NotFittedError"),
-                  ("croft_core.train", "ResumeConflictError"))
-
-
 def library_errors() -> tuple[type[BaseException], ...]:
-    """The exception types the ``croft`` command reports as one line instead of a traceback.
-
-    :class:`CroftError`; ``ValueError`` and ``FileNotFoundError``, which the library raises on bad
-    input and missing files; and the library's other named error classes (:data:`_LEGACY_ERRORS`).
-    """
-    loaded = tuple(getattr(sys.modules[m], n) for m, n in _LEGACY_ERRORS
-                   if hasattr(sys.modules.get(m), n))
-    return (CroftError, ValueError, FileNotFoundError, *loaded)
+    """The exception types the ``croft`` command reports as one line instead of a traceback:
+    :class:`CroftError` (every named library error derives from it), and ``ValueError`` and
+    ``FileNotFoundError``, which the library raises on bad input and missing files."""
+    return (CroftError, ValueError, FileNotFoundError)
 
 
 # --- flags ------------------------------------------------------------------------------------

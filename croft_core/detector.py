@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from croft_core.errors import CroftError
 from croft_core.metrics import threshold_at_tpr, to_numpy
 
 __all__ = ["NotFittedError", "ThresholdDetector"]
@@ -25,7 +26,7 @@ __all__ = ["NotFittedError", "ThresholdDetector"]
 logger = logging.getLogger(__name__)
 
 
-class NotFittedError(RuntimeError):
+class NotFittedError(CroftError, RuntimeError):
     """Raised when a detector is used before :meth:`ThresholdDetector.fit`."""
 
 

@@ -382,7 +382,6 @@ def push_finetuned(folder: str | Path, repo_id: str, token: str | None, *, priva
         FinetuneError: ``repo_id`` is not ``ORG/NAME``, or no token was given.
         HubError: offline, or the Hub refused (bad token, no write access ...).
     """
-    import huggingface_hub
     from huggingface_hub.errors import HFValidationError, HTTPError
 
     from .hub import push_checkpoint
@@ -394,13 +393,9 @@ def push_finetuned(folder: str | Path, repo_id: str, token: str | None, *, priva
         raise FinetuneError("a Hugging Face write token is needed to push (or log in on the Space)")
     folder = Path(folder)
     try:
+        # one commit: the folder's full card (data, hyper-parameters, validation) with the repo id
         url = push_checkpoint(folder, repo_id, private=private, token=token,
                               commit_message="Upload a model fine-tuned in CRoFT Lab")
-        card = (folder / "README.md").read_text(encoding="utf-8")
-        card = card.replace("path/to/checkpoint-folder", repo_id)
-        huggingface_hub.HfApi(token=token).upload_file(
-            path_or_fileobj=card.encode(), path_in_repo="README.md", repo_id=repo_id,
-            commit_message="Model card: data, hyper-parameters and validation")
     except (HubError, HTTPError, HFValidationError, OSError, ValueError) as err:
         message = scrub_paths(str(err).replace(token, "***"))[:400]
         raise HubError(f"could not push to {repo_id}: {message}") from None

@@ -338,10 +338,9 @@ def test_push_uses_the_token_and_never_leaks_it(tiny_backbone, zip_data, tmp_pat
 
         def create_commit(self, repo_id, operations, **kw):
             calls.append(("commit", sorted(op.path_in_repo for op in operations)))
+            card = next(op for op in operations if op.path_in_repo == "README.md")
+            calls.append(("card", card.path_or_fileobj.decode()))
             return type("Info", (), {"commit_url": f"https://hf.co/{repo_id}/commit/1"})()
-
-        def upload_file(self, path_or_fileobj, path_in_repo, repo_id, **kw):
-            calls.append(("card", path_or_fileobj.decode()))
 
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
@@ -349,6 +348,7 @@ def test_push_uses_the_token_and_never_leaks_it(tiny_backbone, zip_data, tmp_pat
         url = push_finetuned(folder, "me/model", "hf_secret")
     assert url.startswith("https://hf.co/me/model")
     assert ("token", "hf_secret") in calls and ("commit", ["README.md", "config.json", "model.safetensors"]) in calls
+    assert sum(k == "commit" for k, _ in calls) == 1  # card and weights in one commit
     card = next(c for k, c in calls if k == "card")
     assert "Fine-tuning: CRoFT" in card and 'from_pretrained("me/model")' in card
     assert "hf_secret" not in caplog.text

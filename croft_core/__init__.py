@@ -19,8 +19,9 @@ from .loss_terms import energy_gradient_penalty, same_class_similarity
 from .methods import ClipAdapterHead, LinearProbeHead, TipAdapterHead, ZeroShotHead
 from .metrics import accuracy, aupr, auroc, fpr_at_tpr, full_spectrum_metrics, ood_metrics
 from .model import CroftHead, CroftModel, HeadConfig, render_model_card
+from .negatives import DEFAULT_NEG_THRESHOLD, LexiconError, NegativeLabels
 from .prompts import get_templates, get_vocabulary, list_vocabularies, parse_vocabulary
-from .scoring import energy, knn_score, max_logit, mcm, msp
+from .scoring import energy, knn_score, max_logit, mcm, msp, neglabel
 from .steps import clean_step, official_step, supervised_step
 from .train import METHODS, TrainConfig, TrainResult, init_model, method_config, train
 
@@ -37,5 +38,5 @@ __all__ = [
     "ZeroShotHead", "accuracy", "aupr", "auroc", "fpr_at_tpr", "full_spectrum_metrics",
     "ood_metrics", "CroftHead", "CroftModel", "HeadConfig", "render_model_card", "get_templates",
     "get_vocabulary", "list_vocabularies", "parse_vocabulary", "energy", "knn_score", "max_logit",
-    "mcm", "msp", "METHODS", "TrainConfig", "TrainResult", "init_model", "method_config", "train",
+    "mcm", "msp", "neglabel", "DEFAULT_NEG_THRESHOLD", "LexiconError", "NegativeLabels", "METHODS", "TrainConfig", "TrainResult", "init_model", "method_config", "train",
 ]

@@ -37,9 +37,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def write_tiny_model(path, seed: int = 0) -> str:
-    """Write a tiny random open_clip model as a `local-dir:` folder; returns the SPEC."""
+TINY_LEXICON_WORDS = 300
+
+
+def write_tiny_model(path, seed: int = 0, lexicon: bool = True) -> str:
+    """Write a tiny random open_clip model as a `local-dir:` folder; returns the SPEC.
+
+    With ``lexicon``, the folder gets its own small ``lexicon.txt`` (negative labels), so tests do
+    not encode timm's 20k-word lexicon; pass False to test that fallback.
+    """
     import open_clip
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     from safetensors.torch import save_file
 
     path.mkdir(parents=True, exist_ok=True)
@@ -47,10 +55,11 @@ def write_tiny_model(path, seed: int = 0) -> str:
     model = open_clip.model.CLIP(**TINY_MODEL_CFG)
     (path / "open_clip_config.json").write_text(json.dumps({
         "model_cfg": TINY_MODEL_CFG,
-        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
-                           "std": [0.26862954, 0.26130258, 0.27577711]}}))
+        "preprocess_cfg": {"mean": list(OPENAI_DATASET_MEAN), "std": list(OPENAI_DATASET_STD)}}))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()},
               str(path / "open_clip_model.safetensors"))
+    if lexicon:
+        (path / "lexicon.txt").write_text("".join(f"object {i}\n" for i in range(TINY_LEXICON_WORDS)))
     return f"local-dir:{path}"
 
 

@@ -41,9 +41,10 @@ def test_read_lexicon_formats(tmp_path):
         read_lexicon(tmp_path / "missing.txt")
 
 
-def test_lexicon_is_a_property_of_the_backbone(lexicon_backbone, tiny_backbone):
+def test_lexicon_is_a_property_of_the_backbone(lexicon_backbone, tmp_path):
     assert lexicon_path(lexicon_backbone).name == LEXICON_FILE
-    timm_file = lexicon_path(tiny_backbone)  # no lexicon.txt next to it: timm's ImageNet-21k lemmas
+    plain = load_backbone(write_tiny_model(tmp_path / "plain", seed=5, lexicon=False))
+    timm_file = lexicon_path(plain)  # no lexicon.txt next to it: timm's ImageNet-21k lemmas
     assert timm_file.name == "imagenet_synset_to_lemma.txt" and timm_file.is_file()
     assert len(read_lexicon(timm_file)) > 15_000
 
@@ -134,7 +135,7 @@ def test_text_map_applies_to_labels_and_negatives(lexicon_backbone):
 
 def test_missing_own_lexicon_falls_back_to_timm(tmp_path):
     folder = tmp_path / "model"
-    write_tiny_model(folder, seed=4)
+    write_tiny_model(folder, seed=4, lexicon=False)
     backbone = load_backbone(f"local-dir:{folder}")
     assert lexicon_path(backbone).name == "imagenet_synset_to_lemma.txt"
     shutil.copy(lexicon_path(backbone), folder / LEXICON_FILE)

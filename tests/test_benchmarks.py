@@ -363,25 +363,26 @@ def test_get_benchmark_errors(tmp_path):
 
 
 def test_register_benchmark_is_an_extension_point(tmp_path, monkeypatch):
+    # a name no other test registers (test_app registers its own "tiny" for the whole session)
     monkeypatch.setattr("croft_core.benchmarks.registry.BENCHMARKS", dict(BENCHMARKS))
     from croft_core.benchmarks import registry
 
     def tiny_factory(n: int = 2, seed: int = 1) -> Benchmark:
         return dataclasses.replace(tiny_benchmark(tmp_path, n=n), name=f"tiny{n}-seed{seed}")
 
-    register_benchmark("tiny", tiny_factory)
-    assert "tiny" in registry.BENCHMARKS and "tiny" not in BENCHMARKS
-    assert get_benchmark("tiny", n=1, seed=3).name == "tiny1-seed3"  # options and the run seed pass through
-    assert len(materialize(get_benchmark("tiny", n=1), "id_test")) == 3
-    with pytest.raises(ValueError, match=r"Benchmark 'tiny' options"):
-        get_benchmark("tiny", shots=4)
-    register_benchmark("tiny", tiny_factory)  # registering the same factory again is harmless
-    with pytest.raises(ValueError, match=r"'tiny' is already registered; pass overwrite=True"):
-        register_benchmark("tiny", lambda: None)
+    register_benchmark("tiny-ext", tiny_factory)
+    assert "tiny-ext" in registry.BENCHMARKS and "tiny-ext" not in BENCHMARKS
+    assert get_benchmark("tiny-ext", n=1, seed=3).name == "tiny1-seed3"  # options and the run seed pass through
+    assert len(materialize(get_benchmark("tiny-ext", n=1), "id_test")) == 3
+    with pytest.raises(ValueError, match=r"Benchmark 'tiny-ext' options"):
+        get_benchmark("tiny-ext", shots=4)
+    register_benchmark("tiny-ext", tiny_factory)  # registering the same factory again is harmless
+    with pytest.raises(ValueError, match=r"'tiny-ext' is already registered; pass overwrite=True"):
+        register_benchmark("tiny-ext", lambda: None)
     with pytest.raises(ValueError, match=r"'setup1' is already registered"):
         register_benchmark("setup1", tiny_factory)
-    register_benchmark("tiny", lambda: tiny_factory(n=3), overwrite=True)
-    assert get_benchmark("tiny", seed=5).name == "tiny3-seed1"  # a factory without `seed` gets none
+    register_benchmark("tiny-ext", lambda: tiny_factory(n=3), overwrite=True)
+    assert get_benchmark("tiny-ext", seed=5).name == "tiny3-seed1"  # a factory without `seed` gets none
 
 
 def test_definition_validation(tiny):

@@ -2,12 +2,14 @@
 
 CRoFT (Zhu et al., ICML 2024, arXiv 2405.16417) fine-tunes class-agnostic adapters on a frozen CLIP
 and rejects images of unseen classes with the energy score ``S(x) = logsumexp_k(tau * cos)``. This
-file is only the user interface: every decision is made in :mod:`croft_core`
-(:mod:`croft_core.predict`, :mod:`croft_core.images`, :mod:`croft_core.pipeline`,
-:mod:`croft_core.viz`).
+file holds the resources and the handlers; every decision is made in :mod:`croft_core`
+(:mod:`croft_core.openset`: which rule says "unknown" and why; :mod:`croft_core.explain`: the words
+and tables; :mod:`croft_core.viz`: the plots); the layout is in ``croft_app_ui.py`` and the Train
+tab in ``croft_app_train.py``.
 
-Tabs: **Classify** (one image or several, a vocabulary, a model, a threshold), **Compare** (zero-shot
-vs a fine-tuned checkpoint on the same image) and **Lab** (a benchmark evaluation).
+Tabs: **Classify** (one image or several, a vocabulary, a model, a threshold), **Compare** (two
+models on the same image), **Lab** (a benchmark evaluation, one model or two) and **Train**
+(fine-tune, then use the model at once in this session).
 
 Public API (``gradio_client``)::
 
@@ -15,6 +17,7 @@ Public API (``gradio_client``)::
     client = Client("http://127.0.0.1:7860/")
     client.predict(handle_file("img.png"), "circle, square", "zero-shot", None, api_name="/classify")
     client.predict("shapes", "zero-shot", 1, api_name="/evaluate")
+    client.predict("shapes", "croft", 4, 1, 50, api_name="/finetune")  # -> {"model", "history", "results"}
 
 Configuration is by environment variable only (:class:`croft_core.settings.AppSettings`,
 docs/APP.md, docs/SECURITY.md): ``CROFT_BACKBONE`` (default ``embedded``), ``CROFT_CHECKPOINTS``
@@ -25,16 +28,16 @@ docs/APP.md, docs/SECURITY.md): ``CROFT_BACKBONE`` (default ``embedded``), ``CRO
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
+import json
 import logging
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import gradio as gr
 import numpy as np
@@ -44,18 +47,23 @@ from gradio.components.plot import PlotData
 from croft_core.backbones import DEFAULT_CACHE_DIR, Backbone, load_backbone
 from gradio import utils as gradio_utils
 
+from croft_core import explain as explain_text
 from croft_core import present
 from croft_core.benchmarks import BENCHMARKS as REGISTERED_BENCHMARKS
 from croft_core.images import ImageError, load_image
 from croft_core.limits import JobTimeout, deadline, prune_lru, return_freed_memory
 from croft_core.predict import ZERO_SHOT
 from croft_core.prompts import get_vocabulary, list_vocabularies
+from croft_core.openset import NegativeRules, classify_open, reference_neg_scores
 from croft_core.registry import ClassifierRegistry
+from croft_core.sessions import SessionRegistry
 from croft_core.security import (NOT_AN_UPLOAD, AccessRefused, check_benchmark, check_benchmark_file,
                                  confine, display_spec, scrub_paths)
 from croft_core.settings import AppSettings
 from croft_core.synth import EMBEDDED_CHECKPOINT
 from croft_core.vocabulary import resolve_vocabulary
+from croft_core.showcase import SHOWCASE, example_caption, render_classes, render_showcase
+from croft_core.viz import margin_comparison_json, score_plot_json
 
 logger = logging.getLogger("croft.app")
 
@@ -92,8 +100,10 @@ class Resources:
     """Everything loaded once: the backbone, the models by name, the example images, the settings."""
 
     backbone: Backbone
-    registry: ClassifierRegistry
-    examples: list[list[Any]] = field(default_factory=list)
+    registry: SessionRegistry  # the listed models, and each session's fine-tuned ones
+    negatives: NegativeRules | None = None
+    examples: list[tuple[str, str]] = field(default_factory=list)  # (image, caption with the real answer)
+    classes: list[tuple[str, str]] = field(default_factory=list)  # (thumbnail, ID class) of the first screen
     default_vocabulary: str = ""
     default_model: str = ZERO_SHOT
     settings: AppSettings = field(default_factory=AppSettings)
@@ -115,14 +125,15 @@ def load_resources(settings: AppSettings = SETTINGS, checkpoints: Sequence[str] 
         default_model: the model selected at start (default: the first checkpoint, else zero-shot).
     """
     backbone = load_backbone(settings.backbone, device=device)
-    registry = ClassifierRegistry(backbone, checkpoints, policy=settings.policy,
-                                  max_checkpoint_bytes=settings.max_checkpoint_bytes,
-                                  max_classes=settings.max_classes, embedded_world=embedded_world,
-                                  cache_dir=Path(cache_dir) / "app-text",
-                                  text_cache_bytes=settings.text_cache_bytes)
+    registry = SessionRegistry(ClassifierRegistry(
+        backbone, checkpoints, policy=settings.policy, max_checkpoint_bytes=settings.max_checkpoint_bytes,
+        max_classes=settings.max_classes, embedded_world=embedded_world,
+        cache_dir=Path(cache_dir) / "app-text", text_cache_bytes=settings.text_cache_bytes))
+    negatives = NegativeRules(backbone, Path(cache_dir) / "app-text")
+    negatives.start()  # a real CLIP's ~20k-word lexicon encodes in the background
     preset = "shapes" if registry.embedded_world else "cifar10"
-    examples = [[str(p), "shapes", ZERO_SHOT]
-                for p in present.render_examples(Path(cache_dir) / "app-examples")]
+    # in Gradio's upload folder: an example put into the image box is then an upload like any other
+    folder = Path(gradio_utils.get_upload_folder()) / "croft-examples"
     default_model = default_model or (registry.checkpoints[0] if registry.checkpoints else ZERO_SHOT)
     for name in dict.fromkeys([ZERO_SHOT, default_model]):  # warm the caches of the first request
         try:
@@ -132,8 +143,23 @@ def load_resources(settings: AppSettings = SETTINGS, checkpoints: Sequence[str] 
         except ValueError as err:
             logger.warning("could not prepare model %s: %s", name, err)
             default_model = ZERO_SHOT
-    return Resources(backbone, registry, examples, ", ".join(get_vocabulary(preset)), default_model,
-                     settings, Path(cache_dir))
+    examples = _answered_examples(registry.get(default_model), negatives, folder)
+    return Resources(backbone, registry, negatives, examples, render_classes(folder),
+                     ", ".join(get_vocabulary(preset)), default_model, settings, Path(cache_dir))
+
+
+def _answered_examples(classifier, negatives: NegativeRules, folder: Path) -> list[tuple[str, str]]:
+    """The showcase images captioned with what ``classifier`` really answers (computed, not written)."""
+    out = []
+    for example, path in zip(SHOWCASE, render_showcase(folder)):
+        try:
+            result = classify_open(classifier, negatives, [load_image(path)],
+                                   resolve_vocabulary(example.vocabulary)[0], None)[0]
+            out.append((str(path), example_caption(example, result)))
+        except ValueError as err:
+            logger.warning("example %s: %s", example.title, err)
+            out.append((str(path), example.title))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,6 +206,11 @@ def file_path(payload: Any, upload_root: str | os.PathLike) -> str | None:
     return str(confine(payload, upload_root))
 
 
+def _session(request: gr.Request | None) -> str | None:
+    """The caller's session (a browser tab, or one gradio_client.Client): its own models live there."""
+    return getattr(request, "session_hash", None)
+
+
 class Handlers:
     """The event handlers of the app, bound to loaded :class:`Resources` (tests call them directly)."""
 
@@ -196,66 +227,85 @@ class Handlers:
     def _path(self, payload: Any) -> str | None:
         return file_path(payload, self.r.upload_root)
 
-    def _reference_groups(self, classifier, classes: Sequence[str]) -> tuple[dict[str, Any], Any]:
-        ref = classifier.reference(classifier.prepare_vocabulary(classes)[0])
-        return ({} if ref.scores is None else {f"ID reference ({ref.source})": ref.scores}), ref
+    def _model(self, name: Any, request: gr.Request | None):
+        return self.r.registry.get(name, _session(request))
+
+    def _result(self, classifier, image, classes: Sequence[str], notes: list[str], threshold: Any) -> dict:
+        (out,) = classify_open(classifier, self.r.negatives, [image], classes, threshold, top_k=TOP_K)
+        out["notes"] = notes + out["notes"]
+        return present.without_paths({"model": classifier.name, **out})
 
     @gpu
     @user_errors
     @torch.inference_mode()
-    def classify(self, image: Any, vocabulary: str, model: str, threshold: Any) -> dict[str, Any]:
-        """Classify one image against a vocabulary; reject it as "unknown" below the threshold.
+    def classify(self, image: Any, vocabulary: str, model: str, threshold: Any,
+                 request: gr.Request = None) -> dict[str, Any]:
+        """Classify one image against a vocabulary; say "unknown" when it fits none of the classes.
 
         Returns a JSON object: label ("unknown" when rejected), accepted, score (energy; higher = more
-        in-distribution), threshold, probabilities (top 5), predicted_class, threshold_source,
-        model, notes and warnings.
+        in-distribution), threshold (the energy threshold that decided, or null), probabilities
+        (top 5), predicted_class, threshold_source, rule ("negative labels", "energy (calibrated)",
+        "user threshold", or "none" while no open-set rule is available), reason (in words),
+        nearest_negative, neg_score, neg_threshold, model, notes and warnings.
         """
         path = self._path(image)
         if path is None:
             raise gr.Error("No image: upload an image (PNG, JPEG, WebP, ...) first.",
                            print_exception=False)
-        classifier = self.r.registry.get(model)
+        classifier = self._model(model, request)
         classes, notes = self._vocabulary(vocabulary)
-        threshold = present.parse_threshold(threshold)
-        (prediction,) = classifier.classify([load_image(path)], classes, threshold, top_k=TOP_K)
-        out = prediction.to_dict()
-        out["notes"] = notes + out["notes"]
-        return present.without_paths({"model": classifier.name, **out})
+        present.parse_threshold(threshold)
+        return self._result(classifier, load_image(path), classes, notes, threshold)
+
+    def _plot(self, classifier, classes: Sequence[str], result: dict, title: str,
+              extra: dict | None = None) -> tuple[explain_text.PlotInputs, str]:
+        _, ref = self._reference_groups(classifier, classes)
+        what = "rendered photos of these classes" if ref.source == "rendered" else "the checkpoint's validation images"
+        name = f"your classes, {what}" if ref.scores is not None else ""
+        neg_ref = reference_neg_scores(classifier, self.r.negatives, classes) if ref.source == "rendered" else None
+        inputs = explain_text.plot_inputs(result, ref.scores, name, neg_ref)
+        return inputs, score_plot_json(inputs.reference, inputs.score, inputs.threshold, log_x=inputs.log_x,
+                                       xaxis=inputs.xaxis, title=title, extra_scores=extra)
+
+    def _reference_groups(self, classifier, classes: Sequence[str]) -> tuple[dict[str, Any], Any]:
+        ref = classifier.reference(classifier.prepare_vocabulary(classes)[0])
+        return ({} if ref.scores is None else {f"ID reference ({ref.source})": ref.scores}), ref
 
     @user_errors
     @torch.inference_mode()
-    def explain(self, result: dict[str, Any] | None, vocabulary: str, model: str) -> tuple[str, dict, Any]:
-        """Decision text, top-k probabilities and the energy plot of a ``/classify`` result.
+    def explain(self, result: dict[str, Any] | None, vocabulary: str, model: str,
+                request: gr.Request = None) -> tuple[str, dict, Any]:
+        """The verdict in words, the top-k probabilities and the score plot of a ``/classify`` result.
 
-        The plot is plotly JSON built without plotly's validation (``energy_histogram_json``,
-        ~1 ms instead of ~35 ms), handed to ``gr.Plot`` as ready ``PlotData``.
+        The plot is plotly JSON built without plotly's validation (``score_plot_json``, about a
+        millisecond), handed to ``gr.Plot`` as ready ``PlotData``.
         """
-        from croft_core.viz import energy_histogram_json
-
         if not result:
             return "", {}, None
         result = present.check_result(result)  # it comes back from the browser
-        classifier = self.r.registry.get(model)
-        groups, _ = self._reference_groups(classifier, self._vocabulary(vocabulary)[0])
-        plot = energy_histogram_json(groups, score=result["score"], threshold=result["threshold"],
-                                     title=f"Why: this image's energy vs the ID reference — "
-                                           f"{result['label']}")
-        return (present.decision_markdown(result), result["probabilities"],
+        classifier = self._model(model, request)
+        classes = self._vocabulary(vocabulary)[0]
+        _, plot = self._plot(classifier, classifier.prepare_vocabulary(classes)[0], result,
+                             f"Why {result['label']}? This image vs {_short(classifier.name)}'s reference")
+        return (explain_text.verdict_markdown(result), result["probabilities"],
                 PlotData(type="plotly", plot=plot))
 
-    def classify_example(self, image: Any, vocabulary: str, model: str) -> tuple[dict, str, dict, Any]:
-        """``classify`` + ``explain`` in one call, with the calibrated threshold (cached examples)."""
-        result = self.classify(image, vocabulary, model, None)
-        return (result, *self.explain(result, vocabulary, model))
+    def pick_example(self, evt: gr.SelectData) -> tuple[str, str]:
+        """A showcase thumbnail was clicked: its image and vocabulary go into the inputs."""
+        index = int(evt.index) if isinstance(evt.index, int) else 0
+        if not 0 <= index < len(self.r.examples):
+            raise gr.Error("Unknown example; click one of the thumbnails.", print_exception=False)
+        vocab = SHOWCASE[index].vocabulary
+        text = ", ".join(get_vocabulary(vocab)) if vocab in list_vocabularies() else vocab
+        paths = render_showcase(Path(self.r.examples[index][0]).parent)  # re-rendered if the cache was cleaned
+        return str(paths[index]), text
 
     @gpu
     @user_errors
     @torch.inference_mode()
-    def classify_batch(self, files: Any, vocabulary: str, model: str,
-                       threshold: Any) -> tuple[list[tuple[str, str]], list[list[Any]], Any]:
-        """Several images: a captioned gallery, a table, and all energies against the reference."""
-        from croft_core.viz import energy_histogram
-
+    def classify_batch(self, files: Any, vocabulary: str, model: str, threshold: Any,
+                       request: gr.Request = None) -> tuple[list[tuple[str, str]], list[list[Any]], Any]:
+        """Several images: a captioned gallery, a table, and every score against the reference."""
         if files is not None and not isinstance(files, list):
             raise gr.Error("Upload one or more image files.", print_exception=False)
         if len(files or []) > MAX_BATCH:
@@ -264,86 +314,92 @@ class Handlers:
         paths = [p for p in (self._path(f) for f in (files or [])) if p]
         if not paths:
             raise gr.Error("No images: upload one or more image files first.", print_exception=False)
-        classifier = self.r.registry.get(model)
-        classes, _ = self._vocabulary(vocabulary)
-        threshold = present.parse_threshold(threshold)
-        good, predictions, errors = [], [], []
+        classifier = self._model(model, request)
+        classes, notes = self._vocabulary(vocabulary)
+        present.parse_threshold(threshold)
+        good, results, rows = [], [], []
         for p in paths:  # one image in memory at a time
             try:
                 image = load_image(p)
             except ImageError as err:
-                errors.append((Path(p).name, str(err)))
+                rows.append([Path(p).name, "error", None, None, None, None, None, str(err)])
                 continue
-            predictions += classifier.classify([image], classes, threshold, top_k=TOP_K)
+            results.append(self._result(classifier, image, classes, notes, threshold))
             good.append(p)
-        if not predictions:
-            raise gr.Error("None of the files is a usable image: " + "; ".join(e for _, e in errors),
+        if not results:
+            raise gr.Error("None of the files is a usable image: " + "; ".join(r[-1] for r in rows),
                            print_exception=False)
-        groups, ref = self._reference_groups(classifier, classes)
-        groups["your images"] = np.array([p.score for p in predictions])
-        fig = energy_histogram(groups, threshold=predictions[0].threshold,
-                               title=f"Energies of your images ({ref.note})")
-        gallery = [(p, present.caption(pred)) for p, pred in zip(good, predictions)]
-        return gallery, present.batch_rows([Path(p).name for p in good], predictions, errors), fig
+        rows = [explain_text.batch_row(Path(p).name, r) for p, r in zip(good, results)] + rows
+        extra = {f"{Path(p).name} ({r['label']})": _rule_score(r) for p, r in zip(good[1:], results[1:])}
+        _, plot = self._plot(classifier, classifier.prepare_vocabulary(classes)[0], results[0],
+                             "Your images vs the reference", extra)
+        gallery = [(p, f"{Path(p).name}: {explain_text.caption(r)}") for p, r in zip(good, results)]
+        first = json.dumps(f"{_short(Path(good[0]).name, 24)} ({results[0]['label']}): ")[1:-1]
+        return gallery, rows, PlotData(type="plotly", plot=plot.replace('"this image: ', f'"{first}', 1))
 
     # -- Compare ---------------------------------------------------------------------------
     @gpu
     @user_errors
     @torch.inference_mode()
-    def compare(self, image: Any, vocabulary: str, model_a: str,
-                model_b: str) -> tuple[str, dict, str, dict, Any]:
-        """The same image through two models: both verdicts and both energy distributions."""
-        from croft_core.viz import energy_comparison
-
+    def compare(self, image: Any, vocabulary: str, model_a: str, model_b: str, threshold: Any = None,
+                request: gr.Request = None) -> tuple[str, dict, str, dict, Any]:
+        """The same image through two models: a verdict card each and both margins on one plot."""
         path = self._path(image)
         if path is None:
-            raise gr.Error("No image: upload an image first.", print_exception=False)
-        classifiers = [self.r.registry.get(name) for name in (model_a, model_b)]
+            raise gr.Error("No image: upload an image first (or pick an example).", print_exception=False)
+        classifiers = [self._model(name, request) for name in (model_a, model_b)]
         classes, notes = self._vocabulary(vocabulary)
+        present.parse_threshold(threshold)
         img = load_image(path)
-        out, panels = [], {}
-        for classifier in classifiers:
-            pred = classifier.classify([img], classes, None, top_k=TOP_K)[0]
-            p = {"model": classifier.name, **pred.to_dict()}
-            p["notes"] = notes + p["notes"]
-            _, ref = self._reference_groups(classifier, classes)
-            panels[f"{classifier.name} ({pred.label})"] = {
-                "reference": ref.scores, "score": pred.score, "threshold": pred.threshold}
-            out += [present.decision_markdown(p), pred.probabilities]
-        return (*out, energy_comparison(panels))
+        out, rows = [], []
+        for tag, classifier in zip("AB", classifiers):
+            result = self._result(classifier, img, classes, notes, threshold)
+            inputs, _ = self._plot(classifier, classifier.prepare_vocabulary(classes)[0], result, "")
+            rows.append({"name": f"{tag}: {classifier.name}", "margin": explain_text.margin(inputs),
+                         "label": result["label"]})
+            out += [f"### {tag}: {classifier.name}\n\n" + explain_text.verdict_markdown(result).replace(
+                "## ", "#### ", 1), result["probabilities"]]
+        return (*out, PlotData(type="plotly", plot=margin_comparison_json(rows)))
 
     # -- Lab -------------------------------------------------------------------------------
     @gpu(duration=600)
     @user_errors
     @torch.inference_mode()
     def evaluate(self, benchmark: str, model: str, seed: Any,
-                 progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple[dict[str, Any], dict]:
+                 progress: gr.Progress = gr.Progress(track_tqdm=True),
+                 request: gr.Request = None) -> tuple[dict[str, Any], dict]:
         """Evaluate a model on a registered benchmark (such as "shapes") and return the results JSON:
         ID and covariate accuracy, semantic-shift detection (AUROC, FPR95, AUPR) per score,
         full-spectrum detection and the deployment threshold."""
         name = check_benchmark(benchmark or "shapes", REGISTERED_BENCHMARKS, self.r.settings.policy)
         seed = present.parse_seed(seed)
-        classifier = self.r.registry.get(model)
+        classifier = self._model(model, request)
         limit = self.r.settings.lab_time_limit
         if not self._lab.acquire(blocking=False):
             raise gr.Error("The Lab is busy with another evaluation (one runs at a time); try again "
                            "when it has finished.", print_exception=False)
-        progress(0.0, desc=f"preparing benchmark {name!r} (the shapes dataset renders on first use, "
-                           f"about a minute)")
         try:
-            with deadline(limit):
-                results, energies = self._run_benchmark(name, classifier, seed, progress)
+            with deadline(limit), Ticker(progress, f"{classifier.name}: ") as tick:
+                results, energies = self._run_benchmark(name, classifier, seed, tick)
         except JobTimeout:
-            raise gr.Error(f"The evaluation ran longer than {limit} s (CROFT_LAB_TIME_LIMIT) and was "
-                           f"stopped.", print_exception=False) from None
+            raise gr.Error(f"The evaluation ran longer than {limit} s and was stopped.",
+                           print_exception=False) from None
         finally:
             self._lab.release()
-        results = present.without_paths(present.json_safe(
-            {**results, "backbone": display_spec(self.r.backbone.spec), "model": classifier.name}))
+        results = present.json_safe({**results, "backbone": display_spec(self.r.backbone.spec),
+                                     "model": classifier.name})
         energies = {k: np.asarray(v, dtype=np.float64) for k, v in energies.items()}
         return results, {"results": results, "energies": energies}
 
-    def _run_benchmark(self, name: str, classifier, seed: int, progress: gr.Progress) -> tuple[dict, dict]:
+    def evaluate_other(self, benchmark: str, model: str, seed: Any, compare_with: str,
+                       progress: gr.Progress = gr.Progress(track_tqdm=True),
+                       request: gr.Request = None) -> dict | None:
+        """The Lab's second model (a comparison in the same run); None when none is chosen."""
+        if not compare_with or compare_with == NO_COMPARISON or compare_with == model:
+            return None
+        return self.evaluate(benchmark, compare_with, seed, progress, request)[1]
+
+    def _run_benchmark(self, name: str, classifier, seed: int, tick: "Ticker") -> tuple[dict, dict]:
         from croft_core.benchmarks import get_benchmark
         from croft_core.evaluate import zeroshot_model
         from croft_core.pipeline import evaluate_checkpoint
@@ -351,186 +407,131 @@ class Handlers:
         if name not in REGISTERED_BENCHMARKS:  # a JSON path: only with CROFT_ALLOW_LOCAL_PATHS=1
             check_benchmark_file(name)
         try:
+            tick.stage(0.0, 0.5, f"rendering the {name!r} images (first run only, about a minute)")
             bench = get_benchmark(name, seed=seed)
             head = zeroshot_model(self.r.backbone, bench) if classifier.is_zero_shot else classifier.model
-            progress(0.1, desc="encoding images (cached after the first run)")
+            tick.stage(0.5, 0.95, "encoding images and scoring them (cached after the first run)")
             return evaluate_checkpoint(self.r.backbone, bench, head, seed=seed, knn=False,
                                        cache_dir=self.r.cache_dir)
         except (FileNotFoundError, KeyError, OSError, RuntimeError) as err:
             raise ValueError(f"Evaluation of {name!r} failed: {err}") from err
 
     @user_errors
-    def explain_evaluation(self, state: dict | None) -> tuple[Any, Any, Any, str | None]:
-        """Results table, energy histograms, ROC curves and the results JSON file to download.
+    def explain_evaluation(self, state: dict | None, other: dict | None = None) -> tuple[Any, Any, Any, str | None]:
+        """Results table (in %, summary rows first, one column group per model), score
+        distributions, ROC curves and the results JSON file to download.
 
-        Reads the server-side state of :meth:`evaluate` only (never a browser-sent JSON).
+        Reads the server-side states of :meth:`evaluate` only (never a browser-sent JSON).
         """
         import pandas as pd
         from croft_core.viz import energy_histogram, roc_curves
 
         if not isinstance(state, dict) or "results" not in state:
             return None, None, None, None
+        runs = [s for s in (state, other) if isinstance(s, dict) and "results" in s]
+        models = [s["results"].get("model", f"model {i + 1}") for i, s in enumerate(runs)]
+        table = pd.DataFrame(explain_text.lab_rows({m: s["results"] for m, s in zip(models, runs)}),
+                             columns=explain_text.lab_headers(models))
         results, energies = state["results"], state["energies"]
-        table = pd.DataFrame(present.results_table(results), columns=present.TABLE_HEADERS)
-        hist = energy_histogram(present.energy_groups(energies),
-                                threshold=results.get("threshold", {}).get("value"),
-                                title=f"Energy: ID / covariate / semantic — {results.get('method')}")
+        groups = {f"{models[0]}: {k}": v for k, v in present.energy_groups(energies).items()}
+        for m, s in zip(models[1:], runs[1:]):
+            groups.update({f"{m}: {k}": v for k, v in present.energy_groups(s["energies"]).items()})
+        hist = energy_histogram(groups, threshold=results.get("threshold", {}).get("value") if len(runs) == 1 else None,
+                                title="Energy scores: known classes vs new styles vs unseen shapes")
+        hist.update_layout(legend=dict(orientation="h", y=-0.3), height=480)
+        ood = {}
+        for m, s in zip(models, runs):
+            sets = present.roc_sets(s["energies"])
+            if sets:
+                ood.update({(f"{m}: {k}" if len(runs) > 1 else k): v for k, v in sets[1].items()})
         sets = present.roc_sets(energies)
-        roc = roc_curves(*sets, title="ROC: ID vs each unseen set (energy)") if sets else None
+        roc = roc_curves(sets[0], ood, title="ROC: known classes vs each unseen shape") if sets else None
+        if roc is not None:
+            roc.update_layout(legend=dict(orientation="h", y=-0.3), height=520)
         root = self.r.cache_dir / "app-results"
-        path = present.write_results(results, root / uuid.uuid4().hex)
+        path = present.write_results(results if len(runs) == 1 else {**results, "compared_with": runs[1]["results"]},
+                                     root / uuid.uuid4().hex)
         prune_lru(root, self.r.settings.results_cache_bytes)
         return table, hist, roc, str(path)
 
 
+NO_COMPARISON = "(none)"
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _rule_score(result: dict) -> float:
+    return result["neg_score"] if result.get("rule") == "negative labels" else result["score"]
+
+
+class Ticker:
+    """Lab progress that moves from the first second: a thread reports the current stage and its
+    elapsed time every half second, creeping towards the stage's end (stages that report nothing,
+    like rendering a benchmark, still show life)."""
+
+    def __init__(self, progress: Callable, prefix: str = ""):
+        self.progress, self.prefix = progress, prefix
+        self._stage = (0.0, 0.1, "starting")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def stage(self, start: float, end: float, desc: str) -> None:
+        self._stage = (start, end, desc)
+        self._began = time.monotonic()
+        self._report()
+
+    def _report(self) -> None:
+        start, end, desc = self._stage
+        elapsed = time.monotonic() - self._began
+        try:
+            self.progress(start + (end - start) * (1 - 0.97 ** elapsed), desc=f"{self.prefix}{desc} — {elapsed:.0f} s")
+        except Exception:  # noqa: BLE001 - progress is best effort (e.g. no request context)
+            pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self._report()
+
+    def __enter__(self) -> "Ticker":
+        self._began = time.monotonic()
+        self._report()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(2)
 # ---------------------------------------------------------------------------------------------
-# Layout: one function per tab, then the events
+# The app: the first screen, then one tab each (layout in croft_app_ui.py)
 # ---------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def examples_cache(resources: Resources) -> Iterator[None]:
-    """Point Gradio's example cache at a folder keyed on the backbone and this file.
-
-    Gradio names the cache folder after the component id only, so outputs cached with another
-    backbone (or an older app) would be served as they are. ``gr.Examples`` reads
-    ``GRADIO_EXAMPLES_CACHE`` in its constructor; it is set for that moment and restored after.
-    """
-    key = hashlib.sha1(f"{resources.backbone.cache_id}|".encode() + Path(__file__).read_bytes())
-    previous = os.environ.get("GRADIO_EXAMPLES_CACHE")
-    base = Path(previous) if previous else resources.cache_dir / "app-examples-cache"
-    os.environ["GRADIO_EXAMPLES_CACHE"] = str(base / key.hexdigest()[:12])
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("GRADIO_EXAMPLES_CACHE", None)
-        else:
-            os.environ["GRADIO_EXAMPLES_CACHE"] = previous
-
-
-def _preset_text(preset: str | None) -> Any:
-    if not preset or preset not in list_vocabularies():
-        return gr.update()
-    classes = get_vocabulary(preset)
-    return ", ".join(classes) if len(classes) <= 100 else preset
-
-
-PRIVATE = dict(api_visibility="private")  # every event except /classify and /evaluate
-
-
-def _model_menu(resources: Resources, label: str, value: str) -> gr.Dropdown:
-    return gr.Dropdown(label=label, value=value, choices=resources.registry.names(),
-                       allow_custom_value=True,
-                       info="zero-shot, a listed checkpoint, or type a Hub id (ORG/NAME)")
-
-
-def classify_tab(resources: Resources, h: Handlers) -> None:
-    """One image (or several) against a vocabulary; the public ``/classify`` endpoint."""
-    with gr.Row():
-        with gr.Column():
-            image = gr.Image(label="image", type="filepath", sources=["upload", "clipboard"], height=280)
-            preset = gr.Dropdown(label="preset", choices=list_vocabularies(), value=None,
-                                 info="fills the vocabulary")
-            vocabulary = gr.Textbox(label="vocabulary", value=resources.default_vocabulary, lines=3,
-                                    elem_id="vocabulary",
-                                    info="a preset name, or class names, one per line or comma-separated")
-            model = _model_menu(resources, "model", resources.default_model)
-            # a Textbox, not gr.Number: Gradio's Number widget turns "empty" into 0, and empty must
-            # mean "the calibrated threshold"
-            threshold = gr.Textbox(label="threshold", value="", max_lines=1,
-                                   placeholder="calibrated (95% ID TPR)",
-                                   info="energy threshold (a number); empty = calibrated at 95% ID TPR")
-            button = gr.Button("Classify", variant="primary", elem_id="classify")
-        with gr.Column():
-            decision = gr.Markdown(elem_id="decision")
-            probabilities = gr.Label(label="probabilities", num_top_classes=TOP_K)
-            plot = gr.Plot(label="energy")
-            result = gr.JSON(label="result")
-    with examples_cache(resources):
-        gr.Examples(resources.examples, inputs=[image, vocabulary, model],
-                    outputs=[result, decision, probabilities, plot], fn=h.classify_example,
-                    example_labels=[e[2] for e in present.EXAMPLES], cache_examples=True,
-                    cache_mode="lazy", **PRIVATE)
-    with gr.Accordion("Several images", open=False):
-        images = gr.File(label="images", file_count="multiple", file_types=["image"])
-        batch_button = gr.Button("Classify all")
-        gallery = gr.Gallery(label="results", columns=4, height="auto")
-        batch_table = gr.Dataframe(label="batch results", headers=present.BATCH_HEADERS)
-        batch_plot = gr.Plot(label="energies of your images")
-
-    preset.change(_preset_text, preset, vocabulary, queue=False, **PRIVATE)
-    button.click(h.classify, [image, vocabulary, model, threshold], result, api_name="classify",
-                 preprocess=False, concurrency_id="infer").success(
-        h.explain, [result, vocabulary, model], [decision, probabilities, plot],
-        concurrency_id="infer", **PRIVATE)
-    batch_button.click(h.classify_batch, [images, vocabulary, model, threshold],
-                       [gallery, batch_table, batch_plot], preprocess=False, concurrency_id="infer",
-                       **PRIVATE)
-
-
-def compare_tab(resources: Resources, h: Handlers) -> None:
-    """Zero-shot vs a checkpoint on the same image, side by side."""
-    with gr.Row():
-        with gr.Column():
-            image = gr.Image(label="image", type="filepath", height=240)
-            vocabulary = gr.Textbox(label="vocabulary", value=resources.default_vocabulary, lines=2)
-            with gr.Row():
-                model_a = _model_menu(resources, "model A", ZERO_SHOT)
-                model_b = _model_menu(resources, "model B", resources.registry.names()[-1])
-            button = gr.Button("Compare", variant="primary")
-        with gr.Column():
-            with gr.Row():
-                with gr.Column():
-                    decision_a = gr.Markdown()
-                    probs_a = gr.Label(label="model A probabilities", num_top_classes=TOP_K)
-                with gr.Column():
-                    decision_b = gr.Markdown()
-                    probs_b = gr.Label(label="model B probabilities", num_top_classes=TOP_K)
-    plot = gr.Plot(label="energy distributions")
-    button.click(h.compare, [image, vocabulary, model_a, model_b],
-                 [decision_a, probs_a, decision_b, probs_b, plot], preprocess=False,
-                 concurrency_id="infer", **PRIVATE)
-
-
-def lab_tab(resources: Resources, h: Handlers) -> None:
-    """A benchmark evaluation; the public ``/evaluate`` endpoint (one at a time)."""
-    with gr.Row():
-        benchmark = gr.Dropdown(label="benchmark", choices=list(BENCHMARKS), value="shapes",
-                                allow_custom_value=True, info="a registered benchmark")
-        model = _model_menu(resources, "model", resources.default_model)
-        seed = gr.Number(label="seed", value=1, precision=0)
-    button = gr.Button("Run evaluation", variant="primary")
-    results = gr.JSON(label="results")
-    state = gr.State()  # results and energies, kept on the server
-    table = gr.Dataframe(label="results table", headers=present.TABLE_HEADERS)
-    with gr.Row():
-        hist = gr.Plot(label="energy distributions")
-        roc = gr.Plot(label="ROC curves")
-    download = gr.File(label="results JSON")
-    # two slots: one evaluation runs, the second slot refuses others at once (see Handlers.evaluate)
-    button.click(h.evaluate, [benchmark, model, seed], [results, state], api_name="evaluate",
-                 concurrency_limit=2, concurrency_id="lab", preprocess=False).success(
-        h.explain_evaluation, state, [table, hist, roc, download], **PRIVATE)
+CSS = """
+#known-classes .caption-label, #examples .caption-label, #compare-examples .caption-label {white-space: normal;}
+#decision h2 {margin-bottom: 0.2em;}
+"""
 
 
 def build_demo(resources: Resources) -> gr.Blocks:
     """The Blocks app over loaded resources (tests build one on a tiny backbone)."""
+    from croft_app_train import TrainHandlers, train_tab
+    from croft_app_ui import compare_tab, classify_tab, intro, lab_tab
+
     h = Handlers(resources)
     age = resources.settings.delete_cache_after
-    with gr.Blocks(title="CRoFT Lab: open-set CLIP classification", delete_cache=(age, age)) as demo:
-        gr.Markdown(
-            f"# CRoFT Lab — CLIP that says *unknown*\n"
-            f"Classify images against any vocabulary with a frozen CLIP "
-            f"(`{display_spec(resources.backbone.spec)}`) "
-            f"and [CRoFT](https://arxiv.org/abs/2405.16417) adapters (ICML 2024). An image whose "
-            f"energy score `S(x) = logsumexp(τ·cos)` falls below the threshold (95% of ID reference "
-            f"images score above it) is rejected as **unknown**; the plot shows why.")
+    with gr.Blocks(title="CRoFT Lab: an image classifier that can say unknown", delete_cache=(age, age)) as demo:
+        intro(resources)
         with gr.Tab("Classify"):
-            classify_tab(resources, h)
+            shared = classify_tab(resources, h)
         with gr.Tab("Compare"):
-            compare_tab(resources, h)
+            compare_menu = compare_tab(resources, h, shared)
         with gr.Tab("Lab"):
-            lab_tab(resources, h)
+            lab_menu = lab_tab(resources, h, BENCHMARKS, NO_COMPARISON)
+        with gr.Tab("Train"):
+            train = TrainHandlers(resources.backbone, resources.registry, cache_dir=resources.cache_dir,
+                                  upload_root=resources.upload_root)
+            train_tab(train, model_menus=[shared["model"], compare_menu, lab_menu])
     demo.queue(default_concurrency_limit=resources.settings.concurrency,
                max_size=resources.settings.queue_size)
     return demo
@@ -540,7 +541,7 @@ def launch(app: gr.Blocks | None = None, **kwargs: Any) -> Any:
     """``demo.launch`` with the upload size limit and the session capacity; tests pass the address."""
     app = demo if app is None else app
     settings = RESOURCES.settings
-    return app.launch(max_file_size=settings.max_file_size,
+    return app.launch(max_file_size=settings.max_file_size, css=CSS,
                       state_session_capacity=settings.session_capacity, **kwargs)
 
 

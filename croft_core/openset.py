@@ -218,3 +218,76 @@ def negative_evidence(model: Any, negatives: NegativeLabels,
     """
     scores, nearest = negatives.score(model.embed_image(features.float()))
     return [float(s) for s in scores], [negatives.words[int(i)] for i in nearest]
+
+
+def _text_map(classifier: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    from .evaluate import text_map
+
+    return None if classifier.is_zero_shot else text_map(classifier.model)
+
+
+def _negatives(rules: NegativeRules | None, classifier: Any, classes: Sequence[str]) -> NegativeLabels | None:
+    if rules is None:
+        return None
+    return rules.get((classifier.name, id(classifier.model)), classes, _text_map(classifier))
+
+
+@torch.inference_mode()
+def classify_open(classifier: Any, rules: NegativeRules | None, images: Sequence[Any], classes: Sequence[str],
+                  threshold: Any = None, top_k: int = 5) -> list[dict[str, Any]]:
+    """``/classify`` results of images: the energy prediction plus the open-set rule that decided.
+
+    Args:
+        classifier: a :class:`~croft_core.predict.OpenSetClassifier`.
+        rules: the app's :class:`NegativeRules` (None: no negative labels).
+        images: RGB PIL images.
+        classes: the vocabulary (raw names; cleaned by the classifier).
+        threshold: a user energy threshold (number or text), or None / blank.
+        top_k: classes in ``probabilities``.
+
+    Returns:
+        One dict per image: the :class:`~croft_core.predict.Prediction` keys (``label``,
+        ``accepted``, ``threshold`` and ``threshold_source`` follow the rule that decided) plus
+        ``rule``, ``reason``, ``nearest_negative``, ``neg_score``, ``neg_threshold``.
+    """
+    from .predict import check_threshold
+
+    user = check_threshold(threshold)
+    classes, _, _ = classifier.prepare_vocabulary(classes)
+    features = classifier.encode(images)
+    ref = classifier.reference(classes)
+    calibrated = ref.threshold if ref.source == "checkpoint" else None  # never across vocabularies
+    predictions = classifier.classify([], classes, user, top_k, features=features)
+    negs = _negatives(rules, classifier, classes)  # also explains an energy rejection
+    scores, words = negative_evidence(classifier.model, negs, features) if negs is not None else ([], [])
+    unavailable = rules.status.describe() if rules is not None else "no word list for 'unknown'"
+    out = []
+    for i, pred in enumerate(predictions):
+        verdict = decide(pred.predicted_class, pred.score, user_threshold=user, calibrated_threshold=calibrated,
+                         neg_score=scores[i] if negs is not None else None,
+                         nearest_negative=words[i] if negs is not None else None,
+                         neg_threshold=negs.threshold if negs is not None else None, unavailable=unavailable)
+        d = pred.to_dict()
+        d.update(label=verdict.label, accepted=verdict.accepted, rule=verdict.rule, reason=verdict.reason,
+                 nearest_negative=verdict.nearest_negative, neg_score=verdict.neg_score,
+                 neg_threshold=negs.threshold if negs is not None else None)
+        if verdict.rule in (RULE_NEGATIVES, RULE_NONE):
+            d.update(threshold=None, threshold_source=verdict.rule)
+            d["notes"] = [n for n in d["notes"] if "threshold" not in n]
+        if negs is not None and negs.removed:
+            d["notes"].append(f"{', '.join(negs.removed)} also in the word list for 'unknown': removed from it")
+        out.append(d)
+    return out
+
+
+def reference_neg_scores(classifier: Any, rules: NegativeRules | None, classes: Sequence[str]) -> Any:
+    """Negative-label scores of the rendered ID reference images (embedded world), or None."""
+    negs = _negatives(rules, classifier, classes) if rules is not None and rules.status.ready else None
+    if negs is None or not classifier.embedded_world:
+        return None
+    rendered = classifier._rendered_reference()
+    if not rendered.covers(classes):
+        return None
+    import numpy as np
+
+    return np.asarray(negative_evidence(classifier.model, negs, rendered.features(classes))[0])

@@ -385,7 +385,8 @@ class OpenSetClassifier:
 
     @torch.inference_mode()
     def classify(self, images: Sequence[PIL.Image.Image], classnames: Sequence[str],
-                 threshold: float | None = None, top_k: int = 5) -> list[Prediction]:
+                 threshold: float | None = None, top_k: int = 5,
+                 features: torch.Tensor | None = None) -> list[Prediction]:
         """Classify RGB images against a vocabulary and accept or reject each one.
 
         Args:
@@ -393,6 +394,8 @@ class OpenSetClassifier:
             classnames: the vocabulary (cleaned and validated, see :meth:`prepare_vocabulary`).
             threshold: energy threshold; ``None`` = the calibrated one (see :meth:`reference`).
             top_k: classes listed in ``probabilities``.
+            features: ``[N, d]`` raw features of ``images`` already encoded (:meth:`encode`), so a
+                caller that also needs them encodes once; ``images`` may then be empty.
 
         Returns:
             One :class:`Prediction` per image.
@@ -400,7 +403,7 @@ class OpenSetClassifier:
         Raises:
             ValueError: a bad vocabulary, a non-finite threshold, no images, or ``top_k < 1``.
         """
-        if not images:
+        if not images and features is None:
             raise ValueError("no images to classify; upload at least one image")
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
@@ -412,12 +415,13 @@ class OpenSetClassifier:
             notes.append(ref.note)
         else:
             used, source = user_threshold, "user"
-        logits = self.logits(self.encode(images), classes)  # [N, K]
+        features = self.encode(images) if features is None else features
+        logits = self.logits(features, classes)  # [N, K]
         scores = energy(logits).cpu().numpy()  # [N]
         probs = logits.softmax(dim=-1).cpu()
         top_p, top_i = probs.topk(min(top_k, len(classes)), dim=-1)  # [N, k]
         out = []
-        for n in range(len(images)):
+        for n in range(len(features)):
             score = float(scores[n])
             predicted = classes[int(top_i[n, 0])]
             accepted = used is None or score >= used

@@ -164,15 +164,29 @@ def client(server):
 VOCAB = "circle, square, triangle"
 
 
+def ready(handlers):
+    """Wait until the background encoding of the negative-label lexicon has finished."""
+    rules = handlers.r.negatives
+    if rules._thread is not None:
+        rules._thread.join(300)
+    assert rules.status.ready, rules.status.describe()
+    return handlers
+
+
 def test_classify_returns_the_contract_json(handlers, image_files):
-    out = handlers.classify(up(image_files["circle"]), VOCAB, "zero-shot", None)
+    out = ready(handlers).classify(up(image_files["circle"]), VOCAB, "zero-shot", None)
     assert {"label", "accepted", "score", "threshold", "probabilities", "predicted_class", "notes",
-            "warnings", "model", "threshold_source"} <= set(out)
-    assert out["label"] in TINY_ID_CLASSES and out["accepted"] is True and out["threshold"] is None
+            "warnings", "model", "threshold_source", "rule", "reason", "nearest_negative", "neg_score"} <= set(out)
+    # no calibration for this vocabulary: the negative-label rule decides, with no energy threshold
+    assert out["rule"] == "negative labels" and out["threshold"] is None and 0 <= out["neg_score"] <= 1
+    assert out["accepted"] == (out["neg_score"] >= out["neg_threshold"])
+    assert out["label"] == (out["predicted_class"] if out["accepted"] else "unknown")
+    assert out["nearest_negative"] and (out["accepted"] or out["nearest_negative"] in out["reason"])
     assert list(out["probabilities"]) and sum(out["probabilities"].values()) <= 1 + 1e-6
     json.dumps(out)  # JSON-serialisable
     rejected = handlers.classify(up(image_files["circle"]), VOCAB, "zero-shot", "1e9")
     assert rejected["label"] == "unknown" and not rejected["accepted"] and rejected["threshold"] == 1e9
+    assert rejected["rule"] == "user threshold" and "below your threshold" in rejected["reason"]
     assert rejected["predicted_class"] == out["predicted_class"]
     assert handlers.classify(up(image_files["circle"]), VOCAB, "zero-shot", "  ")["threshold"] is None
 
@@ -221,10 +235,12 @@ def test_pixel_limit_comes_from_the_environment(handlers, image_files, monkeypat
 def test_non_ascii_and_checkpoint_vocabularies(handlers, image_files, app_files):
     out = handlers.classify(up(image_files["circle"]), "café, 猫, Straße", "zero-shot", None)
     assert set(out["probabilities"]) == {"café", "猫", "Straße"}
-    own = handlers.classify(up(image_files["circle"]), "triangle\nsquare\ncircle", "croft", None)
+    own = ready(handlers).classify(up(image_files["circle"]), "triangle\nsquare\ncircle", "croft", None)
     assert own["threshold"] == CROFT_THRESHOLD and own["threshold_source"] == "checkpoint"
+    assert own["rule"] == "energy (calibrated)"
     other = handlers.classify(up(image_files["circle"]), "cat, dog, circle, cat", "croft", None)
-    assert other["threshold"] == CROFT_THRESHOLD
+    # a checkpoint's energy threshold is never carried to another vocabulary (issue 10)
+    assert other["threshold"] is None and other["rule"] == "negative labels"
     assert any("adapters are class-agnostic" in n for n in other["notes"])
     assert any("duplicate" in n for n in other["notes"])
     assert handlers.classify(up(image_files["circle"]), "circle, square, triangle", "tip", 0.0)
@@ -233,12 +249,15 @@ def test_non_ascii_and_checkpoint_vocabularies(handlers, image_files, app_files)
 def test_explain_shows_why(handlers, image_files, app_files):
     result = handlers.classify(up(image_files["circle"]), VOCAB, "croft", "1e6")
     text, probabilities, plot = handlers.explain(result, VOCAB, "croft")
-    assert text.startswith("## unknown") and "< threshold **1000000.00**" in text
+    assert text.startswith("## unknown") and "below your threshold 1000000.00" in text
+    assert "**Decided by:** your energy threshold" in text
     assert probabilities == result["probabilities"]
     assert plot.type == "plotly"
     fig = plotly.io.from_json(plot.plot)
-    assert [t.name for t in fig.data] == ["ID reference (checkpoint)"]
-    assert {s.line.dash: s.x0 for s in fig.layout.shapes} == {"dash": 1e6, "solid": result["score"]}
+    names = [t.name for t in fig.data]
+    assert names[0].startswith("your classes") and names[1:] == [
+        "threshold: 1000000.00", f"this image: {result['score']:.2f}"]
+    assert {a.text for a in fig.layout.annotations} == {"◀ unknown", "accepted ▶"}
     assert handlers.explain(None, VOCAB, "zero-shot") == ("", {}, None)
 
 
@@ -258,30 +277,33 @@ def test_fast_plot_json_is_the_same_figure():
 
 def test_embedded_world_backbones_calibrate_and_warn(app, tiny_spec, image_files):
     world = app.Handlers(app.load_resources(app.AppSettings(backbone=tiny_spec), [], embedded_world=True))
-    out = world.classify(image_files["circle"], "shapes", "zero-shot", None)
-    assert out["threshold_source"] == "rendered" and out["threshold"] is not None
-    assert out["accepted"] == (out["score"] >= out["threshold"])
+    out = ready(world).classify(image_files["circle"], "shapes", "zero-shot", None)
+    assert out["rule"] == "negative labels" and out["accepted"] == (out["neg_score"] >= out["neg_threshold"])
+    assert world.classify(image_files["circle"], "shapes", "zero-shot", "-1e9")["accepted"]
     warned = world.classify(image_files["circle"], "circle, golden retriever", "zero-shot", None)
     assert "never saw the word(s) 'golden', 'retriever'" in warned["warnings"][0]
     text = world.explain(warned, "circle, golden retriever", "zero-shot")[0]
-    assert "⚠️" in text and "closed-set" in text
+    assert "⚠️" in text and "<details>" in text
 
 
 def test_batch_and_compare(handlers, image_files, app_files):
     files = [up(image_files[n]) for n in ("circle", "gray", "text")]
     gallery, rows, fig = handlers.classify_batch(files, VOCAB, "zero-shot", None)
     assert [Path(p).name for p, _ in gallery] == ["circle.png", "gray.png"]
-    assert rows[0][:2] == ["text.png", "error"] and "not an image" in rows[0][-1]
-    assert [r[0] for r in rows[1:]] == ["circle.png", "gray.png"] and rows[1][2] in TINY_ID_CLASSES
-    assert [t.name for t in fig.data] == ["your images"]
+    assert [r[0] for r in rows[:2]] == ["circle.png", "gray.png"] and rows[0][3] in TINY_ID_CLASSES
+    assert rows[2][:2] == ["text.png", "error"] and "not an image" in rows[2][-1]
+    assert all(isinstance(r[2], bool) for r in rows[:2])  # the accepted column
+    names = [t["name"] for t in json.loads(fig.plot)["data"]]
+    assert names[-2].startswith("circle.png (") and names[-1].startswith("gray.png (")
     with pytest.raises(gr.Error, match="None of the files is a usable image"):
         handlers.classify_batch([up(image_files["text"])], VOCAB, "zero-shot", None)
     with pytest.raises(gr.Error, match="No images"):
         handlers.classify_batch(None, VOCAB, "zero-shot", None)
     md_a, probs_a, md_b, probs_b, fig = handlers.compare(up(image_files["circle"]), VOCAB, "zero-shot",
                                                          "croft")
-    assert md_a.startswith("## ") and md_b.startswith("## ") and probs_a and probs_b
-    assert len(fig.layout.annotations) >= 2 and {s.xref for s in fig.layout.shapes} == {"x", "x2"}
+    assert md_a.startswith("### A: zero-shot") and md_b.startswith("### B: croft") and probs_a and probs_b
+    bars = json.loads(fig.plot)["data"][0]
+    assert bars["y"] == ["A: zero-shot", "B: croft"] and len(bars["x"]) == 2  # both on one plot
 
 
 def test_evaluate_and_its_downloads(handlers, app_files):
@@ -293,10 +315,14 @@ def test_evaluate_and_its_downloads(handlers, app_files):
             "threshold"} <= set(results)
     assert results["method"] == "zeroshot" and results["seed"] == 1 and results["id"]["n"] > 0
     table, hist, roc, path = handlers.explain_evaluation(state)
-    assert list(table["kind"][:3]) == ["ID", "covariate", "semantic"]
-    assert [t.name for t in hist.data] == ["ID: photo", "covariate: sketch",
-                                           "semantic: all 1 unseen set(s)"]
+    assert list(table["set"][:2]) == ["ID", "covariate (mean)"] and set(table["kind"][:4]) == {"summary"}
+    assert table.iloc[0, 3] == round(100 * results["id"]["accuracy"], 1)  # in %
+    assert [t.name for t in hist.data] == ["zero-shot: ID: photo", "zero-shot: covariate: sketch",
+                                           "zero-shot: semantic: all 1 unseen set(s)"]
     assert roc.data[0].name.startswith("unseen-shapes (AUROC")
+    two, _, roc2, _ = handlers.explain_evaluation(state, handlers.evaluate("tiny", "croft", 1)[1])
+    assert list(two.columns[3::3]) == ["zero-shot: accuracy %", "croft: accuracy %"]
+    assert roc2.data[1].name.startswith("croft: unseen-shapes")
     assert json.loads(Path(path).read_text()) == results
     croft, _ = handlers.evaluate("tiny", "croft", "2")
     assert croft["method"] == "croft" and croft["seed"] == 2
@@ -343,13 +369,14 @@ def test_explain_checks_the_result_it_is_sent(handlers):
 # the real server, through gradio_client
 # ---------------------------------------------------------------------------------------------
 
-def test_api_exposes_exactly_the_two_named_endpoints(client):
+def test_api_exposes_exactly_the_three_named_endpoints(client):
     api = client.view_api(print_info=False, return_format="dict")
-    assert set(api["named_endpoints"]) == {"/classify", "/evaluate"} and not api["unnamed_endpoints"]
+    assert set(api["named_endpoints"]) == {"/classify", "/evaluate", "/finetune"} and not api["unnamed_endpoints"]
     names = {e: [p["parameter_name"] for p in api["named_endpoints"][e]["parameters"]]
              for e in api["named_endpoints"]}
     assert names == {"/classify": ["image", "vocabulary", "model", "threshold"],
-                     "/evaluate": ["benchmark", "model", "seed"]}
+                     "/evaluate": ["benchmark", "model", "seed"],
+                     "/finetune": ["data", "method", "shots", "seed", "steps"]}
 
 
 def test_api_bad_inputs_fail_clearly_and_the_server_keeps_serving(client, image_files, app_files):
@@ -359,7 +386,7 @@ def test_api_bad_inputs_fail_clearly_and_the_server_keeps_serving(client, image_
     def good():
         out = client.predict(handle_file(image_files["circle"]), VOCAB, "zero-shot", None,
                              api_name="/classify")
-        assert out["label"] in TINY_ID_CLASSES
+        assert out["predicted_class"] in TINY_ID_CLASSES and out["label"] in (*TINY_ID_CLASSES, "unknown")
         return out
 
     first = good()
@@ -383,7 +410,7 @@ def test_api_bad_inputs_fail_clearly_and_the_server_keeps_serving(client, image_
         assert good()["score"] == pytest.approx(first["score"], abs=1e-5)
     for name in ("gray", "rgba", "cmyk", "gray16", "one"):
         assert client.predict(handle_file(image_files[name]), VOCAB, "zero-shot", 0.0,
-                              api_name="/classify")["label"] in TINY_ID_CLASSES
+                              api_name="/classify")["predicted_class"] in TINY_ID_CLASSES
     numeric = client.predict(handle_file(image_files["circle"]), VOCAB, "croft", 1e9,
                              api_name="/classify")
     assert numeric["label"] == "unknown" and numeric["threshold"] == 1e9
@@ -394,11 +421,12 @@ def test_api_20_concurrent_classify_calls(client, image_files):
 
     def call(i: int) -> dict:
         return client.predict(handle_file(image_files["circle"]), VOCAB, "zero-shot",
-                              "1e9" if i % 2 else None, api_name="/classify")
+                              "1e9" if i % 2 else "-1e9", api_name="/classify")
 
     with ThreadPoolExecutor(20) as pool:
         results = list(pool.map(call, range(20)))
     assert [r["label"] == "unknown" for r in results] == [bool(i % 2) for i in range(20)]
+    assert len({(r["predicted_class"], round(r["neg_score"] or 0, 5)) for r in results}) == 1
     assert len({round(r["score"], 5) for r in results}) == 1
 
 
@@ -427,7 +455,7 @@ def test_lab_jobs_are_stopped_at_their_time_limit(app, handlers, monkeypatch):
             sum(range(1000))
 
     monkeypatch.setattr(capped, "_run_benchmark", forever)
-    with pytest.raises(gr.Error, match=r"ran longer than 1 s \(CROFT_LAB_TIME_LIMIT\) and was stopped"):
+    with pytest.raises(gr.Error, match=r"ran longer than 1 s and was stopped"):
         capped.evaluate("tiny", "zero-shot", 1)
     assert capped._lab.acquire(blocking=False)  # the Lab is free again
     capped._lab.release()

@@ -1,0 +1,200 @@
+"""The layout of CRoFT Lab's Classify, Compare and Lab tabs and the first screen (Gradio only).
+
+``app.py`` loads the resources and owns the handlers; this file places components and wires events.
+Every output a failed request would leave stale is cleared first (``_clear`` runs before the
+handler), so an error never sits next to the previous image's verdict.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import gradio as gr
+
+from croft_core import explain as explain_text
+from croft_core.predict import ZERO_SHOT
+from croft_core.prompts import get_vocabulary, list_vocabularies
+from croft_core.security import display_spec
+
+TOP_K = 5
+PRIVATE = dict(api_visibility="private")  # every event except the documented endpoints
+PUBLIC_PRESETS = ("shapes", "cifar10", "cifar100", "imagenet1k")  # internal benchmark presets hidden
+SHIPPED_NAME = "CRoFT · shapes · painting held out"
+
+
+def presets() -> list[str]:
+    """The vocabulary presets a visitor is offered (benchmark-internal ones are hidden)."""
+    available = list_vocabularies()
+    return [p for p in PUBLIC_PRESETS if p in available]
+
+
+def preset_text(preset: str | None) -> Any:
+    """The class list of a preset, written out in full (the box and the menu stay in sync)."""
+    if not preset or preset not in list_vocabularies():
+        return gr.update()
+    return ", ".join(get_vocabulary(preset))
+
+
+def preset_of(text: str | None) -> Any:
+    """The preset whose class list the box holds, or no preset once the visitor edits it."""
+    words = [w.strip() for w in (text or "").replace("\n", ",").split(",") if w.strip()]
+    for name in presets():
+        if words == list(get_vocabulary(name)) or words == [name]:
+            return gr.update(value=name)
+    return gr.update(value=None)
+
+
+def _clear(n: int) -> Any:
+    return functools.partial(lambda k: tuple([None] * k) if k > 1 else None, n)
+
+
+def intro(resources) -> None:
+    """The first screen: what the model knows, what to try, what "unknown" means."""
+    embedded = resources.registry.embedded_world
+    knows = ("It was taught **ten shapes** (below), drawn as photos." if embedded else
+             f"It is a CLIP model (`{display_spec(resources.backbone.spec)}`) that knows everyday words.")
+    gr.Markdown(
+        "# CRoFT Lab — an image classifier that can say *unknown*\n"
+        f"{knows} Give it a picture and a list of classes: it answers with one of your classes, "
+        "or **unknown** when the picture is none of them — and says why. Try an example below, or "
+        "upload your own image.", elem_id="intro")
+    if embedded and resources.classes:
+        gr.Gallery([(p, n) for p, n in resources.classes], label="what the model knows (its ten shapes)",
+                   columns=10, rows=1, height=130, allow_preview=False, show_label=True,
+                   elem_id="known-classes", object_fit="contain", buttons=[])
+
+
+def _model_menu(resources, label: str, value: str) -> gr.Dropdown:
+    return gr.Dropdown(label=label, value=value, choices=resources.registry.names(), allow_custom_value=True,
+                       info="zero-shot CLIP, or a fine-tuned checkpoint")
+
+
+def _examples(resources, elem_id: str) -> gr.Gallery:
+    return gr.Gallery(resources.examples, label="try an example (the caption is what the model answers)",
+                      columns=4, rows=1, height=230, allow_preview=False, elem_id=elem_id, object_fit="contain",
+                      buttons=[])
+
+
+def classify_tab(resources, h) -> dict[str, Any]:
+    """One image (or several) against a vocabulary; the public ``/classify`` endpoint."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            examples = _examples(resources, "examples")
+            image = gr.Image(label="image", type="filepath", sources=["upload", "clipboard"], height=240,
+                             elem_id="image")
+            with gr.Row():
+                preset = gr.Dropdown(label="preset", choices=presets(), value=preset_of(resources.default_vocabulary)["value"],
+                                     info="fills the class list", scale=1)
+                model = _model_menu(resources, "model", resources.default_model)
+            vocabulary = gr.Textbox(label="vocabulary", value=resources.default_vocabulary, lines=2,
+                                    elem_id="vocabulary", info="your classes, separated by commas or new lines")
+            with gr.Accordion("threshold (optional)", open=False):
+                # a Textbox, not gr.Number: Number turns "empty" into 0, and empty means "automatic"
+                threshold = gr.Textbox(label="threshold", value="", max_lines=1, elem_id="threshold",
+                                       placeholder="automatic",
+                                       info="an energy score; images below it are 'unknown'. Empty: automatic")
+            button = gr.Button("Classify", variant="primary", elem_id="classify")
+        with gr.Column(scale=1):
+            decision = gr.Markdown("*Click an example, or upload an image and press Classify.*", elem_id="decision")
+            plot = gr.Plot(label="why: the score against the threshold", elem_id="score-plot")
+            probabilities = gr.Label(label="probabilities (over your classes only)", num_top_classes=TOP_K, show_heading=False,
+                                     elem_id="probabilities")
+            with gr.Accordion("raw result (JSON)", open=False):
+                result = gr.JSON(label="result")
+    with gr.Accordion("Several images at once", open=True):
+        with gr.Row():
+            images = gr.File(label="images", file_count="multiple", file_types=["image"], scale=1)
+            batch_button = gr.Button("Classify all", scale=0)
+        gallery = gr.Gallery(label="verdicts", columns=4, height="auto", elem_id="batch-gallery")
+        batch_table = gr.Dataframe(label="per image", headers=explain_text.BATCH_HEADERS, wrap=True)
+        batch_plot = gr.Plot(label="your images' scores")
+
+    outputs = [result, decision, probabilities, plot]
+    preset.input(preset_text, preset, vocabulary, queue=False, **PRIVATE)
+    vocabulary.input(preset_of, vocabulary, preset, queue=False, **PRIVATE)
+    run = dict(concurrency_id="infer")
+    button.click(_clear(4), None, outputs, queue=False, **PRIVATE).then(
+        h.classify, [image, vocabulary, model, threshold], result, api_name="classify", preprocess=False,
+        **run).success(h.explain, [result, vocabulary, model], [decision, probabilities, plot], **run, **PRIVATE)
+    examples.select(h.pick_example, None, [image, vocabulary], queue=False, **PRIVATE).success(
+        preset_of, vocabulary, preset, queue=False, **PRIVATE).then(
+        _clear(4), None, outputs, queue=False, **PRIVATE).then(
+        h.classify, [image, vocabulary, model, threshold], result, preprocess=False, **run, **PRIVATE).success(
+        h.explain, [result, vocabulary, model], [decision, probabilities, plot], **run, **PRIVATE)
+    batch_button.click(_clear(3), None, [gallery, batch_table, batch_plot], queue=False, **PRIVATE).then(
+        h.classify_batch, [images, vocabulary, model, threshold], [gallery, batch_table, batch_plot],
+        preprocess=False, **run, **PRIVATE)
+    return {"model": model, "image": image, "vocabulary": vocabulary, "threshold": threshold}
+
+
+def compare_tab(resources, h, shared: dict[str, Any]) -> gr.Dropdown:
+    """Two models on the same image, side by side; the Classify image and vocabulary are carried over."""
+    names = resources.registry.names()
+    default_b = SHIPPED_NAME if SHIPPED_NAME in names else names[-1]
+    with gr.Row():
+        with gr.Column(scale=1):
+            examples = _examples(resources, "compare-examples")
+            image = gr.Image(label="image (carried over from Classify)", type="filepath", height=220,
+                             elem_id="compare-image")
+            vocabulary = gr.Textbox(label="vocabulary", value=resources.default_vocabulary, lines=2,
+                                    elem_id="compare-vocabulary")
+            with gr.Row():
+                model_a = _model_menu(resources, "model A", ZERO_SHOT)
+                model_b = _model_menu(resources, "model B", default_b)
+            threshold = gr.Textbox(label="threshold (optional, both models)", value="", max_lines=1,
+                                   placeholder="automatic")
+            button = gr.Button("Compare", variant="primary", elem_id="compare")
+        with gr.Column(scale=2):
+            with gr.Row(equal_height=True):
+                with gr.Column(variant="panel", min_width=160):
+                    decision_a = gr.Markdown(elem_id="card-a")
+                    probs_a = gr.Label(label="A: probabilities", num_top_classes=3, show_heading=False)
+                with gr.Column(variant="panel", min_width=160):
+                    decision_b = gr.Markdown(elem_id="card-b")
+                    probs_b = gr.Label(label="B: probabilities", num_top_classes=3, show_heading=False)
+            plot = gr.Plot(label="both models: distance from their own threshold", elem_id="compare-plot")
+    for src, dst in ((shared["image"], image), (shared["vocabulary"], vocabulary), (shared["threshold"], threshold)):
+        src.change(lambda v: v, src, dst, queue=False, **PRIVATE)
+    outputs = [decision_a, probs_a, decision_b, probs_b, plot]
+    go = dict(preprocess=False, concurrency_id="infer", **PRIVATE)
+    button.click(_clear(5), None, outputs, queue=False, **PRIVATE).then(
+        h.compare, [image, vocabulary, model_a, model_b, threshold], outputs, **go)
+    examples.select(h.pick_example, None, [image, vocabulary], queue=False, **PRIVATE).then(
+        _clear(5), None, outputs, queue=False, **PRIVATE).then(
+        h.compare, [image, vocabulary, model_a, model_b, threshold], outputs, **go)
+    return model_b
+
+
+def lab_tab(resources, h, benchmarks, no_comparison: str) -> gr.Dropdown:
+    """A benchmark evaluation of one model, or two compared; the public ``/evaluate`` endpoint."""
+    names = resources.registry.names()
+    gr.Markdown("Run a whole benchmark: accuracy on the known shapes (photos, then new styles) and how "
+                "well each unseen shape is told apart (AUROC: higher is better; FPR95: lower is better). "
+                "The first run renders the images (about a minute); later runs take seconds.")
+    with gr.Row():
+        benchmark = gr.Dropdown(label="benchmark", choices=list(benchmarks), value="shapes",
+                                allow_custom_value=True)
+        model = _model_menu(resources, "model", ZERO_SHOT)
+        other = gr.Dropdown(label="compare with", choices=[no_comparison, *names],
+                            value=SHIPPED_NAME if SHIPPED_NAME in names else no_comparison, allow_custom_value=True)
+        seed = gr.Number(label="seed", value=1, precision=0, minimum=0)
+    button = gr.Button("Run evaluation", variant="primary", elem_id="lab-run")
+    table = gr.Dataframe(label="results (%)", headers=explain_text.lab_headers([ZERO_SHOT]), wrap=True,
+                         elem_id="lab-table")
+    with gr.Row():
+        hist = gr.Plot(label="score distributions")
+        roc = gr.Plot(label="ROC curves")
+    with gr.Accordion("results JSON", open=False):
+        results = gr.JSON(label="results")
+        download = gr.DownloadButton("download results JSON", value=None)
+    state, state_b = gr.State(), gr.State()  # results and energies, kept on the server
+    outputs = [table, hist, roc, download]
+    # two slots: one evaluation runs, the second slot refuses others at once (see Handlers.evaluate)
+    button.click(lambda: (None, None, None, None, None, None), None, [*outputs, state, state_b], queue=False,
+                 **PRIVATE).then(
+        h.evaluate, [benchmark, model, seed], [results, state], api_name="evaluate", concurrency_limit=2,
+        concurrency_id="lab", preprocess=False).success(
+        h.evaluate_other, [benchmark, model, seed, other], state_b, concurrency_id="lab", **PRIVATE).success(
+        h.explain_evaluation, [state, state_b], outputs, **PRIVATE)
+    return model

@@ -286,7 +286,7 @@ class Handlers:
         classifier = self._model(model, request)
         classes = self._vocabulary(vocabulary)[0]
         _, plot = self._plot(classifier, classifier.prepare_vocabulary(classes)[0], result,
-                             f"Why {result['label']}? This image vs {_short(classifier.name)}'s reference")
+                             f"Why {_short(result['label'], 24)}?")
         return (explain_text.verdict_markdown(result), result["probabilities"],
                 PlotData(type="plotly", plot=plot))
 
@@ -424,7 +424,7 @@ class Handlers:
         Reads the server-side states of :meth:`evaluate` only (never a browser-sent JSON).
         """
         import pandas as pd
-        from croft_core.viz import energy_histogram, roc_curves
+        from croft_core.viz import energy_histogram, roc_curves, style
 
         if not isinstance(state, dict) or "results" not in state:
             return None, None, None, None
@@ -439,14 +439,20 @@ class Handlers:
         hist = energy_histogram(groups, threshold=results.get("threshold", {}).get("value") if len(runs) == 1 else None,
                                 title="Energy scores: known classes vs new styles vs unseen shapes")
         hist.update_layout(legend=dict(orientation="h", y=-0.3), height=480)
-        ood = {}
-        for m, s in zip(models, runs):
-            sets = present.roc_sets(s["energies"])
-            if sets:
-                ood.update({(f"{m}: {k}" if len(runs) > 1 else k): v for k, v in sets[1].items()})
-        sets = present.roc_sets(energies)
-        roc = roc_curves(sets[0], ood, title="ROC: known classes vs each unseen shape") if sets else None
+        roc = None
+        for m, run in zip(models, runs):  # each model's unseen sets against its own ID scores
+            sets = present.roc_sets(run["energies"])
+            if not sets:
+                continue
+            named = {(f"{m}: {k}" if len(runs) > 1 else k): v for k, v in sets[1].items()}
+            fig = roc_curves(sets[0], named, title="ROC: known classes vs each unseen shape")
+            if roc is None:
+                roc = fig
+            else:
+                roc.add_traces([t for t in fig.data if t.name != "chance"])
         if roc is not None:
+            for i, trace in enumerate(t for t in roc.data if t.name != "chance"):
+                trace.line.update(style(i))
             roc.update_layout(legend=dict(orientation="h", y=-0.3), height=520)
         root = self.r.cache_dir / "app-results"
         path = present.write_results(results if len(runs) == 1 else {**results, "compared_with": runs[1]["results"]},

@@ -105,10 +105,10 @@ def plot_inputs(result: Mapping[str, Any], energy_reference: np.ndarray | None, 
     if result.get("rule") == RULE_NEGATIVES and result.get("neg_score") is not None:
         ref = {} if neg_reference is None or not len(neg_reference) else {reference_name: np.asarray(neg_reference)}
         return PlotInputs(float(result["neg_score"]), result.get("neg_threshold"), ref, True,
-                          "negative-label score (log; higher = more like your classes)")
+                          "negative-label score (log scale)")
     ref = {} if energy_reference is None or not len(energy_reference) else {reference_name: np.asarray(energy_reference)}
     return PlotInputs(float(result["score"]), result.get("threshold"), ref, False,
-                      "energy score (higher = more like your classes)")
+                      "energy score")
 
 
 def margin(inputs: PlotInputs) -> float | None:

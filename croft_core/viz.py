@@ -257,17 +257,20 @@ def energy_histogram_json(groups: Mapping[str, Any], score: float | None = None,
 def _regions(threshold: float, lo: float, hi: float, accept_word: str) -> tuple[list[dict], list[dict]]:
     """Shaded reject (left) / accept (right) rectangles and their labels, on either side of the threshold.
 
-    The two labels sit above the plot, anchored right and left of the threshold, so they never overlap
-    each other; the threshold's own value goes in the legend, not in a floating label.
+    Each label sits above the centre of its own region (a region under a fifth of the axis gets
+    none, its shading still shows), so they never overlap each other or leave the plot; the
+    threshold's own value goes in the legend, not in a floating label.
     """
     rect = {"type": "rect", "xref": "x", "yref": "y domain", "y0": 0, "y1": 1, "line": {"width": 0},
             "layer": "below"}
     shapes = [{**rect, "x0": lo, "x1": threshold, "fillcolor": REJECT_FILL},
               {**rect, "x0": threshold, "x1": hi, "fillcolor": ACCEPT_FILL}]
-    note = {"showarrow": False, "xref": "x", "yref": "y domain", "y": 1.0, "yanchor": "bottom", "x": threshold,
-            "font": {"size": 12}}
-    notes = [{**note, "text": "◀ unknown", "xanchor": "right", "font": {"size": 12, "color": "#A04000"}},
-             {**note, "text": f"{accept_word} ▶", "xanchor": "left", "font": {"size": 12, "color": "#00704F"}}]
+    note = {"showarrow": False, "xref": "x", "yref": "y domain", "y": 1.0, "yanchor": "bottom",
+            "xanchor": "center"}
+    notes = []
+    for text, a, b, colour in (("◀ unknown", lo, threshold, "#A04000"), (f"{accept_word} ▶", threshold, hi, "#00704F")):
+        if b - a >= 0.2 * (hi - lo):  # a label over its own region's centre: the two never overlap
+            notes.append({**note, "text": text, "x": (a + b) / 2, "font": {"size": 12, "color": colour}})
     return shapes, notes
 
 
@@ -340,12 +343,14 @@ def score_plot_json(reference: Mapping[str, Any] | None, score: float | None, th
     xaxis_layout: dict[str, Any] = {"title": {"text": xaxis}, "range": [lo, hi], "zeroline": False}
     if log_x:
         ticks = list(range(int(np.floor(lo)), int(np.ceil(hi)) + 1))
+        ticks = ticks[::-(-len(ticks) // 5)][::-1] if len(ticks) > 5 else ticks  # at most 5 labels, 1 kept
+        ticks = sorted(set(ticks) | {0})
         xaxis_layout.update(tickvals=ticks, ticktext=[_fmt(10.0 ** t) for t in ticks])
     layout = {"title": {"text": title, "font": {"size": 14}}, "barmode": "overlay", "bargap": 0.02,
               "xaxis": xaxis_layout, "yaxis": {"title": {"text": "share of images"}, "rangemode": "tozero",
                                                "tickformat": ".0%"},
-              "legend": {"orientation": "h", "yanchor": "top", "y": -0.25, "x": 0},
-              "margin": {"l": 50, "r": 20, "t": 60, "b": 40}, "height": 380,
+              "legend": {"orientation": "h", "yanchor": "top", "y": -0.3, "x": 0},
+              "margin": {"l": 50, "r": 20, "t": 60, "b": 40}, "height": 400,
               "shapes": shapes, "annotations": notes, "template": _template_json(_TEMPLATE)}
     return json.dumps({"data": traces, "layout": layout})
 

@@ -9,7 +9,9 @@ Reuses the ``app``, ``server`` and ``image_files`` fixtures of ``tests/test_app.
 
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -31,42 +33,112 @@ def _chromium() -> str:
                 "it). Playwright cannot download its own browser here, so the system one is used.")
 
 
-def test_classify_in_chromium(server, image_files, tmp_path):
+SHOTS = Path(os.environ.get("CROFT_SHOTS", "")) if os.environ.get("CROFT_SHOTS") else None
+
+
+def _shot(page, tmp_path, name: str) -> Path:
+    """A full-page screenshot in ``tmp_path`` (and in ``$CROFT_SHOTS`` when set, to look at)."""
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    if SHOTS is not None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"browser_{name}.png"), full_page=True)
+    return path
+
+
+def _open(browser, server, width: int, outside: list, errors: list):
+    host = urlparse(server).hostname
+    page = browser.new_page(viewport={"width": width, "height": 1200})
+    page.on("request", lambda r: None if urlparse(r.url).hostname in (host, None)
+            or r.url.startswith(("data:", "blob:")) else outside.append(r.url))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server, wait_until="domcontentloaded")
+    page.locator("#classify").wait_for(timeout=60_000)
+    return page
+
+
+def _playwright():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail("playwright is not installed: pip install -r requirements-test.txt "
                     "(do not run `playwright install`; the system Chromium is used)")
-    host = urlparse(server).hostname
-    outside: list[str] = []
-    with sync_playwright() as p:
+    return sync_playwright()
+
+
+def test_classify_in_chromium(server, image_files, tmp_path):
+    """Example click -> verdict; a typed threshold; an error clears the old verdict; Compare."""
+    outside, errors = [], []
+    with _playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.on("request", lambda r: None if urlparse(r.url).hostname in (host, None)
-                    or r.url.startswith(("data:", "blob:")) else outside.append(r.url))
-            # not "networkidle": Gradio keeps a heartbeat connection open
-            page.goto(server, wait_until="domcontentloaded")
-            page.locator("#classify").wait_for(timeout=30_000)
+            page = _open(browser, server, 1300, outside, errors)
+            page.locator("#examples .thumbnail-item").nth(2).click()  # the unseen shape
+            page.locator("#decision h2").wait_for(timeout=60_000)
+            assert "Decided by:" in page.locator("#decision").inner_text()
+            page.locator("#score-plot .js-plotly-plot").wait_for(timeout=30_000)
+            assert page.locator("#image img").count() == 1  # the example went into the image box
+            _shot(page, tmp_path, "example")
 
             page.locator("input[type=file]").first.set_input_files(image_files["circle"])
             page.locator("#vocabulary textarea").fill("circle\nsquare\ntriangle")
-            page.get_by_label("threshold").fill("-1000")
-            page.locator("#classify").click()
-            verdict = page.locator("#decision h2")
-            verdict.wait_for(timeout=30_000)
-            assert verdict.inner_text().strip() in ("circle", "square", "triangle")
-            assert "≥ threshold" in page.locator("#decision").inner_text()
-            page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)  # the energy plot
-            page.screenshot(path=str(tmp_path / "classify-accepted.png"), full_page=True)
-
-            page.get_by_label("threshold").fill("1000000")
+            page.get_by_text("threshold (optional)").click()
+            page.locator("#threshold input, #threshold textarea").first.fill("1000000")
             page.locator("#classify").click()
             page.locator("#decision h2", has_text="unknown").wait_for(timeout=30_000)
-            assert "< threshold" in page.locator("#decision").inner_text()
-            page.screenshot(path=str(tmp_path / "classify-unknown.png"), full_page=True)
+            assert "below your threshold" in page.locator("#decision").inner_text()
+
+            page.locator("#vocabulary textarea").fill("circle")  # one class: an error
+            page.locator("#classify").click()
+            page.get_by_text("Enter at least two class names").first.wait_for(timeout=30_000)
+            assert page.locator("#decision h2").count() == 0  # the stale verdict is gone
+            assert page.locator("#score-plot .js-plotly-plot").count() == 0
+            _shot(page, tmp_path, "error")
+
+            page.locator("#vocabulary textarea").fill("circle, square, triangle")
+            page.get_by_role("tab", name="Compare").click()
+            page.locator("#compare").click()  # the Classify image was carried over
+            page.locator("#card-b h3").wait_for(timeout=60_000)
+            assert page.locator("#card-a h3").inner_text().startswith("A: zero-shot")
+            page.locator("#compare-plot .js-plotly-plot").wait_for(timeout=30_000)
+            _shot(page, tmp_path, "compare")
             page.goto("about:blank")  # closes the heartbeat stream, so the server stops at once
         finally:
             browser.close()
-    assert (tmp_path / "classify-accepted.png").stat().st_size > 10_000
     assert not outside, f"the page contacted other hosts (the app must work offline): {outside}"
+    assert not errors, f"console errors: {errors}"
+
+
+def test_lab_and_a_400px_page_in_chromium(server, tmp_path):
+    """A two-model Lab run (table in %), and the Classify page at 400 px wide."""
+    outside, errors = [], []
+    with _playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = _open(browser, server, 1300, outside, errors)
+            page.get_by_role("tab", name="Lab").click()
+            for label, value in (("benchmark", "tiny"), ("compare with", "croft")):
+                box = page.get_by_label(label)
+                box.fill(value)
+                box.press("Enter")
+            page.locator("#lab-run").click()
+            try:
+                page.locator("#lab-table").get_by_text("covariate (mean)").wait_for(timeout=120_000)
+            finally:
+                _shot(page, tmp_path, "lab")
+            assert page.locator("#lab-table").get_by_text("croft: accuracy %").count() >= 1
+            page.goto("about:blank")
+
+            narrow = _open(browser, server, 400, outside, errors)
+            narrow.locator("#examples .thumbnail-item").first.click()
+            narrow.locator("#decision h2").wait_for(timeout=60_000)
+            narrow.locator("#score-plot .js-plotly-plot").wait_for(timeout=30_000)
+            width = narrow.evaluate("document.documentElement.scrollWidth")
+            assert width <= 420, f"the page scrolls sideways at 400 px ({width} px wide)"
+            _shot(narrow, tmp_path, "classify_400px")
+            narrow.goto("about:blank")
+        finally:
+            browser.close()
+    assert not outside, f"the page contacted other hosts (the app must work offline): {outside}"
+    assert not errors, f"console errors: {errors}"

@@ -433,9 +433,10 @@ class Handlers:
         table = pd.DataFrame(explain_text.lab_rows({m: s["results"] for m, s in zip(models, runs)}),
                              columns=explain_text.lab_headers(models))
         results, energies = state["results"], state["energies"]
-        groups = {f"{models[0]}: {k}": v for k, v in present.energy_groups(energies).items()}
-        for m, s in zip(models[1:], runs[1:]):
-            groups.update({f"{m}: {k}": v for k, v in present.energy_groups(s["energies"]).items()})
+        if len(runs) == 1:
+            groups = present.energy_groups(energies)
+        else:  # two models: three pooled groups each, or the figure is a dozen overlapping colours
+            groups = {f"{m}: {k}": v for m, s in zip(models, runs) for k, v in _pooled(s["energies"]).items()}
         hist = energy_histogram(groups, threshold=results.get("threshold", {}).get("value") if len(runs) == 1 else None,
                                 title="Energy scores: known classes vs new styles vs unseen shapes")
         hist.update_layout(legend=dict(orientation="h", y=-0.3), height=480)
@@ -444,7 +445,7 @@ class Handlers:
             sets = present.roc_sets(run["energies"])
             if not sets:
                 continue
-            named = {(f"{m}: {k}" if len(runs) > 1 else k): v for k, v in sets[1].items()}
+            named = sets[1] if len(runs) == 1 else {f"{m}: all unseen shapes": np.concatenate(list(sets[1].values()))}
             fig = roc_curves(sets[0], named, title="ROC: known classes vs each unseen shape")
             if roc is None:
                 roc = fig
@@ -454,7 +455,7 @@ class Handlers:
             for i, trace in enumerate(t for t in roc.data if t.name != "chance"):
                 trace.line.update(style(i))
             roc.update_layout(legend=dict(orientation="h", y=-0.3), height=520)
-        root = self.r.cache_dir / "app-results"
+        root = Path(self.r.upload_root) / "croft-results"  # Gradio serves files from its own folder only
         path = present.write_results(results if len(runs) == 1 else {**results, "compared_with": runs[1]["results"]},
                                      root / uuid.uuid4().hex)
         prune_lru(root, self.r.settings.results_cache_bytes)
@@ -466,6 +467,16 @@ NO_COMPARISON = "(none)"
 
 def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _pooled(energies: dict) -> dict[str, np.ndarray]:
+    """ID, every covariate set and every semantic set pooled: three groups of one model's energies."""
+    out = {}
+    for key, name in (("ID", "known"), ("covariate", "new styles"), ("semantic", "unseen shapes")):
+        parts = [np.asarray(v, dtype=np.float64) for k, v in energies.items() if k.startswith(key)]
+        if parts:
+            out[name] = np.concatenate(parts)
+    return out
 
 
 def _rule_score(result: dict) -> float:

@@ -317,13 +317,15 @@ def test_evaluate_and_its_downloads(handlers, app_files):
     table, hist, roc, path = handlers.explain_evaluation(state)
     assert list(table["set"][:2]) == ["ID", "covariate (mean)"] and set(table["kind"][:4]) == {"summary"}
     assert table.iloc[0, 3] == round(100 * results["id"]["accuracy"], 1)  # in %
-    assert [t.name for t in hist.data] == ["zero-shot: ID: photo", "zero-shot: covariate: sketch",
-                                           "zero-shot: semantic: all 1 unseen set(s)"]
+    assert [t.name for t in hist.data] == ["ID: photo", "covariate: sketch", "semantic: all 1 unseen set(s)"]
     assert roc.data[0].name.startswith("unseen-shapes (AUROC")
-    two, _, roc2, _ = handlers.explain_evaluation(state, handlers.evaluate("tiny", "croft", 1)[1])
-    assert list(two.columns[3::3]) == ["zero-shot: accuracy %", "croft: accuracy %"]
-    assert [t.name.split(" (")[0] for t in roc2.data] == ["zero-shot: unseen-shapes", "chance", "croft: unseen-shapes"]
     assert json.loads(Path(path).read_text()) == results
+    two, hist2, roc2, _ = handlers.explain_evaluation(state, handlers.evaluate("tiny", "croft", 1)[1])
+    assert list(two.columns[3::3]) == ["zero-shot: accuracy %", "croft: accuracy %"]
+    assert [t.name for t in hist2.data] == [f"{m}: {g}" for m in ("zero-shot", "croft")
+                                            for g in ("known", "new styles", "unseen shapes")]
+    assert [t.name.split(" (")[0] for t in roc2.data] == ["zero-shot: all unseen shapes", "chance",
+                                                          "croft: all unseen shapes"]
     croft, _ = handlers.evaluate("tiny", "croft", "2")
     assert croft["method"] == "croft" and croft["seed"] == 2
     with pytest.raises(gr.Error, match="Unknown benchmark 'nope'"):

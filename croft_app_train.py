@@ -339,9 +339,10 @@ def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = ()) -> None
                 shots = gr.Number(label="shots", value=16, precision=0)
                 seed = gr.Number(label="seed", value=1, precision=0)
             with gr.Accordion("Advanced", open=False):
-                lambda1 = gr.Number(label="λ1", value=None, info="empty: the method's default (5)")
-                lambda2 = gr.Number(label="λ2", value=None, info="empty: the method's default (5)")
-                lr = gr.Number(label="learning rate", value=None, info="empty: the method's default")
+                # Textboxes: Gradio's Number shows and sends 0 for "empty", and empty means the default
+                lambda1 = gr.Textbox(label="λ1", value="", placeholder="default (5)", max_lines=1)
+                lambda2 = gr.Textbox(label="λ2", value="", placeholder="default (5)", max_lines=1)
+                lr = gr.Textbox(label="learning rate", value="", placeholder="the method's default", max_lines=1)
                 steps = gr.Number(label="steps", value=200, precision=0)
             with gr.Row():
                 start = gr.Button("Train", variant="primary")

@@ -70,9 +70,9 @@ def _model_menu(resources, label: str, value: str) -> gr.Dropdown:
                        info="zero-shot CLIP, or a fine-tuned checkpoint")
 
 
-def _examples(resources, elem_id: str) -> gr.Gallery:
+def _examples(resources, elem_id: str, columns: int = 4) -> gr.Gallery:
     return gr.Gallery(resources.examples, label="try an example (the caption is what the model answers)",
-                      columns=4, rows=1, height=230, allow_preview=False, elem_id=elem_id, object_fit="contain",
+                      columns=columns, height=230 if columns == 4 else 380, allow_preview=False, elem_id=elem_id, object_fit="contain",
                       buttons=[])
 
 
@@ -134,7 +134,7 @@ def compare_tab(resources, h, shared: dict[str, Any]) -> gr.Dropdown:
     default_b = SHIPPED_NAME if SHIPPED_NAME in names else names[-1]
     with gr.Row():
         with gr.Column(scale=1):
-            examples = _examples(resources, "compare-examples")
+            examples = _examples(resources, "compare-examples", columns=2)
             image = gr.Image(label="image (carried over from Classify)", type="filepath", height=220,
                              elem_id="compare-image")
             vocabulary = gr.Textbox(label="vocabulary", value=resources.default_vocabulary, lines=2,

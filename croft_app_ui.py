@@ -45,6 +45,10 @@ def preset_of(text: str | None) -> Any:
     return gr.update(value=None)
 
 
+FAILED = ("### No result\n\nThe request could not be classified: the message at the top of the page says "
+          "why. Fix the input and try again.")
+
+
 def _clear(n: int) -> Any:
     return functools.partial(lambda k: tuple([None] * k) if k > 1 else None, n)
 
@@ -114,9 +118,10 @@ def classify_tab(resources, h) -> dict[str, Any]:
     preset.input(preset_text, preset, vocabulary, queue=False, **PRIVATE)
     vocabulary.input(preset_of, vocabulary, preset, queue=False, **PRIVATE)
     run = dict(concurrency_id="infer")
-    button.click(_clear(4), None, outputs, queue=False, **PRIVATE).then(
-        h.classify, [image, vocabulary, model, threshold], result, api_name="classify", preprocess=False,
-        **run).success(h.explain, [result, vocabulary, model], [decision, probabilities, plot], **run, **PRIVATE)
+    classified = button.click(_clear(4), None, outputs, queue=False, **PRIVATE).then(
+        h.classify, [image, vocabulary, model, threshold], result, api_name="classify", preprocess=False, **run)
+    classified.success(h.explain, [result, vocabulary, model], [decision, probabilities, plot], **run, **PRIVATE)
+    classified.failure(lambda: FAILED, None, decision, queue=False, **PRIVATE)
     examples.select(h.pick_example, None, [image, vocabulary], queue=False, **PRIVATE).success(
         preset_of, vocabulary, preset, queue=False, **PRIVATE).then(
         _clear(4), None, outputs, queue=False, **PRIVATE).then(

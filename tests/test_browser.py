@@ -92,6 +92,7 @@ def test_classify_in_chromium(server, image_files, tmp_path):
             page.locator("#vocabulary textarea").fill("circle")  # one class: an error
             page.locator("#classify").click()
             page.get_by_text("Enter at least two class names").first.wait_for(timeout=30_000)
+            page.locator("#decision h3", has_text="No result").wait_for(timeout=10_000)
             assert page.locator("#decision h2").count() == 0  # the stale verdict is gone
             assert page.locator("#score-plot .js-plotly-plot").count() == 0
             _shot(page, tmp_path, "error")

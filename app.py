@@ -64,6 +64,7 @@ from croft_core.synth import EMBEDDED_CHECKPOINT
 from croft_core.vocabulary import resolve_vocabulary
 from croft_core.showcase import SHOWCASE, example_caption, render_classes, render_showcase
 from croft_core.viz import margin_comparison_json, score_plot_json
+from croft_app_ui import Ticker
 
 logger = logging.getLogger("croft.app")
 
@@ -399,7 +400,7 @@ class Handlers:
             return None
         return self.evaluate(benchmark, compare_with, seed, progress, request)[1]
 
-    def _run_benchmark(self, name: str, classifier, seed: int, tick: "Ticker") -> tuple[dict, dict]:
+    def _run_benchmark(self, name: str, classifier, seed: int, tick) -> tuple[dict, dict]:
         from croft_core.benchmarks import get_benchmark
         from croft_core.evaluate import zeroshot_model
         from croft_core.pipeline import evaluate_checkpoint
@@ -436,7 +437,7 @@ class Handlers:
         if len(runs) == 1:
             groups = present.energy_groups(energies)
         else:  # two models: three pooled groups each, or the figure is a dozen overlapping colours
-            groups = {f"{m}: {k}": v for m, s in zip(models, runs) for k, v in _pooled(s["energies"]).items()}
+            groups = {f"{m}: {k}": v for m, s in zip(models, runs) for k, v in explain_text.pooled_groups(s["energies"]).items()}
         hist = energy_histogram(groups, threshold=results.get("threshold", {}).get("value") if len(runs) == 1 else None,
                                 title="Energy scores: known classes vs new styles vs unseen shapes")
         hist.update_layout(legend=dict(orientation="h", y=-0.3), height=480)
@@ -469,57 +470,10 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _pooled(energies: dict) -> dict[str, np.ndarray]:
-    """ID, every covariate set and every semantic set pooled: three groups of one model's energies."""
-    out = {}
-    for key, name in (("ID", "known"), ("covariate", "new styles"), ("semantic", "unseen shapes")):
-        parts = [np.asarray(v, dtype=np.float64) for k, v in energies.items() if k.startswith(key)]
-        if parts:
-            out[name] = np.concatenate(parts)
-    return out
-
-
 def _rule_score(result: dict) -> float:
     return result["neg_score"] if result.get("rule") == "negative labels" else result["score"]
 
 
-class Ticker:
-    """Lab progress that moves from the first second: a thread reports the current stage and its
-    elapsed time every half second, creeping towards the stage's end (stages that report nothing,
-    like rendering a benchmark, still show life)."""
-
-    def __init__(self, progress: Callable, prefix: str = ""):
-        self.progress, self.prefix = progress, prefix
-        self._stage = (0.0, 0.1, "starting")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def stage(self, start: float, end: float, desc: str) -> None:
-        self._stage = (start, end, desc)
-        self._began = time.monotonic()
-        self._report()
-
-    def _report(self) -> None:
-        start, end, desc = self._stage
-        elapsed = time.monotonic() - self._began
-        try:
-            self.progress(start + (end - start) * (1 - 0.97 ** elapsed), desc=f"{self.prefix}{desc} — {elapsed:.0f} s")
-        except Exception:  # noqa: BLE001 - progress is best effort (e.g. no request context)
-            pass
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            self._report()
-
-    def __enter__(self) -> "Ticker":
-        self._began = time.monotonic()
-        self._report()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(2)
 # ---------------------------------------------------------------------------------------------
 # The app: the first screen, then one tab each (layout in croft_app_ui.py)
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ handler), so an error never sits next to the previous image's verdict.
 from __future__ import annotations
 
 import functools
-from typing import Any
+import threading
+import time
+from typing import Any, Callable
 
 import gradio as gr
 
@@ -203,3 +205,42 @@ def lab_tab(resources, h, benchmarks, no_comparison: str) -> gr.Dropdown:
         h.evaluate_other, [benchmark, model, seed, other], state_b, concurrency_id="lab", **PRIVATE).success(
         h.explain_evaluation, [state, state_b], outputs, **PRIVATE)
     return model
+
+
+class Ticker:
+    """Lab progress that moves from the first second: a thread reports the current stage and its
+    elapsed time every half second, creeping towards the stage's end (stages that report nothing,
+    like rendering a benchmark, still show life)."""
+
+    def __init__(self, progress: Callable, prefix: str = ""):
+        self.progress, self.prefix = progress, prefix
+        self._stage = (0.0, 0.1, "starting")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def stage(self, start: float, end: float, desc: str) -> None:
+        self._stage = (start, end, desc)
+        self._began = time.monotonic()
+        self._report()
+
+    def _report(self) -> None:
+        start, end, desc = self._stage
+        elapsed = time.monotonic() - self._began
+        try:
+            self.progress(start + (end - start) * (1 - 0.97 ** elapsed), desc=f"{self.prefix}{desc} — {elapsed:.0f} s")
+        except Exception:  # noqa: BLE001 - progress is best effort (e.g. no request context)
+            pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self._report()
+
+    def __enter__(self) -> "Ticker":
+        self._began = time.monotonic()
+        self._report()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(2)

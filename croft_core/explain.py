@@ -17,7 +17,7 @@ import numpy as np
 from .openset import RULE_CALIBRATED, RULE_NEGATIVES, RULE_NONE, RULE_USER
 
 __all__ = ["BATCH_HEADERS", "PlotInputs", "batch_row", "caption", "lab_headers", "lab_rows", "margin",
-           "plot_inputs", "verdict_markdown"]
+           "plot_inputs", "pooled_groups", "verdict_markdown"]
 
 BATCH_HEADERS = ["file", "verdict", "accepted", "closest class", "score", "threshold", "rule", "reason"]
 
@@ -124,6 +124,18 @@ def margin(inputs: PlotInputs) -> float | None:
         if inputs.reference else np.zeros(0)
     spread = float(values.std()) if values.size > 1 and values.std() > 0 else 1.0
     return float((f(inputs.score) - f(inputs.threshold)) / spread)
+
+
+def pooled_groups(energies: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """One model's energies in three groups: ``known`` (ID), ``new styles`` (every covariate set)
+    and ``unseen shapes`` (every semantic set); keys of ``energies`` start with ``ID``,
+    ``covariate`` or ``semantic``. Two models' twelve overlapping sets would be unreadable."""
+    out = {}
+    for key, name in (("ID", "known"), ("covariate", "new styles"), ("semantic", "unseen shapes")):
+        parts = [np.asarray(v, dtype=np.float64) for k, v in energies.items() if k.startswith(key)]
+        if parts:
+            out[name] = np.concatenate(parts)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -340,19 +340,24 @@ def score_plot_json(reference: Mapping[str, Any] | None, score: float | None, th
         colour = SCORE_COLOUR if i == 0 else PALETTE[i % len(PALETTE)]
         traces.append(_marker(float(at(value)), top * (1.0 - 0.08 * i), f"{name}: {_fmt(value)}", colour,
                               "solid", symbols[i % len(symbols)]))
-    xaxis_layout: dict[str, Any] = {"title": {"text": xaxis}, "range": [lo, hi], "zeroline": False}
-    if log_x:
-        ticks = list(range(int(np.floor(lo)), int(np.ceil(hi)) + 1))
-        ticks = ticks[::-(-len(ticks) // 5)][::-1] if len(ticks) > 5 else ticks  # at most 5 labels, 1 kept
-        ticks = sorted(set(ticks) | {0})
-        xaxis_layout.update(tickvals=ticks, ticktext=[_fmt(10.0 ** t) for t in ticks])
     layout = {"title": {"text": title, "font": {"size": 14}}, "barmode": "overlay", "bargap": 0.02,
-              "xaxis": xaxis_layout, "yaxis": {"title": {"text": "share of images"}, "rangemode": "tozero",
+              "xaxis": _score_axis(xaxis, lo, hi, log_x), "yaxis": {"title": {"text": "share of images"}, "rangemode": "tozero",
                                                "tickformat": ".0%"},
               "legend": {"orientation": "h", "yanchor": "top", "y": -0.3, "x": 0},
               "margin": {"l": 50, "r": 20, "t": 60, "b": 40}, "height": 400,
               "shapes": shapes, "annotations": notes, "template": _template_json(_TEMPLATE)}
     return json.dumps({"data": traces, "layout": layout})
+
+
+def _score_axis(title: str, lo: float, hi: float, log_x: bool) -> dict[str, Any]:
+    """The x-axis over ``[lo, hi]``; a log axis is drawn linear in log10 with at most ~5 labelled decades."""
+    axis: dict[str, Any] = {"title": {"text": title}, "range": [lo, hi], "zeroline": False}
+    if log_x:
+        ticks = list(range(int(np.floor(lo)), int(np.ceil(hi)) + 1))
+        ticks = ticks[::-(-len(ticks) // 5)][::-1] if len(ticks) > 5 else ticks
+        ticks = sorted(set(ticks) | {0})
+        axis.update(tickvals=ticks, ticktext=[_fmt(10.0 ** t) for t in ticks])
+    return axis
 
 
 def _wrap(name: str, width: int = 18) -> str:

@@ -47,3 +47,12 @@ def test_lab_table_in_percent_summary_first_two_models():
     assert rows[0][3] == 90.0 and rows[1][3] == 60.0 and rows[2][4:6] == [80.0, 50.0]
     assert len(rows[0]) == len(lab_headers(["zero-shot", "CRoFT"])) == 9
     assert [r[0] for r in rows[4:]] == ["sketch", "cartoon", "pentagon"]
+
+
+def test_pooled_groups_for_a_two_model_lab_figure():
+    from croft_core.explain import pooled_groups
+
+    groups = pooled_groups({"ID: photo": [1.0, 2.0], "covariate: sketch": [3.0], "covariate: cartoon": [4.0],
+                            "semantic: pentagon": [5.0], "semantic: ring": [6.0, 7.0]})
+    assert {k: v.tolist() for k, v in groups.items()} == {"known": [1.0, 2.0], "new styles": [3.0, 4.0],
+                                                          "unseen shapes": [5.0, 6.0, 7.0]}

@@ -28,12 +28,10 @@ docs/APP.md, docs/SECURITY.md): ``CROFT_BACKBONE`` (default ``embedded``), ``CRO
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,13 +56,13 @@ from croft_core.openset import NegativeRules, classify_open, reference_neg_score
 from croft_core.registry import ClassifierRegistry
 from croft_core.sessions import SessionRegistry
 from croft_core.security import (NOT_AN_UPLOAD, AccessRefused, check_benchmark, check_benchmark_file,
-                                 confine, display_spec, scrub_paths)
+                                 confine, display_spec)
 from croft_core.settings import AppSettings
 from croft_core.synth import EMBEDDED_CHECKPOINT
 from croft_core.vocabulary import resolve_vocabulary
 from croft_core.showcase import SHOWCASE, example_caption, render_classes, render_showcase
 from croft_core.viz import margin_comparison_json, score_plot_json
-from croft_app_ui import Ticker
+from croft_app_ui import Ticker, user_errors
 
 logger = logging.getLogger("croft.app")
 
@@ -166,24 +164,6 @@ def _answered_examples(classifier, negatives: NegativeRules, folder: Path) -> li
 # ---------------------------------------------------------------------------------------------
 # Handlers: typed, inference mode, every input error a gr.Error without paths or tracebacks
 # ---------------------------------------------------------------------------------------------
-
-def user_errors(fn: Callable) -> Callable:
-    """Library ``ValueError``s (bad image, vocabulary, threshold, model...) -> ``gr.Error`` with any
-    server path shortened; anything else -> a generic ``gr.Error`` (the traceback goes to the log)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except ValueError as err:
-            raise gr.Error(scrub_paths(str(err)), print_exception=False) from None
-        except Exception:
-            logger.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error("The server could not handle this request (the error was logged); check "
-                           "the inputs and try again.", print_exception=False) from None
-    return wrapper
-
 
 def file_path(payload: Any, upload_root: str | os.PathLike) -> str | None:
     """The local path of an uploaded file, which must lie in Gradio's upload folder.

@@ -41,6 +41,8 @@ from croft_core.sessions import SessionRegistry, TrainingQueue, stream_job
 from croft_core.uploads import UploadLimits, extract_zip, labelled_images
 from croft_core.userdata import benchmark_data, hub_data, upload_data
 
+from croft_app_ui import user_errors
+
 logger = logging.getLogger("croft.app.train")
 
 TRAIN_BENCHMARKS = tuple(b for b in ("shapes", "shapes_dg") if b in BENCHMARKS)
@@ -56,24 +58,6 @@ except (ImportError, AttributeError):
     def gpu(fn: Callable | None = None, **_: Any) -> Callable:
         """No-op stand-in for ``spaces.GPU``."""
         return fn if fn is not None else (lambda f: f)
-
-
-def user_errors(fn: Callable) -> Callable:
-    """The library's own errors (and ValueErrors) become a ``gr.Error`` with server paths shortened;
-    anything else a generic ``gr.Error`` (the traceback goes to the log), as in ``app.py``."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except (CroftError, ValueError) as err:
-            raise gr.Error(scrub_paths(str(err)), print_exception=False) from None
-        except Exception:
-            logger.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error("The server could not handle this request (the error was logged); check "
-                           "the inputs and try again.", print_exception=False) from None
-    return wrapper
 
 
 def _session(request: gr.Request | None) -> str:

@@ -8,6 +8,7 @@ handler), so an error never sits next to the previous image's verdict.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from typing import Any, Callable
@@ -15,9 +16,32 @@ from typing import Any, Callable
 import gradio as gr
 
 from croft_core import explain as explain_text
+from croft_core.errors import CroftError
 from croft_core.predict import ZERO_SHOT
 from croft_core.prompts import get_vocabulary, list_vocabularies
-from croft_core.security import display_spec
+from croft_core.security import display_spec, scrub_paths
+
+logger = logging.getLogger(__name__)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """A handler's input errors -- the library's own (``CroftError``) and ``ValueError``s (bad image,
+    vocabulary, threshold, model...) -- become a ``gr.Error`` with any server path shortened;
+    anything else a generic ``gr.Error`` (the traceback goes to the server log, never the visitor)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (CroftError, ValueError) as err:
+            raise gr.Error(scrub_paths(str(err)), print_exception=False) from None
+        except Exception:
+            logger.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error("The server could not handle this request (the error was logged); check "
+                           "the inputs and try again.", print_exception=False) from None
+    return wrapper
+
 
 TOP_K = 5
 PRIVATE = dict(api_visibility="private")  # every event except the documented endpoints

@@ -143,3 +143,32 @@ def test_lab_and_a_400px_page_in_chromium(server, tmp_path):
             browser.close()
     assert not outside, f"the page contacted other hosts (the app must work offline): {outside}"
     assert not errors, f"console errors: {errors}"
+
+
+@pytest.mark.slow
+def test_train_tab_in_chromium(server, tmp_path):
+    """Train on a benchmark in quick settings; the new model is then selected in Classify's menu."""
+    outside, errors = [], []
+    with _playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = _open(browser, server, 1300, outside, errors)
+            page.get_by_role("tab", name="Train").click()
+            page.get_by_text("Advanced").click()
+            page.get_by_label("steps").fill("20")
+            page.get_by_label("shots").fill("2")
+            page.get_by_role("button", name="Train", exact=True).click()
+            try:
+                page.get_by_text("is ready").first.wait_for(timeout=300_000)
+            finally:
+                _shot(page, tmp_path, "train")
+            name = page.get_by_label("new model").input_value()
+            assert name.startswith("CRoFT"), name
+            page.get_by_role("tab", name="Classify").click()
+            menu = page.get_by_label("model", exact=True).first  # Classify's model menu
+            assert menu.input_value() == name  # the new model is selected, ready to classify with
+            _shot(page, tmp_path, "train_then_classify")
+        finally:
+            browser.close()
+    assert not outside, f"the page contacted other hosts (the app must work offline): {outside}"
+    assert not errors, f"console errors: {errors}"

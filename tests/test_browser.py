@@ -81,7 +81,11 @@ def test_classify_in_chromium(server, image_files, tmp_path):
             assert page.locator("#image img").count() == 1  # the example went into the image box
             _shot(page, tmp_path, "example")
 
+            before = page.locator("#image img").get_attribute("src")
             page.locator("input[type=file]").first.set_input_files(image_files["circle"])
+            page.wait_for_function(  # the upload has finished: the image box shows the new file
+                "src => { const i = document.querySelector('#image img'); return i && i.src && i.src !== src; }",
+                arg=before, timeout=30_000)
             page.locator("#vocabulary textarea").fill("circle\nsquare\ntriangle")
             page.get_by_text("threshold (optional)").click()
             page.locator("#threshold input, #threshold textarea").first.fill("1000000")

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -55,8 +54,7 @@ from croft_core.prompts import get_vocabulary, list_vocabularies
 from croft_core.openset import NegativeRules, classify_open, reference_neg_scores
 from croft_core.registry import ClassifierRegistry
 from croft_core.sessions import SessionRegistry
-from croft_core.security import (NOT_AN_UPLOAD, AccessRefused, check_benchmark, check_benchmark_file,
-                                 confine, display_spec)
+from croft_core.security import check_benchmark, check_benchmark_file, display_spec, file_path
 from croft_core.settings import AppSettings
 from croft_core.synth import EMBEDDED_CHECKPOINT
 from croft_core.vocabulary import resolve_vocabulary
@@ -164,28 +162,6 @@ def _answered_examples(classifier, negatives: NegativeRules, folder: Path) -> li
 # ---------------------------------------------------------------------------------------------
 # Handlers: typed, inference mode, every input error a gr.Error without paths or tracebacks
 # ---------------------------------------------------------------------------------------------
-
-def file_path(payload: Any, upload_root: str | os.PathLike) -> str | None:
-    """The local path of an uploaded file, which must lie in Gradio's upload folder.
-
-    Gradio passes a file as a path or a FileData dict (``{"path", "meta": {"_type":
-    "gradio.FileData"}}``, or a gallery item ``{"image": FileData}``). Gradio checks that a FileData
-    *with* ``meta`` was uploaded; a dict without it is passed through unchecked, so it is refused
-    here, and every path is confined to the upload folder (one message, whether it exists or not).
-    """
-    if payload is None or payload == "":
-        return None
-    if isinstance(payload, dict) and isinstance(payload.get("image"), dict):  # gallery item
-        payload = payload["image"]
-    if isinstance(payload, dict):
-        meta = payload.get("meta")
-        if not isinstance(meta, dict) or meta.get("_type") != "gradio.FileData":
-            raise AccessRefused(NOT_AN_UPLOAD)
-        payload = payload.get("path")
-    if not isinstance(payload, str) or not payload:
-        raise AccessRefused("cannot read the uploaded file; upload an image file")
-    return str(confine(payload, upload_root))
-
 
 def _session(request: gr.Request | None) -> str | None:
     """The caller's session (a browser tab, or one gradio_client.Client): its own models live there."""

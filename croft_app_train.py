@@ -36,7 +36,7 @@ from croft_core.benchmarks import BENCHMARKS, get_benchmark
 from croft_core.errors import CroftError
 from croft_core.finetune import (METHOD_LABELS, TRAINABLE_METHODS, FinetuneLimits, FinetuneRequest,
                                  FinetuneStopped, finetune, push_finetuned, save_checkpoint, slug, zip_checkpoint)
-from croft_core.security import NOT_AN_UPLOAD, AccessRefused, confine, is_hub_id, scrub_paths
+from croft_core.security import file_path, is_hub_id, scrub_paths
 from croft_core.sessions import SessionRegistry, TrainingQueue, stream_job
 from croft_core.uploads import UploadLimits, extract_zip, labelled_images
 from croft_core.userdata import benchmark_data, hub_data, upload_data
@@ -114,21 +114,8 @@ class TrainHandlers:
 
     # -- inputs ------------------------------------------------------------------------------
     def upload_path(self, payload: Any) -> str | None:
-        """The local path of an uploaded file, confined to the upload folder, or None.
-
-        A FileData dict must carry Gradio's ``meta`` (Gradio checks only those were uploaded); a bare
-        ``{"path": ...}`` is refused, as ``app.file_path`` does.
-        """
-        if payload is None or payload == "":
-            return None
-        if isinstance(payload, dict):
-            meta = payload.get("meta")
-            if not isinstance(meta, dict) or meta.get("_type") != "gradio.FileData":
-                raise AccessRefused(NOT_AN_UPLOAD)
-            payload = payload.get("path")
-        if not isinstance(payload, str) or not payload:
-            raise AccessRefused(NOT_AN_UPLOAD)
-        return str(confine(payload, self.upload_root))
+        """The local path of an uploaded file, confined to the upload folder, or None."""
+        return file_path(payload, self.upload_root)
 
     def _data(self, source: str, value: Any, labels: str, shots: int, seed: int, work: Path):
         common = dict(shots=shots, seed=seed, max_images=self.limits.max_images,

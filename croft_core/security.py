@@ -239,3 +239,25 @@ def check_benchmark_file(path: str | os.PathLike, max_bytes: int = 2**20,
         for folder in {Path(text), path.parent / text}:
             if folder.is_dir() or folder.is_symlink():
                 check_no_symlinks(folder, max_entries)
+
+
+def file_path(payload: Any, upload_root: str | os.PathLike) -> str | None:
+    """The local path of an uploaded file, which must lie in Gradio's upload folder.
+
+    Gradio passes a file as a path or a FileData dict (``{"path", "meta": {"_type":
+    "gradio.FileData"}}``, or a gallery item ``{"image": FileData}``). Gradio checks that a FileData
+    *with* ``meta`` was uploaded; a dict without it is passed through unchecked, so it is refused
+    here, and every path is confined to the upload folder (one message, whether it exists or not).
+    """
+    if payload is None or payload == "":
+        return None
+    if isinstance(payload, dict) and isinstance(payload.get("image"), dict):  # gallery item
+        payload = payload["image"]
+    if isinstance(payload, dict):
+        meta = payload.get("meta")
+        if not isinstance(meta, dict) or meta.get("_type") != "gradio.FileData":
+            raise AccessRefused(NOT_AN_UPLOAD)
+        payload = payload.get("path")
+    if not isinstance(payload, str) or not payload:
+        raise AccessRefused("cannot read the uploaded file; upload an image file")
+    return str(confine(payload, upload_root))

@@ -90,7 +90,10 @@ def test_classify_in_chromium(server, image_files, tmp_path):
             page.get_by_text("threshold (optional)").click()
             page.locator("#threshold input, #threshold textarea").first.fill("1000000")
             page.locator("#classify").click()
-            page.locator("#decision h2", has_text="unknown").wait_for(timeout=30_000)
+            try:
+                page.locator("#decision h2", has_text="unknown").wait_for(timeout=90_000)
+            finally:
+                _shot(page, tmp_path, "user_threshold")
             assert "below your threshold" in page.locator("#decision").inner_text()
 
             page.locator("#vocabulary textarea").fill("circle")  # one class: an error

@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import re
 import time
 import zipfile
@@ -39,6 +38,7 @@ from .backbones import build_text_classifier
 from .errors import CroftError, HubError
 from .evaluate import calibrate
 from .features import FeatureSet, extract_features
+from .images import env_number
 from .limits import prune_lru
 from .model import CroftModel, render_model_card
 from .security import is_hub_id, scrub_paths
@@ -68,19 +68,6 @@ class FinetuneStopped(CroftError):
     """The run was stopped (by the visitor or the time cap) before any model existed; nothing kept."""
 
 
-def _env_number(name: str, default: float, kind=int) -> Any:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise FinetuneError(f"{name} must be a positive number, got {raw[:20]!r}") from None
-    if value <= 0:
-        raise FinetuneError(f"{name} must be a positive number, got {raw[:20]!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class FinetuneLimits:
     """Bounds of one run on a shared server (environment: ``CROFT_TRAIN_*``, see :meth:`from_env`)."""
@@ -98,10 +85,11 @@ class FinetuneLimits:
     def from_env(cls) -> "FinetuneLimits":
         """``CROFT_TRAIN_MAX_IMAGES``, ``_MAX_CLASSES``, ``_MAX_STEPS``, ``_MAX_SECONDS`` over the defaults."""
         d = cls()
-        return cls(max_images=_env_number("CROFT_TRAIN_MAX_IMAGES", d.max_images),
-                   max_classes=_env_number("CROFT_TRAIN_MAX_CLASSES", d.max_classes),
-                   max_steps=_env_number("CROFT_TRAIN_MAX_STEPS", d.max_steps),
-                   max_seconds=_env_number("CROFT_TRAIN_MAX_SECONDS", d.max_seconds, float))
+        return cls(max_images=env_number("CROFT_TRAIN_MAX_IMAGES", d.max_images, "images", "2000"),
+                   max_classes=env_number("CROFT_TRAIN_MAX_CLASSES", d.max_classes, "classes", "100"),
+                   max_steps=env_number("CROFT_TRAIN_MAX_STEPS", d.max_steps, "steps", "3000"),
+                   max_seconds=env_number("CROFT_TRAIN_MAX_SECONDS", d.max_seconds, "seconds", "600",
+                                          kind=float))
 
 
 @dataclass(frozen=True)

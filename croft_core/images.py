@@ -66,7 +66,9 @@ class ImageError(CroftError, ValueError):
     """An input that cannot be used as an image; the message says why and what to do."""
 
 
-def _env_number(name: str, default: int, unit: str, example: str, scale: int = 1) -> int:
+def env_number(name: str, default: float, unit: str, example: str, scale: int = 1, kind=int) -> Any:
+    """A positive number from the environment variable ``name`` (``default`` when unset), times
+    ``scale``, as ``kind``; anything else is a ValueError naming the variable and an example."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -76,7 +78,7 @@ def _env_number(name: str, default: int, unit: str, example: str, scale: int = 1
         value = 0.0
     if not 0 < value < 1e15:
         raise ValueError(f"{name} must be a positive number of {unit} (e.g. {example}), got {raw[:20]!r}")
-    return int(value * scale)
+    return kind(value * scale)
 
 
 def default_max_pixels() -> int:
@@ -85,7 +87,7 @@ def default_max_pixels() -> int:
     Raises:
         ValueError: the variable is set but is not a positive number.
     """
-    return _env_number("CROFT_MAX_PIXELS", DEFAULT_MAX_PIXELS, "pixels", "40000000")
+    return env_number("CROFT_MAX_PIXELS", DEFAULT_MAX_PIXELS, "pixels", "40000000")
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,8 @@ class ImageLimits:
             ValueError: a variable set to something that is not a positive number.
         """
         return cls(default_max_pixels(),
-                   _env_number("CROFT_MAX_IMAGE_SIDE", DEFAULT_MAX_SIDE, "pixels", "20000"),
-                   _env_number("CROFT_MAX_IMAGE_MB", DEFAULT_MAX_BYTES, "megabytes", "192", scale=2**20))
+                   env_number("CROFT_MAX_IMAGE_SIDE", DEFAULT_MAX_SIDE, "pixels", "20000"),
+                   env_number("CROFT_MAX_IMAGE_MB", DEFAULT_MAX_BYTES, "megabytes", "192", scale=2**20))
 
 
 def _describe(source: Any) -> str:

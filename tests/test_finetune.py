@@ -419,3 +419,13 @@ def test_hub_dataset_too_large_is_refused_before_download(monkeypatch):
         "dataset_info": lambda self, *a, **k: Info()})())
     with pytest.raises(DataError, match="3.0 GB"):
         hub_data("org/huge", shots=2, seed=1, max_images=100, max_classes=10)
+
+
+def test_limits_from_the_environment(monkeypatch):
+    from croft_core.finetune import FinetuneLimits
+
+    monkeypatch.setenv("CROFT_TRAIN_MAX_SECONDS", "30")
+    assert FinetuneLimits.from_env().max_seconds == 30.0
+    monkeypatch.setenv("CROFT_TRAIN_MAX_STEPS", "lots")
+    with pytest.raises(ValueError, match="CROFT_TRAIN_MAX_STEPS must be a positive number of steps"):
+        FinetuneLimits.from_env()

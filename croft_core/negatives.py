@@ -9,9 +9,9 @@ words are kept (15% of the lexicon by default). An image then scores
     S(x) = sum_ID exp(cos(x, t_k) / T) / sum_{ID u negatives} exp(cos(x, t_j) / T),   T = 0.01,
 
 averaged over 100 seeded random groups of the negatives (the paper's grouping strategy). The
-score is in (0, 1), higher = more in-distribution; an image is accepted when
-``S(x) >= DEFAULT_NEG_THRESHOLD``, one fixed value measured to transfer across vocabularies
-(``bench/neglabel.py``, README), and the nearest negative word explains a rejection.
+score is in (0, 1), higher = more in-distribution; an image is accepted when ``S(x)`` is at or
+above one fixed threshold for every vocabulary (the lexicon's own, else ``DEFAULT_NEG_THRESHOLD``;
+``bench/neglabel.py``, README), and the nearest negative word explains a rejection.
 
 Lexicons are a property of the backbone (:func:`lexicon_path`): a ``lexicon.txt`` next to a
 ``local-dir:`` model (the embedded model lists the words its text tower was trained on), otherwise
@@ -51,16 +51,16 @@ from .scoring import neglabel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_NEG_THRESHOLD", "Lexicon", "LexiconError", "NegativeLabels", "lexicon_path",
+__all__ = ["DEFAULT_NEG_THRESHOLD", "Lexicon", "LexiconError", "NegativeLabels", "generic_words", "lexicon_path",
            "mine_negatives", "parse_lexicon", "read_lexicon"]
 
 DEFAULT_NEG_THRESHOLD = 0.01
 """Accept when ``S(x) >= DEFAULT_NEG_THRESHOLD``: reject only when the negatives hold >= 99% of the mass.
 
-Selected with ``bench/neglabel.py --select`` on validation images of the shapes world and 30 random
-vocabularies (embedded model; no real CLIP weights are reachable offline): the rates are flat from
-0.001 to 0.01 (mean of acceptance and rejection 90.9-91.0%), and 0.01 is the one that meets the
-issue's mean-acceptance (90-98%) and rejection (>= 90%) targets at once. README has the test numbers.
+The default for a lexicon that does not set its own ``threshold`` in ``neglabel.json`` (timm's, for
+real CLIPs: no real CLIP weights are reachable offline, so this value was never measured on one).
+The embedded model's lexicon sets its own, selected with ``bench/neglabel.py --select`` on validation
+images of the shapes world (docs/NEGLABEL.md, "Measured").
 """
 
 NEG_TEMPERATURE = 0.01  # the paper's T on cosines (the official t=1 on 100 * cos)
@@ -70,7 +70,7 @@ NEG_FRACTION = 0.15  # share of the lexicon kept as negatives (the paper's 10,00
 NEG_PERCENTILE = 0.95  # closeness of a candidate = this quantile of its cosines to the labels
 NEG_TEMPLATES = SINGLE_TEMPLATE  # one prompt for labels and negatives, as the official code
 LEXICON_FILE = "lexicon.txt"  # next to a local-dir model: the backbone's own lexicon
-LEXICON_SETTINGS = "neglabel.json"  # optional, next to a lexicon file: {"fraction": 0.6, "note": "..."}
+LEXICON_SETTINGS = "neglabel.json"  # optional, next to a lexicon file: see Lexicon
 TIMM_LEXICON = ("data", "_info", "imagenet_synset_to_lemma.txt")  # inside the timm package
 _ENCODE_CHUNK = 2048  # lexicon words per cached text-encoding call (and per progress report)
 _MEMO_SIZE = 4  # lexicon embeddings kept in memory (per backbone and lexicon), most recent last
@@ -86,17 +86,25 @@ class LexiconError(CroftError, ValueError):
 class Lexicon:
     """Candidate negative labels: one entry per concept, synonyms first-is-shown.
 
+    A lexicon may carry its own settings in a ``neglabel.json`` next to the file, e.g.
+    ``{"fraction": 1.0, "generic_share": 0.3, "threshold": 0.1, "note": "why"}``; a setting it does
+    not give takes the paper's default.
+
     Attributes:
         entries: ``(("dog", "domestic dog"), ("pentagon",), ...)``; ``entry[0]`` is the word
             encoded and shown, every synonym counts when a class name collides with the entry.
         source: where it was read from.
-        fraction: the share of this lexicon kept as negatives, when the lexicon says so (a
-            ``neglabel.json`` next to the file); None = :data:`NEG_FRACTION`.
+        fraction: the share of this lexicon kept as negatives; None = :data:`NEG_FRACTION`.
+        generic_share: the share of the lexicon's most generic words (:func:`generic_words`)
+            never used as negatives; 0 = none (the official code).
+        threshold: the acceptance threshold of the score; None = :data:`DEFAULT_NEG_THRESHOLD`.
     """
 
     entries: tuple[tuple[str, ...], ...]
     source: str
     fraction: float | None = None
+    generic_share: float = 0.0
+    threshold: float | None = None
 
     @property
     def words(self) -> tuple[str, ...]:
@@ -152,23 +160,38 @@ def parse_lexicon(path: str | Path) -> Lexicon:
     if not entries:
         raise LexiconError(f"lexicon file {path} holds no word; write one word per line (synonyms "
                            f"separated by commas)")
-    return Lexicon(tuple(entries), str(path), _read_settings(path.parent / LEXICON_SETTINGS))
+    return Lexicon(tuple(entries), str(path), **_read_settings(path.parent / LEXICON_SETTINGS))
 
 
-def _read_settings(path: Path) -> float | None:
-    """The ``fraction`` a lexicon's ``neglabel.json`` sets, or None without one."""
+_SETTINGS = {  # neglabel.json key: (allowed range as (low, high, low inclusive), meaning)
+    "fraction": ((0.0, 1.0, False), "share of the lexicon kept as negatives"),
+    "generic_share": ((0.0, 1.0, True), "share of the most generic words never used as negatives"),
+    "threshold": ((0.0, 1.0, False), "acceptance threshold of the score"),
+}
+
+
+def _read_settings(path: Path) -> dict[str, float]:
+    """The settings a lexicon's ``neglabel.json`` gives (see :class:`Lexicon`), ``{}`` without one."""
     if not path.is_file():
-        return None
+        return {}
+    example = '{"fraction": 0.6, "generic_share": 0.3, "threshold": 0.1, "note": "why"}'
     try:
         settings = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise LexiconError(f"{path} is not valid JSON ({err}); write e.g. {{\"fraction\": 0.6}}") from err
-    unknown = set(settings) - {"fraction", "note"}
-    fraction = settings.get("fraction")
-    if unknown or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise LexiconError(f"{path} must hold a \"fraction\" in (0, 1] (and optionally a \"note\"), got "
-                           f"{settings}")
-    return float(fraction)
+        raise LexiconError(f"{path} is not valid JSON ({err}); write e.g. {example}") from err
+    if not isinstance(settings, dict) or set(settings) - {*_SETTINGS, "note"}:
+        raise LexiconError(f"{path} may hold only {', '.join(_SETTINGS)} and note, e.g. {example}; got {settings}")
+    out = {}
+    for key, ((low, high, closed), meaning) in _SETTINGS.items():
+        if key not in settings:
+            continue
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                low <= value <= high if closed else low < value <= high):
+            interval = f"{'[' if closed else '('}{low:g}, {high:g}]"
+            raise LexiconError(f"{path}: \"{key}\" ({meaning}) must be a number in {interval}, got {value!r}")
+        out[key] = float(value)
+    return out
 
 
 def lexicon_label(source: str | Path) -> str:
@@ -255,6 +278,28 @@ def mine_negatives(label_text: torch.Tensor, candidates: torch.Tensor, num: int,
     return torch.argsort(closeness, stable=True)[:num]
 
 
+def generic_words(embeddings: torch.Tensor, share: float) -> torch.Tensor:
+    """Indices of the ``round(share * L)`` most generic words of a lexicon, most generic first.
+
+    A word's genericity is its mean cosine to the rest of the lexicon: hypernyms and descriptors
+    ("geometric shape", "polygon", "symbol") sit close to every concept, so an image of any class
+    matches them. They can never be a right "not in your list" answer, yet with a small closed
+    lexicon kept whole (``fraction`` 1.0) nothing else removes them; NegLabel's own mining removes
+    them only because it keeps the farthest 15% of a large lexicon. Vocabulary-independent: the
+    same words are set aside for every vocabulary.
+
+    Args:
+        embeddings: ``[L, d]`` unit text embeddings of the lexicon.
+        share: in [0, 1]; 0 returns no index.
+    """
+    count = int(round(share * len(embeddings)))
+    if count == 0 or len(embeddings) < 2:
+        return torch.empty(0, dtype=torch.long)
+    e = l2n(embeddings.float())
+    mean_cos = (e @ e.sum(0) - (e * e).sum(-1)) / (len(e) - 1)  # [L], O(L d), no [L, L] matrix
+    return torch.argsort(mean_cos, descending=True, stable=True)[:count].cpu()
+
+
 def _groups(num: int, n_groups: int, min_group: int, seed: int) -> torch.Tensor:
     """``[G, g]`` random groups of ``range(num)``, each of at least ``min_group`` negatives.
 
@@ -296,6 +341,7 @@ class NegativeLabels:
         raw, raw_id: the embeddings before any text map (:meth:`with_text_map` starts from them).
         temperature: T of the score on cosines.
         threshold: accept when ``score >= threshold``.
+        generic: the lexicon's most generic words, set aside for every vocabulary (:func:`generic_words`).
     """
 
     words: tuple[str, ...]
@@ -308,14 +354,16 @@ class NegativeLabels:
     raw_id: torch.Tensor
     temperature: float = NEG_TEMPERATURE
     threshold: float = DEFAULT_NEG_THRESHOLD
+    generic: tuple[str, ...] = ()
 
     @classmethod
     @torch.no_grad()
     def fit(cls, backbone: Backbone, classnames: Sequence[str],
             text_map: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
             lexicon: Lexicon | str | Path | None = None, num_negatives: int | None = None,
-            fraction: float | None = None, percentile: float = NEG_PERCENTILE, n_groups: int = NEG_GROUPS,
-            min_group: int = NEG_MIN_GROUP, temperature: float = NEG_TEMPERATURE, seed: int = 0, cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
+            fraction: float | None = None, generic_share: float | None = None, threshold: float | None = None,
+            percentile: float = NEG_PERCENTILE, n_groups: int = NEG_GROUPS, min_group: int = NEG_MIN_GROUP,
+            temperature: float = NEG_TEMPERATURE, seed: int = 0, cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
             progress: Callable[[int, int], Any] | None = None) -> NegativeLabels:
         """Mine the negative labels of a vocabulary.
 
@@ -328,6 +376,10 @@ class NegativeLabels:
             num_negatives: M; default ``fraction`` of the lexicon (after removing class names).
             fraction: share of the lexicon kept when ``num_negatives`` is None; default the
                 lexicon's own (``neglabel.json``), else :data:`NEG_FRACTION`.
+            generic_share: share of the lexicon's most generic words never used as negatives
+                (:func:`generic_words`); default the lexicon's own, else 0.
+            threshold: accept when ``score >= threshold``; default the lexicon's own, else
+                :data:`DEFAULT_NEG_THRESHOLD`.
             percentile: closeness quantile of :func:`mine_negatives`.
             n_groups: the grouping strategy's G, at most ``M // min_group`` (at least 1).
             min_group: the fewest negatives in a group.
@@ -337,32 +389,39 @@ class NegativeLabels:
             progress: ``progress(done, total)`` while the lexicon is encoded.
 
         Raises:
-            LexiconError: empty lexicon, or fewer words than M once the class names are removed.
+            LexiconError: empty lexicon, or fewer words than M once the class names (and the
+                generic words) are removed.
         """
         classnames = [str(c) for c in classnames]
         if not classnames:
             raise LexiconError("the vocabulary is empty; give at least one class name")
         if not isinstance(lexicon, Lexicon):
             lexicon = read_lexicon(lexicon if lexicon is not None else lexicon_path(backbone))
+        all_words = lexicon.words
         keep, removed = _collisions(lexicon, classnames)
         if removed:
             logger.info("class names also in the lexicon, removed from the negatives: %s", ", ".join(removed))
+        lex = encode_lexicon(backbone, lexicon, cache_dir=cache_dir, progress=progress)
+        generic_share = lexicon.generic_share if generic_share is None else generic_share
+        generic = generic_words(lex, generic_share).tolist()  # the same for every vocabulary
+        keep = sorted(set(keep) - set(generic))
         if num_negatives is None:
             share = fraction or lexicon.fraction or NEG_FRACTION
             num_negatives = max(1, int(share * len(keep)))
         if not keep or num_negatives > len(keep):
             raise LexiconError(f"lexicon {lexicon.source} has {len(keep)} usable words (after removing "
-                               f"{len(removed)} class names), fewer than the {num_negatives} negative "
-                               f"labels asked for; use a larger lexicon or a smaller num_negatives")
-        lex = encode_lexicon(backbone, lexicon, cache_dir=cache_dir, progress=progress)
+                               f"{len(removed)} class names and {len(generic)} generic words), fewer than "
+                               f"the {num_negatives} negative labels asked for; use a larger lexicon or a "
+                               f"smaller num_negatives")
         keep_t = torch.as_tensor(keep, dtype=torch.long, device=lex.device)
         raw_id = build_text_classifier(backbone, classnames, NEG_TEMPLATES, cache_dir=cache_dir)
         chosen = keep_t[mine_negatives(raw_id, lex[keep_t], num_negatives, percentile)]
-        all_words = lexicon.words
         words = tuple(all_words[i] for i in chosen.tolist())
+        threshold = threshold if threshold is not None else lexicon.threshold or DEFAULT_NEG_THRESHOLD
         negs = cls(words=words, embeddings=lex[chosen], id_embeddings=raw_id, removed=removed,
                    groups=_groups(len(words), n_groups, min_group, seed), lexicon=lexicon.source,
-                   raw=lex[chosen], raw_id=raw_id, temperature=temperature)
+                   raw=lex[chosen], raw_id=raw_id, temperature=temperature, threshold=threshold,
+                   generic=tuple(all_words[i] for i in generic))
         return negs.with_text_map(text_map)
 
     def with_text_map(self, text_map: Callable[[torch.Tensor], torch.Tensor] | None) -> NegativeLabels:

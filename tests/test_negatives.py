@@ -11,8 +11,8 @@ from conftest import write_tiny_model
 
 from croft_core import backbones, negatives
 from croft_core.backbones import load_backbone
-from croft_core.negatives import (LEXICON_FILE, Lexicon, LexiconError, NegativeLabels, lexicon_path,
-                                  mine_negatives, read_lexicon)
+from croft_core.negatives import (DEFAULT_NEG_THRESHOLD, LEXICON_FILE, Lexicon, LexiconError, NegativeLabels,
+                                  generic_words, lexicon_path, mine_negatives, read_lexicon)
 
 WORDS = ["pentagon", "cat, house cat", "violin", "glacier", "teapot", "dog", "bicycle", "comet", "lantern",
          "orchid", "anvil", "kayak", "volcano", "harp", "sparrow", "tractor", "meteor", "saddle", "trumpet",
@@ -152,10 +152,40 @@ def test_a_lexicon_can_set_its_own_fraction(tmp_path, lexicon_backbone):
     assert len(negs.words) == 9  # half of the 18 words left
     assert len(NegativeLabels.fit(lexicon_backbone, ["dog", "harp"], lexicon=lex, fraction=0.25,
                                   cache_dir=None).words) == 4
-    for bad in ('{"fraction": 0}', '{"fraction": 0.5, "fractoin": 1}', "not json"):
+    for bad in ('{"fraction": 0}', '{"fraction": 0.5, "fractoin": 1}', "not json", '{"generic_share": 1.5}',
+                '{"threshold": 0}', '{"threshold": true}', '[0.5]'):
         (tmp_path / "neglabel.json").write_text(bad)
         with pytest.raises(LexiconError, match="neglabel.json"):
             read_lexicon(tmp_path / "lexicon.txt")
+
+
+def test_generic_words_are_the_closest_to_the_rest_of_the_lexicon():
+    axes = torch.eye(4)
+    hypernym = torch.nn.functional.normalize(torch.ones(4), dim=0)  # as close to every concept
+    lexicon = torch.cat([axes, hypernym[None], 0.5 * axes[:1] + torch.tensor([[0.0, 0.0, 0.0, 0.1]])])
+    assert generic_words(lexicon, 1 / 6).tolist() == [4]
+    assert generic_words(lexicon, 2 / 6).tolist() == [4, 5]  # 5 leans to axis 0 and 3: next most generic
+    assert generic_words(lexicon, 0.0).numel() == 0 and generic_words(lexicon[:1], 1.0).numel() == 0
+
+
+def test_a_lexicon_can_set_aside_its_generic_words_and_its_threshold(tmp_path, lexicon_backbone):
+    (tmp_path / "lexicon.txt").write_text("\n".join(WORDS))
+    plain = NegativeLabels.fit(lexicon_backbone, ["dog"], lexicon=tmp_path / "lexicon.txt", fraction=1.0,
+                               cache_dir=None)
+    assert plain.generic == () and plain.threshold == DEFAULT_NEG_THRESHOLD and len(plain.words) == 19
+    (tmp_path / "neglabel.json").write_text('{"fraction": 1.0, "generic_share": 0.25, "threshold": 0.2}')
+    lex = read_lexicon(tmp_path / "lexicon.txt")
+    negs = NegativeLabels.fit(lexicon_backbone, ["dog"], lexicon=lex, cache_dir=None)
+    embeddings = negatives.encode_lexicon(lexicon_backbone, lex, cache_dir=None)
+    expected = tuple(lex.words[i] for i in generic_words(embeddings, 0.25).tolist())
+    assert len(negs.generic) == 5 and negs.generic == expected
+    assert not set(negs.generic) & set(negs.words) and len(negs.words) == 19 - 5  # "dog" is a class name
+    assert negs.threshold == 0.2 and negs.accept([0.19, 0.2]).tolist() == [False, True]
+    other = NegativeLabels.fit(lexicon_backbone, ["harp", "comet"], lexicon=lex, cache_dir=None)
+    assert other.generic == negs.generic  # set aside for every vocabulary alike
+    explicit = NegativeLabels.fit(lexicon_backbone, ["dog"], lexicon=lex, generic_share=0.0, threshold=0.5,
+                                  cache_dir=None)
+    assert explicit.generic == () and explicit.threshold == 0.5 and len(explicit.words) == 19
 
 
 def test_lexicon_label_names_no_server_path(tmp_path):

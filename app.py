@@ -452,13 +452,15 @@ def build_demo(resources: Resources) -> gr.Blocks:
         with gr.Tab("Classify"):
             shared = classify_tab(resources, h)
         with gr.Tab("Compare"):
-            compare_menu = compare_tab(resources, h, shared)
+            compare_a, compare_b = compare_tab(resources, h, shared)
         with gr.Tab("Lab"):
-            lab_menu = lab_tab(resources, h, BENCHMARKS, NO_COMPARISON)
+            lab_model, lab_other = lab_tab(resources, h, BENCHMARKS, NO_COMPARISON)
         with gr.Tab("Train"):
             train = TrainHandlers(resources.backbone, resources.registry, cache_dir=resources.cache_dir,
                                   upload_root=resources.upload_root)
-            train_tab(train, model_menus=[shared["model"], compare_menu, lab_menu])
+            # every model menu lists a newly trained model; Classify, Compare B and the Lab select it
+            train_tab(train, model_menus=[shared["model"], compare_b, lab_model],
+                      listing_menus=[compare_a, lab_other])
     demo.queue(default_concurrency_limit=resources.settings.concurrency,
                max_size=resources.settings.queue_size)
     return demo

@@ -14,12 +14,11 @@ Hooking it into ``app.py`` (the whole change: /work/notes/issue13_app_integratio
     with gr.Tab("Train"):                                        # build_demo; the tabs return their menus
         train = TrainHandlers(resources.backbone, resources.registry, cache_dir=resources.cache_dir,
                               upload_root=resources.upload_root)
-        train_tab(train, model_menus=[classify_menu, compare_menu, lab_menu])
+        train_tab(train, model_menus=[classify_menu, compare_b, lab_model], listing_menus=[compare_a, lab_other])
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import math
@@ -295,8 +294,10 @@ def _done_text(out: dict) -> str:
             f"and Compare (this session only).{skipped}")
 
 
-def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = ()) -> None:
-    """Build the Train tab inside the current Blocks; ``model_menus`` get the new model's name."""
+def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = (),
+              listing_menus: Sequence[gr.Dropdown] = ()) -> None:
+    """Build the Train tab inside the current Blocks. Once a model is trained, every menu given
+    lists it; ``model_menus`` also select it, ``listing_menus`` keep their selection."""
     with gr.Row():
         with gr.Column():
             source = gr.Radio(list(SOURCES), value="benchmark", label="data source")
@@ -346,11 +347,28 @@ def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = ()) -> None
     push.click(h.push, [repo_id, token, private], pushed, **private_api)
     api_button.click(h.finetune, [api_data, method, shots, seed, steps], api_out, api_name="finetune",
                      preprocess=False, concurrency_limit=h.queue.max_waiting + 1, concurrency_id="train")
-    for menu in model_menus:
-        new_model.change(functools.partial(_menu_update, h), new_model, menu, **private_api)
+    menus = [*model_menus, *listing_menus]
+    if not menus:
+        return
+    picks = [True] * len(model_menus) + [False] * len(listing_menus)
+    server_names = set(h.registry.names())
+    own = [[c for c in menu.choices if c[1] not in server_names] for menu in menus]  # e.g. "(none)"
+
+    # A function of its own, not functools.partial: Gradio passes the gr.Request only to a function
+    # whose own annotations name it (a partial has none), and without the request the visitor's
+    # session -- and so the model just trained -- is unknown.
+    def offer_new_model(name: str, request: gr.Request = None) -> tuple:
+        return tuple(_menu_update(h, name, request, select=pick, keep=keep) for pick, keep in zip(picks, own))
+
+    new_model.change(offer_new_model, new_model, menus, **private_api)
 
 
-def _menu_update(h: TrainHandlers, name: str, request: gr.Request = None):
+def _menu_update(h: TrainHandlers, name: str, request: gr.Request = None, *, select: bool = True,
+                 keep: Sequence[tuple[str, str]] = ()) -> dict:
+    """A model menu's update once ``name`` is trained: the menu's own entries (``keep``), then the
+    server's models and this session's own, each shown by its display name; ``select`` picks it."""
     if not name:
         return gr.update()
-    return gr.update(choices=h.registry.names(_session(request)), value=name)
+    names = h.registry.names(_session(request) or "-")  # the session key the model was added under
+    choices = [*keep, *((n, n) for n in names if n not in {v for _, v in keep})]
+    return gr.update(choices=choices, value=name) if select else gr.update(choices=choices)

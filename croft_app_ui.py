@@ -159,8 +159,9 @@ def classify_tab(resources, h) -> dict[str, Any]:
     return {"model": model, "image": image, "vocabulary": vocabulary, "threshold": threshold}
 
 
-def compare_tab(resources, h, shared: dict[str, Any]) -> gr.Dropdown:
-    """Two models on the same image, side by side; the Classify image and vocabulary are carried over."""
+def compare_tab(resources, h, shared: dict[str, Any]) -> tuple[gr.Dropdown, gr.Dropdown]:
+    """Two models on the same image, side by side; the Classify image and vocabulary are carried over.
+    Returns the model menus A and B."""
     names = resources.registry.names()
     default_b = SHIPPED_NAME if SHIPPED_NAME in names else names[-1]
     with gr.Row():
@@ -194,11 +195,12 @@ def compare_tab(resources, h, shared: dict[str, Any]) -> gr.Dropdown:
     examples.select(h.pick_example, None, [image, vocabulary], queue=False, **PRIVATE).then(
         _clear(5), None, outputs, queue=False, **PRIVATE).then(
         h.compare, [image, vocabulary, model_a, model_b, threshold], outputs, **go)
-    return model_b
+    return model_a, model_b
 
 
-def lab_tab(resources, h, benchmarks, no_comparison: str) -> gr.Dropdown:
-    """A benchmark evaluation of one model, or two compared; the public ``/evaluate`` endpoint."""
+def lab_tab(resources, h, benchmarks, no_comparison: str) -> tuple[gr.Dropdown, gr.Dropdown]:
+    """A benchmark evaluation of one model, or two compared; the public ``/evaluate`` endpoint.
+    Returns the model menu and the "compare with" menu."""
     names = resources.registry.names()
     gr.Markdown("Run a whole benchmark: accuracy on the known shapes (photos, then new styles) and how "
                 "well each unseen shape is told apart (AUROC: higher is better; FPR95: lower is better). "
@@ -228,7 +230,7 @@ def lab_tab(resources, h, benchmarks, no_comparison: str) -> gr.Dropdown:
         concurrency_id="lab", preprocess=False).success(
         h.evaluate_other, [benchmark, model, seed, other], state_b, concurrency_id="lab", **PRIVATE).success(
         h.explain_evaluation, [state, state_b], outputs, **PRIVATE)
-    return model
+    return model, other
 
 
 class Ticker:

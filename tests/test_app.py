@@ -475,6 +475,55 @@ def test_resources_are_loaded_once(app, handlers):
 
 
 # ---------------------------------------------------------------------------------------------
+# events of the built page (run as Gradio runs them: a request of one session, special arguments)
+# ---------------------------------------------------------------------------------------------
+
+def _event(demo, block_fn, inputs: list, session: str):
+    """Call one event of ``demo`` the way the server does, for a browser tab ``session``."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    out = asyncio.run(demo.call_function(block_fn, list(inputs), requests=gr.Request(session_hash=session),
+                                         state=SessionState(demo)))
+    prediction = out["prediction"]
+    return list(prediction) if len(block_fn.outputs) > 1 else [prediction]
+
+
+def _model_menus(demo) -> list:
+    """Every model menu of the page (the dropdowns that offer zero-shot)."""
+    return [b for b in demo.blocks.values() if isinstance(b, gr.Dropdown)
+            and "zero-shot" in [c[1] if isinstance(c, (tuple, list)) else c for c in b.choices]]
+
+
+def test_a_trained_model_is_listed_in_every_model_menu(app):
+    """After Train, every model menu offers the session's new model (by its display name), and the
+    Classify, Compare B and Lab menus select it; other sessions never see it."""
+    demo, registry = app.demo, app.RESOURCES.registry
+    name = registry.add("menu-tab", "CRoFT · shapes · 2-shot", object())
+    events = [f for f in demo.fns.values() if any(getattr(c, "label", None) == "new model" for c in f.inputs)]
+    updates = {}
+    for block_fn in events:
+        updates.update(zip((o._id for o in block_fn.outputs), _event(demo, block_fn, [name], "menu-tab")))
+    menus = _model_menus(demo)
+    assert len(menus) == 5  # Classify; Compare A and B; Lab model and "compare with"
+    for menu in menus:
+        assert menu._id in updates, f"menu {menu.label!r} is not updated"
+        choices = [c[1] if isinstance(c, (tuple, list)) else c for c in updates[menu._id]["choices"]]
+        assert name in choices and "zero-shot" in choices, (menu.label, choices)
+        labels = [c[0] if isinstance(c, (tuple, list)) else c for c in updates[menu._id]["choices"]]
+        assert name in labels  # shown by its display name
+    picked = {m.label for m in menus if updates[m._id].get("value") == name}
+    assert picked == {"model", "model B"}  # Classify and Lab ("model"), Compare B; A stays zero-shot
+    assert sum(updates[m._id].get("value") == name for m in menus) == 3
+    lab_other = next(m for m in menus if m.label == "compare with")
+    assert "(none)" in [c[1] if isinstance(c, (tuple, list)) else c for c in updates[lab_other._id]["choices"]]
+    for block_fn in events:  # another visitor's tab: their menus never list this model
+        for update in _event(demo, block_fn, [name], "another-tab"):
+            assert name not in [c[1] if isinstance(c, (tuple, list)) else c for c in update.get("choices", [])]
+
+
+# ---------------------------------------------------------------------------------------------
 # the Spaces bundle
 # ---------------------------------------------------------------------------------------------
 

@@ -154,7 +154,8 @@ def test_lab_and_a_400px_page_in_chromium(server, tmp_path):
 
 @pytest.mark.slow
 def test_train_tab_in_chromium(server, tmp_path):
-    """Train on a benchmark in quick settings; the new model is then selected in Classify's menu."""
+    """Train on a benchmark in quick settings; the new model is then selected in Classify's menu,
+    and listed when the menu is opened (and in Compare's menus)."""
     outside, errors = [], []
     with _playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
@@ -175,6 +176,23 @@ def test_train_tab_in_chromium(server, tmp_path):
             menu = page.get_by_label("model", exact=True).first  # Classify's model menu
             assert menu.input_value() == name  # the new model is selected, ready to classify with
             _shot(page, tmp_path, "train_then_classify")
+            menu.click()  # the opened list offers it too (not only the box's text)
+            listed = page.get_by_role("listbox").get_by_role("option")
+            try:
+                listed.first.wait_for(timeout=10_000)
+                options = [o.get_attribute("aria-label") for o in listed.all()]
+            finally:
+                _shot(page, tmp_path, "train_classify_menu_open")
+            assert name in options and "zero-shot" in options, options
+            page.keyboard.press("Escape")
+            page.get_by_role("tab", name="Compare").click()
+            page.get_by_label("model A", exact=True).click()
+            listed.first.wait_for(timeout=10_000)
+            assert name in [o.get_attribute("aria-label") for o in listed.all()]  # listed, not selected
+            page.keyboard.press("Escape")
+            assert page.get_by_label("model A", exact=True).input_value() == "zero-shot"
+            assert page.get_by_label("model B", exact=True).input_value() == name
+            page.goto("about:blank")
         finally:
             browser.close()
     assert not outside, f"the page contacted other hosts (the app must work offline): {outside}"

@@ -32,15 +32,14 @@ from typing import Any, Callable, Iterator, Sequence
 import gradio as gr
 
 from croft_core.benchmarks import BENCHMARKS, get_benchmark
-from croft_core.errors import CroftError
 from croft_core.finetune import (METHOD_LABELS, TRAINABLE_METHODS, FinetuneLimits, FinetuneRequest,
                                  FinetuneStopped, finetune, push_finetuned, save_checkpoint, slug, zip_checkpoint)
-from croft_core.security import file_path, is_hub_id, scrub_paths
+from croft_core.security import file_path, is_hub_id
 from croft_core.sessions import SessionRegistry, TrainingQueue, stream_job
 from croft_core.uploads import UploadLimits, extract_zip, labelled_images
 from croft_core.userdata import benchmark_data, hub_data, upload_data
 
-from croft_app_ui import user_errors
+from croft_app_ui import failed, user_errors
 
 logger = logging.getLogger("croft.app.train")
 
@@ -229,6 +228,7 @@ class TrainHandlers:
                 return {k: event["result"][k] for k in ("model", "history", "results")}
         raise AssertionError("a run ends with its result")
 
+    @user_errors
     def train_stream(self, source, benchmark, zip_file, images, labels, hub_id, method, shots, seed,
                      lambda1, lambda2, lr, steps, request: gr.Request = None) -> Iterator[tuple]:
         """The Train button: status, live curves, then the results, the model's name and its zip."""
@@ -236,26 +236,23 @@ class TrainHandlers:
 
         value = {"benchmark": benchmark, "Hub dataset": hub_id, "labelled images": images}.get(source, zip_file)
         session, history = _session(request), []
-        try:
-            req = self._request(method, shots, seed, steps, lambda1, lambda2, lr)
-            for event in self.run_events(source, value, labels, req, session):
-                if event["stage"] == "epoch":
-                    history.append(event)
-                    yield (f"Training: epoch {event['epoch']} of {event['epochs']}",
-                           training_curves([{"epoch": r["epoch"], "loss": r.get("loss")} for r in history],
-                                           title="loss"),
-                           training_curves([{"epoch": r["epoch"], "val_accuracy": r.get("val_accuracy")}
-                                            for r in history], title="validation accuracy"),
-                           gr.update(), gr.update(), gr.update())
-                elif event["stage"] in ("queued", "extract", "data"):
-                    yield (_status(event), gr.update(), gr.update(), gr.update(), gr.update(), gr.update())
-                elif event["stage"] == "done":
-                    out = event["result"]
-                    yield (_done_text(out), gr.update(), gr.update(), out["results"],
-                           str(zip_checkpoint(out["folder"], Path(out["folder"]).parent / f"{slug(out['model'])}.zip")),
-                           out["model"])
-        except (CroftError, ValueError) as err:
-            raise gr.Error(scrub_paths(str(err)), print_exception=False) from None
+        req = self._request(method, shots, seed, steps, lambda1, lambda2, lr)
+        for event in self.run_events(source, value, labels, req, session):
+            if event["stage"] == "epoch":
+                history.append(event)
+                yield (f"Training: epoch {event['epoch']} of {event['epochs']}",
+                       training_curves([{"epoch": r["epoch"], "loss": r.get("loss")} for r in history],
+                                       title="loss"),
+                       training_curves([{"epoch": r["epoch"], "val_accuracy": r.get("val_accuracy")}
+                                        for r in history], title="validation accuracy"),
+                       gr.update(), gr.update(), gr.update())
+            elif event["stage"] in ("queued", "extract", "data"):
+                yield (_status(event), gr.update(), gr.update(), gr.update(), gr.update(), gr.update())
+            elif event["stage"] == "done":
+                out = event["result"]
+                yield (_done_text(out), gr.update(), gr.update(), out["results"],
+                       str(zip_checkpoint(out["folder"], Path(out["folder"]).parent / f"{slug(out['model'])}.zip")),
+                       out["model"])
 
     def stop(self, request: gr.Request = None) -> str:
         """The Stop button: the run ends after its current epoch, keeping the best model so far."""
@@ -342,9 +339,11 @@ def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = (),
     start.click(h.train_stream, [source, benchmark, zip_file, images, labels, hub_id, method, shots, seed,
                                  lambda1, lambda2, lr, steps],
                 [status, loss_plot, acc_plot, results, download, new_model], preprocess=False,
-                concurrency_limit=h.queue.max_waiting + 1, concurrency_id="train", **private_api)
+                concurrency_limit=h.queue.max_waiting + 1, concurrency_id="train", **private_api).failure(
+        failed("train_stream", "Training failed"), None, status, queue=False, **private_api)  # the reason stays
     stop.click(h.stop, None, status, queue=False, **private_api)
-    push.click(h.push, [repo_id, token, private], pushed, **private_api)
+    push.click(h.push, [repo_id, token, private], pushed, **private_api).failure(
+        failed("push", "Not pushed"), None, pushed, queue=False, **private_api)
     api_button.click(h.finetune, [api_data, method, shots, seed, steps], api_out, api_name="finetune",
                      preprocess=False, concurrency_limit=h.queue.max_waiting + 1, concurrency_id="train")
     menus = [*model_menus, *listing_menus]

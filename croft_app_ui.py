@@ -2,15 +2,20 @@
 
 ``app.py`` loads the resources and owns the handlers; this file places components and wires events.
 Every output a failed request would leave stale is cleared first (``_clear`` runs before the
-handler), so an error never sits next to the previous image's verdict.
+handler), so an error never sits next to the previous image's verdict; the verdict panel then shows
+the reason (:func:`failed`), the same text as the toast, which fades.
 """
 
 from __future__ import annotations
 
 import functools
+import html
+import inspect
 import logging
+import re
 import threading
 import time
+from collections import OrderedDict
 from typing import Any, Callable
 
 import gradio as gr
@@ -24,23 +29,111 @@ from croft_core.security import display_spec, scrub_paths
 logger = logging.getLogger(__name__)
 
 
+GENERIC_ERROR = ("The server could not handle this request (the error was logged); check the inputs "
+                 "and try again.")
+MAX_REMEMBERED_ERRORS = 1000  # sessions whose latest failure is kept for their verdict panel
+_errors: OrderedDict[tuple[str, str], str] = OrderedDict()  # (session, handler) -> its last message
+_errors_lock = threading.Lock()
+
+
+def _session_of(args: tuple, kwargs: dict) -> str | None:
+    """The session of the gr.Request Gradio passed to a handler (positionally or by name), if any."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, gr.Request):
+            return getattr(value, "session_hash", None)
+    return None
+
+
+def _remember(session: str | None, handler: str, message: str | None) -> None:
+    """Keep (or, with None, drop) the message of ``handler``'s last failure in ``session``."""
+    if not session:
+        return
+    with _errors_lock:
+        _errors.pop((session, handler), None)
+        if message is not None:
+            _errors[(session, handler)] = message
+            while len(_errors) > MAX_REMEMBERED_ERRORS:
+                _errors.popitem(last=False)
+
+
+def last_error(handler: str, request: gr.Request | None) -> str | None:
+    """The message ``handler`` last failed with in the request's session (read once), or None."""
+    session = getattr(request, "session_hash", None)
+    with _errors_lock:
+        return _errors.pop((session, handler), None) if session else None
+
+
 def user_errors(fn: Callable) -> Callable:
     """A handler's input errors -- the library's own (``CroftError``) and ``ValueError``s (bad image,
     vocabulary, threshold, model...) -- become a ``gr.Error`` with any server path shortened;
-    anything else a generic ``gr.Error`` (the traceback goes to the server log, never the visitor)."""
+    anything else a generic ``gr.Error`` (the traceback goes to the server log, never the visitor).
+
+    The message (the toast's text) is also kept for the caller's session, so that the verdict panel
+    can show it after the toast has gone (:func:`failed`). Generator handlers are wrapped as
+    generators (Gradio streams them)."""
+    name = fn.__name__
+
+    def as_user_error(err: Exception, session: str | None) -> gr.Error:
+        if isinstance(err, gr.Error):
+            error = err
+        elif isinstance(err, (CroftError, ValueError)):
+            error = gr.Error(scrub_paths(str(err)), print_exception=False)
+        else:
+            logger.exception("unexpected error in %s", name)
+            error = gr.Error(GENERIC_ERROR, print_exception=False)
+        _remember(session, name, scrub_paths(str(error.message)))
+        return error
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            session = _session_of(args, kwargs)
+            _remember(session, name, None)
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - every failure reaches the visitor as a gr.Error
+                error = as_user_error(err, session)
+                if error is err:
+                    raise
+                raise error from None
+        return generator
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        session = _session_of(args, kwargs)
+        _remember(session, name, None)
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except (CroftError, ValueError) as err:
-            raise gr.Error(scrub_paths(str(err)), print_exception=False) from None
-        except Exception:
-            logger.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error("The server could not handle this request (the error was logged); check "
-                           "the inputs and try again.", print_exception=False) from None
+        except Exception as err:  # noqa: BLE001 - every failure reaches the visitor as a gr.Error
+            error = as_user_error(err, session)
+            if error is err:
+                raise
+            raise error from None
     return wrapper
+
+
+def _markdown_text(text: str) -> str:
+    """Plain text shown as is in Markdown: HTML escaped, Markdown's special characters backslashed."""
+    text = html.escape(text, quote=False)
+    return re.sub(r"([\\`*_{}\[\]()#+!|~>-])", r"\\\1", text)
+
+
+def failure_markdown(message: str | None, heading: str = "No result") -> str:
+    """The verdict panel of a failed request: the reason (the toast's text, without server paths)."""
+    if not message:
+        return (f"### {heading}\n\nThe request failed: the message at the top of the page says why. "
+                "Fix the input and try again.")
+    return f"### {heading}\n\n{_markdown_text(scrub_paths(message))}\n\nFix the input and try again."
+
+
+def failed(handler: str, heading: str = "No result") -> Callable:
+    """The ``.failure`` event of a ``handler``'s request: its panel then shows why it failed.
+
+    A function of its own (not ``functools.partial``), so that Gradio passes it the gr.Request."""
+    def show_failure(request: gr.Request = None) -> str:
+        return failure_markdown(last_error(handler, request), heading)
+    show_failure.__name__ = f"{handler}_failed"
+    return show_failure
 
 
 TOP_K = 5
@@ -69,10 +162,6 @@ def preset_of(text: str | None) -> Any:
         if words == list(get_vocabulary(name)) or words == [name]:
             return gr.update(value=name)
     return gr.update(value=None)
-
-
-FAILED = ("### No result\n\nThe request could not be classified: the message at the top of the page says "
-          "why. Fix the input and try again.")
 
 
 def _clear(n: int) -> Any:
@@ -146,13 +235,17 @@ def classify_tab(resources, h) -> dict[str, Any]:
     run = dict(concurrency_id="infer")
     classified = button.click(_clear(4), None, outputs, queue=False, **PRIVATE).then(
         h.classify, [image, vocabulary, model, threshold], result, api_name="classify", preprocess=False, **run)
-    classified.success(h.explain, [result, vocabulary, model], [decision, probabilities, plot], **run, **PRIVATE)
-    classified.failure(lambda: FAILED, None, decision, queue=False, **PRIVATE)
-    examples.select(h.pick_example, None, [image, vocabulary], queue=False, **PRIVATE).success(
+    # a failure leaves its reason in the verdict panel (the toast with the same text fades)
+    classified.success(h.explain, [result, vocabulary, model], [decision, probabilities, plot], **run, **PRIVATE
+                       ).failure(failed("explain"), None, decision, queue=False, **PRIVATE)
+    classified.failure(failed("classify"), None, decision, queue=False, **PRIVATE)
+    example_classified = examples.select(h.pick_example, None, [image, vocabulary], queue=False, **PRIVATE).success(
         preset_of, vocabulary, preset, queue=False, **PRIVATE).then(
         _clear(4), None, outputs, queue=False, **PRIVATE).then(
-        h.classify, [image, vocabulary, model, threshold], result, preprocess=False, **run, **PRIVATE).success(
-        h.explain, [result, vocabulary, model], [decision, probabilities, plot], **run, **PRIVATE)
+        h.classify, [image, vocabulary, model, threshold], result, preprocess=False, **run, **PRIVATE)
+    example_classified.success(h.explain, [result, vocabulary, model], [decision, probabilities, plot], **run,
+                               **PRIVATE).failure(failed("explain"), None, decision, queue=False, **PRIVATE)
+    example_classified.failure(failed("classify"), None, decision, queue=False, **PRIVATE)
     batch_button.click(_clear(3), None, [gallery, batch_table, batch_plot], queue=False, **PRIVATE).then(
         h.classify_batch, [images, vocabulary, model, threshold], [gallery, batch_table, batch_plot],
         preprocess=False, **run, **PRIVATE)
@@ -191,10 +284,12 @@ def compare_tab(resources, h, shared: dict[str, Any]) -> tuple[gr.Dropdown, gr.D
     outputs = [decision_a, probs_a, decision_b, probs_b, plot]
     go = dict(preprocess=False, concurrency_id="infer", **PRIVATE)
     button.click(_clear(5), None, outputs, queue=False, **PRIVATE).then(
-        h.compare, [image, vocabulary, model_a, model_b, threshold], outputs, **go)
+        h.compare, [image, vocabulary, model_a, model_b, threshold], outputs, **go).failure(
+        failed("compare"), None, decision_a, queue=False, **PRIVATE)  # the reason, in the first card
     examples.select(h.pick_example, None, [image, vocabulary], queue=False, **PRIVATE).then(
         _clear(5), None, outputs, queue=False, **PRIVATE).then(
-        h.compare, [image, vocabulary, model_a, model_b, threshold], outputs, **go)
+        h.compare, [image, vocabulary, model_a, model_b, threshold], outputs, **go).failure(
+        failed("compare"), None, decision_a, queue=False, **PRIVATE)
     return model_a, model_b
 
 

@@ -523,6 +523,67 @@ def test_a_trained_model_is_listed_in_every_model_menu(app):
             assert name not in [c[1] if isinstance(c, (tuple, list)) else c for c in update.get("choices", [])]
 
 
+def _failure_of(demo, block_fn):
+    """The ``.failure`` event that follows ``block_fn``."""
+    (follow,) = [f for f in demo.fns.values() if f.trigger_only_on_failure and f.trigger_after == block_fn._id]
+    return follow
+
+
+def _shown(markdown: str) -> str:
+    """What a Markdown panel shows of plain text (entities and backslash escapes undone)."""
+    import html
+    import re
+
+    return html.unescape(re.sub(r"\\(.)", r"\1", markdown))
+
+
+@pytest.mark.parametrize("image, vocabulary, model, message", [
+    ("cut", VOCAB, "zero-shot", "truncated or corrupt"),
+    ("text", VOCAB, "zero-shot", "is not an image file"),
+    ("circle", "", "zero-shot", "Enter at least two class names"),
+    ("circle", VOCAB, "<b>no *such* model", "Unknown model"),
+])
+def test_a_failed_classify_shows_its_reason_in_the_verdict_panel(app, image_files, image, vocabulary, model,
+                                                                 message):
+    """The verdict panel says why (the toast's own text, which fades), once, without server paths."""
+    demo, session = app.demo, f"failing-{uuid.uuid4().hex}"
+    events = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "classify"]
+    assert len(events) == 2  # the Classify button (/classify) and a click on an example
+    for block_fn in events:
+        with pytest.raises(gr.Error, match=message) as caught:
+            _event(demo, block_fn, [up(image_files[image]), vocabulary, model, None], session)
+        follow = _failure_of(demo, block_fn)
+        assert [o.elem_id for o in follow.outputs] == ["decision"]
+        (text,) = _event(demo, follow, [], session)
+        assert text.startswith("### No result\n\n") and caught.value.message in _shown(text), text
+        assert str(Path(image_files["circle"]).parent) not in text and "/tmp" not in text
+        assert "<b>" not in text and "**" not in text.split("\n\n", 1)[1]  # shown as text, not as markup
+        again = _event(demo, follow, [], session)[0]  # read once: a later failure never shows a stale reason
+        assert message not in again and "the message at the top of the page" in again
+
+
+def test_failed_compare_and_train_show_their_reason(app, image_files):
+    demo, session = app.demo, f"failing-{uuid.uuid4().hex}"
+    compares = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "compare"]
+    assert len(compares) == 2  # the Compare button and a click on an example
+    for block_fn in compares:
+        with pytest.raises(gr.Error, match="Enter at least two class names"):
+            _event(demo, block_fn, [up(image_files["circle"]), "circle", "zero-shot", "croft", None], session)
+        follow = _failure_of(demo, block_fn)
+        assert [o.elem_id for o in follow.outputs] == ["card-a"]
+        (text,) = _event(demo, follow, [], session)
+        assert text.startswith("### No result") and "Enter at least two class names" in _shown(text)
+
+    (train,) = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "train_stream"]
+    with pytest.raises(gr.Error, match="Unknown benchmark 'nope'"):
+        list(train.fn("benchmark", "nope", None, None, "", "", "croft", 4, 1, None, None, None, 10,
+                      request=gr.Request(session_hash=session)))
+    follow = _failure_of(demo, train)
+    assert [o.label for o in follow.outputs] == [None] and follow.outputs[0] is train.outputs[0]  # status
+    (text,) = _event(demo, follow, [], session)
+    assert text.startswith("### Training failed") and "Unknown benchmark 'nope'" in _shown(text)
+
+
 # ---------------------------------------------------------------------------------------------
 # the Spaces bundle
 # ---------------------------------------------------------------------------------------------

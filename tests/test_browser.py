@@ -68,7 +68,8 @@ def _playwright():
 
 
 def test_classify_in_chromium(server, image_files, tmp_path):
-    """Example click -> verdict; a typed threshold; an error clears the old verdict; Compare."""
+    """Example click -> verdict; a typed threshold; an error clears the old verdict and says why
+    in its place; Compare."""
     outside, errors = [], []
     with _playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
@@ -98,8 +99,10 @@ def test_classify_in_chromium(server, image_files, tmp_path):
 
             page.locator("#vocabulary textarea").fill("circle")  # one class: an error
             page.locator("#classify").click()
-            page.get_by_text("Enter at least two class names").first.wait_for(timeout=30_000)
+            reason = "Enter at least two class names"
+            page.locator(".toast-wrap").get_by_text(reason).first.wait_for(timeout=30_000)  # the toast
             page.locator("#decision h3", has_text="No result").wait_for(timeout=10_000)
+            assert reason in page.locator("#decision").inner_text()  # and the panel says why: it stays
             assert page.locator("#decision h2").count() == 0  # the stale verdict is gone
             assert page.locator("#score-plot .js-plotly-plot").count() == 0
             _shot(page, tmp_path, "error")
@@ -119,7 +122,7 @@ def test_classify_in_chromium(server, image_files, tmp_path):
 
 
 def test_lab_and_a_400px_page_in_chromium(server, tmp_path):
-    """A two-model Lab run (table in %), and the Classify page at 400 px wide."""
+    """A two-model Lab run (table in %), and the Classify page at 400 px wide (a verdict, an error)."""
     outside, errors = [], []
     with _playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
@@ -145,6 +148,16 @@ def test_lab_and_a_400px_page_in_chromium(server, tmp_path):
             width = narrow.evaluate("document.documentElement.scrollWidth")
             assert width <= 420, f"the page scrolls sideways at 400 px ({width} px wide)"
             _shot(narrow, tmp_path, "classify_400px")
+
+            narrow.locator("#vocabulary textarea").fill("")  # an empty vocabulary: an error
+            narrow.locator("#classify").click()
+            narrow.locator("#decision h3", has_text="No result").wait_for(timeout=30_000)
+            assert "Enter at least two class names" in narrow.locator("#decision").inner_text()
+            assert narrow.locator("#decision h2").count() == 0
+            width = narrow.evaluate("document.documentElement.scrollWidth")
+            assert width <= 420, f"the error scrolls the page sideways at 400 px ({width} px wide)"
+            narrow.locator("#decision").scroll_into_view_if_needed()
+            _shot(narrow, tmp_path, "error_400px")
             narrow.goto("about:blank")
         finally:
             browser.close()

@@ -204,6 +204,7 @@ def classify_tab(resources, h) -> dict[str, Any]:
                              elem_id="image")
             with gr.Row():
                 preset = gr.Dropdown(label="preset", choices=presets(), value=preset_of(resources.default_vocabulary)["value"],
+                                     elem_id="preset",
                                      info="fills the class list", scale=1)
                 model = _model_menu(resources, "model", resources.default_model)
             vocabulary = gr.Textbox(label="vocabulary", value=resources.default_vocabulary, lines=2,

@@ -620,3 +620,13 @@ def test_space_bundle_and_offline_deploy(tmp_path, monkeypatch):
     monkeypatch.delenv("CROFT_SPACE_ID", raising=False)
     monkeypatch.delenv("CROFT_SPACE_DRY_RUN", raising=False)
     assert deploy.main() == 1
+
+
+
+def test_the_preset_menu_follows_the_class_list():
+    from croft_app_ui import preset_of, preset_text
+
+    assert preset_of(preset_text("shapes"))["value"] == "shapes"
+    assert preset_of("shapes")["value"] == "shapes"  # the preset's name typed in the box
+    assert preset_of("circle, square")["value"] is None  # edited by hand: the stale preset is cleared
+    assert preset_of("")["value"] is None

@@ -21,8 +21,8 @@ from plotly.subplots import make_subplots
 
 from croft_core.metrics import auroc, roc_curve, to_numpy
 
-__all__ = ["PALETTE", "energy_comparison", "energy_histogram", "energy_histogram_json", "margin_comparison_json",
-           "probability_bars", "roc_curves", "score_plot_json", "training_curves"]
+__all__ = ["PALETTE", "energy_comparison", "energy_histogram", "energy_histogram_json", "lab_histograms", "lab_roc",
+           "margin_comparison_json", "probability_bars", "roc_curves", "score_plot_json", "training_curves"]
 
 logger = logging.getLogger(__name__)
 
@@ -410,3 +410,159 @@ def margin_comparison_json(rows: Sequence[Mapping[str, Any]], title: str = "How 
               "margin": {"l": 20, "r": 20, "t": 60, "b": 40}, "height": 120 + 60 * max(len(rows), 1),
               "shapes": shapes, "annotations": notes, "template": _template_json(_TEMPLATE)}
     return json.dumps({"data": [bars], "layout": layout})
+
+
+# --------------------------------------------------------------------------------------------------
+# Lab: a whole benchmark, one model or several
+# --------------------------------------------------------------------------------------------------
+
+_KNOWN_PREFIXES, _UNSEEN_PREFIXES = ("ID", "known"), ("semantic", "unseen")
+_OTHER_COLOURS = tuple(PALETTE[i] for i in (2, 3, 4, 1, 7, 8, 9, 10, 11, 12, 13, 6))  # orange late: near vermilion
+
+
+def _group_colours(names: Sequence[str]) -> dict[str, str]:
+    """A colour per group name: known (``ID...``, ``known...``) blue, unseen (``semantic...``,
+    ``unseen...``) vermilion, any other group (covariate sets) the next free Okabe-Ito colour."""
+    out: dict[str, str] = {}
+    others = iter(_OTHER_COLOURS * (1 + len(names) // len(_OTHER_COLOURS)))
+    for name in names:
+        if name in out:
+            continue
+        colour = PALETTE[0] if name.startswith(_KNOWN_PREFIXES) else PALETTE[5] if name.startswith(_UNSEEN_PREFIXES) \
+            else None
+        if colour is None or colour in out.values():
+            colour = next(c for c in others if c not in out.values())
+        out[name] = colour
+    return out
+
+
+def _rgba(colour: str, alpha: float) -> str:
+    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r}, {g}, {b}, {alpha})"
+
+
+def lab_histograms(models: Mapping[str, Mapping[str, Any]], thresholds: Mapping[str, float | None] | None = None, *,
+                   score: str = "energy", title: str | None = None, nbins: int = 40,
+                   xaxis: str | None = None) -> go.Figure:
+    """Score distributions of a whole benchmark: one row per model on a shared x axis and shared bins.
+
+    Each row overlays its model's groups as outlined, lightly filled step histograms (share of the
+    group's images per bin), so three or four groups stay readable where overlaid bars would not;
+    a group has the same colour and one legend entry in every row. A model's threshold is a dashed
+    line in its row (one "threshold" legend entry) and its value is in the row's title.
+
+    Args:
+        models: model name -> group name -> ``[N]`` scores (e.g. ``{"known": ..., "new styles":
+            ..., "unseen shapes": ...}``); empty groups are left out. Colours: a group named
+            ``ID...`` / ``known...`` is blue, ``semantic...`` / ``unseen...`` vermilion, others
+            (covariate sets) the next free colour.
+        thresholds: model name -> its decision threshold (or None: no line).
+        score: the score's name, used in the titles.
+        title: figure title (default: "<Score> score distributions").
+        nbins: shared bins over the range of every model's scores.
+        xaxis: x-axis title (default: "<score> score (higher = looks known)"; short, for 400 px).
+
+    Returns:
+        A figure with ``len(models)`` rows sharing the x axis: a trace per non-empty group and per
+        threshold, legend under the plot.
+    """
+    thresholds = thresholds or {}
+    names = list(models)
+    data = {m: {g: _finite(v, f"{m}: {g}") for g, v in models[m].items()} for m in names}
+    data = {m: {g: v for g, v in groups.items() if v.size} for m, groups in data.items()}
+    title = title or f"{score[:1].upper()}{score[1:]} score distributions"
+    xaxis = xaxis or f"{score} score (higher = looks known)"
+    if not names:
+        fig = go.Figure()
+        fig.update_layout(template=_TEMPLATE, title=title, xaxis_title=xaxis)
+        return fig
+    lines = {m: float(thresholds[m]) for m in names if thresholds.get(m) is not None}
+    values = [v for groups in data.values() for v in groups.values()]
+    points = [float(x) for v in values for x in (v.min(), v.max())] + list(lines.values())
+    lo, hi = (min(points), max(points)) if points else (0.0, 1.0)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, max(int(nbins), 1) + 1)
+    colours = _group_colours([g for groups in data.values() for g in groups])
+    row_titles = [m + (("<br>" if len(m) > 24 else " · ") + f"threshold {_fmt(lines[m])}" if m in lines else "")
+                  for m in names]  # a long name and its threshold on two lines: fits 400 px
+    fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, subplot_titles=row_titles,
+                        vertical_spacing=min(0.15, 0.3 / len(names)))
+    shown: set[str] = set()
+    for row, m in enumerate(names, start=1):
+        top = 0.0
+        for g, v in data[m].items():
+            counts, _ = np.histogram(v, bins=edges)
+            share = counts / counts.sum()
+            top = max(top, float(share.max()))
+            fig.add_trace(go.Scatter(
+                x=[edges[0], *edges, edges[-1]], y=[0.0, *share, share[-1], 0.0], mode="lines", line_shape="hv",
+                name=g, legendgroup=g, showlegend=g not in shown, fill="tozeroy",
+                line={"color": colours[g], "width": 2}, fillcolor=_rgba(colours[g], 0.12),
+                hovertemplate=f"{m} · {g}<br>%{{y:.1%}} of the images from %{{x:.2f}}<extra></extra>"),
+                row=row, col=1)
+            shown.add(g)
+        if m in lines:
+            fig.add_trace(go.Scatter(
+                x=[lines[m], lines[m]], y=[0.0, 1.08 * top if top else 1.0], mode="lines", name="threshold",
+                legendgroup="threshold", showlegend="threshold" not in shown,
+                line={"color": THRESHOLD_COLOUR, "dash": "dash", "width": 2},
+                hovertemplate=f"{m}: threshold {_fmt(lines[m])}<extra></extra>"), row=row, col=1)
+            shown.add("threshold")
+        fig.update_yaxes(title_text="share of images", tickformat=".0%", rangemode="tozero", row=row, col=1)
+    fig.update_xaxes(title_text=xaxis, range=[lo, hi], row=len(names), col=1)
+    fig.update_xaxes(showticklabels=True, zeroline=False)
+    for note in fig.layout.annotations:  # row titles: left-aligned, so a long model name fits 400 px
+        note.update(x=0, xanchor="left", align="left", font={"size": 13})
+    top = 70 + (16 if "<br>" in row_titles[0] else 0)
+    bottom = 130 + 22 * max(0, len(shown) - 4)  # a longer legend wraps at 400 px: room for it
+    height = top + bottom + 260 * len(names)
+    plot_height = height - top - bottom
+    fig.update_layout(template=_TEMPLATE, title={"text": title, "font": {"size": 15}}, height=height,
+                      margin={"l": 60, "r": 20, "t": top, "b": bottom}, hovermode="closest",
+                      legend={"orientation": "h", "yanchor": "top", "y": -70 / plot_height, "x": 0})
+    return fig
+
+
+def lab_roc(curves: Mapping[str, Mapping[str, tuple[Any, Any]]], *, score: str = "energy",
+            title: str | None = None) -> go.Figure:
+    """ROC curves (ID positive) of one model or several, AUROC in the legend.
+
+    One model: a colour per curve (e.g. one per unseen set). Several models: a colour per model
+    and a line style per curve kind (solid, dashed, ...). The legend, under the plot, is titled
+    with the model's name (grouped under each model's name when there are several).
+
+    Args:
+        curves: model name -> curve name -> ``(positive scores, negative scores)``, e.g.
+            ``{"vs known": (ID, all semantic), "vs known + new styles": (ID and covariate, all semantic)}``.
+        score: the score's name, used in the default title.
+        title: figure title (default: "ROC of the <score> score: unseen vs known").
+
+    Returns:
+        A figure with a line per curve and a grey dotted "chance" diagonal last.
+    """
+    names = list(curves)
+    several = len(names) > 1
+    fig = go.Figure()
+    for i, m in enumerate(names):
+        for j, (kind, (pos, neg)) in enumerate(curves[m].items()):
+            fpr, tpr, _ = roc_curve(pos, neg)
+            line = ({"color": PALETTE[i % len(PALETTE)], "dash": _DASHES[j % len(_DASHES)]} if several
+                    else style(j))
+            extra = {"legendgroup": m, "legendgrouptitle": {"text": _wrap(m, 28 if several else 40)}}
+            fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{kind} (AUROC {auroc(pos, neg):.3f})",
+                                     line={**line, "width": 2.5 if several else 2}, **extra,
+                                     hovertemplate=f"{m} · {kind}<br>TPR %{{y:.2f}} at FPR %{{x:.2f}}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", hoverinfo="skip",
+                             line={"dash": "dot", "color": "gray", "width": 1}))
+    if title is None:
+        title = f"ROC of the {score} score: unseen vs known"
+    rows = 0 if several or not names else len(curves[names[0]])  # one model: a legend line per curve
+    fig.update_layout(template=_TEMPLATE, title={"text": title, "font": {"size": 15}},
+                      xaxis={"title": {"text": "false-positive rate (unseen accepted)"}, "range": [0, 1],
+                             "constrain": "domain"},
+                      yaxis={"title": {"text": "true-positive rate (known accepted)"}, "range": [0, 1.02]},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0, "groupclick": "toggleitem"},
+                      margin={"l": 60, "r": 20, "t": 70, "b": 40},
+                      height=(650 if several else 540) + 20 * rows)
+    return fig

@@ -111,3 +111,81 @@ def test_margin_comparison_and_distinct_colours():
     assert bar["marker"]["color"][0] != bar["marker"]["color"][1]
     roc = roc_curves(np.arange(10.0), {f"set {i}": np.arange(10.0) - i for i in range(14)})
     assert len({(t.line.color, t.line.dash) for t in roc.data[:14]}) == 14 and len(set(PALETTE)) == 14
+
+
+def _lab_runs():
+    rng = np.random.default_rng(0)
+    groups = {"known": rng.normal(11, 1, 300), "new styles": rng.normal(6, 2, 900),
+              "unseen shapes": rng.normal(8.5, 1.5, 420)}
+    return {"zero-shot": groups, "CRoFT · shapes · painting held out": {k: v + 0.3 for k, v in groups.items()}}
+
+
+def test_lab_histograms_one_row_per_model_few_groups_shared_x():
+    from croft_core.viz import lab_histograms
+
+    runs = _lab_runs()
+    fig = lab_histograms(runs, thresholds={"zero-shot": 9.31, "CRoFT · shapes · painting held out": 9.68})
+    groups = [t for t in fig.data if t.legendgroup != "threshold"]
+    lines = [t for t in fig.data if t.legendgroup == "threshold"]
+    # one facet per model, three groups each (not six overlaid), a threshold line in each facet
+    assert [(t.yaxis, t.name) for t in groups] == [(y, g) for y in ("y", "y2")
+                                                  for g in ("known", "new styles", "unseen shapes")]
+    assert [(t.yaxis, t.x[0]) for t in lines] == [("y", 9.31), ("y2", 9.68)]
+    assert {t.xaxis for t in fig.data} <= {"x", "x2"} and fig.layout.xaxis.matches == "x2"  # shared x
+    # the legend lists each group once, in the same colour in both facets, and the threshold once
+    assert [t.name for t in fig.data if t.showlegend is not False] == ["known", "new styles", "unseen shapes",
+                                                                       "threshold"]
+    colours = {(t.name, t.line.color) for t in groups}
+    assert len(colours) == 3 and len({c for _, c in colours}) == 3
+    # titles name the score and each model (with its threshold)
+    titles = [a.text for a in fig.layout.annotations]
+    assert any("zero-shot" in t and "9.31" in t for t in titles)
+    assert any("painting held out" in t and "9.68" in t for t in titles)
+    assert "energy" in fig.layout.title.text.lower() and "energy score" in fig.layout.xaxis2.title.text
+    assert fig.layout.yaxis.title.text == fig.layout.yaxis2.title.text == "share of images"
+    assert fig.layout.legend.orientation == "h"  # under the plot: fits 400 px
+    for t in groups:  # steps from 0 back to 0; each bin's height is a share of the group's own images
+        assert t.y[0] == t.y[-1] == 0.0 and t.y[-2] == t.y[-3] and abs(sum(t.y[1:-2]) - 1.0) < 1e-9
+    fig.to_json()
+
+
+def test_lab_histograms_one_model_without_threshold_and_detail_groups():
+    from croft_core.viz import lab_histograms
+
+    groups = {"ID: photo": [10.0, 11.0, 12.0], "covariate: sketch": [5.0, 6.0], "covariate: painting": [7.0],
+              "generated covariate": [11.5], "semantic: all 14 unseen set(s)": [8.0, 9.0], "empty": []}
+    fig = lab_histograms({"zero-shot": groups}, thresholds={"zero-shot": None})
+    assert [t.name for t in fig.data] == list(groups)[:-1]  # empty groups left out, no threshold line
+    assert len({t.line.color for t in fig.data}) == 5  # every group its own colour
+    assert "yaxis2" not in fig.layout and "zero-shot" in fig.layout.annotations[0].text
+    assert len(lab_histograms({}).data) == 0
+
+
+def test_lab_roc_colour_per_model_dash_per_kind():
+    from croft_core.viz import lab_roc
+
+    ids, sem, cov = np.arange(10.0, 20.0), np.arange(0.0, 10.0), np.arange(5.0, 15.0)
+    curves = {m: {"vs known": (ids + d, sem), "vs known + new styles": (np.concatenate([ids, cov]) + d, sem)}
+              for m, d in (("zero-shot", 0.0), ("CRoFT", -5.0))}
+    fig = lab_roc(curves)
+    lines = [t for t in fig.data if t.name != "chance"]
+    assert len(lines) == 4 and fig.data[-1].name == "chance"
+    assert [(t.legendgroup, t.line.dash) for t in lines] == [("zero-shot", "solid"), ("zero-shot", "dash"),
+                                                            ("CRoFT", "solid"), ("CRoFT", "dash")]
+    assert lines[0].line.color == lines[1].line.color != lines[2].line.color == lines[3].line.color
+    assert lines[0].legendgrouptitle.text == "zero-shot" and lines[0].name == "vs known (AUROC 1.000)"
+    assert lines[2].name == "vs known (AUROC 0.875)"
+    assert "false-positive" in fig.layout.xaxis.title.text and "true-positive" in fig.layout.yaxis.title.text
+    assert fig.layout.legend.orientation == "h"
+
+
+def test_lab_roc_one_model_colour_per_set():
+    from croft_core.viz import lab_roc
+
+    ids = np.arange(10.0, 20.0)
+    fig = lab_roc({"zero-shot": {f"set {i}": (ids, ids - i) for i in range(5)}})
+    lines = fig.data[:-1]
+    assert [t.name.split(" (")[0] for t in lines] == [f"set {i}" for i in range(5)]
+    assert len({t.line.color for t in lines}) == 5 and {t.line.dash for t in lines} == {"solid"}
+    assert lines[0].legendgrouptitle.text == "zero-shot"  # the model is named over the legend
+    assert fig.layout.title.text == "ROC of the energy score: unseen vs known"

@@ -516,7 +516,7 @@ def lab_histograms(models: Mapping[str, Mapping[str, Any]], thresholds: Mapping[
         note.update(x=0, xanchor="left", align="left", font={"size": 13})
     top = 70 + (16 if "<br>" in row_titles[0] else 0)
     bottom = 130 + 22 * max(0, len(shown) - 4)  # a longer legend wraps at 400 px: room for it
-    height = top + bottom + 260 * len(names)
+    height = top + bottom + (300 if len(names) == 1 else 260) * len(names)
     plot_height = height - top - bottom
     fig.update_layout(template=_TEMPLATE, title={"text": title, "font": {"size": 15}}, height=height,
                       margin={"l": 60, "r": 20, "t": top, "b": bottom}, hovermode="closest",

@@ -381,7 +381,7 @@ class Handlers:
         Reads the server-side states of :meth:`evaluate` only (never a browser-sent JSON).
         """
         import pandas as pd
-        from croft_core.viz import energy_histogram, roc_curves, style
+        from croft_core.viz import lab_histograms, lab_roc
 
         if not isinstance(state, dict) or "results" not in state:
             return None, None, None, None
@@ -389,29 +389,14 @@ class Handlers:
         models = [s["results"].get("model", f"model {i + 1}") for i, s in enumerate(runs)]
         table = pd.DataFrame(explain_text.lab_rows({m: s["results"] for m, s in zip(models, runs)}),
                              columns=explain_text.lab_headers(models))
-        results, energies = state["results"], state["energies"]
-        if len(runs) == 1:
-            groups = present.energy_groups(energies)
-        else:  # two models: three pooled groups each, or the figure is a dozen overlapping colours
-            groups = {f"{m}: {k}": v for m, s in zip(models, runs) for k, v in explain_text.pooled_groups(s["energies"]).items()}
-        hist = energy_histogram(groups, threshold=results.get("threshold", {}).get("value") if len(runs) == 1 else None,
-                                title="Energy scores: known classes vs new styles vs unseen shapes")
-        hist.update_layout(legend=dict(orientation="h", y=-0.3), height=480)
-        roc = None
-        for m, run in zip(models, runs):  # each model's unseen sets against its own ID scores
-            sets = present.roc_sets(run["energies"])
-            if not sets:
-                continue
-            named = sets[1] if len(runs) == 1 else {f"{m}: all unseen shapes": np.concatenate(list(sets[1].values()))}
-            fig = roc_curves(sets[0], named, title="ROC: known classes vs each unseen shape")
-            if roc is None:
-                roc = fig
-            else:
-                roc.add_traces([t for t in fig.data if t.name != "chance"])
-        if roc is not None:
-            for i, trace in enumerate(t for t in roc.data if t.name != "chance"):
-                trace.line.update(style(i))
-            roc.update_layout(legend=dict(orientation="h", y=-0.3), height=520)
+        results, one = state["results"], len(runs) == 1
+        energies = {m: s["energies"] for m, s in zip(models, runs)}
+        # a row per model; one model shows each style, two show three pooled groups each (detail: the table)
+        hist = lab_histograms({m: present.energy_groups(e) if one else explain_text.pooled_groups(e)
+                               for m, e in energies.items()},
+                              {m: s["results"].get("threshold", {}).get("value") for m, s in zip(models, runs)})
+        curves = {m: c for m, e in energies.items() if (c := _roc_curves(e, per_set=one))}
+        roc = lab_roc(curves) if curves else None
         root = Path(self.r.upload_root) / "croft-results"  # Gradio serves files from its own folder only
         path = present.write_results(results if len(runs) == 1 else {**results, "compared_with": runs[1]["results"]},
                                      root / uuid.uuid4().hex)
@@ -424,6 +409,23 @@ NO_COMPARISON = "(none)"
 
 def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _roc_curves(energies: dict, per_set: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The Lab's ROC curves of one model: known vs each unseen set (``per_set``), or known vs all
+    unseen sets and known + new styles vs all unseen sets (the table's "full spectrum")."""
+    sets = present.roc_sets(energies)
+    if sets is None:
+        return {}
+    known, unseen = sets
+    if per_set:
+        return {name: (known, scores) for name, scores in unseen.items()}
+    pooled = np.concatenate(list(unseen.values()))
+    curves = {"vs known": (known, pooled)}
+    styles = explain_text.pooled_groups(energies).get("new styles")
+    if styles is not None:
+        curves["vs known + new styles"] = (np.concatenate([known, styles]), pooled)
+    return curves
 
 
 def _rule_score(result: dict) -> float:

@@ -311,9 +311,9 @@ def lab_tab(resources, h, benchmarks, no_comparison: str) -> tuple[gr.Dropdown, 
     button = gr.Button("Run evaluation", variant="primary", elem_id="lab-run")
     table = gr.Dataframe(label="results (%)", headers=explain_text.lab_headers([ZERO_SHOT]), wrap=True,
                          elem_id="lab-table")
-    with gr.Row():
-        hist = gr.Plot(label="score distributions")
-        roc = gr.Plot(label="ROC curves")
+    with gr.Row():  # side by side on a wide screen; one above the other below ~1000 px (min_width)
+        hist = gr.Plot(label="score distributions", elem_id="lab-hist", min_width=480)
+        roc = gr.Plot(label="ROC curves", elem_id="lab-roc", min_width=480)
     with gr.Accordion("results JSON", open=False):
         results = gr.JSON(label="results")
         download = gr.DownloadButton("download results JSON", value=None)

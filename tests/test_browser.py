@@ -152,9 +152,20 @@ def test_lab_and_a_400px_page_in_chromium(server, tmp_path):
             page.locator("#lab-run").click()
             try:
                 page.locator("#lab-table").get_by_text("covariate (mean)").wait_for(timeout=120_000)
+                # the plots arrive with the table but plotly draws them a moment later: wait for both
+                for plot in ("#lab-hist", "#lab-roc"):
+                    page.locator(f"{plot} .js-plotly-plot").wait_for(timeout=30_000)
+                page.locator("#lab-hist").scroll_into_view_if_needed()
             finally:
                 _shot(page, tmp_path, "lab")
             assert page.locator("#lab-table").get_by_text("croft: accuracy %").count() >= 1
+            for plot in ("#lab-hist", "#lab-roc"):
+                assert page.locator(f"{plot} .js-plotly-plot").count() == 1, f"{plot} was not drawn"
+            # two models: a histogram row each (not one overlaid crowd), and the ROC legend names both
+            assert page.locator("#lab-hist .cartesianlayer .subplot").count() == 2
+            assert page.locator("#lab-hist .legend .traces").count() == 4  # known, new styles, unseen, threshold
+            legend = page.locator("#lab-roc .legend").text_content()  # SVG: no inner_text
+            assert "zero-shot" in legend and "croft" in legend and "AUROC" in legend, legend
             page.goto("about:blank")
 
             narrow = _open(browser, server, 400, outside, errors)

@@ -317,15 +317,17 @@ def test_evaluate_and_its_downloads(handlers, app_files):
     table, hist, roc, path = handlers.explain_evaluation(state)
     assert list(table["set"][:2]) == ["ID", "covariate (mean)"] and set(table["kind"][:4]) == {"summary"}
     assert table.iloc[0, 3] == round(100 * results["id"]["accuracy"], 1)  # in %
-    assert [t.name for t in hist.data] == ["ID: photo", "covariate: sketch", "semantic: all 1 unseen set(s)"]
+    assert [t.name for t in hist.data] == ["ID: photo", "covariate: sketch", "semantic: all 1 unseen set(s)",
+                                           "threshold"]
     assert roc.data[0].name.startswith("unseen-shapes (AUROC")
     assert json.loads(Path(path).read_text()) == results
     two, hist2, roc2, _ = handlers.explain_evaluation(state, handlers.evaluate("tiny", "croft", 1)[1])
     assert list(two.columns[3::3]) == ["zero-shot: accuracy %", "croft: accuracy %"]
-    assert [t.name for t in hist2.data] == [f"{m}: {g}" for m in ("zero-shot", "croft")
-                                            for g in ("known", "new styles", "unseen shapes")]
-    assert [t.name.split(" (")[0] for t in roc2.data] == ["zero-shot: all unseen shapes", "chance",
-                                                          "croft: all unseen shapes"]
+    # a row per model with three pooled groups each; a colour per model in the ROC, a dash per kind
+    assert [(t.yaxis, t.name) for t in hist2.data] == [(y, g) for y in ("y", "y2")
+                                                       for g in ("known", "new styles", "unseen shapes", "threshold")]
+    assert [(t.legendgroup, t.name.split(" (")[0]) for t in roc2.data] == [
+        (m, k) for m in ("zero-shot", "croft") for k in ("vs known", "vs known + new styles")] + [(None, "chance")]
     croft, _ = handlers.evaluate("tiny", "croft", "2")
     assert croft["method"] == "croft" and croft["seed"] == 2
     with pytest.raises(gr.Error, match="Unknown benchmark 'nope'"):

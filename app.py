@@ -192,6 +192,7 @@ class Handlers:
         out["notes"] = notes + out["notes"]
         return present.without_paths({"model": classifier.name, **out})
 
+    @user_errors  # again outside: on ZeroGPU the inner one runs in the GPU worker process
     @gpu
     @user_errors
     @torch.inference_mode()
@@ -257,6 +258,7 @@ class Handlers:
         paths = render_showcase(Path(self.r.examples[index][0]).parent)  # re-rendered if the cache was cleaned
         return str(paths[index]), text
 
+    @user_errors
     @gpu
     @user_errors
     @torch.inference_mode()
@@ -295,6 +297,7 @@ class Handlers:
         return gallery, rows, PlotData(type="plotly", plot=plot.replace('"this image: ', f'"{first}', 1))
 
     # -- Compare ---------------------------------------------------------------------------
+    @user_errors
     @gpu
     @user_errors
     @torch.inference_mode()
@@ -319,6 +322,7 @@ class Handlers:
         return (*out, PlotData(type="plotly", plot=margin_comparison_json(rows)))
 
     # -- Lab -------------------------------------------------------------------------------
+    @user_errors
     @gpu(duration=600)
     @user_errors
     @torch.inference_mode()

@@ -632,3 +632,40 @@ def test_the_preset_menu_follows_the_class_list():
     assert preset_of("shapes")["value"] == "shapes"  # the preset's name typed in the box
     assert preset_of("circle, square")["value"] is None  # edited by hand: the stale preset is cleared
     assert preset_of("")["value"] is None
+
+
+def test_a_failure_reason_survives_a_gpu_worker_process(app):
+    """On ZeroGPU a ``@gpu`` handler runs in a worker process: what the inner ``user_errors`` keeps
+    there is lost, so every GPU handler is wrapped once more outside, in the server process."""
+    import functools
+
+    import croft_app_ui
+    from croft_app_ui import last_error, user_errors
+
+    def worker(fn):  # a stand-in for spaces.GPU: the worker's memory is gone when it returns
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                croft_app_ui._errors.clear()
+        return run
+
+    def handler(vocabulary, request: gr.Request = None):
+        raise ValueError(f"Enter at least two class names; got {vocabulary!r}")
+
+    request = gr.Request(session_hash=f"zerogpu-{uuid.uuid4().hex}")
+    for wrapped, kept in ((worker(user_errors(handler)), False), (user_errors(worker(user_errors(handler))), True)):
+        with pytest.raises(gr.Error, match="at least two"):
+            wrapped("circle", request=request)
+        assert (last_error("handler", request) is not None) == kept
+
+    def layers(fn):  # how many user_errors wrappers a handler has, outermost first
+        count = 0
+        while fn is not None:
+            count += getattr(getattr(fn, "__code__", None), "co_qualname", "").startswith("user_errors.")
+            fn = getattr(fn, "__wrapped__", None)
+        return count
+
+    for name in ("classify", "classify_batch", "compare", "evaluate"):
+        assert layers(getattr(app.Handlers, name)) == 2, name

@@ -7,9 +7,10 @@ Runs on whatever embedded model is shipped (``croft_core/synth/embedded``) and p
    acceptance rate of photo test images of the vocabulary's classes and the rejection rate of photo
    test images of every other class (targets: mean acceptance 90-98% with max - min <= 10 points;
    mean rejection >= 90%). Beside it, the energy score at the single fixed threshold that does best
-   (highest mean of acceptance and rejection) over the same vocabularies and images, and two
+   (highest mean of acceptance and rejection) over the same vocabularies and images, and three
    references for the range: an *oracle* that picks a threshold per vocabulary from the test labels
-   themselves, and the range that binomial noise alone gives a perfectly uniform rule.
+   themselves, whether the text alone predicts which vocabularies are accepted less, and the range
+   that binomial noise alone gives a perfectly uniform rule.
 2. **Selection** (``--select [--fractions F1,F2] [--generic-shares G1,G2] [--temperatures T1,T2]``):
    the same rates for a grid of thresholds (and lexicon shares / generic shares / temperatures) on
    the *validation* images and other vocabulary seeds; how the embedded lexicon's ``neglabel.json``
@@ -155,6 +156,20 @@ def oracle_equal_acceptance(runs, acceptance: float) -> dict[str, float]:
             "rej_mean": np.mean(rej), "rej_min": min(rej), "rej_max": max(rej)}
 
 
+def text_signal(backbone, runs, cache_dir) -> float:
+    """Spearman correlation, over vocabularies, between acceptance at the fixed threshold and the
+    mean (over the vocabulary's labels) of each label's highest text cosine to a negative: whether
+    the text alone could tell which vocabularies need a lower threshold."""
+    from scipy.stats import spearmanr
+
+    acc, closeness = [], []
+    for vocab, inside, neg, _, threshold in runs:
+        negs = NegativeLabels.fit(backbone, vocab, cache_dir=cache_dir)
+        acc.append(float((neg[inside] >= threshold).mean()))
+        closeness.append(float((negs.raw_id @ negs.raw.T).max(dim=1).values.mean()))
+    return float(spearmanr(acc, closeness)[0])
+
+
 def noise_range(runs, acceptance: float, trials: int = 2000, seed: int = 0) -> tuple[float, float]:
     """Mean range (max - min) of acceptance, and P(range <= 10 points), that binomial noise alone gives
     a rule accepting every in-vocabulary image with the same probability ``acceptance``."""
@@ -286,6 +301,8 @@ def main(argv=None) -> None:
     for level in (0.90, 0.92, 0.94):
         print(fmt("neglabel, oracle per vocab", oracle_equal_acceptance(runs, level)) + "  (threshold per "
               f"vocabulary from the test labels: {100 * level:.0f}% acceptance each)")
+    print(f"text-only signal: Spearman(acceptance, labels' closest-negative text cosine) over vocabularies "
+          f"{text_signal(backbone, runs, cache_dir):+.2f} (strongly negative would let text set a per-vocabulary threshold)")
     spread, p10 = noise_range(runs, default["acc_mean"])
     print(f"binomial noise alone, uniform {100 * default['acc_mean']:.1f}% acceptance: range "
           f"{100 * spread:.1f} points on average, <= 10 points in {100 * p10:.0f}% of draws")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -34,7 +33,7 @@ import gradio as gr
 from croft_core.benchmarks import BENCHMARKS, get_benchmark
 from croft_core.finetune import (METHOD_LABELS, TRAINABLE_METHODS, FinetuneLimits, FinetuneRequest,
                                  FinetuneStopped, finetune, push_finetuned, save_checkpoint, slug, zip_checkpoint)
-from croft_core.security import file_path, is_hub_id
+from croft_core.security import check_number, file_path, is_hub_id, short_repr
 from croft_core.sessions import SessionRegistry, TrainingQueue, stream_job
 from croft_core.uploads import UploadLimits, extract_zip, labelled_images
 from croft_core.userdata import benchmark_data, hub_data, upload_data
@@ -63,27 +62,20 @@ def _session(request: gr.Request | None) -> str:
 
 
 def _whole(value: Any, name: str, default: int) -> int:
-    if value is None or value == "":
+    """A whole number from the form; empty -> ``default`` (the range is checked by the library)."""
+    message = f"{name} must be a whole number, e.g. {default}, or empty for {default}; got {short_repr(value)}"
+    number = check_number(value, message)
+    if number is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise gr.Error(f"{name} must be a whole number", print_exception=False)
-    try:
-        number = float(value)
-    except ValueError:
-        raise gr.Error(f"{name} must be a whole number, got {str(value)[:20]!r}", print_exception=False) from None
-    if not math.isfinite(number) or number != int(number) or abs(number) > 2**31:
-        raise gr.Error(f"{name} must be a whole number, got {str(value)[:20]!r}", print_exception=False)
+    if not number.is_integer() or abs(number) > 2**31:
+        raise ValueError(message)
     return int(number)
 
 
 def _optional_float(value: Any, name: str) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a number", print_exception=False) from None
-    return number
+    """A number from the form's "Advanced" part; empty -> None (the method's default)."""
+    return check_number(value, f"{name} must be a finite number, or empty for the method's default; got "
+                               f"{short_repr(value)}")
 
 
 class TrainHandlers:

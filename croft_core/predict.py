@@ -30,7 +30,6 @@ cache of :func:`~croft_core.backbones.build_text_classifier`).
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import zlib
 from collections import OrderedDict
@@ -49,7 +48,7 @@ from .limits import prune_lru
 from .model import CroftModel
 from .prompts import SINGLE_TEMPLATE
 from .scoring import energy
-from .security import display_spec
+from .security import check_number, display_spec, short_repr
 from .seeds import REFERENCE_STREAM
 from .vocabulary import DEFAULT_MAX_CLASSES, check_vocabulary, normalise_name, unknown_words
 
@@ -180,20 +179,8 @@ def check_threshold(threshold: Any) -> float | None:
     Raises:
         ValueError: not a number, not finite, or too large for a float (``10**400``).
     """
-    if threshold is None or (isinstance(threshold, str) and not threshold.strip()):
-        return None
-    shown = repr(threshold) if isinstance(threshold, (str, int, float)) else f"a {type(threshold).__name__}"
-    message = (f"threshold must be a finite number (an energy score such as 12.5), or empty for the "
-               f"calibrated threshold; got {shown if len(shown) <= 40 else shown[:40] + '...'}")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, str, np.number)):
-        raise ValueError(message)
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(message) from None
-    if not math.isfinite(value):
-        raise ValueError(message)
-    return value
+    return check_number(threshold, "threshold must be a finite number (an energy score such as 12.5), or empty "
+                                   f"for the calibrated threshold; got {short_repr(threshold)}")
 
 
 class OpenSetClassifier:

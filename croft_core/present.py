@@ -21,7 +21,7 @@ import numpy as np
 
 from .predict import Prediction
 from .predict import check_threshold as parse_threshold
-from .security import scrub_paths
+from .security import check_number, scrub_paths, short_repr
 from .seeds import EXAMPLE_STREAM
 
 __all__ = ["BATCH_HEADERS", "EXAMPLES", "MAX_SEED", "TABLE_HEADERS", "batch_rows", "caption", "check_result",
@@ -50,24 +50,13 @@ def parse_seed(value: Any, default: int = 1) -> int:
     Raises:
         ValueError: not a whole number, negative, or above :data:`MAX_SEED`.
     """
-    if value is None or (isinstance(value, str) and not value.strip()):
+    message = f"seed must be a whole number from 0 to {MAX_SEED}, got {short_repr(value)}"
+    number = check_number(value, message)
+    if number is None:
         return default
-    message = f"seed must be a whole number from 0 to {MAX_SEED}, got {_short(value)}"
-    if isinstance(value, bool) or not isinstance(value, (int, float, str, np.number)):
-        raise ValueError(message)
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(message) from None
-    if not math.isfinite(number) or not number.is_integer() or not 0 <= number <= MAX_SEED:
+    if not number.is_integer() or not 0 <= number <= MAX_SEED:
         raise ValueError(message)
     return int(number)
-
-
-def _short(value: Any, limit: int = 40) -> str:
-    """``repr`` of a user value, cut to ``limit`` characters (errors never echo whole inputs)."""
-    text = repr(value) if isinstance(value, (str, int, float)) else f"a {type(value).__name__}"
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ carry a server path (:func:`scrub_paths`, :func:`display_spec`).
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 import re
 import stat
@@ -28,7 +30,7 @@ from typing import Any, Collection, Mapping
 from .errors import CroftError
 
 __all__ = ["LOCAL_PATH_REFUSED", "NOT_AN_UPLOAD", "AccessRefused", "ServingPolicy", "check_benchmark",
-           "check_benchmark_file", "check_no_symlinks", "check_text", "confine", "display_spec", "env_flag", "is_hub_id",
+           "check_benchmark_file", "check_no_symlinks", "check_number", "check_text", "confine", "display_spec", "env_flag", "is_hub_id",
            "scrub_paths"]
 
 LOCAL_PATH_REFUSED = ("Local paths are not accepted by this server: choose zero-shot, a listed model or "
@@ -108,6 +110,32 @@ def check_text(value: Any, what: str, max_chars: int = MAX_NAME_CHARS) -> str:
         raise AccessRefused(f"{what} is {len(value):,} characters long; names have at most "
                             f"{max_chars} characters")
     return value.strip()
+
+
+def short_repr(value: Any, limit: int = 40) -> str:
+    """``repr`` of a visitor's value, cut to ``limit`` characters (messages never echo whole inputs)."""
+    text = repr(value) if isinstance(value, (str, int, float)) else f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_number(value: Any, message: str) -> float | None:
+    """A number a visitor typed or sent, as a finite float; ``None`` or blank text -> ``None``.
+
+    Raises:
+        ValueError(message): a bool, anything but a real number or text, text that is no number,
+            or a value that is not finite or too large for a float (``10**400``).
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise ValueError(message)
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(message) from None
+    if not math.isfinite(number):
+        raise ValueError(message)
+    return number
 
 
 def is_hub_id(text: str) -> bool:

@@ -168,3 +168,31 @@ def test_api_data_as_a_hub_id_fails_fast_offline(served):
     client = Client(served[0], verbose=False)
     with pytest.raises(AppError, match="org/no-such-dataset"):
         client.predict("org/no-such-dataset", "croft", 4, 1, 4, api_name="/finetune")
+
+
+@pytest.mark.parametrize("shots, seed, steps, match", [
+    ("abc", 1, 4, "shots must be a whole number, e.g. 16, or empty for 16; got 'abc'"),
+    (2.5, 1, 4, "shots must be a whole number"),
+    (4, "nan", 4, "seed must be a whole number"),
+    (4, 1, 10**400, "steps must be a whole number"),
+    (4, 1, "9" * 5000, "steps must be a whole number, .*'9{30}"),  # the message cuts a long value
+    (4, [1], 4, "seed must be a whole number, .* got a list"),
+    (4, True, 4, "seed must be a whole number"),
+])
+def test_api_refuses_hostile_numbers_and_keeps_serving(served, shots, seed, steps, match):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(served[0], verbose=False)
+    with pytest.raises(AppError, match=match) as err:
+        client.predict("tiny", "croft", shots, seed, steps, api_name="/finetune")
+    assert len(str(err.value)) < 300  # never the whole input echoed back
+    assert client.view_api(print_info=False, return_format="dict")["named_endpoints"]  # still serving
+
+
+def test_advanced_numbers_are_checked_before_a_run(served):
+    _, h = served
+    for value in ("nan", "inf", "1e400", "fast", [0.1]):
+        with pytest.raises(ValueError, match="learning rate must be a finite number, or empty for the method's default"):
+            h._request("croft", 4, 1, 4, lr=value)
+    assert h._request("croft", "", None, " ", lambda1="5", lr=" ").lambda1 == 5.0

@@ -517,3 +517,17 @@ def test_attack_8_no_server_path_in_the_schema_or_the_menus(attack):
         assert str(Path.home()) + "/" not in text, route
     assert _refused(attack, "classify", [attack.file(attack.upload("c.png", b"x")), "a, b", "~/x", None]) \
         == LOCAL_PATH_REFUSED
+
+
+def test_check_number_is_the_one_reader_of_typed_numbers():
+    import numpy as np
+
+    from croft_core.security import check_number, short_repr
+
+    assert check_number(None, "x") is None and check_number("  ", "x") is None
+    assert check_number(" 2.5 ", "x") == 2.5 and check_number(np.float32(1.5), "x") == 1.5
+    assert check_number(np.int64(3), "x") == 3.0
+    for bad in (True, "nan", "-inf", 10**400, "abc", [1], {"a": 1}, b"1"):
+        with pytest.raises(ValueError, match="^say why$"):
+            check_number(bad, "say why")
+    assert short_repr("9" * 100) == repr("9" * 100)[:40] + "..." and short_repr([1]) == "a list"

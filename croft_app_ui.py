@@ -8,6 +8,7 @@ the reason (:func:`failed`), the same text as the toast, which fades.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import inspect
@@ -16,7 +17,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
@@ -73,42 +74,36 @@ def user_errors(fn: Callable) -> Callable:
     generators (Gradio streams them)."""
     name = fn.__name__
 
-    def as_user_error(err: Exception, session: str | None) -> gr.Error:
-        if isinstance(err, gr.Error):
-            error = err
-        elif isinstance(err, (CroftError, ValueError)):
-            error = gr.Error(scrub_paths(str(err)), print_exception=False)
-        else:
+    @contextlib.contextmanager
+    def reported(args: tuple, kwargs: dict) -> Iterator[None]:
+        """Any failure inside becomes the visitor's ``gr.Error``, kept for the session's panel."""
+        session = _session_of(args, kwargs)
+        _remember(session, name, None)
+        try:
+            yield
+        except gr.Error as err:
+            _remember(session, name, scrub_paths(str(err.message)))
+            raise
+        except (CroftError, ValueError) as err:
+            message = scrub_paths(str(err))
+            _remember(session, name, message)
+            raise gr.Error(message, print_exception=False) from None
+        except Exception:  # noqa: BLE001 - every failure reaches the visitor as a gr.Error
             logger.exception("unexpected error in %s", name)
-            error = gr.Error(GENERIC_ERROR, print_exception=False)
-        _remember(session, name, scrub_paths(str(error.message)))
-        return error
+            _remember(session, name, GENERIC_ERROR)
+            raise gr.Error(GENERIC_ERROR, print_exception=False) from None
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def generator(*args, **kwargs):
-            session = _session_of(args, kwargs)
-            _remember(session, name, None)
-            try:
+            with reported(args, kwargs):
                 yield from fn(*args, **kwargs)
-            except Exception as err:  # noqa: BLE001 - every failure reaches the visitor as a gr.Error
-                error = as_user_error(err, session)
-                if error is err:
-                    raise
-                raise error from None
         return generator
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        session = _session_of(args, kwargs)
-        _remember(session, name, None)
-        try:
+        with reported(args, kwargs):
             return fn(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001 - every failure reaches the visitor as a gr.Error
-            error = as_user_error(err, session)
-            if error is err:
-                raise
-            raise error from None
     return wrapper
 
 

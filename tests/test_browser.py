@@ -9,9 +9,11 @@ Reuses the ``app``, ``server`` and ``image_files`` fixtures of ``tests/test_app.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
+from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
 import pytest
@@ -67,6 +69,29 @@ def _playwright():
     return sync_playwright()
 
 
+@contextlib.contextmanager
+def _chromium_pages(server) -> Iterator[Callable[[int], Any]]:
+    """The system Chromium, headless; yields ``open_page(width)``. On a clean exit every page is
+    left for about:blank (its heartbeat stream closes, so the server can stop at once), and the
+    pages must not have contacted another host (the app works offline) or logged a console error."""
+    outside, errors, pages = [], [], []
+
+    def open_page(width: int):
+        pages.append(_open(browser, server, width, outside, errors))
+        return pages[-1]
+
+    with _playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield open_page
+            for page in pages:
+                page.goto("about:blank")
+        finally:
+            browser.close()
+    assert not outside, f"the page contacted other hosts (the app must work offline): {outside}"
+    assert not errors, f"console errors: {errors}"
+
+
 def _type(box, text: str, attempts: int = 3) -> None:
     """Type into a box that has just appeared, and check the text stayed.
 
@@ -84,156 +109,132 @@ def _type(box, text: str, attempts: int = 3) -> None:
 def test_classify_in_chromium(server, image_files, tmp_path):
     """Example click -> verdict; a typed threshold; an error clears the old verdict and says why
     in its place; Compare."""
-    outside, errors = [], []
-    with _playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
+    with _chromium_pages(server) as open_page:
+        page = open_page(1300)
+        page.locator("#examples .thumbnail-item").nth(2).click()  # the unseen shape
+        page.locator("#decision h2").wait_for(timeout=60_000)
+        assert "Decided by:" in page.locator("#decision").inner_text()
+        page.locator("#score-plot .js-plotly-plot").wait_for(timeout=30_000)
+        assert page.locator("#image img").count() == 1  # the example went into the image box
+        _shot(page, tmp_path, "example")
+
+        before = page.locator("#image img").get_attribute("src")
+        page.locator("input[type=file]").first.set_input_files(image_files["circle"])
+        page.wait_for_function(  # the upload has finished: the image box shows the new file
+            "src => { const i = document.querySelector('#image img'); return i && i.src && i.src !== src; }",
+            arg=before, timeout=30_000)
+        page.locator("#vocabulary textarea").fill("circle\nsquare\ntriangle")
+        page.get_by_text("threshold (optional)").click()
+        _type(page.locator("#threshold input, #threshold textarea").first, "1000000")
+        page.locator("#classify").click()
         try:
-            page = _open(browser, server, 1300, outside, errors)
-            page.locator("#examples .thumbnail-item").nth(2).click()  # the unseen shape
-            page.locator("#decision h2").wait_for(timeout=60_000)
-            assert "Decided by:" in page.locator("#decision").inner_text()
-            page.locator("#score-plot .js-plotly-plot").wait_for(timeout=30_000)
-            assert page.locator("#image img").count() == 1  # the example went into the image box
-            _shot(page, tmp_path, "example")
-
-            before = page.locator("#image img").get_attribute("src")
-            page.locator("input[type=file]").first.set_input_files(image_files["circle"])
-            page.wait_for_function(  # the upload has finished: the image box shows the new file
-                "src => { const i = document.querySelector('#image img'); return i && i.src && i.src !== src; }",
-                arg=before, timeout=30_000)
-            page.locator("#vocabulary textarea").fill("circle\nsquare\ntriangle")
-            page.get_by_text("threshold (optional)").click()
-            _type(page.locator("#threshold input, #threshold textarea").first, "1000000")
-            page.locator("#classify").click()
-            try:
-                page.locator("#decision h2", has_text="unknown").wait_for(timeout=90_000)
-            finally:
-                _shot(page, tmp_path, "user_threshold")
-            assert "below your threshold" in page.locator("#decision").inner_text()
-
-            page.locator("#vocabulary textarea").fill("circl")  # one class: an error
-            page.locator("#vocabulary textarea").press_sequentially("e")  # typed: fill() fires no .input
-            page.locator("#classify").click()
-            reason = "Enter at least two class names"
-            page.locator(".toast-wrap").get_by_text(reason).first.wait_for(timeout=30_000)  # the toast
-            page.locator("#decision h3", has_text="No result").wait_for(timeout=10_000)
-            assert reason in page.locator("#decision").inner_text()  # and the panel says why: it stays
-            assert page.locator("#decision h2").count() == 0  # the stale verdict is gone
-            assert page.locator("#score-plot .js-plotly-plot").count() == 0
-            assert page.locator("#preset input").input_value() == ""  # not the stale preset's name
-            _shot(page, tmp_path, "error")
-
-            page.locator("#vocabulary textarea").fill("circle, square, triangle")
-            page.get_by_role("tab", name="Compare").click()
-            page.locator("#compare").click()  # the Classify image was carried over
-            page.locator("#card-b h3").wait_for(timeout=60_000)
-            assert page.locator("#card-a h3").inner_text().startswith("A: zero-shot")
-            page.locator("#compare-plot .js-plotly-plot").wait_for(timeout=30_000)
-            _shot(page, tmp_path, "compare")
-            page.goto("about:blank")  # closes the heartbeat stream, so the server stops at once
+            page.locator("#decision h2", has_text="unknown").wait_for(timeout=90_000)
         finally:
-            browser.close()
-    assert not outside, f"the page contacted other hosts (the app must work offline): {outside}"
-    assert not errors, f"console errors: {errors}"
+            _shot(page, tmp_path, "user_threshold")
+        assert "below your threshold" in page.locator("#decision").inner_text()
+
+        page.locator("#vocabulary textarea").fill("circl")  # one class: an error
+        page.locator("#vocabulary textarea").press_sequentially("e")  # typed: fill() fires no .input
+        page.locator("#classify").click()
+        reason = "Enter at least two class names"
+        page.locator(".toast-wrap").get_by_text(reason).first.wait_for(timeout=30_000)  # the toast
+        page.locator("#decision h3", has_text="No result").wait_for(timeout=10_000)
+        assert reason in page.locator("#decision").inner_text()  # and the panel says why: it stays
+        assert page.locator("#decision h2").count() == 0  # the stale verdict is gone
+        assert page.locator("#score-plot .js-plotly-plot").count() == 0
+        assert page.locator("#preset input").input_value() == ""  # not the stale preset's name
+        _shot(page, tmp_path, "error")
+
+        page.locator("#vocabulary textarea").fill("circle, square, triangle")
+        page.get_by_role("tab", name="Compare").click()
+        page.locator("#compare").click()  # the Classify image was carried over
+        page.locator("#card-b h3").wait_for(timeout=60_000)
+        assert page.locator("#card-a h3").inner_text().startswith("A: zero-shot")
+        page.locator("#compare-plot .js-plotly-plot").wait_for(timeout=30_000)
+        _shot(page, tmp_path, "compare")
 
 
 def test_lab_and_a_400px_page_in_chromium(server, tmp_path):
     """A two-model Lab run (table in %), and the Classify page at 400 px wide (a verdict, an error)."""
-    outside, errors = [], []
-    with _playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
+    with _chromium_pages(server) as open_page:
+        page = open_page(1300)
+        page.get_by_role("tab", name="Lab").click()
+        for label, value in (("benchmark", "tiny"), ("compare with", "croft")):
+            box = page.get_by_label(label)
+            box.fill(value)
+            box.press("Enter")
+        page.locator("#lab-run").click()
         try:
-            page = _open(browser, server, 1300, outside, errors)
-            page.get_by_role("tab", name="Lab").click()
-            for label, value in (("benchmark", "tiny"), ("compare with", "croft")):
-                box = page.get_by_label(label)
-                box.fill(value)
-                box.press("Enter")
-            page.locator("#lab-run").click()
-            try:
-                page.locator("#lab-table").get_by_text("covariate (mean)").wait_for(timeout=120_000)
-                # the plots arrive with the table but plotly draws them a moment later: wait for both
-                for plot in ("#lab-hist", "#lab-roc"):
-                    page.locator(f"{plot} .js-plotly-plot").wait_for(timeout=30_000)
-                page.locator("#lab-hist").scroll_into_view_if_needed()
-            finally:
-                _shot(page, tmp_path, "lab")
-            assert page.locator("#lab-table").get_by_text("croft: accuracy %").count() >= 1
+            page.locator("#lab-table").get_by_text("covariate (mean)").wait_for(timeout=120_000)
+            # the plots arrive with the table but plotly draws them a moment later: wait for both
             for plot in ("#lab-hist", "#lab-roc"):
-                assert page.locator(f"{plot} .js-plotly-plot").count() == 1, f"{plot} was not drawn"
-            # two models: a histogram row each (not one overlaid crowd), and the ROC legend names both
-            assert page.locator("#lab-hist .cartesianlayer .subplot").count() == 2
-            assert page.locator("#lab-hist .legend .traces").count() == 4  # known, new styles, unseen, threshold
-            legend = page.locator("#lab-roc .legend").text_content()  # SVG: no inner_text
-            assert "zero-shot" in legend and "croft" in legend and "AUROC" in legend, legend
-            page.goto("about:blank")
-
-            narrow = _open(browser, server, 400, outside, errors)
-            narrow.locator("#examples .thumbnail-item").first.click()
-            narrow.locator("#decision h2").wait_for(timeout=60_000)
-            narrow.locator("#score-plot .js-plotly-plot").wait_for(timeout=30_000)
-            width = narrow.evaluate("document.documentElement.scrollWidth")
-            assert width <= 420, f"the page scrolls sideways at 400 px ({width} px wide)"
-            _shot(narrow, tmp_path, "classify_400px")
-
-            narrow.locator("#vocabulary textarea").fill("")  # an empty vocabulary: an error
-            narrow.locator("#classify").click()
-            narrow.locator("#decision h3", has_text="No result").wait_for(timeout=30_000)
-            assert "Enter at least two class names" in narrow.locator("#decision").inner_text()
-            assert narrow.locator("#decision h2").count() == 0
-            width = narrow.evaluate("document.documentElement.scrollWidth")
-            assert width <= 420, f"the error scrolls the page sideways at 400 px ({width} px wide)"
-            narrow.locator("#decision").scroll_into_view_if_needed()
-            _shot(narrow, tmp_path, "error_400px")
-            narrow.goto("about:blank")
+                page.locator(f"{plot} .js-plotly-plot").wait_for(timeout=30_000)
+            page.locator("#lab-hist").scroll_into_view_if_needed()
         finally:
-            browser.close()
-    assert not outside, f"the page contacted other hosts (the app must work offline): {outside}"
-    assert not errors, f"console errors: {errors}"
+            _shot(page, tmp_path, "lab")
+        assert page.locator("#lab-table").get_by_text("croft: accuracy %").count() >= 1
+        for plot in ("#lab-hist", "#lab-roc"):
+            assert page.locator(f"{plot} .js-plotly-plot").count() == 1, f"{plot} was not drawn"
+        # two models: a histogram row each (not one overlaid crowd), and the ROC legend names both
+        assert page.locator("#lab-hist .cartesianlayer .subplot").count() == 2
+        assert page.locator("#lab-hist .legend .traces").count() == 4  # known, new styles, unseen, threshold
+        legend = page.locator("#lab-roc .legend").text_content()  # SVG: no inner_text
+        assert "zero-shot" in legend and "croft" in legend and "AUROC" in legend, legend
+        page.goto("about:blank")
+
+        narrow = open_page(400)
+        narrow.locator("#examples .thumbnail-item").first.click()
+        narrow.locator("#decision h2").wait_for(timeout=60_000)
+        narrow.locator("#score-plot .js-plotly-plot").wait_for(timeout=30_000)
+        width = narrow.evaluate("document.documentElement.scrollWidth")
+        assert width <= 420, f"the page scrolls sideways at 400 px ({width} px wide)"
+        _shot(narrow, tmp_path, "classify_400px")
+
+        narrow.locator("#vocabulary textarea").fill("")  # an empty vocabulary: an error
+        narrow.locator("#classify").click()
+        narrow.locator("#decision h3", has_text="No result").wait_for(timeout=30_000)
+        assert "Enter at least two class names" in narrow.locator("#decision").inner_text()
+        assert narrow.locator("#decision h2").count() == 0
+        width = narrow.evaluate("document.documentElement.scrollWidth")
+        assert width <= 420, f"the error scrolls the page sideways at 400 px ({width} px wide)"
+        narrow.locator("#decision").scroll_into_view_if_needed()
+        _shot(narrow, tmp_path, "error_400px")
 
 
 @pytest.mark.slow
 def test_train_tab_in_chromium(server, tmp_path):
     """Train on a benchmark in quick settings; the new model is then selected in Classify's menu,
     and listed when the menu is opened (and in Compare's menus)."""
-    outside, errors = [], []
-    with _playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
+    with _chromium_pages(server) as open_page:
+        page = open_page(1300)
+        page.get_by_role("tab", name="Train").click()
+        page.get_by_text("Advanced").click()
+        page.get_by_label("steps").fill("20")
+        page.get_by_label("shots").fill("2")
+        page.get_by_role("button", name="Train", exact=True).click()
         try:
-            page = _open(browser, server, 1300, outside, errors)
-            page.get_by_role("tab", name="Train").click()
-            page.get_by_text("Advanced").click()
-            page.get_by_label("steps").fill("20")
-            page.get_by_label("shots").fill("2")
-            page.get_by_role("button", name="Train", exact=True).click()
-            try:
-                page.get_by_text("is ready").first.wait_for(timeout=300_000)
-            finally:
-                _shot(page, tmp_path, "train")
-            name = page.get_by_label("new model").input_value()
-            assert name.startswith("CRoFT"), name
-            page.get_by_role("tab", name="Classify").click()
-            menu = page.get_by_label("model", exact=True).first  # Classify's model menu
-            assert menu.input_value() == name  # the new model is selected, ready to classify with
-            _shot(page, tmp_path, "train_then_classify")
-            menu.click()  # the opened list offers it too (not only the box's text)
-            listed = page.get_by_role("listbox").get_by_role("option")
-            try:
-                listed.first.wait_for(timeout=10_000)
-                options = [o.get_attribute("aria-label") for o in listed.all()]
-            finally:
-                _shot(page, tmp_path, "train_classify_menu_open")
-            assert name in options and "zero-shot" in options, options
-            page.keyboard.press("Escape")
-            page.get_by_role("tab", name="Compare").click()
-            page.get_by_label("model A", exact=True).click()
-            listed.first.wait_for(timeout=10_000)
-            assert name in [o.get_attribute("aria-label") for o in listed.all()]  # listed, not selected
-            page.keyboard.press("Escape")
-            assert page.get_by_label("model A", exact=True).input_value() == "zero-shot"
-            assert page.get_by_label("model B", exact=True).input_value() == name
-            page.goto("about:blank")
+            page.get_by_text("is ready").first.wait_for(timeout=300_000)
         finally:
-            browser.close()
-    assert not outside, f"the page contacted other hosts (the app must work offline): {outside}"
-    assert not errors, f"console errors: {errors}"
+            _shot(page, tmp_path, "train")
+        name = page.get_by_label("new model").input_value()
+        assert name.startswith("CRoFT"), name
+        page.get_by_role("tab", name="Classify").click()
+        menu = page.get_by_label("model", exact=True).first  # Classify's model menu
+        assert menu.input_value() == name  # the new model is selected, ready to classify with
+        _shot(page, tmp_path, "train_then_classify")
+        menu.click()  # the opened list offers it too (not only the box's text)
+        listed = page.get_by_role("listbox").get_by_role("option")
+        try:
+            listed.first.wait_for(timeout=10_000)
+            options = [o.get_attribute("aria-label") for o in listed.all()]
+        finally:
+            _shot(page, tmp_path, "train_classify_menu_open")
+        assert name in options and "zero-shot" in options, options
+        page.keyboard.press("Escape")
+        page.get_by_role("tab", name="Compare").click()
+        page.get_by_label("model A", exact=True).click()
+        listed.first.wait_for(timeout=10_000)
+        assert name in [o.get_attribute("aria-label") for o in listed.all()]  # listed, not selected
+        page.keyboard.press("Escape")
+        assert page.get_by_label("model A", exact=True).input_value() == "zero-shot"
+        assert page.get_by_label("model B", exact=True).input_value() == name

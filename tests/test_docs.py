@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "croft_core"
 
@@ -36,20 +38,16 @@ def _unknown(text: str) -> list[str]:
     return sorted(n for n in _named(text) if n.endswith(".py") and n not in known)
 
 
-def test_readme_layout_lists_every_module():
-    layout = _readme_layout()
-    missing = sorted(m for m in _modules() if m not in _named(layout))
-    assert not missing, f"README.md's layout omits {missing}"
-    unknown = _unknown(layout)
-    assert not unknown, f"README.md's layout names modules that do not exist: {unknown}"
-
-
-def test_architecture_names_every_module():
-    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+@pytest.mark.parametrize("doc, text", [
+    ("README.md's layout", _readme_layout),
+    ("docs/ARCHITECTURE.md", lambda: (ROOT / "docs" / "ARCHITECTURE.md").read_text()),
+])
+def test_docs_name_every_module_and_no_other(doc, text):
+    text = text()
     missing = sorted(m for m in _modules() if m not in _named(text))
-    assert not missing, f"docs/ARCHITECTURE.md omits {missing}"
+    assert not missing, f"{doc} omits {missing}"
     unknown = _unknown(text)
-    assert not unknown, f"docs/ARCHITECTURE.md names modules that do not exist: {unknown}"
+    assert not unknown, f"{doc} names modules that do not exist: {unknown}"
 
 
 def test_architecture_places_build_head_where_it_is():

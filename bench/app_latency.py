@@ -28,12 +28,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
+
+from timing import interleaved  # bench/timing.py
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -67,17 +67,8 @@ def choose_backbone() -> tuple[str, str]:
 
 
 def median_ms(paths: dict[str, Callable[[], object]], n: int = N, warmup: int = WARMUP) -> dict[str, float]:
-    """Median milliseconds per path; the paths take turns, so background load hits all alike."""
-    for fn in paths.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(n):
-        for name, fn in paths.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+    """Median milliseconds per path, the paths taking turns (:func:`timing.interleaved`)."""
+    return {name: 1000 * t for name, t in interleaved(paths, n, warmup).items()}
 
 
 def http_classify(base: str, image: str, data: list) -> Callable[[], dict]:

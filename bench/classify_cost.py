@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,15 +30,7 @@ from croft_core.openset import NegativeRules, classify_open  # noqa: E402
 from croft_core.predict import OpenSetClassifier  # noqa: E402
 from croft_core.prompts import get_vocabulary  # noqa: E402
 from croft_core.synth.world import render  # noqa: E402
-
-
-def timed(fn, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
+from timing import interleaved  # noqa: E402 (bench/timing.py)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,11 +47,8 @@ def main(argv: list[str] | None = None) -> None:
             energy = lambda: classifier.classify([image], vocab, None, 5)  # noqa: E731
             open_set = lambda: classify_open(classifier, rules, [image], vocab, None, 5)  # noqa: E731
             open_set(), energy()  # warm: text features, reference, negatives mined once
-            a, b = [], []
-            for _ in range(args.n // 10):  # taking turns, so load on the shared machine hits both
-                a += timed(energy, 10)
-                b += timed(open_set, 10)
-            ma, mb = statistics.median(a), statistics.median(b)
+            t = interleaved({"energy": energy, "open set": open_set}, args.n)  # taking turns
+            ma, mb = t["energy"], t["open set"]
             print(f"{name:>22}: energy only {1e3 * ma:6.1f} ms, open set {1e3 * mb:6.1f} ms, "
                   f"ratio {mb / ma:.2f}x (target <= 1.2x); rule {open_set()[0]['rule']!r}")
 

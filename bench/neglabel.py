@@ -51,6 +51,7 @@ from croft_core.prompts import SINGLE_TEMPLATE  # noqa: E402
 from croft_core.scoring import energy  # noqa: E402
 from croft_core.synth import EMBEDDED_CHECKPOINT  # noqa: E402
 from croft_core.synth.world import CLASSES  # noqa: E402
+from timing import interleaved  # noqa: E402 (bench/timing.py)
 
 SELECT_SEED_OFFSET = 1000  # vocabularies for choosing the threshold never repeat the reported ones
 
@@ -132,6 +133,16 @@ def summarize(runs, score_index: int, threshold: float) -> dict[str, float]:
     acc, rej = zip(*(rates(r[score_index], r[1], threshold) for r in runs))
     return {"threshold": threshold, "acc_mean": np.mean(acc), "acc_min": min(acc), "acc_max": max(acc),
             "rej_mean": np.mean(rej), "rej_min": min(rej), "rej_max": max(rej)}
+
+
+def per_class(runs, names: np.ndarray) -> list[tuple[str, float]]:
+    """Each class's acceptance at the fixed threshold, averaged over the vocabularies that hold it,
+    lowest first."""
+    acc: dict[str, list[float]] = {}
+    for vocab, _, neg, _, threshold in runs:
+        for c in vocab:
+            acc.setdefault(str(c), []).append(float((neg[names == c] >= threshold).mean()))
+    return sorted(((c, float(np.mean(a))) for c, a in acc.items()), key=lambda x: x[1])
 
 
 def oracle_per_vocabulary(runs, rejection: float = 0.9) -> dict[str, float]:
@@ -218,17 +229,6 @@ def detection(backbone, cache_dir) -> None:
                       f"{100 * results['full_spectrum'][score]['auroc']:5.1f})")
 
 
-def interleaved(fns: dict, repeats: int = 30) -> dict[str, float]:
-    """Median seconds of each function, calls interleaved so that machine load hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
 def speed(backbone, pixels: torch.Tensor) -> None:
     """Mining for a new vocabulary, and the per-image cost with and without NegLabel."""
     vocab = ("square", "star", "ring")
@@ -263,7 +263,7 @@ def speed(backbone, pixels: torch.Tensor) -> None:
             fresh = NegativeLabels.fit(backbone, vocab, cache_dir=cold)
             return energy(backbone.logit_scale * cos), fresh.score(f, cosines=cos)
 
-        t = interleaved({"energy": energy_only, "memory": neglabel_in_memory, "disk": neglabel_from_disk})
+        t = interleaved({"energy": energy_only, "memory": neglabel_in_memory, "disk": neglabel_from_disk}, 30)
     print(f"one image (encoding included), median of 30: energy only {1000 * t['energy']:.2f} ms; "
           f"+ NegLabel {1000 * t['memory']:.2f} ms (ratio {t['memory'] / t['energy']:.3f}x, target <= 1.2x); "
           f"+ NegLabel re-mined from the warm cache {1000 * t['disk']:.2f} ms ({t['disk'] / t['energy']:.3f}x)")
@@ -290,10 +290,17 @@ def main(argv=None) -> None:
     print(f"backbone: embedded ({backbone.cache_id})")
     if args.select:
         select(backbone, args, cache_dir)
-    runs = sweep(backbone, world_images(backbone, "test"), vocabularies(args.vocabularies, args.seed), cache_dir)
+    images, vocabs = world_images(backbone, "test"), vocabularies(args.vocabularies, args.seed)
+    runs = sweep(backbone, images, vocabs, cache_dir)
+    paper = sweep(backbone, images, vocabs, cache_dir, generic_share=0.0, threshold=DEFAULT_NEG_THRESHOLD)
     print(f"{len(runs)} vocabularies of 3-10 classes (seed {args.seed}), photo test images:")
     default = summarize(runs, 2, args.threshold if args.threshold is not None else runs[0][4])
     print(fmt("neglabel @ fixed default", default))
+    print(fmt("neglabel, paper's settings", summarize(paper, 2, DEFAULT_NEG_THRESHOLD))
+          + f"  (no generic words set aside, threshold {DEFAULT_NEG_THRESHOLD})")
+    for label, r in (("lexicon's settings", runs), ("no generic words set aside", paper)):
+        print(f"per-class acceptance over the vocabularies that hold the class, {label}: "
+              + " ".join(f"{c} {100 * a:.0f}" for c, a in per_class(r, images[1])))
     print(fmt("energy @ best fixed", best_fixed(runs, 3)))
     print(fmt("neglabel @ best fixed", best_fixed(runs, 2)))
     print(fmt("neglabel, oracle per vocab", oracle_per_vocabulary(runs)) + "  (threshold per vocabulary "

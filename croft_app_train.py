@@ -331,7 +331,8 @@ def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = (),
     start.click(h.train_stream, [source, benchmark, zip_file, images, labels, hub_id, method, shots, seed,
                                  lambda1, lambda2, lr, steps],
                 [status, loss_plot, acc_plot, results, download, new_model], preprocess=False,
-                concurrency_limit=h.queue.max_waiting + 1, concurrency_id="train", **private_api).failure(
+                concurrency_limit=h.queue.max_waiting + 1, concurrency_id="train",
+                show_progress_on=[status], **private_api).failure(  # one status badge, not one per output
         failed("train_stream", "Training failed"), None, status, queue=False, **private_api)  # the reason stays
     stop.click(h.stop, None, status, queue=False, **private_api)
     push.click(h.push, [repo_id, token, private], pushed, **private_api).failure(

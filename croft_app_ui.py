@@ -244,7 +244,7 @@ def classify_tab(resources, h) -> dict[str, Any]:
     example_classified.failure(failed("classify"), None, decision, queue=False, **PRIVATE)
     batch_button.click(_clear(3), None, [gallery, batch_table, batch_plot], queue=False, **PRIVATE).then(
         h.classify_batch, [images, vocabulary, model, threshold], [gallery, batch_table, batch_plot],
-        preprocess=False, **run, **PRIVATE)
+        preprocess=False, show_progress_on=[gallery], **run, **PRIVATE)  # one progress/"Error" badge
     return {"model": model, "image": image, "vocabulary": vocabulary, "threshold": threshold}
 
 
@@ -278,7 +278,8 @@ def compare_tab(resources, h, shared: dict[str, Any]) -> tuple[gr.Dropdown, gr.D
     for src, dst in ((shared["image"], image), (shared["vocabulary"], vocabulary), (shared["threshold"], threshold)):
         src.change(lambda v: v, src, dst, queue=False, **PRIVATE)
     outputs = [decision_a, probs_a, decision_b, probs_b, plot]
-    go = dict(preprocess=False, concurrency_id="infer", **PRIVATE)
+    # progress (and a failure's badge) on the first card only, not one "Error" box per output
+    go = dict(preprocess=False, concurrency_id="infer", show_progress_on=[decision_a], **PRIVATE)
     button.click(_clear(5), None, outputs, queue=False, **PRIVATE).then(
         h.compare, [image, vocabulary, model_a, model_b, threshold], outputs, **go).failure(
         failed("compare"), None, decision_a, queue=False, **PRIVATE)  # the reason, in the first card

@@ -669,3 +669,16 @@ def test_a_failure_reason_survives_a_gpu_worker_process(app):
 
     for name in ("classify", "classify_batch", "compare", "evaluate"):
         assert layers(getattr(app.Handlers, name)) == 2, name
+
+
+def test_a_failure_shows_one_badge_not_one_per_output(app):
+    """Gradio marks every output of a failed event "Error"; the multi-output events show their
+    progress (and that badge) on the one panel that then says why (Compare's card A, the batch
+    gallery), so a failed Compare is not four red boxes (screenshots compare_error_*)."""
+    multi = {"compare": "card-a", "classify_batch": "batch-gallery"}
+    seen = {}
+    for block_fn in app.demo.fns.values():
+        name = getattr(block_fn.fn, "__name__", "")
+        if name in multi:
+            seen.setdefault(name, []).append([c.elem_id for c in block_fn.show_progress_on or []])
+    assert seen == {"compare": [["card-a"], ["card-a"]], "classify_batch": [["batch-gallery"]]}

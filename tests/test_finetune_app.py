@@ -196,3 +196,13 @@ def test_advanced_numbers_are_checked_before_a_run(served):
         with pytest.raises(ValueError, match="learning rate must be a finite number, or empty for the method's default"):
             h._request("croft", 4, 1, 4, lr=value)
     assert h._request("croft", "", None, " ", lambda1="5", lr=" ").lambda1 == 5.0
+
+
+
+def test_a_failed_run_shows_one_badge_on_the_status_that_says_why(tiny_backbone, tmp_path):
+    """Not one "Error" box per output (curves, results, zip, name): the run's progress and its
+    failure badge sit on the status line, which the failure event then fills with the reason."""
+    demo, _ = build_demo(tiny_backbone, tmp_path)
+    fns = {getattr(f.fn, "__name__", ""): f for f in demo.fns.values()}
+    run, failure = fns["train_stream"], fns["train_stream_failed"]
+    assert [c._id for c in run.show_progress_on] == [c._id for c in failure.outputs]

@@ -17,7 +17,7 @@ this script times (median of ``CROFT_BENCH_N`` = 30 warm calls each, the paths t
 
 It prints the medians and the ratios to *direct*. The target of the issue is <= 1.5x for the
 embedded model with the plot included. The backbone is ``embedded``; if its weights
-(``croft_core/synth/embedded/open_clip_config.json``) are missing, a tiny random ``local-dir:``
+(``croft_core/data/synth/embedded/open_clip_config.json``) are missing, a tiny random ``local-dir:``
 model is written to a temporary folder and used instead (the script says so).
 
 Run: ``OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/app_latency.py``
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from timing import interleaved  # bench/timing.py
+from croft_app.ui import app as ui
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -49,7 +50,7 @@ WARMUP = 5
 def choose_backbone() -> tuple[str, str]:
     """``embedded`` when its weights exist, else a tiny random local-dir model (and why)."""
     if (REPO / "croft_core" / "synth" / "embedded" / "open_clip_config.json").is_file():
-        return "embedded", "embedded model (croft_core/synth/embedded)"
+        return "embedded", "embedded model (croft_core/data/synth/embedded)"
     import open_clip
     import torch
     from safetensors.torch import save_file
@@ -105,15 +106,15 @@ def main() -> int:
     from gradio_client import Client, handle_file
 
     import app
-    from croft_core import scoring
-    from croft_core.methods import l2n
-    from croft_core.predict import ZERO_SHOT
-    from croft_core.vocabulary import resolve_vocabulary
+    from croft_core.ood import scores as scoring
+    from croft_core.clip.features import l2n
+    from croft_app.service.classifier import ZERO_SHOT
+    from croft_app.service.vocabulary import resolve_vocabulary
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     resources = app.RESOURCES
     backbone = resources.backbone
-    handlers = app.Handlers(resources)
+    handlers = ui.Handlers(resources)
     example = Path(resources.examples[0][0])  # a rendered photo-style circle (224 px PNG)
     uploads = resources.upload_root / "croft-latency-bench"  # handlers read uploads only
     uploads.mkdir(parents=True, exist_ok=True)
@@ -149,13 +150,13 @@ def main() -> int:
 
     assert abs(direct()["score"] - handlers.classify(upload, vocabulary, ZERO_SHOT, threshold)["score"]) < 1e-3
 
-    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    ui.launch(app.demo, app.RESOURCES, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     with gr.Blocks() as floor_demo:  # same inputs, no work: the transport's own cost
         ins = [gr.Image(label="image", type="filepath"), gr.Textbox(label="vocabulary"),
                gr.Textbox(label="model"), gr.Textbox(label="threshold")]
         out = gr.JSON(label="result")
         gr.Button().click(lambda *a: {"label": "x"}, ins, out, api_name="classify", preprocess=False)
-    floor_demo.queue(default_concurrency_limit=app.SETTINGS.concurrency)
+    floor_demo.queue(default_concurrency_limit=app.RESOURCES.settings.concurrency)
     floor_demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
         client = Client(app.demo.local_url, verbose=False)

@@ -5,7 +5,7 @@ On the embedded model, for one rendered image and the ``shapes`` vocabulary (and
 model does not fit), this script times, taking turns (median of ``--n`` warm calls each):
 
 1. **energy only** — :meth:`OpenSetClassifier.classify` (encode, logits, energy, softmax, top-5);
-2. **open set** — :func:`croft_core.openset.classify_open`, what ``/classify`` runs: the same, plus
+2. **open set** — :func:`croft_app.service.decision.classify_open`, what ``/classify`` runs: the same, plus
    the memoized negatives of this (model, vocabulary), their scores and the rule's decision.
 
 Both include the image encoding, as a request does; the image is decoded once outside the timing.
@@ -25,11 +25,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from croft_core.backbones import load_backbone  # noqa: E402
-from croft_core.openset import NegativeRules, classify_open  # noqa: E402
-from croft_core.predict import OpenSetClassifier  # noqa: E402
-from croft_core.prompts import get_vocabulary  # noqa: E402
-from croft_core.synth.world import render  # noqa: E402
+from croft_core.clip.backbones import load_backbone  # noqa: E402
+from croft_app.service.decision import NegativeRules, classify_open  # noqa: E402
+from croft_app.service.classifier import OpenSetClassifier  # noqa: E402
+from croft_core.clip.prompts import get_vocabulary  # noqa: E402
+from croft_core.data.synth.world import render  # noqa: E402
 from timing import interleaved  # noqa: E402 (bench/timing.py)
 
 

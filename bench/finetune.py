@@ -6,7 +6,7 @@ seeded held-out validation part, features are extracted, CRoFT trains (200 steps
 calibrated, and the model is wrapped as a classifier and classifies one image. Measured twice in one
 process: with a cold feature cache, then with the features cached (the same upload again); once
 with the upload default (4 augmented views per training image) and once with plain views (the
-embedded world's small centred shapes do not survive random crops, see croft_core.benchmarks.shapes).
+embedded world's small centred shapes do not survive random crops, see croft_core.data.benchmarks.shapes).
 
     python bench/finetune.py            # targets: <= 60 s cold, <= 15 s cached, on 2 cores
     BENCH_DEVICE=cuda python bench/finetune.py
@@ -30,12 +30,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from croft_core.backbones import load_backbone  # noqa: E402
-from croft_core.finetune import FinetuneRequest, finetune  # noqa: E402
-from croft_core.predict import OpenSetClassifier  # noqa: E402
-from croft_core.synth.world import ID_CLASSES, render  # noqa: E402
-from croft_core.uploads import extract_zip  # noqa: E402
-from croft_core.userdata import upload_data  # noqa: E402
+from croft_core.clip.backbones import load_backbone  # noqa: E402
+from croft_app.service.finetune import FinetuneRequest, finetune  # noqa: E402
+from croft_app.service.classifier import OpenSetClassifier  # noqa: E402
+from croft_core.data.synth.world import ID_CLASSES, render  # noqa: E402
+from croft_app.service.uploads import extract_zip  # noqa: E402
+from croft_app.service.userdata import upload_data  # noqa: E402
 
 SHOTS, PER_CLASS, STEPS = 16, 20, 200
 

@@ -5,7 +5,7 @@ On a CUDA machine it measures, in one run (well under 5 minutes on one H100/H200
 1. encoder throughput of ViT-B-16 (random weights: the cost is that of the pretrained model) on
    synthetic 224 px batches of 256 already on the GPU, in fp32, fp32 with TF32 matmuls, and under
    fp16 / bf16 autocast;
-2. end-to-end extraction images/s through :func:`croft_core.features.extract_features` (JPEG decode
+2. end-to-end extraction images/s through :func:`croft_core.clip.features.extract_features` (JPEG decode
    and transform in worker processes, autocast fp16 vs fp32);
 3. training steps/s of the official CRoFT step and of the clean step on random d=512 features
    (Setup-I shape: 400 classes, batch 32), fp32 and bf16 autocast;
@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from croft_core.backbones import build_text_classifier, load_backbone
-from croft_core.features import extract_features, precision_of
-from croft_core.steps import clean_step, official_step
-from croft_core.train import _optimizers, init_model, method_config
+from croft_core.clip.backbones import build_text_classifier, load_backbone
+from croft_core.clip.features import extract_features, precision_of
+from croft_core.objectives.steps import clean_step, official_step
+from croft_core.runs.train import _optimizers, init_model, method_config
 
 TINY_MODEL_CFG = {  # the tests' tiny CLIP (tests/conftest.py), for --tiny
     "embed_dim": 16,

@@ -1,4 +1,4 @@
-"""Install a `croft bench` run as the shipped checkpoint ``croft_core/synth/croft-shapes``.
+"""Install a `croft bench` run as the shipped checkpoint ``croft_core/data/synth/croft-shapes``.
 
     python bench/install_shapes_checkpoint.py RUN_DIR NOTE
 
@@ -17,13 +17,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from croft_core.model import HeadConfig, render_model_card
+from croft_core.heads.checkpoint import HeadConfig, render_model_card
 
 DISPLAY_NAME = "CRoFT · shapes · painting held out"
 TARGET = Path(__file__).resolve().parents[1] / "croft_core" / "synth" / "croft-shapes"
 
 PROVENANCE = """
-## Provenance (croft_core/synth/croft-shapes)
+## Provenance (croft_core/data/synth/croft-shapes)
 
 Shown as **{name}**. Trained by `croft bench` on the `shapes_dg` benchmark (leave-one-style-out
 Setup-II miniature of the embedded shapes world; trained on photo, sketch and cartoon, 16 shots per
@@ -35,7 +35,7 @@ The metrics above are exactly what this reproduces:
 
 ```
 croft eval --backbone embedded --benchmark shapes_dg --benchmark-arg heldout=painting \\
-    --checkpoint croft_core/synth/croft-shapes --seed 1 --json eval.json
+    --checkpoint croft_core/data/synth/croft-shapes --seed 1 --json eval.json
 ```
 
 {note}

@@ -3,7 +3,7 @@
 Every probe sees the same cached 16-shot features (embedded backbone, seeds 1-3) and is scored on
 the photo test set and each style (covariate shift):
 
-- ``lbfgs`` — the library's ``linear_probe`` (croft_core.probe: every cached view a training row,
+- ``lbfgs`` — the library's ``linear_probe`` (croft_core.heads.probe: every cached view a training row,
   ``C`` swept on validation);
 - ``lbfgs_first_view`` — the same fit on the first cached view only;
 - ``sklearn_reference`` — scikit-learn's logistic regression as ``croft check-embedded`` fits it
@@ -23,12 +23,12 @@ import numpy as np
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
-from croft_core.backbones import load_backbone
-from croft_core.benchmarks import get_benchmark
-from croft_core.evaluate import benchmark_text_features, prepare_features
-from croft_core.metrics import accuracy
-from croft_core.probe import fit_linear_probe
-from croft_core.train import METHODS, init_model, method_config, train
+from croft_core.clip.backbones import load_backbone
+from croft_core.data.benchmarks import get_benchmark
+from croft_core.runs.evaluate import benchmark_text_features, prepare_features
+from croft_core.ood.metrics import accuracy
+from croft_core.heads.probe import fit_linear_probe
+from croft_core.runs.train import METHODS, init_model, method_config, train
 
 METHODS["sgd_probe"] = {"head": "linear_probe", "step": "supervised",  # the replaced baseline
                         "defaults": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4}}

@@ -1,6 +1,6 @@
 """Negative-label rejection on the shapes world: transfer of one fixed threshold, detection, speed.
 
-Runs on whatever embedded model is shipped (``croft_core/synth/embedded``) and prints, from one run:
+Runs on whatever embedded model is shipped (``croft_core/data/synth/embedded``) and prints, from one run:
 
 1. **Vocabularies** (issue 10): seeded random vocabularies of 3-10 of the world's 24 classes. For each,
    at the lexicon's fixed threshold (``neglabel.json``, else ``DEFAULT_NEG_THRESHOLD``): the
@@ -39,18 +39,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from croft_core.backbones import build_text_classifier, load_backbone  # noqa: E402
-from croft_core.benchmarks import BENCHMARKS, get_benchmark  # noqa: E402
-from croft_core.benchmarks.shapes import shapes_benchmark  # noqa: E402
-from croft_core.distributed import prepare_features  # noqa: E402
-from croft_core.evaluate import benchmark_text_features, evaluate, zeroshot_model  # noqa: E402
-from croft_core.model import CroftModel  # noqa: E402
-from croft_core import negatives  # noqa: E402
-from croft_core.negatives import DEFAULT_NEG_THRESHOLD, NegativeLabels, lexicon_path  # noqa: E402
-from croft_core.prompts import SINGLE_TEMPLATE  # noqa: E402
-from croft_core.scoring import energy  # noqa: E402
-from croft_core.synth import EMBEDDED_CHECKPOINT  # noqa: E402
-from croft_core.synth.world import CLASSES  # noqa: E402
+from croft_core.clip.backbones import build_text_classifier, load_backbone  # noqa: E402
+from croft_core.data.benchmarks import BENCHMARKS, get_benchmark  # noqa: E402
+from croft_core.data.benchmarks.shapes import shapes_benchmark  # noqa: E402
+from croft_core.runs.torchrun import prepare_features  # noqa: E402
+from croft_core.runs.evaluate import benchmark_text_features, evaluate, zeroshot_model  # noqa: E402
+from croft_core.heads.checkpoint import CroftModel  # noqa: E402
+from croft_core.ood import negatives  # noqa: E402
+from croft_core.ood.negatives import DEFAULT_NEG_THRESHOLD, NegativeLabels, lexicon_path  # noqa: E402
+from croft_core.clip.prompts import SINGLE_TEMPLATE  # noqa: E402
+from croft_core.ood.scores import energy  # noqa: E402
+from croft_core.data.synth import EMBEDDED_CHECKPOINT  # noqa: E402
+from croft_core.data.synth.world import CLASSES  # noqa: E402
 from timing import interleaved  # noqa: E402 (bench/timing.py)
 
 SELECT_SEED_OFFSET = 1000  # vocabularies for choosing the threshold never repeat the reported ones
@@ -315,7 +315,7 @@ def main(argv=None) -> None:
           f"{100 * spread:.1f} points on average, <= 10 points in {100 * p10:.0f}% of draws")
     if not args.skip_detection:
         detection(backbone, cache_dir)
-    from croft_core.synth.world import render  # one real image for the timing
+    from croft_core.data.synth.world import render  # one real image for the timing
 
     image = render("circle", "photo", np.random.default_rng(0))
     speed(backbone, backbone.preprocess(image).unsqueeze(0))

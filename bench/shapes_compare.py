@@ -26,7 +26,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from croft_core.synth.world import DOMAINS
+from croft_core.data.synth.world import DOMAINS
 
 GROUPS = (("fixed", "zeroshot,linear_probe", ()),
           ("sgd", "clip_adapter,croft,croft_noedr,croft_clean", ("--grid", "lr=0.002,0.02")),

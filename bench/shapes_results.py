@@ -7,7 +7,7 @@ either ``shapes_dg/`` (`croft bench` sweeps ``heldout=[...]``, one sub-folder pe
 ``shapes_dg_<style>/`` (one held-out style each); each holds one or more `croft bench --out` folders
 (one per method group, e.g. per grid), whose results are merged. Every number is mean ± std over the
 seeds, in %. The ``shapes_dg`` tables are the library's sweep tables
-(:func:`croft_core.report.sweep_summary`): a column per held-out style (from its own runs) and the
+(:func:`croft_core.runs.report.sweep_summary`): a column per held-out style (from its own runs) and the
 average over the styles present, taken per seed and then mean ± std over seeds.
 """
 
@@ -49,7 +49,7 @@ def shapes_table(summary: dict) -> str:
 
 def dg_tables(runs_by_style: dict[str, list[dict]]) -> str:
     """Leave-one-style-out: per metric, a column per held-out style and their average."""
-    from croft_core.report import sweep_markdown, sweep_summary
+    from croft_core.runs.report import sweep_markdown, sweep_summary
 
     styles = [s for s in STYLES if s in runs_by_style] + [s for s in runs_by_style if s not in STYLES]
     rank = {m: i for i, m in enumerate(METHOD_ORDER)}

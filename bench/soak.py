@@ -140,7 +140,7 @@ class RssSampler(threading.Thread):
 
 def requests_mix(server: Server) -> list[tuple[str, str, list]]:
     """(kind, event, data) of every request type; valid ones weigh half."""
-    from croft_core.synth.world import render
+    from croft_core.data.synth.world import render
 
     rng = np.random.default_rng(0)
     circle = server.upload("circle.png", _png(render("circle", "photo", rng, size=64)))
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler.start()
     try:
         ready_rss = server.rss_mb()
-        from croft_core.synth.world import render
+        from croft_core.data.synth.world import render
 
         circle = server.upload("c.png", _png(render("circle", "photo", np.random.default_rng(1), size=64)))
         data = [circle, VOCAB, "zero-shot", None]

@@ -26,10 +26,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from croft_core.backbones import build_text_classifier, load_backbone  # noqa: E402
-from croft_core.features import extract_features  # noqa: E402
-from croft_core.steps import official_step  # noqa: E402
-from croft_core.train import _optimizers, init_model, lr_at_epoch, method_config, train  # noqa: E402
+from croft_core.clip.backbones import build_text_classifier, load_backbone  # noqa: E402
+from croft_core.clip.features import extract_features  # noqa: E402
+from croft_core.objectives.steps import official_step  # noqa: E402
+from croft_core.runs.train import _optimizers, init_model, lr_at_epoch, method_config, train  # noqa: E402
 
 
 class SyntheticSplit:

@@ -20,8 +20,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # noqa: E402
 
-from croft_core.backbones import build_text_classifier, encode_text_truncated, load_backbone  # noqa: E402
-from croft_core.prompts import get_templates  # noqa: E402
+from croft_core.clip.backbones import build_text_classifier, encode_text_truncated, load_backbone  # noqa: E402
+from croft_core.clip.prompts import get_templates  # noqa: E402
 
 
 def best_of(fn, repeats: int = 3) -> float:

@@ -6,24 +6,24 @@ with baselines, OOD scores, metrics, benchmarks and Hub checkpoints. The public 
 here; submodules never need to be imported directly.
 """
 
-from .backbones import (Backbone, BackboneUnavailableError, build_text_classifier,
+from croft_core.clip.backbones import (Backbone, BackboneUnavailableError, build_text_classifier,
                         encode_text_truncated, load_backbone, parse_spec)
-from .benchmarks import Benchmark, SplitSpec, check_sources, get_benchmark, materialize
-from .detector import NotFittedError, ThresholdDetector
-from .errors import CroftError, HubError
-from .evaluate import (BenchmarkFeatures, calibrate, compute_scores, evaluate, prepare_features,
+from croft_core.data.benchmarks import Benchmark, SplitSpec, check_sources, get_benchmark, materialize
+from croft_core.ood.detector import NotFittedError, ThresholdDetector
+from croft_core.errors import CroftError, HubError
+from croft_core.runs.evaluate import (BenchmarkFeatures, calibrate, compute_scores, evaluate, prepare_features,
                        zeroshot_model)
-from .features import FeatureSet, extract_features
-from .hub import CheckpointNotFoundError, load_model, push_checkpoint
-from .loss_terms import energy_gradient_penalty, same_class_similarity
-from .methods import ClipAdapterHead, LinearProbeHead, TipAdapterHead, ZeroShotHead
-from .metrics import accuracy, aupr, auroc, fpr_at_tpr, full_spectrum_metrics, ood_metrics
-from .model import CroftHead, CroftModel, HeadConfig, render_model_card
-from .negatives import DEFAULT_NEG_THRESHOLD, LexiconError, NegativeLabels
-from .prompts import get_templates, get_vocabulary, list_vocabularies, parse_vocabulary
-from .scoring import energy, knn_score, max_logit, mcm, msp, neglabel
-from .steps import clean_step, official_step, supervised_step
-from .train import METHODS, TrainConfig, TrainResult, init_model, method_config, train
+from croft_core.clip.features import FeatureSet, extract_features
+from croft_core.heads.hub import CheckpointNotFoundError, load_model, push_checkpoint
+from croft_core.objectives.terms import energy_gradient_penalty, same_class_similarity
+from croft_core.heads.baselines import ClipAdapterHead, LinearProbeHead, TipAdapterHead, ZeroShotHead
+from croft_core.ood.metrics import accuracy, aupr, auroc, fpr_at_tpr, full_spectrum_metrics, ood_metrics
+from croft_core.heads.checkpoint import CroftHead, CroftModel, HeadConfig, render_model_card
+from croft_core.ood.negatives import DEFAULT_NEG_THRESHOLD, LexiconError, NegativeLabels
+from croft_core.clip.prompts import get_templates, get_vocabulary, list_vocabularies, parse_vocabulary
+from croft_core.ood.scores import energy, knn_score, max_logit, mcm, msp, neglabel
+from croft_core.objectives.steps import clean_step, official_step, supervised_step
+from croft_core.runs.train import METHODS, TrainConfig, TrainResult, init_model, method_config, train
 
 __version__ = "0.1.0"
 

@@ -28,7 +28,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
-from .errors import CroftError, UsageError
+from croft_core.errors import CroftError, UsageError
 
 logger = logging.getLogger("croft")
 
@@ -141,7 +141,7 @@ def _add_render_shapes(p: argparse.ArgumentParser) -> None:
 def _add_pretrain_embedded(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True,
                    help="local-dir folder to write (to replace the shipped model, copy its files into "
-                        "croft_core/synth/embedded/ afterwards; see PRETRAIN.md there)")
+                        "croft_core/data/synth/embedded/ afterwards; see PRETRAIN.md there)")
     for name, default, help_ in (
             ("seed", 0, None), ("steps", 1800, None), ("warmup", 100, None), ("batch_size", 128, None),
             ("lr", 2e-3, None), ("weight_decay", 0.1, None), ("pool", 12000, "initial rendered pool"),
@@ -221,21 +221,21 @@ def _grid(pairs: Sequence[str]) -> dict[str, list]:
 
 
 def _cache(args) -> Path:
-    from .backbones import DEFAULT_CACHE_DIR
+    from croft_core.clip.backbones import DEFAULT_CACHE_DIR
 
     return Path(args.cache_dir) if args.cache_dir else DEFAULT_CACHE_DIR
 
 
 def _benchmark_for(args: argparse.Namespace) -> Callable[[int], object]:
     """``seed -> Benchmark`` for ``--benchmark`` and its ``--benchmark-arg`` options."""
-    from .benchmarks import get_benchmark
+    from croft_core.data.benchmarks import get_benchmark
 
     kwargs = _benchmark_args(args.benchmark_arg)
     return lambda seed: get_benchmark(args.benchmark, seed=seed, **kwargs)
 
 
 def _backbone(args: argparse.Namespace, device: str | None = None):
-    from .backbones import load_backbone
+    from croft_core.clip.backbones import load_backbone
 
     return load_backbone(args.backbone, device=device or _device(args.device), precision=args.precision)
 
@@ -243,8 +243,8 @@ def _backbone(args: argparse.Namespace, device: str | None = None):
 # --- subcommands ------------------------------------------------------------------------------
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .pipeline import train_and_evaluate
-    from .train import method_config
+    from croft_core.runs.pipeline import train_and_evaluate
+    from croft_core.runs.train import method_config
 
     benchmark_for, grid = _benchmark_for(args), _grid(args.grid)  # flag checks first
     backbone = _backbone(args)  # fails fast offline, before a benchmark's data is prepared
@@ -259,9 +259,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from .evaluate import write_results, zeroshot_model
-    from .hub import load_model
-    from .pipeline import evaluate_checkpoint
+    from croft_core.runs.evaluate import write_results, zeroshot_model
+    from croft_core.heads.hub import load_model
+    from croft_core.runs.pipeline import evaluate_checkpoint
 
     benchmark_for = _benchmark_for(args)
     backbone = _backbone(args)
@@ -277,9 +277,9 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from .pipeline import run_bench, sweep_axis
-    from .report import markdown_table
-    from .train import method_config
+    from croft_core.runs.pipeline import run_bench, sweep_axis
+    from croft_core.runs.report import markdown_table
+    from croft_core.runs.train import method_config
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     overrides, views = _overrides(args), args.views
@@ -300,7 +300,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _run_extract(args: argparse.Namespace) -> int:
-    from .distributed import dist_info, extract_benchmarks, init_distributed
+    from croft_core.runs.torchrun import dist_info, extract_benchmarks, init_distributed
 
     benchmark_for = _benchmark_for(args)
     device = init_distributed() if dist_info().world_size > 1 else _device(args.device)
@@ -312,7 +312,7 @@ def _run_extract(args: argparse.Namespace) -> int:
 
 
 def _run_render_shapes(args: argparse.Namespace) -> int:
-    from .synth.dataset import build_shapes_dataset
+    from croft_core.data.synth.dataset import build_shapes_dataset
 
     sizes = {s: getattr(args, f"n_{s}") for s in ("train", "validation", "test")}
     build_shapes_dataset(args.out, sizes, seed=args.seed, size=args.size)
@@ -321,7 +321,7 @@ def _run_render_shapes(args: argparse.Namespace) -> int:
 
 
 def _run_pretrain_embedded(args: argparse.Namespace) -> int:
-    from .synth.pretrain import PretrainConfig, train
+    from croft_core.runs.pretrain import PretrainConfig, train
 
     values = {k: v for k, v in vars(args).items() if k in PretrainConfig.__dataclass_fields__}
     info = train(PretrainConfig(**values), command=args.command_line)
@@ -331,7 +331,8 @@ def _run_pretrain_embedded(args: argparse.Namespace) -> int:
 
 
 def _run_check_embedded(args: argparse.Namespace) -> int:
-    from .synth import EMBEDDED_DIR, check
+    from croft_core.data.synth import EMBEDDED_DIR
+    from croft_core.runs import embedded_check as check
 
     result = check.evaluate(args.model or str(EMBEDDED_DIR), args.data)
     print(check.format_table(result))
@@ -341,7 +342,7 @@ def _run_check_embedded(args: argparse.Namespace) -> int:
 
 
 def _run_check_sources(args: argparse.Namespace) -> int:
-    from .benchmarks import check_hub_sources, format_source_table
+    from croft_core.data.benchmarks import check_hub_sources, format_source_table
 
     rows = check_hub_sources(args.benchmark)  # offline: DatasetUnavailableError at once
     print(format_source_table(rows))
@@ -349,7 +350,7 @@ def _run_check_sources(args: argparse.Namespace) -> int:
 
 
 def _run_push(args: argparse.Namespace) -> int:
-    from .hub import push_checkpoint
+    from croft_core.heads.hub import push_checkpoint
 
     print(push_checkpoint(args.folder, args.repo_id, private=args.private, token=args.token))
     return 0

@@ -56,21 +56,25 @@ def space_requirements() -> str:
                       SPACES_PIN]) + "\n"
 
 
+PACKAGED = ("app.py", "croft_app", "croft_core")  # what the Space runs
+
+
 def source_files() -> list[str]:
-    """``app.py`` and ``croft_core/``: the files git tracks (no local experiments, no caches);
+    """``app.py``, ``croft_app/`` and ``croft_core/``: the files git tracks (no local experiments, no caches);
     every file of those paths when the checkout is not a git repository."""
     try:
-        listed = subprocess.run(["git", "ls-files", "-z", "app.py", "croft_core"], cwd=REPO,
+        listed = subprocess.run(["git", "ls-files", "-z", *PACKAGED], cwd=REPO,
                                 capture_output=True, check=True).stdout.decode().split("\0")
         files = [f for f in listed if f]
-        dirty = subprocess.run(["git", "status", "--porcelain", "app.py", "croft_core"], cwd=REPO,
+        dirty = subprocess.run(["git", "status", "--porcelain", *PACKAGED], cwd=REPO,
                                capture_output=True, check=True).stdout.decode().strip()
         if dirty:
             logger.warning("uncommitted changes are deployed as they are on disk:\n%s", dirty)
     except (OSError, subprocess.CalledProcessError):
         files = []
     if "app.py" not in files:  # not a git checkout (or nothing committed yet): take the folders
-        files = ["app.py"] + [str(p.relative_to(REPO)) for p in sorted((REPO / "croft_core").rglob("*"))
+        files = ["app.py"] + [str(p.relative_to(REPO)) for package in PACKAGED[1:]
+                              for p in sorted((REPO / package).rglob("*"))
                               if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
     return files
 

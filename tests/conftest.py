@@ -70,6 +70,6 @@ def tiny_spec(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_backbone(tiny_spec):
-    from croft_core.backbones import load_backbone
+    from croft_core.clip.backbones import load_backbone
 
     return load_backbone(tiny_spec)

@@ -16,7 +16,7 @@ import datasets
 import numpy as np
 import PIL.Image
 
-from croft_core.benchmarks import Benchmark, SplitSpec
+from croft_core.data.benchmarks import Benchmark, SplitSpec
 
 CLASSES = ("circle", "square", "triangle", "star")
 DOMAINS = ("photo", "sketch")

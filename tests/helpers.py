@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from croft_core.features import FeatureSet
+from croft_core.clip.features import FeatureSet
 
 
 def clustered_features(n_per_class: int = 8, k: int = 4, d: int = 16, views: int = 3, seed: int = 0,

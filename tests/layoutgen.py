@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from croft_core.benchmarks import imagenet_classes, setup1_class_split
-from croft_core.benchmarks.hub_sources import CALTECH101_CLASSES
+from croft_core.data.benchmarks import imagenet_classes, setup1_class_split
+from croft_core.data.benchmarks.hub_sources import CALTECH101_CLASSES
 
 SIZE = 8
 PACS_CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")

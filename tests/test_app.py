@@ -29,10 +29,11 @@ import PIL.Image
 import plotly.io
 import pytest
 
-from croft_core.benchmarks import register_benchmark
-from croft_core.model import CroftModel, HeadConfig
-from croft_core.prompts import SINGLE_TEMPLATE
+from croft_core.data.benchmarks import register_benchmark
+from croft_core.heads.checkpoint import CroftModel, HeadConfig
+from croft_core.clip.prompts import SINGLE_TEMPLATE
 from datagen import TINY_ID_CLASSES, tiny_benchmark
+from croft_app.ui import app as ui
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_CLASSES = 50
@@ -103,7 +104,7 @@ def app(tiny_spec, app_files):
 
 @pytest.fixture(scope="session")
 def handlers(app):
-    return app.Handlers(app.RESOURCES)
+    return ui.Handlers(app.RESOURCES)
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +112,7 @@ def image_files():
     """Good, odd and bad image files, by name, in Gradio's upload folder (as uploads are)."""
     from gradio.utils import get_upload_folder
 
-    from croft_core.synth.world import render
+    from croft_core.data.synth.world import render
 
     if "images" in _LIVE_FILES:
         yield _LIVE_FILES["images"]
@@ -137,7 +138,7 @@ def image_files():
 def server(app):
     """The app's own ``demo`` served on 127.0.0.1 (a free port) for the whole session."""
     if not _LIVE:
-        app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+        ui.launch(app.demo, app.RESOURCES, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
         _LIVE.update(url=app.demo.local_url, users=0)
     _LIVE["users"] += 1
     yield _LIVE["url"]
@@ -262,7 +263,7 @@ def test_explain_shows_why(handlers, image_files, app_files):
 
 
 def test_fast_plot_json_is_the_same_figure():
-    from croft_core.viz import energy_histogram, energy_histogram_json
+    from croft_core.runs.figures import energy_histogram, energy_histogram_json
 
     groups = {"ID": np.random.default_rng(0).normal(10, 1, 200), "other": [7.0, 8.0, float("nan")],
               "empty": []}
@@ -276,7 +277,7 @@ def test_fast_plot_json_is_the_same_figure():
 
 
 def test_embedded_world_backbones_calibrate_and_warn(app, tiny_spec, image_files):
-    world = app.Handlers(app.load_resources(app.AppSettings(backbone=tiny_spec), [], embedded_world=True))
+    world = ui.Handlers(ui.load_resources(ui.AppSettings(backbone=tiny_spec), [], embedded_world=True))
     out = ready(world).classify(image_files["circle"], "shapes", "zero-shot", None)
     assert out["rule"] == "negative labels" and out["accepted"] == (out["neg_score"] >= out["neg_threshold"])
     assert world.classify(image_files["circle"], "shapes", "zero-shot", "-1e9")["accepted"]
@@ -345,15 +346,15 @@ def test_evaluate_and_its_downloads(handlers, app_files):
 def test_file_path_accepts_only_uploads(app, handlers, image_files, app_files, tmp_path):
     root = handlers.r.upload_root
     circle = image_files["circle"]
-    assert app.file_path(None, root) is None and app.file_path(up(circle), root) == circle
-    assert app.file_path({"image": up(circle)}, root) == circle  # a gallery item
+    assert ui.file_path(None, root) is None and ui.file_path(up(circle), root) == circle
+    assert ui.file_path({"image": up(circle)}, root) == circle  # a gallery item
     outside = str(tmp_path / "x.png")
     (tmp_path / "x.png").write_bytes(Path(circle).read_bytes())
     (Path(circle).parent / "link.png").symlink_to(outside)
     for payload in ({"path": circle}, up(outside), up("/no/such/file.png"), outside,
                     up(str(Path(circle).parent / "link.png")), up(app_files["croft"] + "/config.json")):
         with pytest.raises(ValueError, match="not an upload of this session") as err:
-            app.file_path(payload, root)
+            ui.file_path(payload, root)
         assert "/" not in str(err.value)
     for handler in (lambda f: handlers.classify(f, VOCAB, "zero-shot", None),
                     lambda f: handlers.compare(f, VOCAB, "zero-shot", "croft"),
@@ -452,7 +453,7 @@ def test_lab_jobs_are_stopped_at_their_time_limit(app, handlers, monkeypatch):
     import dataclasses
 
     settings = dataclasses.replace(handlers.r.settings, lab_time_limit=1)
-    capped = app.Handlers(dataclasses.replace(handlers.r, settings=settings))
+    capped = ui.Handlers(dataclasses.replace(handlers.r, settings=settings))
 
     def forever(*args):
         while True:
@@ -607,8 +608,8 @@ def test_space_bundle_and_offline_deploy(tmp_path, monkeypatch):
                  "suggested_hardware: t4-small", "models:"):
         assert line in front, line
     folder = deploy.assemble(tmp_path / "space")
-    assert (folder / "app.py").is_file() and (folder / "croft_core" / "predict.py").is_file()
-    assert (folder / "croft_core" / "vocab" / "cifar10.txt").is_file()
+    assert (folder / "app.py").is_file() and (folder / "croft_app" / "service" / "classifier.py").is_file()
+    assert (folder / "croft_core" / "data" / "vocab" / "cifar10.txt").is_file()
     assert (folder / "README.md").read_text() == card
     requirements = (folder / "requirements.txt").read_text().splitlines()
     assert "gradio==6.31.0" in requirements and deploy.SPACES_PIN in requirements
@@ -626,7 +627,7 @@ def test_space_bundle_and_offline_deploy(tmp_path, monkeypatch):
 
 
 def test_the_preset_menu_follows_the_class_list():
-    from croft_app_ui import preset_of, preset_text
+    from croft_app.ui.common import preset_of, preset_text
 
     assert preset_of(preset_text("shapes"))["value"] == "shapes"
     assert preset_of("shapes")["value"] == "shapes"  # the preset's name typed in the box
@@ -639,8 +640,8 @@ def test_a_failure_reason_survives_a_gpu_worker_process(app):
     there is lost, so every GPU handler is wrapped once more outside, in the server process."""
     import functools
 
-    import croft_app_ui
-    from croft_app_ui import last_error, user_errors
+    import croft_app.ui.common
+    from croft_app.ui.common import last_error, user_errors
 
     def worker(fn):  # a stand-in for spaces.GPU: the worker's memory is gone when it returns
         @functools.wraps(fn)
@@ -648,7 +649,7 @@ def test_a_failure_reason_survives_a_gpu_worker_process(app):
             try:
                 return fn(*args, **kwargs)
             finally:
-                croft_app_ui._errors.clear()
+                croft_app.ui.common._errors.clear()
         return run
 
     def handler(vocabulary, request: gr.Request = None):
@@ -668,7 +669,7 @@ def test_a_failure_reason_survives_a_gpu_worker_process(app):
         return count
 
     for name in ("classify", "classify_batch", "compare", "evaluate"):
-        assert layers(getattr(app.Handlers, name)) == 2, name
+        assert layers(getattr(ui.Handlers, name)) == 2, name
 
 
 def test_a_failure_shows_one_badge_not_one_per_output(app):

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import write_tiny_model
-from croft_core.backbones import (BackboneUnavailableError, build_text_classifier,
+from croft_core.clip.backbones import (BackboneUnavailableError, build_text_classifier,
                                   encode_text_truncated, load_backbone, parse_spec, same_backbone)
 from croft_core.errors import CroftError
-from croft_core.prompts import CROFT_IMAGENET_TEMPLATES, get_templates
+from croft_core.clip.prompts import CROFT_IMAGENET_TEMPLATES, get_templates
 
 
 def test_parse_spec_forms():
@@ -144,7 +144,7 @@ def test_hf_hub_cache_id_follows_the_revision(tmp_path, monkeypatch):
 # ---- one compatibility rule --------------------------------------------------------------------------
 
 def test_same_backbone(tmp_path, monkeypatch):
-    from croft_core.synth import EMBEDDED_DIR
+    from croft_core.data.synth import EMBEDDED_DIR
 
     assert same_backbone("embedded", f"local-dir:{EMBEDDED_DIR}")
     assert same_backbone("ViT-B/16:openai", "ViT-B-16:openai")

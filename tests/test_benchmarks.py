@@ -1,4 +1,4 @@
-"""croft_core.benchmarks: definitions as data, materialize, overlap rules, manifests, registry."""
+"""croft_core.data.benchmarks: definitions as data, materialize, overlap rules, manifests, registry."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from datagen import (CLASSES, TINY_ID_CLASSES, class_colour, make_tiny_dataset_dict, make_tiny_imagefolder,
                      tiny_benchmark)
 
-from croft_core.benchmarks import (BENCHMARKS, Benchmark, LoadedSplit, SplitSpec, get_benchmark, materialize,
+from croft_core.data.benchmarks import (BENCHMARKS, Benchmark, LoadedSplit, SplitSpec, get_benchmark, materialize,
                                    materialize_from_manifest, read_classnames, read_manifest, register_benchmark,
                                    replace_spec, setup1, setup2, write_manifest)
 
@@ -250,7 +250,7 @@ def test_manifest_uses_id_column_and_survives_a_move(tmp_path, caplog):
     train = materialize(plain, "train", shots=2, seed=0)
     path = write_manifest(tmp_path / "m2.json", plain, {"train": train}, seed=0, shots=2)
     shutil.copytree(tmp_path / "c", tmp_path / "d")
-    with caplog.at_level(logging.WARNING, logger="croft_core.benchmarks"):
+    with caplog.at_level(logging.WARNING, logger="croft_core.data.benchmarks"):
         rebuilt = materialize_from_manifest(tiny_benchmark(tmp_path / "d"), path, "train")
     assert rebuilt.labels.tolist() == train.labels.tolist() and rebuilt.rows.tolist() == train.rows.tolist()
     assert "reading rows by position" in caplog.text
@@ -364,8 +364,8 @@ def test_get_benchmark_errors(tmp_path):
 
 def test_register_benchmark_is_an_extension_point(tmp_path, monkeypatch):
     # a name no other test registers (test_app registers its own "tiny" for the whole session)
-    monkeypatch.setattr("croft_core.benchmarks.registry.BENCHMARKS", dict(BENCHMARKS))
-    from croft_core.benchmarks import registry
+    monkeypatch.setattr("croft_core.data.benchmarks.registry.BENCHMARKS", dict(BENCHMARKS))
+    from croft_core.data.benchmarks import registry
 
     def tiny_factory(n: int = 2, seed: int = 1) -> Benchmark:
         return dataclasses.replace(tiny_benchmark(tmp_path, n=n), name=f"tiny{n}-seed{seed}")
@@ -402,7 +402,7 @@ def test_definition_validation(tiny):
 @pytest.mark.network
 def test_hub_sources_match_the_hub():
     """With --network: every Hub source's metadata matches its definition (ImageNet-1k may be gated)."""
-    from croft_core.benchmarks import check_hub_sources, format_source_table
+    from croft_core.data.benchmarks import check_hub_sources, format_source_table
 
     rows = check_hub_sources()
     assert all(r.status in ("ok", "unverified", "gated") for r in rows), format_source_table(rows)

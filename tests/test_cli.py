@@ -7,7 +7,7 @@ import json
 import pytest
 
 from croft_core.cli import main
-from croft_core.hub import load_model
+from croft_core.heads.hub import load_model
 from datagen import tiny_benchmark
 
 RESULT_KEYS = {"benchmark", "backbone", "method", "seed", "shots", "id", "covariate", "semantic",
@@ -140,12 +140,12 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
                                  AttributeError("'NoneType' object has no attribute 'shape'")])
 def test_unexpected_errors_are_not_swallowed(bug, tmp_path, monkeypatch):
     """A bug inside the library keeps its type and traceback instead of becoming one line."""
-    import croft_core.hub
+    import croft_core.heads.hub
 
     def broken(*args, **kwargs):
         raise bug
 
-    monkeypatch.setattr(croft_core.hub, "push_checkpoint", broken)
+    monkeypatch.setattr(croft_core.heads.hub, "push_checkpoint", broken)
     with pytest.raises(type(bug)):
         main(["push", str(tmp_path), "--repo-id", "me/x"])
 
@@ -153,7 +153,7 @@ def test_unexpected_errors_are_not_swallowed(bug, tmp_path, monkeypatch):
 def test_library_errors_are_one_line(tmp_path, capsys):
     from croft_core.cli import library_errors
     from croft_core.errors import CroftError
-    from croft_core.hub import CheckpointNotFoundError
+    from croft_core.heads.hub import CheckpointNotFoundError
 
     assert CroftError in library_errors() and issubclass(CheckpointNotFoundError, library_errors())
     assert not issubclass(KeyError, library_errors()) and not issubclass(RuntimeError, library_errors())
@@ -164,7 +164,7 @@ def test_library_errors_are_one_line(tmp_path, capsys):
 
 def test_min_steps_flag_reaches_the_train_config():
     from croft_core.cli import _overrides, build_parser
-    from croft_core.train import method_config
+    from croft_core.runs.train import method_config
 
     args = build_parser().parse_args(["train", "--out", "x", "--min-steps", "50", "--lr", "0.1"])
     assert _overrides(args) == {"min_steps": 50, "lr": 0.1}
@@ -186,8 +186,8 @@ def test_check_sources_offline_says_so_at_once(capsys):
 
 
 def test_check_sources_prints_the_table_and_fails_on_a_mismatch(monkeypatch, capsys):
-    import croft_core.benchmarks as benchmarks
-    from croft_core.benchmarks import SourceCheck
+    import croft_core.data.benchmarks as benchmarks
+    from croft_core.data.benchmarks import SourceCheck
 
     rows = [SourceCheck("imagenet_val", "org/imagenet", "main", status="ok"),
             SourceCheck("dtd", "org/dtd", "main", status="unverified")]

@@ -1,4 +1,4 @@
-"""croft_core.data: sources (save_to_disk, image folders, Hub ids) and their errors."""
+"""croft_core.data.sources: sources (save_to_disk, image folders, Hub ids) and their errors."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import datasets
 import pytest
 from datagen import CLASSES, DOMAINS, make_tiny_dataset_dict, make_tiny_imagefolder
 
-from croft_core import data
-from croft_core.data import DatasetUnavailableError, column_array, load_split
+from croft_core.data import sources as data
+from croft_core.data.sources import DatasetUnavailableError, column_array, load_split
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from croft_core.detector import NotFittedError, ThresholdDetector
-from croft_core.metrics import fpr_at_tpr
+from croft_core.ood.detector import NotFittedError, ThresholdDetector
+from croft_core.ood.metrics import fpr_at_tpr
 
 
 def test_exactly_95_of_100_distinct_scores_accepted():

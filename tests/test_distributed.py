@@ -15,9 +15,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from datagen import tiny_benchmark
 
-from croft_core import distributed
-from croft_core.benchmarks import materialize
-from croft_core.features import FeatureSet, extract_features, feature_cache_path
+from croft_core.runs import torchrun as distributed
+from croft_core.data.benchmarks import materialize
+from croft_core.clip.features import FeatureSet, extract_features, feature_cache_path
 
 VIEWS, SEED, BATCH = 2, 3, 4
 
@@ -107,8 +107,8 @@ def test_prepare_features_mines_the_benchmarks_negatives(tmp_path_factory, tmp_p
     """The evaluation's ``neglabel`` score reads negatives mined for the benchmark's ID classes."""
     from conftest import write_tiny_model
 
-    from croft_core.backbones import load_backbone
-    from croft_core.negatives import LEXICON_FILE
+    from croft_core.clip.backbones import load_backbone
+    from croft_core.ood.negatives import LEXICON_FILE
 
     folder = tmp_path / "model"
     backbone_spec = write_tiny_model(folder, seed=2)

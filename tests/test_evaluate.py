@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from croft_core.evaluate import BenchmarkFeatures, calibrate, evaluate
-from croft_core.features import FeatureSet
-from croft_core.model import CroftModel, HeadConfig
-from croft_core.report import flatten, markdown_table, summarize
+from croft_core.runs.evaluate import BenchmarkFeatures, calibrate, evaluate
+from croft_core.clip.features import FeatureSet
+from croft_core.heads.checkpoint import CroftModel, HeadConfig
+from croft_core.runs.report import flatten, markdown_table, summarize
 
 D, K = 8, 3
 
@@ -87,7 +87,7 @@ def test_summary_mean_and_std():
 
 
 def test_report_pools_many_semantic_sets():
-    from croft_core.report import _pool_semantic
+    from croft_core.runs.report import _pool_semantic
 
     groups = {"ID: photo": [1.0, 2.0], **{f"semantic: s{i}": [float(i)] for i in range(5)}}
     pooled = _pool_semantic(groups)
@@ -98,8 +98,8 @@ def test_report_pools_many_semantic_sets():
 
 def test_other_tpr_keeps_fixed_metric_keys(setup):
     """``tpr`` sets the deployment threshold only; ``fpr95`` always means FPR at 95% TPR."""
-    from croft_core.evaluate import headline_metrics
-    from croft_core.metrics import METRIC_KEYS
+    from croft_core.runs.evaluate import headline_metrics
+    from croft_core.ood.metrics import METRIC_KEYS
 
     model, text, feats = setup
     results, _ = evaluate(model, text, feats, tpr=0.9)
@@ -112,7 +112,7 @@ def test_other_tpr_keeps_fixed_metric_keys(setup):
 
 
 def _tip_adapter(text, feats):
-    from croft_core.methods import l2n
+    from croft_core.clip.features import l2n
 
     model = CroftModel(HeadConfig(head="tip_adapter", logit_scale=10.0, embed_dim=D, num_classes=K,
                                   cache_size=3, tip_alpha=5.0))
@@ -122,7 +122,7 @@ def _tip_adapter(text, feats):
 
 def test_mcm_uses_cosines_to_the_class_texts_for_every_head(setup):
     """Tip-Adapter's logits carry the cache term: MCM must not treat them as scaled cosines."""
-    from croft_core.evaluate import compute_scores
+    from croft_core.runs.evaluate import compute_scores
 
     _, text, feats = setup
     model, l2n = _tip_adapter(text, feats)
@@ -136,7 +136,7 @@ def test_mcm_uses_cosines_to_the_class_texts_for_every_head(setup):
 
 
 def test_mcm_of_croft_uses_the_adapted_text(setup):
-    from croft_core.evaluate import compute_scores
+    from croft_core.runs.evaluate import compute_scores
 
     _, text, feats = setup
     model = CroftModel(HeadConfig(head="croft", logit_scale=10.0, embed_dim=D, num_classes=K))
@@ -150,7 +150,7 @@ def test_mcm_of_croft_uses_the_adapted_text(setup):
 
 def _negatives(words_axes, d=D):
     """Hand-built NegLabel negatives: one negative word per unused axis."""
-    from croft_core.negatives import NegativeLabels
+    from croft_core.ood.negatives import NegativeLabels
 
     raw = torch.eye(d)[list(words_axes)]
     return NegativeLabels(words=tuple(f"w{a}" for a in words_axes), embeddings=raw, id_embeddings=torch.eye(d)[:K],
@@ -173,8 +173,8 @@ def test_neglabel_is_a_score_of_every_method(setup):
 
 
 def test_neglabel_uses_the_heads_text_map_on_the_negatives(setup):
-    from croft_core.evaluate import compute_scores
-    from croft_core.scoring import neglabel
+    from croft_core.runs.evaluate import compute_scores
+    from croft_core.ood.scores import neglabel
 
     _, text, feats = setup
     model = CroftModel(HeadConfig(head="croft", logit_scale=10.0, embed_dim=D, num_classes=K))

@@ -1,10 +1,10 @@
-"""What the app shows: verdict in words, plot inputs per rule, Lab table in % (croft_core.explain)."""
+"""What the app shows: verdict in words, plot inputs per rule, Lab table in % (croft_app.service.explain)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from croft_core.explain import batch_row, caption, lab_headers, lab_rows, margin, plot_inputs, verdict_markdown
+from croft_app.service.explain import batch_row, caption, lab_headers, lab_rows, margin, plot_inputs, verdict_markdown
 
 REJECTED = {"label": "unknown", "accepted": False, "score": 9.0, "threshold": None, "predicted_class": "horse",
             "probabilities": {"horse": 0.9, "cat": 0.1}, "rule": "negative labels", "neg_score": 0.002,
@@ -50,7 +50,7 @@ def test_lab_table_in_percent_summary_first_two_models():
 
 
 def test_pooled_groups_for_a_two_model_lab_figure():
-    from croft_core.explain import pooled_groups
+    from croft_app.service.explain import pooled_groups
 
     groups = pooled_groups({"ID: photo": [1.0, 2.0], "covariate: sketch": [3.0], "covariate: cartoon": [4.0],
                             "semantic: pentagon": [5.0], "semantic: ring": [6.0, 7.0]})

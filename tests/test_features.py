@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from croft_core.benchmarks import materialize
-from croft_core.features import FeatureSet, extract_features
+from croft_core.data.benchmarks import materialize
+from croft_core.clip.features import FeatureSet, extract_features
 from datagen import tiny_benchmark
 
 
@@ -57,8 +57,8 @@ def test_several_views_need_augmentation(tiny_backbone, train_split):
 
 
 def test_feature_cache_is_keyed_by_the_backbone_precision(tiny_spec, train_split, tmp_path):
-    from croft_core.backbones import load_backbone
-    from croft_core.features import feature_cache_path
+    from croft_core.clip.backbones import load_backbone
+    from croft_core.clip.features import feature_cache_path
 
     fp32, bf16 = load_backbone(tiny_spec), load_backbone(tiny_spec, precision="bf16")
     path32, _ = feature_cache_path(fp32, train_split, cache_dir=tmp_path)

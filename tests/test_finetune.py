@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from croft_core.errors import CroftError, HubError
-from croft_core.finetune import (FinetuneError, FinetuneLimits, FinetuneRequest, FinetuneStopped,
+from croft_app.service.finetune import (FinetuneError, FinetuneLimits, FinetuneRequest, FinetuneStopped,
                                  display_name, finetune, push_finetuned, save_checkpoint, train_config,
                                  zip_checkpoint)
-from croft_core.sessions import QueueFull, SessionModels, TrainingQueue, stream_job
-from croft_core.uploads import UploadError, UploadLimits, extract_zip, inspect_zip, labelled_images
-from croft_core.userdata import DataError, benchmark_data, holdout_rows, hub_data, upload_data
+from croft_app.service.sessions import QueueFull, SessionModels, TrainingQueue, stream_job
+from croft_app.service.uploads import UploadError, UploadLimits, extract_zip, inspect_zip, labelled_images
+from croft_app.service.userdata import DataError, benchmark_data, holdout_rows, hub_data, upload_data
 from tests.datagen import make_image, tiny_benchmark
 
 CLASSES = ("circle", "square", "triangle")
@@ -104,7 +104,7 @@ def test_zip_bomb_and_sizes_are_refused(tmp_path):
 
 def test_a_header_that_lies_about_sizes_is_caught_while_streaming(tmp_path, monkeypatch):
     z = make_zip(tmp_path / "z.zip", per_class=2)
-    import croft_core.uploads as uploads
+    import croft_app.service.uploads as uploads
 
     real = uploads._copy_bounded
     monkeypatch.setattr(uploads, "_copy_bounded", lambda src, dst, budget: real(src, dst, 10))
@@ -195,7 +195,7 @@ def test_hub_source_fails_fast_and_clearly_offline():
 def test_hub_source_missing_label_column(tmp_path, monkeypatch):
     import datasets
 
-    import croft_core.data as data_mod
+    import croft_core.data.sources as data_mod
 
     ds = datasets.Dataset.from_dict({"image": [make_image("circle", 0, np.random.default_rng(0))] * 2,
                                      "text": ["a", "b"]}, features=datasets.Features(
@@ -229,7 +229,7 @@ def test_finetune_reports_progress_and_gives_a_calibrated_named_model(tiny_backb
     card = (folder / "README.md").read_text()
     for text in ("model_name:", "upload `my-data`", "lambda1=5.0", "lr=0.002", "Validation: accuracy"):
         assert text in card
-    from croft_core.vetting import display_name as shown, load_vetted, vet_checkpoint
+    from croft_app.service.vetting import display_name as shown, load_vetted, vet_checkpoint
 
     assert shown(folder) == r.name
     load_vetted(folder, vet_checkpoint(folder, embed_dim=tiny_backbone.embed_dim, max_classes=10))
@@ -241,7 +241,7 @@ def test_finetune_reports_progress_and_gives_a_calibrated_named_model(tiny_backb
 def test_features_are_cached_by_content(tiny_backbone, zip_data, tmp_path, monkeypatch):
     req = FinetuneRequest(steps=2, views=1, batch_size=4)
     finetune(tiny_backbone, zip_data, req, cache_dir=tmp_path / "cache")
-    import croft_core.features as features
+    import croft_core.clip.features as features
 
     monkeypatch.setattr(features, "encode_split", lambda *a, **k: pytest.fail("encoded again"))
     finetune(tiny_backbone, zip_data, req, cache_dir=tmp_path / "cache")
@@ -250,7 +250,7 @@ def test_features_are_cached_by_content(tiny_backbone, zip_data, tmp_path, monke
 def test_stop_keeps_the_best_epoch_so_far(tiny_backbone, zip_data, monkeypatch):
     import importlib
 
-    tr = importlib.import_module("croft_core.train")  # the package re-exports `train` itself
+    tr = importlib.import_module("croft_core.runs.train")  # the package re-exports `train` itself
     accs = iter([0.3, 0.9, 0.5, 0.2, 0.1, 0.1])
     real_select = tr._select
 
@@ -284,7 +284,7 @@ def test_stop_before_training_keeps_nothing(tiny_backbone, zip_data):
 
 
 def test_wall_time_cap_ends_the_run_cleanly(tiny_backbone, zip_data, monkeypatch):
-    import croft_core.finetune as ft
+    import croft_app.service.finetune as ft
 
     clock = {"t": 0.0}
     monkeypatch.setattr(ft.time, "monotonic", lambda: clock["t"])
@@ -422,7 +422,7 @@ def test_hub_dataset_too_large_is_refused_before_download(monkeypatch):
 
 
 def test_limits_from_the_environment(monkeypatch):
-    from croft_core.finetune import FinetuneLimits
+    from croft_app.service.finetune import FinetuneLimits
 
     monkeypatch.setenv("CROFT_TRAIN_MAX_SECONDS", "30")
     assert FinetuneLimits.from_env().max_seconds == 30.0

@@ -1,7 +1,7 @@
 """The Train tab's ``/finetune`` through ``gradio_client``, then ``/classify`` with the returned model.
 
 The demo is built here from the Train tab and a ``/classify`` that asks a
-:class:`~croft_core.sessions.SessionRegistry` with the caller's session, as the app will once the
+:class:`~croft_app.service.sessions.SessionRegistry` with the caller's session, as the app will once the
 Train tab is hooked into ``app.py`` (served on 127.0.0.1 only).
 """
 
@@ -13,16 +13,16 @@ import gradio as gr
 import numpy as np
 import pytest
 
-from croft_core.images import load_image
-from croft_core.registry import ClassifierRegistry
-from croft_core.sessions import SessionRegistry
+from croft_core.data.images import load_image
+from croft_app.service.models import ClassifierRegistry
+from croft_app.service.sessions import SessionRegistry
 from tests.test_finetune import CLASSES, _png, make_zip
 
 gr_client = pytest.importorskip("gradio_client")
 
 
 def build_demo(backbone, cache_dir):
-    from croft_app_train import TrainHandlers, train_tab
+    from croft_app.ui.train import TrainHandlers, train_tab
 
     registry = SessionRegistry(ClassifierRegistry(backbone, cache_dir=cache_dir))
     h = TrainHandlers(backbone, registry, cache_dir=cache_dir)
@@ -100,7 +100,7 @@ def test_finetune_on_an_upload_then_classify_in_the_same_session(served, files):
 
 def test_train_stream_shows_progress_curves_and_a_download(served, files):
     _, h = served
-    import croft_app_train
+    import croft_app.ui.train
 
     payload = {"path": str(files / "my-data.zip"), "orig_name": "my-data.zip"}
     h.upload_path = lambda p: p["path"] if isinstance(p, dict) else p  # the file is not an upload here
@@ -116,7 +116,7 @@ def test_train_stream_shows_progress_curves_and_a_download(served, files):
     final = outs[-1]
     assert "is ready" in final[0] and final[5] == "CRoFT · my-data · 4-shot"  # a session of its own
     assert zipfile.ZipFile(final[4]).namelist()[0].endswith(("config.json", "model.safetensors", "README.md"))
-    assert croft_app_train._menu_update(h, final[5], None)["value"] == final[5]
+    assert croft_app.ui.train._menu_update(h, final[5], None)["value"] == final[5]
 
 
 @pytest.mark.slow
@@ -134,7 +134,7 @@ def test_finetune_on_shapes_then_classify(served, files):
 
 
 def test_stop_and_the_queue_position(served, files):
-    from croft_core.finetune import FinetuneRequest, FinetuneStopped
+    from croft_app.service.finetune import FinetuneRequest, FinetuneStopped
 
     _, h = served
     h.upload_path = lambda p: p

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from croft_core.errors import HubError
-from croft_core.hub import CheckpointNotFoundError, load_model, push_checkpoint
-from croft_core.model import CroftModel, HeadConfig
+from croft_core.heads.hub import CheckpointNotFoundError, load_model, push_checkpoint
+from croft_core.heads.checkpoint import CroftModel, HeadConfig
 
 
 def test_missing_checkpoint_messages(tmp_path):
@@ -107,7 +107,7 @@ def test_push_failures_are_hub_errors(tmp_path, fake_hub, monkeypatch):
 
 
 def test_push_keeps_a_longer_card_and_replaces_an_old_one(tmp_path, fake_hub):
-    from croft_core.hub import card_for_repo
+    from croft_core.heads.hub import card_for_repo
 
     folder = CroftModel(HeadConfig(head="croft", embed_dim=4, classnames=("a", "b"))).save(tmp_path / "c")
     card = (folder / "README.md").read_text() + "\n## Data\n\n16 images per class.\n"

@@ -16,11 +16,11 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from croft_core.images import ImageError, ImageLimits, load_image
+from croft_core.data.images import ImageError, ImageLimits, load_image
 
 PEAK = textwrap.dedent("""
     import json, resource, sys
-    from croft_core.images import load_image
+    from croft_core.data.images import load_image
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     image = load_image(sys.argv[1])
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import inspect
 from pathlib import Path
 
 import pytest
@@ -230,7 +231,7 @@ def test_argv_reader_detection(source, expected):
 
 
 def test_plotly_stays_in_viz():
-    offenders = sorted(n for n, tree in _all_trees() if n != "croft_core.viz" and
+    offenders = sorted(n for n, tree in _all_trees() if n != "croft_core.runs.figures" and
                        "plotly" in _imported_top_packages(tree))
     assert not offenders, f"plotly belongs in croft_core/viz.py only (the app extra); imported by {offenders}"
 
@@ -240,3 +241,84 @@ def test_the_public_api_resolves():
 
     assert len(set(croft_core.__all__)) == len(croft_core.__all__)
     assert [n for n in croft_core.__all__ if not hasattr(croft_core, n)] == []
+
+
+# --- layers: imports run one way, top to bottom ------------------------------------------------
+
+REPO = PACKAGE_DIR.parent
+# The one table of layers (docs/ARCHITECTURE.md draws it). A module may import its own floor or a
+# lower one, never a higher one. Longest prefix wins; a package's ``__init__`` sits on its floor.
+LAYERS = {
+    "croft_core.errors": 0, "croft_core.seeds": 0, "croft_core.offline": 0,   # foundations
+    "croft_core.data": 1,         # sources, layouts, images, vocabularies, benchmarks, the shapes world
+    "croft_core.clip": 2,         # backbones, text classifiers, prompts, feature extraction
+    "croft_core.ood": 3,          # scores, negative labels, threshold detector, metrics
+    "croft_core.heads": 4,        # CRoFT head, baseline heads, probe, checkpoint, Hub I/O
+    "croft_core.objectives": 5,   # loss terms and training steps
+    "croft_core.runs": 6,         # train, evaluate, pipeline, report, figures, torchrun, pretrain
+    "croft_core.cli": 7, "croft_core": 7,   # the command and the public API facade
+    "croft_app.service": 8,       # what the app decides without gradio
+    "croft_app.ui": 9, "croft_app": 9,      # gradio layout and wiring
+}
+NAMES = {0: "foundations", 1: "data", 2: "clip", 3: "ood", 4: "heads", 5: "objectives", 6: "runs",
+         7: "library interface", 8: "app service", 9: "app ui"}
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    for i in range(len(parts), 0, -1):
+        if ".".join(parts[:i]) in LAYERS:
+            return LAYERS[".".join(parts[:i])]
+    raise KeyError(f"{module} is in no layer of LAYERS: add it to the table")
+
+
+def upward_imports(package_dirs) -> list[str]:
+    """``a -> b`` for every direct import (function-level ones included) from a lower floor up."""
+    modules = {}
+    for d in package_dirs:
+        modules |= module_files(d)
+    found = []
+    for name, path in modules.items():
+        for target in imported_modules(name, ast.parse(path.read_text(), str(path)), modules):
+            if layer_of(target) > layer_of(name):
+                found.append(f"{name} ({NAMES[layer_of(name)]}) -> {target} ({NAMES[layer_of(target)]})")
+    return sorted(found)
+
+
+def test_imports_run_one_way_down_the_layers():
+    offenders = upward_imports([PACKAGE_DIR, REPO / "croft_app"])
+    assert not offenders, "imports from a lower layer up to a higher one:\n" + "\n".join(offenders)
+
+
+def test_layer_check_catches_an_upward_import(tmp_path):
+    root = _write_package(tmp_path, {"croft_core/__init__.py": "", "croft_core/data/__init__.py": "",
+                                     "croft_core/data/x.py": "def f():\n    from croft_core.runs import y\n",
+                                     "croft_core/runs/__init__.py": "", "croft_core/runs/y.py": ""})
+    assert upward_imports([root / "croft_core"]) == ["croft_core.data.x (data) -> croft_core.runs.y (runs)"]
+
+
+def test_every_module_has_a_layer_and_the_top_level_stays_small():
+    for d in (PACKAGE_DIR, REPO / "croft_app"):
+        for name in module_files(d):
+            layer_of(name)
+    top = sorted(p.name for p in PACKAGE_DIR.glob("*.py"))
+    assert len(top) <= 8, top
+
+
+def test_no_module_is_shadowed_by_a_public_name():
+    """``import croft_core.runs.train`` gives the module: no package binds a public name that is
+    also one of its submodules (``croft_core.train`` is the function; no module has that name)."""
+    import importlib
+
+    shadowed = []
+    for d in (PACKAGE_DIR, REPO / "croft_app"):
+        for name, path in module_files(d).items():
+            if path.name != "__init__.py":
+                continue
+            package = importlib.import_module(name)
+            subs = {p.stem for p in path.parent.glob("*.py")} | {p.parent.name for p in path.parent.glob("*/__init__.py")}
+            for sub in subs - {"__init__"}:
+                value = getattr(package, sub, None)
+                if value is not None and not inspect.ismodule(value):
+                    shadowed.append(f"{name}.{sub}")
+    assert not shadowed, f"names that hide a submodule: {shadowed}"

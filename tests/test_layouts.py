@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import layoutgen as lg
 
-from croft_core.benchmarks import (Benchmark, check_sources, imagenet_classes, imagenet_four_ood,
+from croft_core.data.benchmarks import (Benchmark, check_sources, imagenet_classes, imagenet_four_ood,
                                    imagenet_full_spectrum, materialize, materialize_from_manifest,
                                    read_manifest, setup1, setup1_class_split, setup1_published_classes,
                                    setup2, write_setup1_class_lists)
-from croft_core.data import DatasetUnavailableError, load_split
-from croft_core.pipeline import evaluate_checkpoint, train_and_evaluate
-from croft_core.train import method_config
+from croft_core.data.sources import DatasetUnavailableError, load_split
+from croft_core.runs.pipeline import evaluate_checkpoint, train_and_evaluate
+from croft_core.runs.train import method_config
 
 ROLES = ("train", "val", "id_test", "covariate", "semantic")
 
@@ -216,7 +216,7 @@ def test_four_ood_and_full_spectrum(data_root, tiny_backbone, tmp_path):
     model_results = []
     for bench in (four, imagenet_full_spectrum(root=str(data_root), val_shots=1,
                                                covariate=("imagenet_v2", "imagenet_r"))):
-        from croft_core.evaluate import zeroshot_model
+        from croft_core.runs.evaluate import zeroshot_model
 
         results, _ = evaluate_checkpoint(tiny_backbone, bench, zeroshot_model(tiny_backbone, bench), seed=1,
                                          shots=1, knn=False, cache_dir=tmp_path / "cache")
@@ -285,7 +285,7 @@ def test_walk_follows_no_symlink(tmp_path):
 
     from PIL import Image
 
-    from croft_core.layouts import _subfolders, _walk_images
+    from croft_core.data.layouts import _subfolders, _walk_images
 
     (tmp_path / "cat").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "cat" / "a.png")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from croft_core.losses import clean_step, energy_gradient_penalty, official_step, same_class_similarity
-from croft_core.model import CroftHead
+from croft_core.objectives import clean_step, energy_gradient_penalty, official_step, same_class_similarity
+from croft_core.heads.checkpoint import CroftHead
 
 # ---- an independent reference, written from the spec's equations with plain tensors --------------
 

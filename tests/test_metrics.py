@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from croft_core.metrics import (
+from croft_core.ood.metrics import (
     accuracy,
     aupr,
     auroc,
@@ -87,7 +87,7 @@ def test_threshold_at_tpr_rounding():
 
 
 def test_metric_keys_are_fixed_and_fpr95_means_95_percent():
-    from croft_core.metrics import FPR_TPR, METRIC_KEYS
+    from croft_core.ood.metrics import FPR_TPR, METRIC_KEYS
 
     id_scores, ood_scores = np.arange(100.0), np.arange(-50.0, 50.0)
     out = ood_metrics(id_scores, ood_scores)

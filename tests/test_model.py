@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from croft_core.hub import load_model
-from croft_core.model import (CARD_REPO_PLACEHOLDER, CroftHead, CroftModel, HeadConfig,
+from croft_core.heads.hub import load_model
+from croft_core.heads.checkpoint import (CARD_REPO_PLACEHOLDER, CroftHead, CroftModel, HeadConfig,
                               read_checkpoint_config, render_model_card)
-from croft_core.train import init_model, method_config
+from croft_core.runs.train import init_model, method_config
 from helpers import clustered_features
 
 
@@ -86,7 +86,7 @@ def test_model_card_names_the_repo_it_is_rendered_for():
 
 
 def test_shipped_checkpoint_cards_name_no_local_folder():
-    """Defect: the shipped card said ``from_pretrained("croft_core/synth/croft-shapes")``."""
+    """Defect: the shipped card said ``from_pretrained("croft_core/data/synth/croft-shapes")``."""
     from pathlib import Path
 
     import croft_core

@@ -9,9 +9,11 @@ import pytest
 import torch
 from conftest import write_tiny_model
 
-from croft_core import backbones, negatives
-from croft_core.backbones import load_backbone
-from croft_core.negatives import (DEFAULT_NEG_THRESHOLD, LEXICON_FILE, Lexicon, LexiconError, NegativeLabels,
+from croft_core.clip import backbones
+
+from croft_core.ood import negatives
+from croft_core.clip.backbones import load_backbone
+from croft_core.ood.negatives import (DEFAULT_NEG_THRESHOLD, LEXICON_FILE, Lexicon, LexiconError, NegativeLabels,
                                   generic_words, lexicon_path, mine_negatives, read_lexicon)
 
 WORDS = ["pentagon", "cat, house cat", "violin", "glacier", "teapot", "dog", "bicycle", "comet", "lantern",
@@ -189,7 +191,7 @@ def test_a_lexicon_can_set_aside_its_generic_words_and_its_threshold(tmp_path, l
 
 
 def test_lexicon_label_names_no_server_path(tmp_path):
-    from croft_core.negatives import TIMM_LEXICON, lexicon_label
+    from croft_core.ood.negatives import TIMM_LEXICON, lexicon_label
 
     assert lexicon_label(tmp_path.joinpath("site-packages", "timm", *TIMM_LEXICON)) == "timm ImageNet-21k lemmas"
     label = lexicon_label(tmp_path / "embedded" / "lexicon.txt")

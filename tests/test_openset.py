@@ -1,12 +1,12 @@
-"""The app's open-set decision (croft_core.openset) and the embedded model's word list."""
+"""The app's open-set decision (croft_app.service.decision) and the embedded model's word list."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from croft_core import vocabulary
-from croft_core.synth import world
+from croft_app.service import vocabulary
+from croft_core.data.synth import world
 
 
 def test_embedded_words_read_the_world_lexicon(monkeypatch):
@@ -24,7 +24,7 @@ def test_embedded_words_read_the_world_lexicon(monkeypatch):
 # the rule that decides
 # ---------------------------------------------------------------------------------------------
 
-from croft_core.openset import (RULE_CALIBRATED, RULE_NEGATIVES, RULE_NONE, RULE_USER,  # noqa: E402
+from croft_app.service.decision import (RULE_CALIBRATED, RULE_NEGATIVES, RULE_NONE, RULE_USER,  # noqa: E402
                                 NegativeRules, decide, negative_evidence)
 
 
@@ -66,8 +66,8 @@ WORDS = ["pentagon", "violin", "glacier", "teapot", "dog", "bicycle", "comet", "
 @pytest.fixture(scope="module")
 def lexicon_backbone(tmp_path_factory):
     from conftest import write_tiny_model
-    from croft_core.backbones import load_backbone
-    from croft_core.negatives import LEXICON_FILE
+    from croft_core.clip.backbones import load_backbone
+    from croft_core.ood.negatives import LEXICON_FILE
 
     folder = tmp_path_factory.mktemp("openset_model") / "model"
     spec = write_tiny_model(folder, seed=5)
@@ -76,12 +76,12 @@ def lexicon_backbone(tmp_path_factory):
 
 
 def test_negatives_memoized_per_model_and_vocabulary(lexicon_backbone, tmp_path):
-    from croft_core.evaluate import zeroshot_model
+    from croft_core.runs.evaluate import zeroshot_model
 
     calls = []
 
     def fit(*args, **kwargs):
-        from croft_core.negatives import NegativeLabels
+        from croft_core.ood.negatives import NegativeLabels
         calls.append(args[1])
         return NegativeLabels.fit(*args, **kwargs)
 
@@ -101,8 +101,7 @@ def test_negatives_memoized_per_model_and_vocabulary(lexicon_backbone, tmp_path)
 
 def test_large_lexicon_encodes_in_background_and_reports_progress(lexicon_backbone, tmp_path, monkeypatch):
     import threading
-    from croft_core import openset
-
+    from croft_app.service import decision as openset
     gate = threading.Event()
 
     def slow_encode(backbone, lexicon, cache_dir=None, progress=None):
@@ -126,8 +125,7 @@ def test_large_lexicon_encodes_in_background_and_reports_progress(lexicon_backbo
 
 
 def test_missing_lexicon_is_reported_not_raised(lexicon_backbone, tmp_path, monkeypatch):
-    from croft_core import openset
-
+    from croft_app.service import decision as openset
     def missing(_):
         raise openset.LexiconError("no lexicon for negative labels")
 

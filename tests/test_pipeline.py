@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from croft_core.pipeline import check_compatible, evaluate_checkpoint, grid_configs
-from croft_core.train import init_model, method_config
+from croft_core.runs.pipeline import check_compatible, evaluate_checkpoint, grid_configs
+from croft_core.runs.train import init_model, method_config
 from datagen import tiny_benchmark
 
 
@@ -52,7 +52,7 @@ def test_grid_configs_cover_min_steps():
 
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
-    from croft_core.synth.dataset import build_shapes_dataset
+    from croft_core.data.synth.dataset import build_shapes_dataset
 
     root = tmp_path_factory.mktemp("shapes") / "world"
     build_shapes_dataset(root, n_per_class_domain=1, seed=0, size=16)
@@ -60,7 +60,7 @@ def tiny_world(tmp_path_factory):
 
 
 def test_sweep_axis_takes_the_one_list_for_a_single_value_option(tiny_world):
-    from croft_core.pipeline import sweep_axis
+    from croft_core.runs.pipeline import sweep_axis
 
     assert sweep_axis("shapes_dg", {"heldout": "painting", "root": str(tiny_world)}) is None
     assert sweep_axis("shapes_dg", {"heldout": ["photo", "sketch"]}) == ("heldout", ["photo", "sketch"])
@@ -73,7 +73,7 @@ def test_sweep_axis_takes_the_one_list_for_a_single_value_option(tiny_world):
 
 def test_two_list_options_are_refused():
     from croft_core.errors import UsageError
-    from croft_core.pipeline import sweep_axis
+    from croft_core.runs.pipeline import sweep_axis
 
     with pytest.raises(UsageError, match="only one.*heldout.*root"):
         sweep_axis("shapes_dg", {"heldout": ["photo", "sketch"], "root": ["/a", "/b"]})
@@ -87,7 +87,7 @@ def test_bench_sweep_writes_one_column_per_value_and_their_average(tiny_backbone
     import json
     import math
 
-    from croft_core.pipeline import run_bench
+    from croft_core.runs.pipeline import run_bench
 
     out = tmp_path / "sweep"
     summary = run_bench(tiny_backbone, "shapes_dg", ["zeroshot", "croft_clean"], [1, 2], out, shots=3,

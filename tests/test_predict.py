@@ -12,14 +12,14 @@ import PIL.Image
 import pytest
 import torch
 
-from croft_core import predict
-from croft_core.backbones import build_text_classifier
-from croft_core.images import DEFAULT_MAX_PIXELS, ImageError, default_max_pixels, load_image
-from croft_core.model import CroftModel, HeadConfig
-from croft_core.predict import OpenSetClassifier
-from croft_core.registry import ClassifierRegistry
-from croft_core.vocabulary import check_vocabulary, embedded_words, resolve_vocabulary, unknown_words
-from croft_core.prompts import SINGLE_TEMPLATE, get_vocabulary
+from croft_app.service import classifier as predict
+from croft_core.clip.backbones import build_text_classifier
+from croft_core.data.images import DEFAULT_MAX_PIXELS, ImageError, default_max_pixels, load_image
+from croft_core.heads.checkpoint import CroftModel, HeadConfig
+from croft_app.service.classifier import OpenSetClassifier
+from croft_app.service.models import ClassifierRegistry
+from croft_app.service.vocabulary import check_vocabulary, embedded_words, resolve_vocabulary, unknown_words
+from croft_core.clip.prompts import SINGLE_TEMPLATE, get_vocabulary
 
 ID_CLASSES = ["circle", "square", "triangle"]
 

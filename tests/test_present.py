@@ -1,4 +1,4 @@
-"""What the app shows, computed without Gradio (croft_core.present)."""
+"""What the app shows, computed without Gradio (croft_app.service.present)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from croft_core import present
-from croft_core.predict import Prediction
+from croft_app.service import present
+from croft_app.service.classifier import Prediction
 
 
 def _pred(label="cat", accepted=True, score=3.0, threshold=2.0):

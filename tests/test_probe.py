@@ -7,9 +7,10 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from croft_core.features import FeatureSet
-from croft_core.methods import LinearProbeHead, l2n
-from croft_core.probe import fit_linear_probe
+from croft_core.clip.features import FeatureSet
+from croft_core.clip.features import l2n
+from croft_core.heads.baselines import LinearProbeHead
+from croft_core.heads.probe import fit_linear_probe
 from helpers import clustered_features
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from croft_core.prompts import (CROFT_IMAGENET_TEMPLATES, get_templates, get_vocabulary,
+from croft_core.clip.prompts import (CROFT_IMAGENET_TEMPLATES, get_templates, get_vocabulary,
                                 list_vocabularies, parse_vocabulary)
 
 

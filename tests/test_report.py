@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from croft_core.report import markdown_table, sweep_summary
+from croft_core.runs.report import markdown_table, sweep_summary
 
 
 def _run(method: str, seed: int, acc: float, cov: float) -> dict:

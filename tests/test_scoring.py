@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from croft_core import scoring
-from croft_core.scoring import SCORES, ScoreInputs, energy, knn_score, max_logit, mcm, msp, neglabel, score_all
+from croft_core.ood import scores as scoring
+from croft_core.ood.scores import SCORES, ScoreInputs, energy, knn_score, max_logit, mcm, msp, neglabel, score_all
 
 
 def test_energy_known_values():

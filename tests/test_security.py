@@ -28,14 +28,14 @@ import PIL.Image
 import pytest
 import torch
 
-from croft_core.limits import JobTimeout, deadline, prune_lru
-from croft_core.model import CroftModel, HeadConfig
-from croft_core.registry import ClassifierRegistry
-from croft_core.security import (LOCAL_PATH_REFUSED, NOT_AN_UPLOAD, AccessRefused, ServingPolicy,
+from croft_app.service.limits import JobTimeout, deadline, prune_lru
+from croft_core.heads.checkpoint import CroftModel, HeadConfig
+from croft_app.service.models import ClassifierRegistry
+from croft_app.service.security import (LOCAL_PATH_REFUSED, NOT_AN_UPLOAD, AccessRefused, ServingPolicy,
                                  check_benchmark, check_benchmark_file, check_no_symlinks, confine,
                                  display_spec, is_hub_id, scrub_paths)
-from croft_core.settings import AppSettings
-from croft_core.vetting import CheckpointRejected, display_name, load_vetted, vet_checkpoint
+from croft_app.service.settings import AppSettings
+from croft_app.service.vetting import CheckpointRejected, display_name, load_vetted, vet_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 2**20
@@ -168,7 +168,7 @@ def test_symlinks_in_data_folders_are_refused(tmp_path):
 def test_messages_and_names_never_show_server_paths(tmp_path):
     assert scrub_paths("cannot read /srv/app/data/x.csv or '~/a/b'") == "cannot read …/x.csv or '…/b'"
     assert scrub_paths("see https://hf.co/a/b and /classify") == "see https://hf.co/a/b and /classify"
-    assert display_spec("local-dir:/srv/app/croft_core/synth/embedded") == "local-dir:embedded"
+    assert display_spec("local-dir:/srv/app/croft_core/data/synth/embedded") == "local-dir:embedded"
     assert display_spec("ViT-B-16:openai") == "ViT-B-16:openai"
     folder = _save(tmp_path, "run-7")
     assert display_name(folder) == "run-7"
@@ -239,8 +239,7 @@ def test_weights_must_match_their_config(tmp_path):
 
 
 def test_checkpoints_load_under_their_own_lock(tiny_backbone, tmp_path, monkeypatch):
-    from croft_core import registry as registry_module
-
+    from croft_app.service import models as registry_module
     slow, fast = _save(tmp_path, "slow"), _save(tmp_path, "fast")
     reg = ClassifierRegistry(tiny_backbone, [str(slow), str(fast)], embedded_world=False, cache_dir=None)
     started, release = threading.Event(), threading.Event()
@@ -278,7 +277,7 @@ def test_disk_caches_are_bounded_lru(tmp_path):
 
 
 def test_text_cache_of_a_classifier_stays_under_its_budget(tiny_backbone, tmp_path):
-    from croft_core.predict import OpenSetClassifier
+    from croft_app.service.classifier import OpenSetClassifier
 
     classifier = OpenSetClassifier(tiny_backbone, embedded_world=False, cache_dir=tmp_path,
                                    text_cache_bytes=3000, text_cache_size=1)
@@ -402,7 +401,7 @@ def _png_bytes(image: PIL.Image.Image, **kw) -> bytes:
 
 @pytest.fixture(scope="module")
 def circle(live):
-    from croft_core.synth.world import render
+    from croft_core.data.synth.world import render
 
     return live.upload("circle.png", _png_bytes(render("circle", "photo", np.random.default_rng(0), size=64)))
 
@@ -452,7 +451,7 @@ def test_attack_2_and_3_benchmark_paths_neither_hang_nor_disclose(attack, tmp_pa
 
 @pytest.mark.slow
 def test_attack_4_file_arguments_outside_the_uploads(attack, tmp_path):
-    from croft_core.synth.world import render
+    from croft_core.data.synth.world import render
 
     render("circle", "photo", np.random.default_rng(0), size=64).save(tmp_path / "server.png")
     answers = set()
@@ -522,7 +521,7 @@ def test_attack_8_no_server_path_in_the_schema_or_the_menus(attack):
 def test_check_number_is_the_one_reader_of_typed_numbers():
     import numpy as np
 
-    from croft_core.security import check_number, short_repr
+    from croft_app.service.security import check_number, short_repr
 
     assert check_number(None, "x") is None and check_number("  ", "x") is None
     assert check_number(" 2.5 ", "x") == 2.5 and check_number(np.float32(1.5), "x") == 1.5

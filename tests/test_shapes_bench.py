@@ -14,7 +14,7 @@ import time
 import pytest
 
 from croft_core.cli import main
-from croft_core.synth.world import CLASSES, DOMAINS, ID_CLASSES
+from croft_core.data.synth.world import CLASSES, DOMAINS, ID_CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,8 @@ def test_quick_bench_results_breakdown(quick_bench):
 
 
 def test_check_embedded_meets_the_targets(quick_bench):  # after the bench: the dataset is rendered
-    from croft_core.synth import EMBEDDED_DIR, check
+    from croft_core.data.synth import EMBEDDED_DIR
+    from croft_core.runs import embedded_check as check
 
     result = check.evaluate(EMBEDDED_DIR)
     assert all(check.target_report(result).values()), check.format_table(result)

@@ -1,4 +1,4 @@
-"""The shipped CRoFT checkpoint (croft_core/synth/croft-shapes): its name, and its card's numbers are
+"""The shipped CRoFT checkpoint (croft_core/data/synth/croft-shapes): its name, and its card's numbers are
 exactly what `croft eval` reproduces on `shapes_dg` with painting held out."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from croft_core.synth import EMBEDDED_CHECKPOINT
+from croft_core.data.synth import EMBEDDED_CHECKPOINT
 
 DISPLAY_NAME = "CRoFT · shapes · painting held out"
 
@@ -17,7 +17,7 @@ def _config() -> dict:
 
 
 def test_checkpoint_is_shown_by_its_card_name():
-    from croft_core.vetting import display_name
+    from croft_app.service.vetting import display_name
 
     assert _config()["display_name"] == DISPLAY_NAME
     assert display_name(EMBEDDED_CHECKPOINT) == DISPLAY_NAME
@@ -40,10 +40,10 @@ def test_card_metrics_table_lists_the_config_metrics():
 
 @pytest.mark.slow
 def test_croft_eval_reproduces_the_card_numbers(tmp_path, monkeypatch):
-    from croft_core.benchmarks import BENCHMARKS
-    from croft_core.benchmarks.shapes import shapes_dg
+    from croft_core.data.benchmarks import BENCHMARKS
+    from croft_core.data.benchmarks.shapes import shapes_dg
     from croft_core.cli import main
-    from croft_core.evaluate import headline_metrics
+    from croft_core.runs.evaluate import headline_metrics
 
     monkeypatch.setitem(BENCHMARKS, "shapes_dg", BENCHMARKS.get("shapes_dg", shapes_dg))
     out = tmp_path / "eval.json"

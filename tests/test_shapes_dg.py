@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from croft_core.benchmarks.shapes import ShapesWorldError, check_render_folder, shapes_benchmark, shapes_dg
+from croft_core.data.benchmarks.shapes import ShapesWorldError, check_render_folder, shapes_benchmark, shapes_dg
 from croft_core.errors import CroftError
-from croft_core.synth.world import CLASSES, DOMAINS, ID_CLASSES, OOD_CLASSES
+from croft_core.data.synth.world import CLASSES, DOMAINS, ID_CLASSES, OOD_CLASSES
 
 
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
-    from croft_core.synth.dataset import build_shapes_dataset
+    from croft_core.data.synth.dataset import build_shapes_dataset
 
     root = tmp_path_factory.mktemp("shapes") / "world"
     build_shapes_dataset(root, n_per_class_domain=1, seed=0, size=16)
@@ -75,8 +75,8 @@ def test_render_folder_of_another_world_version_is_refused(tmp_path, tiny_world,
 
 
 def test_shapes_dg_is_registered():
-    """`croft --benchmark shapes_dg` needs the registry entry (croft_core/benchmarks/registry.py)."""
-    from croft_core.benchmarks import BENCHMARKS
-    from croft_core.benchmarks.shapes import shapes_dg
+    """`croft --benchmark shapes_dg` needs the registry entry (croft_core/data/benchmarks/registry.py)."""
+    from croft_core.data.benchmarks import BENCHMARKS
+    from croft_core.data.benchmarks.shapes import shapes_dg
 
     assert BENCHMARKS.get("shapes_dg") is shapes_dg

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from croft_core.cli import main
-from croft_core.synth.world import CLASSES
+from croft_core.data.synth.world import CLASSES
 
 
 def test_render_shapes_tiny(tmp_path):
@@ -38,10 +38,10 @@ def test_pretrain_is_deterministic(tmp_path):
 
 
 def test_shipped_croft_checkpoint_loads_with_the_embedded_backbone():
-    from croft_core.backbones import load_backbone
-    from croft_core.hub import load_model
-    from croft_core.synth import EMBEDDED_CHECKPOINT
-    from croft_core.synth.world import ID_CLASSES
+    from croft_core.clip.backbones import load_backbone
+    from croft_core.heads.hub import load_model
+    from croft_core.data.synth import EMBEDDED_CHECKPOINT
+    from croft_core.data.synth.world import ID_CLASSES
 
     model = load_model(EMBEDDED_CHECKPOINT)
     assert model.config.backbone == "embedded" and model.config.classnames == tuple(ID_CLASSES)
@@ -53,7 +53,7 @@ def test_shipped_croft_checkpoint_loads_with_the_embedded_backbone():
 
 def _record_pretraining(monkeypatch):
     """Replace the pretraining itself with a recorder of what the CLI asked for."""
-    import croft_core.synth.pretrain as pretrain
+    import croft_core.runs.pretrain as pretrain
 
     calls = []
 
@@ -66,7 +66,7 @@ def _record_pretraining(monkeypatch):
 
 
 def test_pretrain_needs_an_explicit_out(monkeypatch, capsys):
-    """Without --out the old command wrote over the shipped weights in croft_core/synth/embedded."""
+    """Without --out the old command wrote over the shipped weights in croft_core/data/synth/embedded."""
     calls = _record_pretraining(monkeypatch)
     with pytest.raises(SystemExit) as exit_info:
         main(["pretrain-embedded", "--steps", "1"])

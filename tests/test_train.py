@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from croft_core.errors import CroftError
-from croft_core.features import FeatureSet
-from croft_core.train import (METHODS, ResumeConflictError, init_model, lr_at_epoch, method_config,
+from croft_core.clip.features import FeatureSet
+from croft_core.runs.train import (METHODS, ResumeConflictError, init_model, lr_at_epoch, method_config,
                               scheduled_epochs, steps_per_epoch, train)
 from helpers import clustered_features
 
 CLASSES = ["a", "b", "c", "d"]
-train_module = importlib.import_module("croft_core.train")  # the package re-exports `train` itself
+train_module = importlib.import_module("croft_core.runs.train")  # the package re-exports `train` itself
 
 
 def _fit(method="croft", out_dir=None, resume=True, on_epoch=None, should_stop=None, **overrides):

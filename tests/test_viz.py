@@ -8,7 +8,7 @@ import plotly.io as pio
 import pytest
 import torch
 
-from croft_core.viz import energy_histogram, probability_bars, roc_curves, training_curves
+from croft_core.runs.figures import energy_histogram, probability_bars, roc_curves, training_curves
 
 
 def test_energy_histogram_groups_threshold_and_score():
@@ -70,7 +70,7 @@ def test_training_curves():
 def test_score_plot_explains_the_decision():
     import json
 
-    from croft_core.viz import score_plot_json
+    from croft_core.runs.figures import score_plot_json
 
     ref = {"ID reference: 40 rendered photos": np.linspace(10, 14, 40)}
     fig = json.loads(score_plot_json(ref, score=12.1, threshold=12.2, title="t"))
@@ -89,7 +89,7 @@ def test_score_plot_explains_the_decision():
 def test_score_plot_log_axis_and_no_threshold():
     import json
 
-    from croft_core.viz import score_plot_json
+    from croft_core.runs.figures import score_plot_json
 
     fig = json.loads(score_plot_json({"ref": [0.5, 0.2, 0.0]}, score=0.002, threshold=0.01, log_x=True))
     marker = next(t for t in fig["data"] if t["name"].startswith("threshold"))
@@ -101,7 +101,7 @@ def test_score_plot_log_axis_and_no_threshold():
 def test_margin_comparison_and_distinct_colours():
     import json
 
-    from croft_core.viz import PALETTE, margin_comparison_json
+    from croft_core.runs.figures import PALETTE, margin_comparison_json
 
     fig = json.loads(margin_comparison_json([{"name": "zero-shot", "margin": -1.0, "label": "unknown"},
                                              {"name": "CRoFT · shapes · painting held out", "margin": 0.5,
@@ -121,7 +121,7 @@ def _lab_runs():
 
 
 def test_lab_histograms_one_row_per_model_few_groups_shared_x():
-    from croft_core.viz import lab_histograms
+    from croft_core.runs.figures import lab_histograms
 
     runs = _lab_runs()
     fig = lab_histograms(runs, thresholds={"zero-shot": 9.31, "CRoFT · shapes · painting held out": 9.68})
@@ -150,7 +150,7 @@ def test_lab_histograms_one_row_per_model_few_groups_shared_x():
 
 
 def test_lab_histograms_one_model_without_threshold_and_detail_groups():
-    from croft_core.viz import lab_histograms
+    from croft_core.runs.figures import lab_histograms
 
     groups = {"ID: photo": [10.0, 11.0, 12.0], "covariate: sketch": [5.0, 6.0], "covariate: painting": [7.0],
               "generated covariate": [11.5], "semantic: all 14 unseen set(s)": [8.0, 9.0], "empty": []}
@@ -162,7 +162,7 @@ def test_lab_histograms_one_model_without_threshold_and_detail_groups():
 
 
 def test_lab_roc_colour_per_model_dash_per_kind():
-    from croft_core.viz import lab_roc
+    from croft_core.runs.figures import lab_roc
 
     ids, sem, cov = np.arange(10.0, 20.0), np.arange(0.0, 10.0), np.arange(5.0, 15.0)
     curves = {m: {"vs known": (ids + d, sem), "vs known + new styles": (np.concatenate([ids, cov]) + d, sem)}
@@ -180,7 +180,7 @@ def test_lab_roc_colour_per_model_dash_per_kind():
 
 
 def test_lab_roc_one_model_colour_per_set():
-    from croft_core.viz import lab_roc
+    from croft_core.runs.figures import lab_roc
 
     ids = np.arange(10.0, 20.0)
     fig = lab_roc({"zero-shot": {f"set {i}": (ids, ids - i) for i in range(5)}})

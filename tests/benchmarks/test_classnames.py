@@ -1,4 +1,4 @@
-"""croft_core.benchmarks.classnames: class names matched ignoring case and '_', official counts checked."""
+"""croft_core.data.benchmarks.classnames: class names matched ignoring case and '_', official counts checked."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from datagen import make_tiny_dataset_dict
 
-from croft_core.benchmarks import (Benchmark, ClassMatchError, SplitSpec, class_key, materialize,
+from croft_core.data.benchmarks import (Benchmark, ClassMatchError, SplitSpec, class_key, materialize,
                                    materialize_from_manifest, read_manifest, replace_spec, setup2,
                                    write_manifest)
-from croft_core.benchmarks.hub_sources import CALTECH101_CLASSES
+from croft_core.data.benchmarks.hub_sources import CALTECH101_CLASSES
 
 
 @pytest.fixture(autouse=True)

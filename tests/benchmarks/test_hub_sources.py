@@ -1,4 +1,4 @@
-"""croft_core.benchmarks.hub_check / hub_sources: the Hub sources against metadata recorded from their cards.
+"""croft_core.data.benchmarks.hub_check / hub_sources: the Hub sources against metadata recorded from their cards.
 
 The fixtures under ``fixtures/hub/`` were written from the public dataset cards, repository and viewer
 pages (each says where in ``recorded_from``); nothing here touches the network.
@@ -15,10 +15,10 @@ from types import SimpleNamespace
 import datasets
 import pytest
 
-from croft_core.benchmarks import (HUB_SOURCES, check_hub_sources, compare_source, format_source_table,
+from croft_core.data.benchmarks import (HUB_SOURCES, check_hub_sources, compare_source, format_source_table,
                                    setup1, setup2)
-from croft_core.benchmarks.hub_check import sources_of
-from croft_core.data import DatasetUnavailableError
+from croft_core.data.benchmarks.hub_check import sources_of
+from croft_core.data.sources import DatasetUnavailableError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hub"
 FAKE_NAMES = [f"class {i}" for i in range(1000)]
@@ -117,7 +117,7 @@ def test_definitions_read_the_catalogue():
     assert sketch.revision == HUB_SOURCES["imagenet_sketch"].revision
     assert (imagenet_a.source, imagenet_a.split, imagenet_a.label_column) == ("barkermrl/imagenet-a", "train",
                                                                               "label")
-    wnids = (Path(__file__).parents[2] / "croft_core/vocab/benchmarks/imagenet_wnids.txt").read_text().split()
+    wnids = (Path(__file__).parents[2] / "croft_core/data/vocab/benchmarks/imagenet_wnids.txt").read_text().split()
     assert dict(imagenet_a.class_map)[wnids[6]] == "class 6"  # the 200-class subset maps by wnid
     pacs = setup2("pacs")
     assert (pacs.train.source, pacs.train.revision) == ("flwrlabs/pacs", HUB_SOURCES["pacs"].revision)
@@ -127,7 +127,7 @@ def test_definitions_read_the_catalogue():
 
 def test_online_metadata_is_read_without_data(monkeypatch):
     """The fetch path with the Hub API and the builder replaced: what it records, and the gate."""
-    from croft_core.benchmarks import hub_fetch
+    from croft_core.data.benchmarks import hub_fetch
 
     features = datasets.Features({"image": datasets.Image(), "domain": datasets.Value("string"),
                                   "label": datasets.ClassLabel(names=list(HUB_SOURCES["pacs"].class_names))})

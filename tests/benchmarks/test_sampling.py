@@ -1,4 +1,4 @@
-"""croft_core.benchmarks.sampling: seeded few-shot draws per class and per (class, domain)."""
+"""croft_core.data.benchmarks.sampling: seeded few-shot draws per class and per (class, domain)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from croft_core.benchmarks.sampling import few_shot_indices, official_balanced_indices
+from croft_core.data.benchmarks.sampling import few_shot_indices, official_balanced_indices
 
 
 def _labels_domains(n_per_group=10, classes=4, domains=3):
@@ -44,7 +44,7 @@ def test_few_shot_respects_pool_and_string_labels():
 
 def test_few_shot_small_class_takes_all_with_warning(caplog):
     labels = np.array([0, 0, 0, 1])
-    with caplog.at_level(logging.WARNING, logger="croft_core.benchmarks.sampling"):
+    with caplog.at_level(logging.WARNING, logger="croft_core.data.benchmarks.sampling"):
         picked = few_shot_indices(labels, 2, seed=0)
     assert 3 in picked and len(picked) == 3
     assert "fewer than the 2 requested" in caplog.text

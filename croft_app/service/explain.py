@@ -1,0 +1,189 @@
+"""What the app shows a visitor: one verdict in words, the score plot's inputs, Lab tables in %.
+
+Pure functions of ``/classify`` results (:meth:`croft_app.service.classifier.Prediction.to_dict` plus the
+:mod:`croft_app.service.decision` keys ``rule``, ``reason``, ``nearest_negative``, ``neg_score``) and of
+results JSON (:mod:`croft_core.runs.evaluate`). No gradio, no plotting (figures: :mod:`croft_core.runs.figures`).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from croft_app.service.decision import RULE_CALIBRATED, RULE_NEGATIVES, RULE_NONE, RULE_USER
+
+__all__ = ["BATCH_HEADERS", "PlotInputs", "batch_row", "caption", "lab_headers", "lab_rows", "margin",
+           "plot_inputs", "pooled_groups", "verdict_markdown"]
+
+BATCH_HEADERS = ["file", "verdict", "accepted", "closest class", "score", "threshold", "rule", "reason"]
+
+
+def _esc(text: Any) -> str:
+    """``<``, ``>`` and ``&`` escaped (a visitor's class names are shown as text), quotes kept readable."""
+    return html.escape(str(text), quote=False)
+
+
+RULE_WORDS = {
+    RULE_USER: "your energy threshold",
+    RULE_CALIBRATED: "the checkpoint's threshold, calibrated on its own classes (95% of their images pass)",
+    RULE_NEGATIVES: "negative labels: your classes against thousands of other words (no calibration needed)",
+    RULE_NONE: "no rule (closed-set answer)",
+}
+
+
+def verdict_markdown(result: Mapping[str, Any]) -> str:
+    """The headline (class or "unknown"), the reason in words and the rule that decided.
+
+    Probabilities are not repeated here (they are secondary and shown below); notes and warnings are
+    folded into a ``<details>`` block.
+    """
+    label, rule = str(result["label"]), str(result.get("rule", RULE_NONE))
+    reason = str(result.get("reason") or "")
+    if result.get("accepted"):
+        p = float(result.get("probabilities", {}).get(label, 0.0))
+        head = f"## {_esc(label)}\n\nThe image is accepted as **{_esc(label)}** ({p:.0%} of the probability)."
+        if rule == RULE_NONE:
+            head += f"\n\n⚠️ {_esc(reason)}"
+    else:
+        closest = _esc(str(result.get("predicted_class", "")))
+        head = (f"## unknown\n\nNone of your classes fits: {_esc(reason)}. "
+                f"(The closest of your classes would be {closest}.)")
+    lines = [head, f"\n\n**Decided by:** {RULE_WORDS.get(rule, rule)}"]
+    if result.get("model"):
+        lines.append(f" · **model:** {_esc(str(result['model']))}")
+    extra = [*result.get("notes", []), *(f"⚠️ {w}" for w in result.get("warnings", []))]
+    if extra:
+        items = "".join(f"<li>{_esc(str(x))}</li>" for x in extra)
+        lines.append(f"\n\n<details><summary>details ({len(extra)})</summary><ul>{items}</ul></details>")
+    return "".join(lines)
+
+
+def caption(result: Mapping[str, Any]) -> str:
+    """A short gallery caption: the verdict, and the closest word or class when rejected."""
+    if result.get("accepted"):
+        return str(result["label"])
+    word = result.get("nearest_negative")
+    return f"unknown (looks like '{word}')" if word else f"unknown (closest: {result.get('predicted_class')})"
+
+
+def batch_row(name: str, result: Mapping[str, Any]) -> list[Any]:
+    """One row of :data:`BATCH_HEADERS` for a classified file."""
+    negatives = result.get("rule") == RULE_NEGATIVES
+    score = result.get("neg_score") if negatives else result.get("score")
+    threshold = result.get("neg_threshold") if negatives else result.get("threshold")
+    return [name, result["label"], bool(result["accepted"]), result.get("predicted_class"),
+            None if score is None else round(float(score), 4),
+            None if threshold is None else round(float(threshold), 4), result.get("rule"),
+            result.get("reason", "")]
+
+
+@dataclass(frozen=True)
+class PlotInputs:
+    """What the score plot draws for one result: the rule's own score, threshold and reference."""
+
+    score: float | None
+    threshold: float | None
+    reference: dict[str, np.ndarray]
+    log_x: bool
+    xaxis: str
+
+
+def plot_inputs(result: Mapping[str, Any], energy_reference: np.ndarray | None, reference_name: str,
+                neg_reference: np.ndarray | None = None) -> PlotInputs:
+    """The score plot of the rule that decided: energy (with its threshold) or the negative-label score.
+
+    Args:
+        result: a ``/classify`` result.
+        energy_reference: ``[N]`` ID reference energies for this model and vocabulary, or None.
+        reference_name: how the reference is named in the legend (what the images are).
+        neg_reference: ``[N]`` negative-label scores of the same reference images, or None.
+    """
+    if result.get("rule") == RULE_NEGATIVES and result.get("neg_score") is not None:
+        ref = {} if neg_reference is None or not len(neg_reference) else {reference_name: np.asarray(neg_reference)}
+        return PlotInputs(float(result["neg_score"]), result.get("neg_threshold"), ref, True,
+                          "negative-label score (log scale)")
+    ref = {} if energy_reference is None or not len(energy_reference) else {reference_name: np.asarray(energy_reference)}
+    return PlotInputs(float(result["score"]), result.get("threshold"), ref, False,
+                      "energy score")
+
+
+def margin(inputs: PlotInputs) -> float | None:
+    """The score's distance above its threshold in units of the reference's spread (None: no threshold).
+
+    Energies of different heads and the (log) negative-label score live on different scales; the
+    spread (standard deviation of the reference, 1 without one) makes them comparable on one plot.
+    """
+    if inputs.threshold is None or inputs.score is None:
+        return None
+    f = (lambda v: np.log10(np.maximum(v, 1e-12))) if inputs.log_x else (lambda v: v)
+    values = np.concatenate([f(np.asarray(v, dtype=np.float64)) for v in inputs.reference.values()]) \
+        if inputs.reference else np.zeros(0)
+    spread = float(values.std()) if values.size > 1 and values.std() > 0 else 1.0
+    return float((f(inputs.score) - f(inputs.threshold)) / spread)
+
+
+def pooled_groups(energies: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """One model's energies in three groups: ``known`` (ID), ``new styles`` (every covariate set)
+    and ``unseen shapes`` (every semantic set); keys of ``energies`` start with ``ID``,
+    ``covariate`` or ``semantic``. Two models' twelve overlapping sets would be unreadable."""
+    out = {}
+    for key, name in (("ID", "known"), ("covariate", "new styles"), ("semantic", "unseen shapes")):
+        parts = [np.asarray(v, dtype=np.float64) for k, v in energies.items() if k.startswith(key)]
+        if parts:
+            out[name] = np.concatenate(parts)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Lab: one table, in %, summary rows first, one column group per model
+# --------------------------------------------------------------------------------------------------
+
+def _pct(x: Any) -> float | None:
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else round(100 * float(x), 1)
+
+
+def _rows(results: Mapping[str, Any], score: str) -> list[tuple[str, str, Any, list[float | None]]]:
+    """``(set, kind, n, [accuracy %, AUROC %, FPR95 %])`` for one results JSON, summaries first."""
+    def det(block: Mapping[str, Any] | None) -> list[float | None]:
+        s = (block or {}).get(score, {})
+        return [_pct(s.get("auroc")), _pct(s.get("fpr95"))]
+
+    cov = results.get("covariate", [])
+    sem = results.get("semantic", [])
+    rows = [("ID", "summary", results["id"]["n"], [_pct(results["id"]["accuracy"]), None, None])]
+    if cov:
+        rows.append(("covariate (mean)", "summary", sum(c["n"] for c in cov),
+                     [_pct(float(np.mean([c["accuracy"] for c in cov]))), None, None]))
+    if "semantic_all" in results:
+        rows.append(("semantic (pooled)", "summary", sum(s["n"] for s in sem), [None, *det(results["semantic_all"])]))
+    if "full_spectrum" in results:
+        rows.append(("full spectrum (ID + covariate vs semantic)", "summary", None,
+                     [_pct(results["full_spectrum"].get("accuracy")), *det(results["full_spectrum"])]))
+    rows += [(c["name"], "covariate", c["n"], [_pct(c["accuracy"]), None, None]) for c in cov]
+    rows += [(s["name"], "semantic", s["n"], [None, *det(s["scores"])]) for s in sem]
+    return rows
+
+
+def lab_headers(models: Sequence[str], score: str = "energy") -> list[str]:
+    """Column names of :func:`lab_rows`."""
+    cols = ["set", "kind", "images"]
+    for m in models:
+        cols += [f"{m}: accuracy %", f"{m}: {score} AUROC %", f"{m}: {score} FPR95 % (lower is better)"]
+    return cols
+
+
+def lab_rows(runs: Mapping[str, Mapping[str, Any]], score: str = "energy") -> list[list[Any]]:
+    """Rows of :func:`lab_headers`: summary rows (ID, covariate mean, semantic pooled, full spectrum)
+    first, then every set; one group of columns per model (the runs share the benchmark)."""
+    tables = [_rows(r, score) for r in runs.values()]
+    out = []
+    for i, (name, kind, n, _) in enumerate(tables[0]):
+        row: list[Any] = [name, kind, n]
+        for t in tables:
+            row += t[i][3] if i < len(t) and t[i][0] == name else [None, None, None]
+        out.append(row)
+    return out

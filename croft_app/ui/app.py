@@ -1,0 +1,496 @@
+"""CRoFT Lab — the Gradio app: open-set CLIP classification that says "unknown", with energy plots.
+
+CRoFT (Zhu et al., ICML 2024, arXiv 2405.16417) fine-tunes class-agnostic adapters on a frozen CLIP
+and rejects images of unseen classes with the energy score ``S(x) = logsumexp_k(tau * cos)``. This
+file holds the resources and the handlers; every decision is made in :mod:`croft_core`
+(:mod:`croft_app.service.decision`: which rule says "unknown" and why; :mod:`croft_app.service.explain`: the words
+and tables; :mod:`croft_core.runs.figures`: the plots); the layout is in ``croft_app.ui.common.py`` and the Train
+tab in ``croft_app.ui.train.py``.
+
+Tabs: **Classify** (one image or several, a vocabulary, a model, a threshold), **Compare** (two
+models on the same image), **Lab** (a benchmark evaluation, one model or two) and **Train**
+(fine-tune, then use the model at once in this session).
+
+Public API (``gradio_client``)::
+
+    from gradio_client import Client, handle_file
+    client = Client("http://127.0.0.1:7860/")
+    client.predict(handle_file("img.png"), "circle, square", "zero-shot", None, api_name="/classify")
+    client.predict("shapes", "zero-shot", 1, api_name="/evaluate")
+    client.predict("shapes", "croft", 4, 1, 50, api_name="/finetune")  # -> {"model", "history", "results"}
+
+Configuration is by environment variable only (:class:`croft_app.service.settings.AppSettings`,
+docs/APP.md, docs/SECURITY.md): ``CROFT_BACKBONE`` (default ``embedded``), ``CROFT_CHECKPOINTS``
+(comma-separated checkpoint folders / Hub ids, shown by display name), the trust policy
+(``CROFT_ALLOW_LOCAL_PATHS``, ``CROFT_ALLOW_HUB_MODELS``), limits, and Gradio's own
+``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``. Safe to host in public with the defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import gradio as gr
+import numpy as np
+import torch
+from gradio.components.plot import PlotData
+
+from croft_core.clip.backbones import DEFAULT_CACHE_DIR, Backbone, load_backbone
+from gradio import utils as gradio_utils
+
+from croft_app.service import explain as explain_text
+from croft_app.service import present
+from croft_core.data.benchmarks import BENCHMARKS as REGISTERED_BENCHMARKS
+from croft_core.data.images import ImageError, load_image
+from croft_app.service.limits import JobTimeout, deadline, prune_lru, return_freed_memory
+from croft_app.service.classifier import ZERO_SHOT
+from croft_core.clip.prompts import get_vocabulary, list_vocabularies
+from croft_app.service.decision import NegativeRules, classify_open, reference_neg_scores
+from croft_app.service.models import ClassifierRegistry
+from croft_app.service.sessions import SessionRegistry
+from croft_app.service.security import check_benchmark, check_benchmark_file, display_spec, file_path
+from croft_app.service.settings import AppSettings
+from croft_core.data.synth import EMBEDDED_CHECKPOINT
+from croft_app.service.vocabulary import resolve_vocabulary
+from croft_app.service.showcase import SHOWCASE, example_caption, render_classes, render_showcase
+from croft_core.runs.figures import margin_comparison_json, score_plot_json
+from croft_app.ui.common import Ticker, user_errors
+
+logger = logging.getLogger("croft.app")
+
+# ---------------------------------------------------------------------------------------------
+# Settings (environment variables only: argv belongs to croft_core/cli.py)
+# ---------------------------------------------------------------------------------------------
+
+TOP_K = 5
+MAX_BATCH = 64  # images per "Classify all"
+BENCHMARKS = ("shapes",)  # offered in the Lab; any registered name can be typed
+
+try:  # Hugging Face ZeroGPU: run inference on a GPU slice; elsewhere a no-op
+    import spaces
+
+    gpu = spaces.GPU  # AttributeError: the repo's own spaces/ folder, seen as a namespace package
+except (ImportError, AttributeError):
+    def gpu(fn: Callable | None = None, **_: Any) -> Callable:
+        """No-op stand-in for ``spaces.GPU`` (usable bare or with arguments)."""
+        return fn if fn is not None else (lambda f: f)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resources: loaded once per process
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Resources:
+    """Everything loaded once: the backbone, the models by name, the example images, the settings."""
+
+    backbone: Backbone
+    registry: SessionRegistry  # the listed models, and each session's fine-tuned ones
+    negatives: NegativeRules | None = None
+    examples: list[tuple[str, str]] = field(default_factory=list)  # (image, caption with the real answer)
+    classes: list[tuple[str, str]] = field(default_factory=list)  # (thumbnail, ID class) of the first screen
+    default_vocabulary: str = ""
+    default_model: str = ZERO_SHOT
+    settings: AppSettings = field(default_factory=AppSettings)
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    upload_root: Path = field(default_factory=lambda: Path(gradio_utils.get_upload_folder()))
+
+
+def default_checkpoints(settings: AppSettings) -> tuple[str, ...]:
+    """The operator's checkpoints; with the embedded backbone and none configured, the shipped one."""
+    if settings.checkpoints:
+        return tuple(settings.checkpoints)
+    shipped = settings.backbone == "embedded" and EMBEDDED_CHECKPOINT.is_dir()
+    return (str(EMBEDDED_CHECKPOINT),) if shipped else ()
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_resources(settings: AppSettings | None = None, checkpoints: Sequence[str] | None = None, *,
+                   embedded_world: bool | None = None, device: str | None = None,
+                   cache_dir: Path = DEFAULT_CACHE_DIR, default_model: str | None = None) -> Resources:
+    """Load the backbone and prepare the models, examples and the default vocabulary's cache.
+
+    Args:
+        settings: backbone, limits and the trust policy (:class:`AppSettings`).
+        checkpoints: checkpoint folders / Hub ids offered in the model menus (by display name).
+        embedded_world: the backbone knows the shapes world (``None``: auto-detect ``embedded``).
+        device: where the backbone runs.
+        cache_dir: text / feature caches and the rendered examples.
+        default_model: the model selected at start (default: the first checkpoint, else zero-shot).
+    """
+    settings = AppSettings.from_env() if settings is None else settings
+    checkpoints = default_checkpoints(settings) if checkpoints is None else checkpoints
+    backbone = load_backbone(settings.backbone, device=device or default_device())
+    registry = SessionRegistry(ClassifierRegistry(
+        backbone, checkpoints, policy=settings.policy, max_checkpoint_bytes=settings.max_checkpoint_bytes,
+        max_classes=settings.max_classes, embedded_world=embedded_world,
+        cache_dir=Path(cache_dir) / "app-text", text_cache_bytes=settings.text_cache_bytes))
+    negatives = NegativeRules(backbone, Path(cache_dir) / "app-text")
+    negatives.start()  # a real CLIP's ~20k-word lexicon encodes in the background
+    preset = "shapes" if registry.embedded_world else "cifar10"
+    # in Gradio's upload folder: an example put into the image box is then an upload like any other
+    folder = Path(gradio_utils.get_upload_folder()) / "croft-examples"
+    default_model = default_model or (registry.checkpoints[0] if registry.checkpoints else ZERO_SHOT)
+    for name in dict.fromkeys([ZERO_SHOT, default_model]):  # warm the caches of the first request
+        try:
+            classifier = registry.get(name)
+            classes, _, _ = classifier.prepare_vocabulary(get_vocabulary(preset))
+            classifier.reference(classes)
+        except ValueError as err:
+            logger.warning("could not prepare model %s: %s", name, err)
+            default_model = ZERO_SHOT
+    examples = _answered_examples(registry.get(default_model), negatives, folder)
+    return Resources(backbone, registry, negatives, examples, render_classes(folder),
+                     ", ".join(get_vocabulary(preset)), default_model, settings, Path(cache_dir))
+
+
+def _answered_examples(classifier, negatives: NegativeRules, folder: Path) -> list[tuple[str, str]]:
+    """The showcase images captioned with what ``classifier`` really answers (computed, not written)."""
+    out = []
+    for example, path in zip(SHOWCASE, render_showcase(folder)):
+        try:
+            result = classify_open(classifier, negatives, [load_image(path)],
+                                   resolve_vocabulary(example.vocabulary)[0], None)[0]
+            out.append((str(path), example_caption(example, result)))
+        except ValueError as err:
+            logger.warning("example %s: %s", example.title, err)
+            out.append((str(path), example.title))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Handlers: typed, inference mode, every input error a gr.Error without paths or tracebacks
+# ---------------------------------------------------------------------------------------------
+
+def _session(request: gr.Request | None) -> str | None:
+    """The caller's session (a browser tab, or one gradio_client.Client): its own models live there."""
+    return getattr(request, "session_hash", None)
+
+
+class Handlers:
+    """The event handlers of the app, bound to loaded :class:`Resources` (tests call them directly)."""
+
+    def __init__(self, resources: Resources):
+        self.r = resources
+        # One Lab job at a time. Another request is refused at once instead of waiting: queued
+        # evaluations would hold the shared queue's slots (one client could fill it).
+        self._lab = threading.Lock()
+
+    # -- Classify --------------------------------------------------------------------------
+    def _vocabulary(self, vocabulary: Any) -> tuple[list[str], list[str]]:
+        return resolve_vocabulary(vocabulary, self.r.settings.max_classes)
+
+    def _path(self, payload: Any) -> str | None:
+        return file_path(payload, self.r.upload_root)
+
+    def _model(self, name: Any, request: gr.Request | None):
+        return self.r.registry.get(name, _session(request))
+
+    def _result(self, classifier, image, classes: Sequence[str], notes: list[str], threshold: Any) -> dict:
+        (out,) = classify_open(classifier, self.r.negatives, [image], classes, threshold, top_k=TOP_K)
+        out["notes"] = notes + out["notes"]
+        return present.without_paths({"model": classifier.name, **out})
+
+    @user_errors  # again outside: on ZeroGPU the inner one runs in the GPU worker process
+    @gpu
+    @user_errors
+    @torch.inference_mode()
+    def classify(self, image: Any, vocabulary: str, model: str, threshold: Any,
+                 request: gr.Request = None) -> dict[str, Any]:
+        """Classify one image against a vocabulary; say "unknown" when it fits none of the classes.
+
+        Returns a JSON object: label ("unknown" when rejected), accepted, score (energy; higher = more
+        in-distribution), threshold (the energy threshold that decided, or null), probabilities
+        (top 5), predicted_class, threshold_source, rule ("negative labels", "energy (calibrated)",
+        "user threshold", or "none" while no open-set rule is available), reason (in words),
+        nearest_negative, neg_score, neg_threshold, model, notes and warnings.
+        """
+        path = self._path(image)
+        if path is None:
+            raise gr.Error("No image: upload an image (PNG, JPEG, WebP, ...) first.",
+                           print_exception=False)
+        classifier = self._model(model, request)
+        classes, notes = self._vocabulary(vocabulary)
+        present.parse_threshold(threshold)
+        return self._result(classifier, load_image(path), classes, notes, threshold)
+
+    def _plot(self, classifier, classes: Sequence[str], result: dict, title: str,
+              extra: dict | None = None) -> tuple[explain_text.PlotInputs, str]:
+        _, ref = self._reference_groups(classifier, classes)
+        what = "rendered photos of these classes" if ref.source == "rendered" else "the checkpoint's validation images"
+        name = f"your classes, {what}" if ref.scores is not None else ""
+        neg_ref = reference_neg_scores(classifier, self.r.negatives, classes) if ref.source == "rendered" else None
+        inputs = explain_text.plot_inputs(result, ref.scores, name, neg_ref)
+        return inputs, score_plot_json(inputs.reference, inputs.score, inputs.threshold, log_x=inputs.log_x,
+                                       xaxis=inputs.xaxis, title=title, extra_scores=extra)
+
+    def _reference_groups(self, classifier, classes: Sequence[str]) -> tuple[dict[str, Any], Any]:
+        ref = classifier.reference(classifier.prepare_vocabulary(classes)[0])
+        return ({} if ref.scores is None else {f"ID reference ({ref.source})": ref.scores}), ref
+
+    @user_errors
+    @torch.inference_mode()
+    def explain(self, result: dict[str, Any] | None, vocabulary: str, model: str,
+                request: gr.Request = None) -> tuple[str, dict, Any]:
+        """The verdict in words, the top-k probabilities and the score plot of a ``/classify`` result.
+
+        The plot is plotly JSON built without plotly's validation (``score_plot_json``, about a
+        millisecond), handed to ``gr.Plot`` as ready ``PlotData``.
+        """
+        if not result:
+            return "", {}, None
+        result = present.check_result(result)  # it comes back from the browser
+        classifier = self._model(model, request)
+        classes = self._vocabulary(vocabulary)[0]
+        _, plot = self._plot(classifier, classifier.prepare_vocabulary(classes)[0], result,
+                             f"Why {_short(result['label'], 24)}?")
+        return (explain_text.verdict_markdown(result), result["probabilities"],
+                PlotData(type="plotly", plot=plot))
+
+    def pick_example(self, evt: gr.SelectData) -> tuple[str, str]:
+        """A showcase thumbnail was clicked: its image and vocabulary go into the inputs."""
+        index = int(evt.index) if isinstance(evt.index, int) else 0
+        if not 0 <= index < len(self.r.examples):
+            raise gr.Error("Unknown example; click one of the thumbnails.", print_exception=False)
+        vocab = SHOWCASE[index].vocabulary
+        text = ", ".join(get_vocabulary(vocab)) if vocab in list_vocabularies() else vocab
+        paths = render_showcase(Path(self.r.examples[index][0]).parent)  # re-rendered if the cache was cleaned
+        return str(paths[index]), text
+
+    @user_errors
+    @gpu
+    @user_errors
+    @torch.inference_mode()
+    def classify_batch(self, files: Any, vocabulary: str, model: str, threshold: Any,
+                       request: gr.Request = None) -> tuple[list[tuple[str, str]], list[list[Any]], Any]:
+        """Several images: a captioned gallery, a table, and every score against the reference."""
+        if files is not None and not isinstance(files, list):
+            raise gr.Error("Upload one or more image files.", print_exception=False)
+        if len(files or []) > MAX_BATCH:
+            raise gr.Error(f"{len(files)} images is more than {MAX_BATCH} at once; classify fewer.",
+                           print_exception=False)
+        paths = [p for p in (self._path(f) for f in (files or [])) if p]
+        if not paths:
+            raise gr.Error("No images: upload one or more image files first.", print_exception=False)
+        classifier = self._model(model, request)
+        classes, notes = self._vocabulary(vocabulary)
+        present.parse_threshold(threshold)
+        good, results, rows = [], [], []
+        for p in paths:  # one image in memory at a time
+            try:
+                image = load_image(p)
+            except ImageError as err:
+                rows.append([Path(p).name, "error", None, None, None, None, None, str(err)])
+                continue
+            results.append(self._result(classifier, image, classes, notes, threshold))
+            good.append(p)
+        if not results:
+            raise gr.Error("None of the files is a usable image: " + "; ".join(r[-1] for r in rows),
+                           print_exception=False)
+        rows = [explain_text.batch_row(Path(p).name, r) for p, r in zip(good, results)] + rows
+        extra = {f"{Path(p).name} ({r['label']})": _rule_score(r) for p, r in zip(good[1:], results[1:])}
+        _, plot = self._plot(classifier, classifier.prepare_vocabulary(classes)[0], results[0],
+                             "Your images vs the reference", extra)
+        gallery = [(p, f"{Path(p).name}: {explain_text.caption(r)}") for p, r in zip(good, results)]
+        first = json.dumps(f"{_short(Path(good[0]).name, 24)} ({results[0]['label']}): ")[1:-1]
+        return gallery, rows, PlotData(type="plotly", plot=plot.replace('"this image: ', f'"{first}', 1))
+
+    # -- Compare ---------------------------------------------------------------------------
+    @user_errors
+    @gpu
+    @user_errors
+    @torch.inference_mode()
+    def compare(self, image: Any, vocabulary: str, model_a: str, model_b: str, threshold: Any = None,
+                request: gr.Request = None) -> tuple[str, dict, str, dict, Any]:
+        """The same image through two models: a verdict card each and both margins on one plot."""
+        path = self._path(image)
+        if path is None:
+            raise gr.Error("No image: upload an image first (or pick an example).", print_exception=False)
+        classifiers = [self._model(name, request) for name in (model_a, model_b)]
+        classes, notes = self._vocabulary(vocabulary)
+        present.parse_threshold(threshold)
+        img = load_image(path)
+        out, rows = [], []
+        for tag, classifier in zip("AB", classifiers):
+            result = self._result(classifier, img, classes, notes, threshold)
+            inputs, _ = self._plot(classifier, classifier.prepare_vocabulary(classes)[0], result, "")
+            rows.append({"name": f"{tag}: {classifier.name}", "margin": explain_text.margin(inputs),
+                         "label": result["label"]})
+            out += [f"### {tag}: {classifier.name}\n\n" + explain_text.verdict_markdown(result).replace(
+                "## ", "#### ", 1), result["probabilities"]]
+        return (*out, PlotData(type="plotly", plot=margin_comparison_json(rows)))
+
+    # -- Lab -------------------------------------------------------------------------------
+    @user_errors
+    @gpu(duration=600)
+    @user_errors
+    @torch.inference_mode()
+    def evaluate(self, benchmark: str, model: str, seed: Any,
+                 progress: gr.Progress = gr.Progress(track_tqdm=True),
+                 request: gr.Request = None) -> tuple[dict[str, Any], dict]:
+        """Evaluate a model on a registered benchmark (such as "shapes") and return the results JSON:
+        ID and covariate accuracy, semantic-shift detection (AUROC, FPR95, AUPR) per score,
+        full-spectrum detection and the deployment threshold."""
+        name = check_benchmark(benchmark or "shapes", REGISTERED_BENCHMARKS, self.r.settings.policy)
+        seed = present.parse_seed(seed)
+        classifier = self._model(model, request)
+        limit = self.r.settings.lab_time_limit
+        if not self._lab.acquire(blocking=False):
+            raise gr.Error("The Lab is busy with another evaluation (one runs at a time); try again "
+                           "when it has finished.", print_exception=False)
+        try:
+            with deadline(limit), Ticker(progress, f"{classifier.name}: ") as tick:
+                results, energies = self._run_benchmark(name, classifier, seed, tick)
+        except JobTimeout:
+            raise gr.Error(f"The evaluation ran longer than {limit} s and was stopped.",
+                           print_exception=False) from None
+        finally:
+            self._lab.release()
+        results = present.json_safe({**results, "backbone": display_spec(self.r.backbone.spec),
+                                     "model": classifier.name})
+        energies = {k: np.asarray(v, dtype=np.float64) for k, v in energies.items()}
+        return results, {"results": results, "energies": energies}
+
+    def evaluate_other(self, benchmark: str, model: str, seed: Any, compare_with: str,
+                       progress: gr.Progress = gr.Progress(track_tqdm=True),
+                       request: gr.Request = None) -> dict | None:
+        """The Lab's second model (a comparison in the same run); None when none is chosen."""
+        if not compare_with or compare_with == NO_COMPARISON or compare_with == model:
+            return None
+        return self.evaluate(benchmark, compare_with, seed, progress, request)[1]
+
+    def _run_benchmark(self, name: str, classifier, seed: int, tick) -> tuple[dict, dict]:
+        from croft_core.data.benchmarks import get_benchmark
+        from croft_core.runs.evaluate import zeroshot_model
+        from croft_core.runs.pipeline import evaluate_checkpoint
+
+        if name not in REGISTERED_BENCHMARKS:  # a JSON path: only with CROFT_ALLOW_LOCAL_PATHS=1
+            check_benchmark_file(name)
+        try:
+            tick.stage(0.0, 0.5, f"rendering the {name!r} images (first run only, about a minute)")
+            bench = get_benchmark(name, seed=seed)
+            head = zeroshot_model(self.r.backbone, bench) if classifier.is_zero_shot else classifier.model
+            tick.stage(0.5, 0.95, "encoding images and scoring them (cached after the first run)")
+            return evaluate_checkpoint(self.r.backbone, bench, head, seed=seed, knn=False,
+                                       cache_dir=self.r.cache_dir)
+        except (FileNotFoundError, KeyError, OSError, RuntimeError) as err:
+            raise ValueError(f"Evaluation of {name!r} failed: {err}") from err
+
+    @user_errors
+    def explain_evaluation(self, state: dict | None, other: dict | None = None) -> tuple[Any, Any, Any, str | None]:
+        """Results table (in %, summary rows first, one column group per model), score
+        distributions, ROC curves and the results JSON file to download.
+
+        Reads the server-side states of :meth:`evaluate` only (never a browser-sent JSON).
+        """
+        import pandas as pd
+        from croft_core.runs.figures import lab_histograms, lab_roc
+
+        if not isinstance(state, dict) or "results" not in state:
+            return None, None, None, None
+        runs = [s for s in (state, other) if isinstance(s, dict) and "results" in s]
+        models = [s["results"].get("model", f"model {i + 1}") for i, s in enumerate(runs)]
+        table = pd.DataFrame(explain_text.lab_rows({m: s["results"] for m, s in zip(models, runs)}),
+                             columns=explain_text.lab_headers(models))
+        results, one = state["results"], len(runs) == 1
+        energies = {m: s["energies"] for m, s in zip(models, runs)}
+        # a row per model; one model shows each style, two show three pooled groups each (detail: the table)
+        hist = lab_histograms({m: present.energy_groups(e) if one else explain_text.pooled_groups(e)
+                               for m, e in energies.items()},
+                              {m: s["results"].get("threshold", {}).get("value") for m, s in zip(models, runs)})
+        curves = {m: c for m, e in energies.items() if (c := _roc_curves(e, per_set=one))}
+        roc = lab_roc(curves) if curves else None
+        root = Path(self.r.upload_root) / "croft-results"  # Gradio serves files from its own folder only
+        path = present.write_results(results if len(runs) == 1 else {**results, "compared_with": runs[1]["results"]},
+                                     root / uuid.uuid4().hex)
+        prune_lru(root, self.r.settings.results_cache_bytes)
+        return table, hist, roc, str(path)
+
+
+NO_COMPARISON = "(none)"
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _roc_curves(energies: dict, per_set: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The Lab's ROC curves of one model: known vs each unseen set (``per_set``), or known vs all
+    unseen sets and known + new styles vs all unseen sets (the table's "full spectrum")."""
+    sets = present.roc_sets(energies)
+    if sets is None:
+        return {}
+    known, unseen = sets
+    if per_set:
+        return {name: (known, scores) for name, scores in unseen.items()}
+    pooled = np.concatenate(list(unseen.values()))
+    curves = {"vs known": (known, pooled)}
+    styles = explain_text.pooled_groups(energies).get("new styles")
+    if styles is not None:
+        curves["vs known + new styles"] = (np.concatenate([known, styles]), pooled)
+    return curves
+
+
+def _rule_score(result: dict) -> float:
+    return result["neg_score"] if result.get("rule") == "negative labels" else result["score"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The app: the first screen, then one tab each (layout in croft_app.ui.common.py)
+# ---------------------------------------------------------------------------------------------
+
+CSS = """
+#known-classes .caption-label, #examples .caption-label, #compare-examples .caption-label {white-space: normal;}
+#decision h2 {margin-bottom: 0.2em;}
+"""
+
+
+def build_demo(resources: Resources) -> gr.Blocks:
+    """The Blocks app over loaded resources (tests build one on a tiny backbone)."""
+    from croft_app.ui.train import TrainHandlers, train_tab
+    from croft_app.ui.common import compare_tab, classify_tab, intro, lab_tab
+
+    h = Handlers(resources)
+    age = resources.settings.delete_cache_after
+    with gr.Blocks(title="CRoFT Lab: an image classifier that can say unknown", delete_cache=(age, age)) as demo:
+        intro(resources)
+        with gr.Tab("Classify"):
+            shared = classify_tab(resources, h)
+        with gr.Tab("Compare"):
+            compare_a, compare_b = compare_tab(resources, h, shared)
+        with gr.Tab("Lab"):
+            lab_model, lab_other = lab_tab(resources, h, BENCHMARKS, NO_COMPARISON)
+        with gr.Tab("Train"):
+            train = TrainHandlers(resources.backbone, resources.registry, cache_dir=resources.cache_dir,
+                                  upload_root=resources.upload_root)
+            # every model menu lists a newly trained model; Classify, Compare B and the Lab select it
+            train_tab(train, model_menus=[shared["model"], compare_b, lab_model],
+                      listing_menus=[compare_a, lab_other])
+    demo.queue(default_concurrency_limit=resources.settings.concurrency,
+               max_size=resources.settings.queue_size)
+    return demo
+
+
+def create_app(settings: AppSettings | None = None) -> tuple[gr.Blocks, Resources]:
+    """The app as ``python app.py`` serves it, configured from the environment by default."""
+    return_freed_memory()  # large image buffers go back to the OS when freed (glibc)
+    settings = AppSettings.from_env() if settings is None else settings
+    # the shipped CRoFT checkpoint is listed but not the default; an operator's first checkpoint is
+    resources = load_resources(settings, default_model=None if settings.checkpoints else ZERO_SHOT)
+    return build_demo(resources), resources
+
+
+def launch(app: gr.Blocks, resources: Resources, **kwargs: Any) -> Any:
+    """``app.launch`` with the upload size limit and the session capacity; tests pass the address."""
+    settings = resources.settings
+    return app.launch(max_file_size=settings.max_file_size, css=CSS,
+                      state_session_capacity=settings.session_capacity, **kwargs)

@@ -1,0 +1,366 @@
+"""The Train tab of CRoFT Lab and its ``/finetune`` endpoint (the Gradio side; logic in croft_core).
+
+A visitor fine-tunes on a registered benchmark, a zip of class folders, single images each given a
+label, or a Hub dataset id; watches the loss and validation-accuracy curves while it trains; stops
+it (the best epoch so far is kept); then uses the model at once (by its name, in this session only:
+:class:`croft_app.service.sessions.SessionRegistry`), downloads it as a zip, or pushes it to the Hub with
+their own token. Everything is done by :mod:`croft_app.service.finetune`, :mod:`croft_app.service.userdata` and
+:mod:`croft_app.service.uploads`; this file only wires components.
+
+Hooking it into ``app.py`` (the whole change: /work/notes/issue13_app_integration.patch)::
+
+    registry = SessionRegistry(ClassifierRegistry(...))          # load_resources
+    classifier = self.r.registry.get(model, _session(request))   # every handler, + request: gr.Request
+    with gr.Tab("Train"):                                        # build_demo; the tabs return their menus
+        train = TrainHandlers(resources.backbone, resources.registry, cache_dir=resources.cache_dir,
+                              upload_root=resources.upload_root)
+        train_tab(train, model_menus=[classify_menu, compare_b, lab_model], listing_menus=[compare_a, lab_other])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import gradio as gr
+
+from croft_core.data.benchmarks import BENCHMARKS, get_benchmark
+from croft_app.service.finetune import (METHOD_LABELS, TRAINABLE_METHODS, FinetuneLimits, FinetuneRequest,
+                                 FinetuneStopped, finetune, push_finetuned, save_checkpoint, slug, zip_checkpoint)
+from croft_app.service.security import check_number, file_path, is_hub_id, short_repr
+from croft_app.service.sessions import SessionRegistry, TrainingQueue, stream_job
+from croft_app.service.uploads import UploadLimits, extract_zip, labelled_images
+from croft_app.service.userdata import benchmark_data, hub_data, upload_data
+
+from croft_app.ui.common import failed, user_errors
+
+logger = logging.getLogger("croft.app.train")
+
+TRAIN_BENCHMARKS = tuple(b for b in ("shapes", "shapes_dg") if b in BENCHMARKS)
+SOURCES = ("benchmark", "zip of class folders", "labelled images", "Hub dataset")
+GPU_SECONDS = 300  # the declared ZeroGPU duration of one training run
+MAX_KEPT_FOLDERS = 100  # checkpoint folders kept on disk for downloads and pushes (newest sessions)
+
+try:  # Hugging Face ZeroGPU: the whole run in one GPU call; elsewhere a no-op (as app.py)
+    import spaces
+
+    gpu = spaces.GPU
+except (ImportError, AttributeError):
+    def gpu(fn: Callable | None = None, **_: Any) -> Callable:
+        """No-op stand-in for ``spaces.GPU``."""
+        return fn if fn is not None else (lambda f: f)
+
+
+def _session(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or ""
+
+
+def _whole(value: Any, name: str, default: int) -> int:
+    """A whole number from the form; empty -> ``default`` (the range is checked by the library)."""
+    message = f"{name} must be a whole number, e.g. {default}, or empty for {default}; got {short_repr(value)}"
+    number = check_number(value, message)
+    if number is None:
+        return default
+    if not number.is_integer() or abs(number) > 2**31:
+        raise ValueError(message)
+    return int(number)
+
+
+def _optional_float(value: Any, name: str) -> float | None:
+    """A number from the form's "Advanced" part; empty -> None (the method's default)."""
+    return check_number(value, f"{name} must be a finite number, or empty for the method's default; got "
+                               f"{short_repr(value)}")
+
+
+class TrainHandlers:
+    """Training events bound to a backbone and a :class:`SessionRegistry` (tests call them directly).
+
+    Args:
+        backbone: the app's frozen backbone.
+        registry: where trained models are offered (by name, per session).
+        cache_dir: the app's cache root; features of training runs go to ``cache_dir/finetune``.
+        limits, upload_limits: run and upload bounds (default: environment, then safe defaults).
+        queue: the one-job-at-a-time queue (one per process).
+        upload_root: Gradio's upload folder (every file argument must lie inside it).
+    """
+
+    def __init__(self, backbone, registry: SessionRegistry, *, cache_dir: str | os.PathLike,
+                 limits: FinetuneLimits | None = None, upload_limits: UploadLimits | None = None,
+                 queue: TrainingQueue | None = None, upload_root: str | os.PathLike | None = None):
+        self.backbone, self.registry = backbone, registry
+        self.upload_root = Path(upload_root or gr.utils.get_upload_folder())
+        self.cache_dir = Path(cache_dir) / "finetune"
+        self.limits = limits or FinetuneLimits.from_env()
+        self.upload_limits = upload_limits or UploadLimits(max_images=self.limits.max_images,
+                                                           max_classes=self.limits.max_classes)
+        self.queue = queue or TrainingQueue()
+        self._folders: OrderedDict[str, Path] = OrderedDict()  # session -> its latest checkpoint
+
+    # -- inputs ------------------------------------------------------------------------------
+    def upload_path(self, payload: Any) -> str | None:
+        """The local path of an uploaded file, confined to the upload folder, or None."""
+        return file_path(payload, self.upload_root)
+
+    def _data(self, source: str, value: Any, labels: str, shots: int, seed: int, work: Path):
+        common = dict(shots=shots, seed=seed, max_images=self.limits.max_images,
+                      max_classes=self.limits.max_classes)
+        if source == "benchmark":
+            name = (value or "").strip() if isinstance(value, str) else ""
+            if name not in TRAIN_BENCHMARKS:
+                raise gr.Error(f"Unknown benchmark {name[:60]!r}; choose one of {list(TRAIN_BENCHMARKS)} "
+                               f"or upload a zip", print_exception=False)
+            return benchmark_data(get_benchmark(name, seed=seed), **common)
+        if source == "Hub dataset":
+            return hub_data(value if isinstance(value, str) else "", **common)
+        if source == "labelled images":
+            paths = [self.upload_path(f) for f in (value or [])]
+            names = [n.strip() for n in (labels or "").replace("\n", ",").split(",")]
+            if len(names) != len(paths):
+                raise gr.Error(f"{len(paths)} images but {len(names)} labels: give one label per image, "
+                               f"in order, separated by commas", print_exception=False)
+            return upload_data(labelled_images(list(zip(paths, names)), self.upload_limits), "my images",
+                               **common)
+        path = self.upload_path(value)
+        if path is None:
+            raise gr.Error("No data: upload a zip of class folders or choose a benchmark", print_exception=False)
+        images = extract_zip(path, work / "images", self.upload_limits)
+        name = Path(value.get("orig_name") or "") if isinstance(value, dict) else Path(path)
+        return upload_data(images, slug(name.stem) or "my-data", **common)
+
+    # -- the run -----------------------------------------------------------------------------
+    def _stop_flag(self, session: str) -> Path:
+        """A file, so that a Stop reaches a run in another process (a ZeroGPU worker) too."""
+        return self.cache_dir / "stop" / hashlib.sha1((session or "-").encode()).hexdigest()
+
+    @gpu(duration=GPU_SECONDS)
+    def _train_on_gpu(self, data, request: FinetuneRequest, stop_flag: str) -> Iterator[dict]:
+        """The part that needs the accelerator, in one ``spaces.GPU`` call: progress events, then
+        ``{"stage": "done", "result": FinetuneResult}`` (the model on the CPU)."""
+        def job(emit):
+            result = finetune(self.backbone, data, request, limits=self.limits, cache_dir=self.cache_dir,
+                              on_event=emit, should_stop=lambda: os.path.exists(stop_flag))
+            result.model.cpu()
+            return result
+
+        yield from stream_job(job)
+
+    def run_events(self, source: str, value: Any, labels: str, request: FinetuneRequest,
+                   session: str) -> Iterator[dict]:
+        """Queue, build the data, train (on the GPU when there is one), save and offer the model to
+        ``session``. Yields progress events; the last is ``{"stage": "done", "result": API JSON}``."""
+        request.checked(self.limits)
+        flag = self._stop_flag(session)
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.unlink(missing_ok=True)
+        ticket, work = self.queue.join(), Path(tempfile.mkdtemp(prefix="croft-train-"))
+        try:
+            while (position := self.queue.position(ticket)) > 0:
+                yield {"stage": "queued", "position": position}
+                if flag.exists():
+                    raise FinetuneStopped("the training job was cancelled while it waited")
+                self.queue.wait(ticket, 0.5)
+            yield {"stage": "data"}
+            data = self._data(source, value, labels, request.shots, request.seed, work)
+            try:
+                for event in self._train_on_gpu(data, request, str(flag)):
+                    if event["stage"] == "done":
+                        result = event["result"]
+                    elif event["stage"] != "tick":
+                        yield event
+            finally:
+                data.cleanup()
+            folder = save_checkpoint(result, work / "checkpoint")
+            name = self.registry.add(session or "-", result.name, result.model)
+            self._keep_folder(session, work)
+            yield {"stage": "done", "result": {"model": name, "history": result.history,
+                                               "results": result.results, "skipped": result.skipped,
+                                               "folder": str(folder)}}
+        except BaseException:  # an error, or the visitor left (GeneratorExit): stop the worker too
+            flag.touch()
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        finally:
+            self.queue.leave(ticket)
+
+    def _keep_folder(self, session: str, work: Path) -> None:
+        """Keep one checkpoint folder per session (to download or push), for the newest sessions."""
+        old = self._folders.pop(session or "-", None)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self._folders[session or "-"] = work
+        while len(self._folders) > MAX_KEPT_FOLDERS:
+            shutil.rmtree(self._folders.popitem(last=False)[1], ignore_errors=True)
+
+    def _request(self, method, shots, seed, steps, lambda1=None, lambda2=None, lr=None) -> FinetuneRequest:
+        return FinetuneRequest(method=str(method or "croft"), shots=_whole(shots, "shots", 16),
+                               seed=_whole(seed, "seed", 1), steps=_whole(steps, "steps", 200),
+                               lambda1=_optional_float(lambda1, "λ1"), lambda2=_optional_float(lambda2, "λ2"),
+                               lr=_optional_float(lr, "learning rate"))
+
+    # -- events ------------------------------------------------------------------------------
+    @user_errors
+    def finetune(self, data: Any, method: Any, shots: Any, seed: Any, steps: Any,
+                 request: gr.Request = None) -> dict[str, Any]:
+        """Fine-tune on ``data`` (a benchmark name such as "shapes", an uploaded zip of class
+        folders, or a Hub dataset id ORG/NAME with image and label columns) and return
+        ``{model, history, results}``; ``model`` is a name ``/classify`` and ``/evaluate`` accept in
+        this client session."""
+        source = "zip of class folders"
+        if isinstance(data, str):
+            source = "Hub dataset" if is_hub_id(data.strip()) else "benchmark"
+        req = self._request(method, shots, seed, steps)
+        for event in self.run_events(source, data, "", req, _session(request)):
+            if event["stage"] == "done":
+                return {k: event["result"][k] for k in ("model", "history", "results")}
+        raise AssertionError("a run ends with its result")
+
+    @user_errors
+    def train_stream(self, source, benchmark, zip_file, images, labels, hub_id, method, shots, seed,
+                     lambda1, lambda2, lr, steps, request: gr.Request = None) -> Iterator[tuple]:
+        """The Train button: status, live curves, then the results, the model's name and its zip."""
+        from croft_core.runs.figures import training_curves
+
+        value = {"benchmark": benchmark, "Hub dataset": hub_id, "labelled images": images}.get(source, zip_file)
+        session, history = _session(request), []
+        req = self._request(method, shots, seed, steps, lambda1, lambda2, lr)
+        for event in self.run_events(source, value, labels, req, session):
+            if event["stage"] == "epoch":
+                history.append(event)
+                yield (f"Training: epoch {event['epoch']} of {event['epochs']}",
+                       training_curves([{"epoch": r["epoch"], "loss": r.get("loss")} for r in history],
+                                       title="loss"),
+                       training_curves([{"epoch": r["epoch"], "val_accuracy": r.get("val_accuracy")}
+                                        for r in history], title="validation accuracy"),
+                       gr.update(), gr.update(), gr.update())
+            elif event["stage"] in ("queued", "extract", "data"):
+                yield (_status(event), gr.update(), gr.update(), gr.update(), gr.update(), gr.update())
+            elif event["stage"] == "done":
+                out = event["result"]
+                yield (_done_text(out), gr.update(), gr.update(), out["results"],
+                       str(zip_checkpoint(out["folder"], Path(out["folder"]).parent / f"{slug(out['model'])}.zip")),
+                       out["model"])
+
+    def stop(self, request: gr.Request = None) -> str:
+        """The Stop button: the run ends after its current epoch, keeping the best model so far."""
+        flag = self._stop_flag(_session(request))
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.touch()
+        return "Stopping after the current epoch; the best model so far is kept."
+
+    @user_errors
+    def push(self, repo_id: str, token: str, private: bool, oauth: gr.OAuthToken | None = None,
+             request: gr.Request = None) -> str:
+        """Push this session's latest model with the visitor's token (the field or the HF login)."""
+        work = self._folders.get(_session(request) or "-")
+        if work is None:
+            raise gr.Error("Train a model first", print_exception=False)
+        token = (token or "").strip() or getattr(oauth, "token", None)
+        url = push_finetuned(work / "checkpoint", repo_id, token, private=bool(private))
+        return f"Pushed to [{repo_id}]({url})"
+
+
+def _status(event: dict) -> str:
+    if event["stage"] == "queued":
+        return f"Waiting: {event['position']} training job(s) ahead of yours."
+    if event["stage"] == "data":
+        return "Checking the data ..."
+    return f"Encoding images: {event['fraction']:.0%} ({event['done']} of {event['total']})"
+
+
+def _done_text(out: dict) -> str:
+    res = out["results"]
+    acc = res.get("val_accuracy")
+    stopped = " (stopped early; best epoch kept)" if res.get("stopped") else ""
+    skipped = f"\n\n{len(out['skipped'])} file(s) skipped." if out.get("skipped") else ""
+    return (f"**{out['model']}** is ready{stopped}: validation accuracy "
+            f"{'n/a' if acc is None else f'{acc:.1%}'} on {res['val_n']} images. Choose it in Classify "
+            f"and Compare (this session only).{skipped}")
+
+
+def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = (),
+              listing_menus: Sequence[gr.Dropdown] = ()) -> None:
+    """Build the Train tab inside the current Blocks. Once a model is trained, every menu given
+    lists it; ``model_menus`` also select it, ``listing_menus`` keep their selection."""
+    with gr.Row():
+        with gr.Column():
+            source = gr.Radio(list(SOURCES), value="benchmark", label="data source")
+            benchmark = gr.Dropdown(list(TRAIN_BENCHMARKS), value=(TRAIN_BENCHMARKS or ("",))[0], label="benchmark")
+            zip_file = gr.File(label="zip of class folders", file_types=[".zip"])
+            images = gr.File(label="images", file_count="multiple", file_types=["image"])
+            labels = gr.Textbox(label="labels", placeholder="one class name per image, comma-separated")
+            hub_id = gr.Textbox(label="Hub dataset", placeholder="ORG/NAME (image and label columns)")
+            method = gr.Dropdown([(METHOD_LABELS[m], m) for m in TRAINABLE_METHODS], value="croft", label="method")
+            with gr.Row():
+                shots = gr.Number(label="shots", value=16, precision=0)
+                seed = gr.Number(label="seed", value=1, precision=0)
+            with gr.Accordion("Advanced", open=False):
+                # Textboxes: Gradio's Number shows and sends 0 for "empty", and empty means the default
+                lambda1 = gr.Textbox(label="λ1", value="", placeholder="default (5)", max_lines=1)
+                lambda2 = gr.Textbox(label="λ2", value="", placeholder="default (5)", max_lines=1)
+                lr = gr.Textbox(label="learning rate", value="", placeholder="the method's default", max_lines=1)
+                steps = gr.Number(label="steps", value=200, precision=0)
+            with gr.Row():
+                start = gr.Button("Train", variant="primary")
+                stop = gr.Button("Stop")
+        with gr.Column():
+            status = gr.Markdown()
+            loss_plot = gr.Plot(label="loss")
+            acc_plot = gr.Plot(label="validation accuracy")
+            results = gr.JSON(label="validation results")
+            download = gr.File(label="checkpoint (zip)")
+            new_model = gr.Textbox(label="new model", interactive=False)
+            with gr.Accordion("Push to the Hugging Face Hub", open=False):
+                if os.environ.get("SPACE_ID"):  # on a Space: push with the visitor's HF login
+                    gr.LoginButton()
+                repo_id = gr.Textbox(label="repository", placeholder="your-name/my-croft-model")
+                token = gr.Textbox(label="write token", type="password",
+                                   info="used for this push only; never stored (or log in on a Space)")
+                private = gr.Checkbox(label="private", value=True)
+                push = gr.Button("Push")
+                pushed = gr.Markdown()
+    api_data = gr.JSON(label="data", visible=False)  # /finetune: a benchmark name or an uploaded zip
+    api_out = gr.JSON(visible=False, label="finetune")
+    api_button = gr.Button(visible=False)
+    private_api = dict(api_visibility="private")
+    start.click(h.train_stream, [source, benchmark, zip_file, images, labels, hub_id, method, shots, seed,
+                                 lambda1, lambda2, lr, steps],
+                [status, loss_plot, acc_plot, results, download, new_model], preprocess=False,
+                concurrency_limit=h.queue.max_waiting + 1, concurrency_id="train",
+                show_progress_on=[status], **private_api).failure(  # one status badge, not one per output
+        failed("train_stream", "Training failed"), None, status, queue=False, **private_api)  # the reason stays
+    stop.click(h.stop, None, status, queue=False, **private_api)
+    push.click(h.push, [repo_id, token, private], pushed, **private_api).failure(
+        failed("push", "Not pushed"), None, pushed, queue=False, **private_api)
+    api_button.click(h.finetune, [api_data, method, shots, seed, steps], api_out, api_name="finetune",
+                     preprocess=False, concurrency_limit=h.queue.max_waiting + 1, concurrency_id="train")
+    menus = [*model_menus, *listing_menus]
+    if not menus:
+        return
+    picks = [True] * len(model_menus) + [False] * len(listing_menus)
+    server_names = set(h.registry.names())
+    own = [[c for c in menu.choices if c[1] not in server_names] for menu in menus]  # e.g. "(none)"
+
+    # A function of its own, not functools.partial: Gradio passes the gr.Request only to a function
+    # whose own annotations name it (a partial has none), and without the request the visitor's
+    # session -- and so the model just trained -- is unknown.
+    def offer_new_model(name: str, request: gr.Request = None) -> tuple:
+        return tuple(_menu_update(h, name, request, select=pick, keep=keep) for pick, keep in zip(picks, own))
+
+    new_model.change(offer_new_model, new_model, menus, **private_api)
+
+
+def _menu_update(h: TrainHandlers, name: str, request: gr.Request = None, *, select: bool = True,
+                 keep: Sequence[tuple[str, str]] = ()) -> dict:
+    """A model menu's update once ``name`` is trained: the menu's own entries (``keep``), then the
+    server's models and this session's own, each shown by its display name; ``select`` picks it."""
+    if not name:
+        return gr.update()
+    names = h.registry.names(_session(request) or "-")  # the session key the model was added under
+    choices = [*keep, *((n, n) for n in names if n not in {v for _, v in keep})]
+    return gr.update(choices=choices, value=name) if select else gr.update(choices=choices)

@@ -1,0 +1,241 @@
+"""Image-feature extraction with an on-disk cache of augmented views.
+
+CRoFT never changes the image encoder, so every method and hyper-parameter can train on features
+computed once (DESIGN.md, performance principles). Training sets get ``V`` augmented views per image
+(the official augmentation: random resized crop + flip); evaluation sets get one view with the
+model's own transform. Features are stored as safetensors (``features [V, N, d]``, ``labels [N]``)
+with the manifest (ids, backbone, seed, transform, precision) in the file's metadata and in a JSON
+sidecar.
+
+Extraction streams: images are decoded batch by batch in ``num_workers`` worker processes (the
+split only needs to be picklable, which a :class:`~croft_core.data.benchmarks.LoadedSplit` is), so memory
+is flat in the dataset size apart from the ``[N, d]`` output; on CUDA the encoder runs under
+autocast (fp16 by default). The random augmentation of image ``i`` in view ``v`` is seeded by
+``(seed, v, i)`` alone, so features do not depend on the number of workers, the batch size or how
+rows are sharded across GPUs (:mod:`croft_core.runs.torchrun`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from croft_core.seeds import item_seed, view_seed
+
+logger = logging.getLogger(__name__)
+
+FEATURE_FORMAT_VERSION = 2  # 2: per-image augmentation seeds, precision in the cache key
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def l2n(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``x / (||x|| + eps)`` along the last dimension — the normalisation of the official code."""
+    return x / (x.norm(dim=-1, keepdim=True) + eps)
+
+
+@dataclass
+class FeatureSet:
+    """Cached image features of one split.
+
+    Attributes:
+        features: ``[V, N, d]`` raw (unnormalised) CLIP image embeddings, V views per image.
+        labels: ``[N]`` benchmark class indices (-1 for semantic-shift sets).
+        ids: N stable row ids (the split manifest).
+        name: split name, e.g. ``"photo"`` or ``"semantic: unseen shapes"``.
+    """
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    ids: list[str]
+    name: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.features.dim() == 2:
+            self.features = self.features.unsqueeze(0)  # [1, N, d]
+        if self.features.shape[1] != len(self.labels) or len(self.ids) != len(self.labels):
+            raise ValueError(f"feature set {self.name!r}: {self.features.shape[1]} features, "
+                             f"{len(self.labels)} labels and {len(self.ids)} ids must agree")
+
+    def __len__(self) -> int:
+        return self.features.shape[1]
+
+    @property
+    def views(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.features.shape[2]
+
+    def first_view(self) -> torch.Tensor:
+        """``[N, d]``: the first view (the only one for evaluation sets)."""
+        return self.features[0]
+
+    def to(self, device: str | torch.device) -> "FeatureSet":
+        return FeatureSet(self.features.to(device), self.labels.to(device), self.ids, self.name,
+                          self.meta)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (safetensors) and ``path.json`` (the manifest), atomically."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        manifest = {"name": self.name, "ids": self.ids, "format": FEATURE_FORMAT_VERSION, **self.meta}
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # concurrent writers: own tmp each
+        save_file({"features": self.features.detach().cpu().contiguous(),
+                   "labels": self.labels.detach().cpu().long().contiguous()},
+                  str(tmp), metadata={"manifest": json.dumps(manifest)})
+        os.replace(tmp, path)
+        path.with_name(path.name + ".json").write_text(json.dumps(manifest, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FeatureSet":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            manifest = json.loads(fh.metadata()["manifest"])
+            features, labels = fh.get_tensor("features"), fh.get_tensor("labels")
+        name, ids = manifest.pop("name"), manifest.pop("ids")
+        manifest.pop("format", None)
+        return cls(features, labels, ids, name, manifest)
+
+
+class _ImageDataset(Dataset):
+    """Row ``rows[i]`` of ``split``, decoded and transformed with its own seed (picklable)."""
+
+    def __init__(self, split, transform: Callable, seed: int, rows=None):
+        self.split, self.transform, self.seed = split, transform, seed
+        self.rows = None if rows is None else [int(r) for r in rows]
+
+    def __len__(self) -> int:
+        return len(self.split) if self.rows is None else len(self.rows)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        row = i if self.rows is None else self.rows[i]
+        torch.manual_seed(item_seed(self.seed, row))  # torchvision's random transforms use torch's RNG
+        return self.transform(self.split.image(row))
+
+
+def _cache_path(cache_dir: Path, key_parts: list[str]) -> Path:
+    key = hashlib.sha1("\x1f".join(key_parts).encode()).hexdigest()
+    return cache_dir / "features" / f"{key}.safetensors"
+
+
+def precision_of(backbone, amp: bool = True, amp_dtype: str = "fp16") -> str:
+    """The precision the encoder runs in: ``amp_dtype`` under autocast on CUDA, else ``"fp32"``."""
+    if amp_dtype not in AMP_DTYPES:
+        raise ValueError(f"amp_dtype must be one of {sorted(AMP_DTYPES)}, got {amp_dtype!r}")
+    return amp_dtype if amp and backbone.device.type == "cuda" else "fp32"
+
+
+@torch.no_grad()
+def encode_split(backbone, split, transform: Callable, *, batch_size: int = 64, num_workers: int = 0,
+                 seed: int = 0, amp: bool = True, amp_dtype: str = "fp16", rows=None,
+                 desc: str = "") -> torch.Tensor:
+    """Encode images of ``split`` once with ``transform``; returns ``[n, d]`` float32 (CPU).
+
+    Streams batches into a preallocated output (memory flat in dataset size except the output),
+    decodes in ``num_workers`` worker processes, and uses ``amp_dtype`` autocast on CUDA when
+    ``amp``. The transform of row ``i`` is seeded by ``item_seed(seed, i)``: the same ``seed`` gives
+    the same crops whatever the workers, batch size or ``rows``.
+
+    Args:
+        rows: positions of the rows to encode (a shard), in output order; None encodes all rows.
+    """
+    device = backbone.device
+    dataset = _ImageDataset(split, transform, seed, rows)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        prefetch_factor=4 if num_workers > 0 else None)
+    precision = precision_of(backbone, amp, amp_dtype)
+    autocast = (torch.autocast("cuda", dtype=AMP_DTYPES[precision]) if precision != "fp32"
+                else contextlib.nullcontext())
+    out = torch.empty(len(dataset), backbone.embed_dim)  # [n, d]
+    done = 0
+    with torch.random.fork_rng(devices=[]):  # in-process transforms reseed the global RNG
+        for pixels in tqdm(loader, desc=desc or "encoding", leave=False, disable=None):
+            with autocast:
+                emb = backbone.model.encode_image(pixels.to(device, non_blocking=True))
+            out[done:done + len(emb)] = emb.float().cpu()
+            done += len(emb)
+    assert done == len(dataset)
+    return out
+
+
+def feature_cache_path(backbone, split, *, views: int = 1, augment: bool = False, seed: int = 0,
+                       amp: bool = True, amp_dtype: str = "fp16",
+                       cache_dir: str | Path | None = None) -> tuple[Path | None, dict[str, Any]]:
+    """The cache file of a split's features and the manifest stored with them.
+
+    Returns:
+        ``(path, meta)``; ``path`` is None when caching is off (no ``cache_dir``, or a backbone
+        without ``cache_id``, e.g. random weights).
+    """
+    transform = backbone.train_transform() if augment else backbone.preprocess
+    meta = {"backbone": backbone.spec, "split_fingerprint": split.fingerprint(), "views": views,
+            "augment": augment, "seed": seed, "transform": repr(transform),
+            "precision": precision_of(backbone, amp, amp_dtype)}
+    path = None
+    if cache_dir is not None and backbone.cache_id is not None:
+        # cache_id names the weights, their revision and the load precision (backbones.py)
+        path = _cache_path(Path(cache_dir), [backbone.cache_id, json.dumps(meta, sort_keys=True),
+                                             str(FEATURE_FORMAT_VERSION)])
+    return path, meta
+
+
+def extract_features(backbone, split, *, views: int = 1, augment: bool = False, seed: int = 0,
+                     batch_size: int = 64, num_workers: int = 0, amp: bool = True,
+                     amp_dtype: str = "fp16", cache_dir: str | Path | None = None) -> FeatureSet:
+    """Features of a :class:`~croft_core.data.benchmarks.LoadedSplit`, computed once and cached.
+
+    Args:
+        backbone: a :class:`~croft_core.clip.backbones.Backbone`.
+        split: anything with ``__len__``, ``image(i)``, ``labels``, ``ids``, ``name`` and
+            ``fingerprint()`` (a ``LoadedSplit``).
+        views: augmented views per image (training sets); 1 for evaluation sets.
+        augment: use the official training augmentation instead of the evaluation transform.
+        seed: seeds the augmentation of view ``v`` as :func:`~croft_core.seeds.view_seed`.
+        batch_size, num_workers, amp, amp_dtype: see :func:`encode_split`.
+        cache_dir: cache root; ``None`` (or a backbone without ``cache_id``) disables the cache.
+
+    Returns:
+        A :class:`FeatureSet` with ``features [views, N, d]``.
+    """
+    check_views(views, augment)
+    path, meta = feature_cache_path(backbone, split, views=views, augment=augment, seed=seed, amp=amp,
+                                    amp_dtype=amp_dtype, cache_dir=cache_dir)
+    if path is not None and path.is_file():
+        logger.info("feature cache hit for %s (%s)", split.name, path.name)
+        return FeatureSet.load(path)
+
+    transform = backbone.train_transform() if augment else backbone.preprocess
+    per_view = [encode_split(backbone, split, transform, batch_size=batch_size,
+                             num_workers=num_workers, seed=view_seed(seed, v), amp=amp,
+                             amp_dtype=amp_dtype, desc=f"{split.name} view {v + 1}/{views}")
+                for v in range(views)]
+    labels = torch.as_tensor(split.labels, dtype=torch.long)
+    features = FeatureSet(torch.stack(per_view), labels, list(split.ids), split.name, meta)
+    if path is not None:
+        features.save(path)
+    return features
+
+
+def check_views(views: int, augment: bool) -> None:
+    if views < 1:
+        raise ValueError(f"views must be >= 1, got {views}")
+    if not augment and views > 1:
+        raise ValueError("several views only make sense with augment=True")

@@ -1,0 +1,225 @@
+"""Summaries over seeds and the self-contained HTML report of ``croft bench`` (one run or a sweep)."""
+
+from __future__ import annotations
+
+import html
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+HEADLINE = (("id.accuracy", "ID acc"), ("covariate.mean_accuracy", "covariate acc"),
+            ("semantic_all.energy.auroc", "energy AUROC"), ("semantic_all.energy.fpr95", "energy FPR95"),
+            ("semantic_all.mcm.auroc", "MCM AUROC"), ("semantic_all.knn.auroc", "KNN AUROC"),
+            ("semantic_all.neglabel.auroc", "NegLabel AUROC"), ("semantic_all.neglabel.fpr95", "NegLabel FPR95"),
+            ("full_spectrum.energy.auroc", "full-spectrum AUROC"))
+
+
+def flatten(results: dict[str, Any]) -> dict[str, float]:
+    """Numeric leaves of a results dict as ``"a.b.c" -> value``; named list items use their name."""
+    out: dict[str, float] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                name = item.get("name", str(i)) if isinstance(item, dict) else str(i)
+                walk(f"{prefix}/{name}", item)
+        elif isinstance(node, (int, float)) and not isinstance(node, bool):
+            out[prefix] = float(node)
+
+    walk("", {k: v for k, v in results.items() if k not in ("seed", "shots", "train_config", "seconds")})
+    covs = [v for k, v in out.items() if k.startswith("covariate/") and k.endswith(".accuracy")]
+    if covs:
+        out["covariate.mean_accuracy"] = float(np.mean(covs))
+    return out
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation over seeds of every metric, per method."""
+    by_method: dict[str, list[dict[str, float]]] = {}
+    for r in runs:
+        by_method.setdefault(r["method"], []).append(flatten(r))
+    methods = {}
+    for method, flats in by_method.items():
+        keys = sorted(set().union(*flats))
+        methods[method] = {}
+        for k in keys:
+            vals = [f[k] for f in flats if k in f and not math.isnan(f[k])]
+            if vals:
+                methods[method][k] = {"mean": statistics.fmean(vals),
+                                      "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                                      "n": len(vals)}
+    first = runs[0] if runs else {}
+    return {"benchmark": first.get("benchmark"), "backbone": first.get("backbone"),
+            "shots": first.get("shots"), "seeds": sorted({r["seed"] for r in runs}),
+            "methods": methods}
+
+
+SWEEP_METRICS = (("id.accuracy", "ID accuracy"), ("covariate.mean_accuracy", "covariate (held-out) accuracy"),
+                 ("semantic_all.energy.auroc", "semantic energy AUROC"),
+                 ("semantic_all.energy.fpr95", "semantic energy FPR95"),
+                 ("full_spectrum.energy.auroc", "full-spectrum energy AUROC"),
+                 ("full_spectrum.accuracy", "full-spectrum accuracy"))
+
+
+def _stat(vals: Sequence[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+            "n": len(vals)}
+
+
+def _average_over_values(runs_by_value: dict[str, Sequence[dict]], method: str) -> dict[str, dict]:
+    """Per seed, the mean over the sweep's values; then mean ± std of those over the seeds.
+
+    A metric (or a seed) counts only where every value has it, so the average's mean is the mean of
+    the columns' means whenever the columns share their seeds.
+    """
+    flats = [{r["seed"]: flatten(r) for r in runs if r["method"] == method} for runs in runs_by_value.values()]
+    seeds = sorted(set.intersection(*(set(f) for f in flats)))
+    keys = set.intersection(*(set(f[s]) for f in flats for s in seeds)) if seeds else set()
+    out = {}
+    for k in sorted(keys):
+        per_seed = [statistics.fmean(f[s][k] for f in flats) for s in seeds]
+        per_seed = [v for v in per_seed if not math.isnan(v)]
+        if per_seed:
+            out[k] = _stat(per_seed)
+    return out
+
+
+def sweep_summary(arg: str, runs_by_value: dict[str, Sequence[dict[str, Any]]], *,
+                  values: Sequence[Any] | None = None, metrics=SWEEP_METRICS) -> dict[str, Any]:
+    """The combined summary of a sweep: one bench per value of the benchmark option ``arg``.
+
+    Args:
+        arg: the swept benchmark option (e.g. ``heldout``).
+        runs_by_value: column name -> that value's results dicts (every method x seed).
+        values: the option's values as given (default: the column names).
+        metrics: ``(flattened key, label)`` of the per-metric tables.
+
+    Returns:
+        ``runs`` (each value's :func:`summarize`), ``tables`` (per metric: method -> column ->
+        mean ± std over seeds, plus ``average``) and ``methods`` (the average of every metric, so
+        :func:`markdown_table`'s consumers keep working).
+    """
+    if not runs_by_value or not all(runs_by_value.values()):
+        raise ValueError(f"a sweep over {arg!r} has no runs for some value; run the bench first")
+    per_value = {v: summarize(runs) for v, runs in runs_by_value.items()}
+    methods = list(dict.fromkeys(r["method"] for runs in runs_by_value.values() for r in runs))
+    averages = {m: _average_over_values(runs_by_value, m) for m in methods}
+    tables = {key: {"label": label, "methods": {
+        m: {**{v: s["methods"].get(m, {}).get(key) for v, s in per_value.items()},
+            "average": averages[m].get(key)} for m in methods}} for key, label in metrics}
+    first = next(iter(per_value.values()))
+    return {"benchmark": first["benchmark"], "backbone": first["backbone"], "shots": first["shots"],
+            "seeds": sorted({s for v in per_value.values() for s in v["seeds"]}),
+            "sweep": {"arg": arg, "values": list(values if values is not None else runs_by_value),
+                      "columns": list(runs_by_value)}, "tables": tables,
+            "methods": averages, "runs": per_value}
+
+
+def _cell(stat: dict | None) -> str:
+    return "–" if stat is None else f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
+
+
+def sweep_markdown(summary: dict[str, Any]) -> str:
+    """One Markdown table per metric: a column per swept value, then their average (mean ± std, %)."""
+    columns = summary["sweep"]["columns"]
+    parts = []
+    for table in summary["tables"].values():
+        lines = [f"{table['label']}, by {summary['sweep']['arg']}:", "",
+                 "| method | " + " | ".join(columns) + " | average |", "|---" * (len(columns) + 2) + "|"]
+        for method, row in table["methods"].items():
+            lines.append(f"| {method} | " + " | ".join(_cell(row[c]) for c in [*columns, "average"]) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def markdown_table(summary: dict[str, Any], columns=HEADLINE) -> str:
+    """The headline table (mean ± std, in %) as Markdown, for the README; a sweep's summary gives
+    its per-metric tables (:func:`sweep_markdown`)."""
+    if "sweep" in summary:
+        return sweep_markdown(summary)
+    head = "| method | " + " | ".join(label for _, label in columns) + " |"
+    rule = "|---" * (len(columns) + 1) + "|"
+    rows = []
+    for method, stats in summary["methods"].items():
+        cells = [_cell(stats.get(key)) for key, _ in columns]
+        rows.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join([head, rule, *rows])
+
+
+def _html_table(summary: dict[str, Any], md: str | None = None) -> str:
+    md = (md or markdown_table(summary)).splitlines()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in md if not line.startswith("|---")]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _pool_semantic(groups: dict[str, list], max_sets: int = 3) -> dict[str, np.ndarray]:
+    """Histogram groups with many semantic sets pooled into one (the paper's four-way figure)."""
+    semantic = [k for k in groups if k.startswith("semantic")]
+    out = {k: np.asarray(v) for k, v in groups.items() if k not in semantic or len(semantic) <= max_sets}
+    if len(semantic) > max_sets:
+        out[f"semantic: all {len(semantic)} sets"] = np.concatenate([np.asarray(groups[k]) for k in semantic])
+    return out
+
+
+def _page(title: str, body: str) -> str:
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#f4f4f4}}</style></head>
+<body><h1>{html.escape(title)}</h1>
+{body}
+</body></html>"""
+
+
+def write_sweep_report(path: str | Path, summary: dict[str, Any]) -> Path:
+    """The HTML page of a sweep: a table per metric (a column per value, then the average) and a
+    link to each value's own report (figures) in the sub-folder named by the value."""
+    sweep = summary["sweep"]
+    links = " · ".join(f'<a href="{html.escape(c)}/report.html">{html.escape(c)}</a>' for c in sweep["columns"])
+    tables = []
+    for key, table in summary["tables"].items():
+        one = {**summary, "tables": {key: table}}
+        md = "\n".join(line for line in sweep_markdown(one).splitlines()[2:])
+        tables.append(f"<h2>{html.escape(table['label'])}</h2>\n{_html_table(one, md)}")
+    body = (f"<p>One bench per value of <code>{html.escape(sweep['arg'])}</code>; {summary['shots']} shots "
+            f"per class, seeds {summary['seeds']}; mean ± std over seeds, in %. The average is taken per "
+            f"seed over the values, then mean ± std over seeds. FPR95 = OOD accepted at 95% ID TPR.</p>\n"
+            f"<p>Per-value reports (figures): {links}</p>\n" + "\n".join(tables))
+    title = f"CRoFT Lab bench — {summary['benchmark']} / {summary['backbone']}, sweep over {sweep['arg']}"
+    path = Path(path)
+    path.write_text(_page(title, body), encoding="utf-8")
+    return path
+
+
+def write_report(path: str | Path, summary: dict[str, Any], energies: dict[str, dict[str, list]],
+                 histories: dict[str, list]) -> Path:
+    """A self-contained HTML page: headline table, energy histograms, ROC curves, training curves."""
+    from croft_core.runs import figures as viz
+    figures = []
+    for method, groups in energies.items():
+        figures.append(viz.energy_histogram(_pool_semantic(groups),
+                                            title=f"{method}: energy distributions (seed {summary['seeds'][0]})"))
+        id_key = next((k for k in groups if k.startswith("ID")), None)
+        sem = {k: np.asarray(v) for k, v in groups.items() if k.startswith("semantic")}
+        if id_key and sem:
+            figures.append(viz.roc_curves(np.asarray(groups[id_key]), sem,
+                                          title=f"{method}: ROC, energy score"))
+    for method, history in histories.items():
+        if history:
+            figures.append(viz.training_curves(history, title=f"{method}: training"))
+    parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures)]
+    title = f"CRoFT Lab bench — {summary['benchmark']} / {summary['backbone']}"
+    body = f"""<p>{summary['shots']} shots per class, seeds {summary['seeds']}; mean ± std over seeds, in %.
+Scores: higher = more in-distribution; FPR95 = OOD accepted at 95% ID TPR.</p>
+{_html_table(summary)}
+{''.join(parts)}"""
+    path = Path(path)
+    path.write_text(_page(title, body), encoding="utf-8")
+    return path

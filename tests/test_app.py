@@ -683,3 +683,44 @@ def test_a_failure_shows_one_badge_not_one_per_output(app):
         if name in multi:
             seen.setdefault(name, []).append([c.elem_id for c in block_fn.show_progress_on or []])
     assert seen == {"compare": [["card-a"], ["card-a"]], "classify_batch": [["batch-gallery"]]}
+
+
+def _cross_file_calls(fn) -> list[tuple[str, str, str]]:
+    """``(caller file, callee file, callee function)`` of every call between project files while
+    ``fn`` runs (frames of installed packages, e.g. torch's decorators, are looked through)."""
+    calls = []
+
+    def project(path: str) -> str | None:
+        p = Path(path).resolve()
+        return None if ".venv" in p.parts or REPO not in p.parents else str(p.relative_to(REPO))
+
+    def profile(frame, event, arg):
+        if event != "call" or project(frame.f_code.co_filename) is None:
+            return
+        caller = frame.f_back
+        while caller is not None and project(caller.f_code.co_filename) is None:
+            caller = caller.f_back
+        here, there = project(frame.f_code.co_filename), caller and project(caller.f_code.co_filename)
+        if there and there != here:
+            calls.append((there, here, frame.f_code.co_name))
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_a_classification_flows_down_once(handlers, image_files):
+    """One /classify: the classifier is entered once (decision -> run), nothing calls back up into
+    the decision or the classifier, and the result is presented after the decision."""
+    run = lambda: handlers.classify(up(image_files["circle"]), VOCAB, "croft", None)  # noqa: E731
+    run()  # warm the caches, as the app does at start
+    calls = _cross_file_calls(run)
+    into = lambda name: [(a, f) for a, b, f in calls if b.endswith(name)]  # noqa: E731
+    assert into("service/classifier.py") == [("croft_app/service/decision.py", "run")], calls
+    assert into("service/decision.py") == [("croft_app/ui/app.py", "decide_batch")]
+    lower = ("croft_core/", "croft_app/service/classifier.py")
+    assert not [c for c in calls if c[0].startswith(lower) and c[1] in ("croft_app/service/decision.py",
+                                                                         "croft_app/ui/app.py")]

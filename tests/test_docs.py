@@ -1,4 +1,4 @@
-"""The README's layout and docs/ARCHITECTURE.md name exactly the modules croft_core has."""
+"""The README's layout and docs/ARCHITECTURE.md name exactly the modules croft_core and croft_app have."""
 
 from __future__ import annotations
 
@@ -9,21 +9,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "croft_core"
+PACKAGES = (ROOT / "croft_app", PACKAGE)
 
 
 def _modules() -> set[str]:
     """``name.py`` for every module of the package, ``sub/`` for every subpackage."""
-    names = {p.name for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
-    return names | {f"{p.parent.name}/" for p in PACKAGE.rglob("*/__init__.py")}
+    files = [p for package in PACKAGES for p in package.rglob("*.py")]
+    return {p.name for p in files if p.name != "__init__.py"} | {f"{p.parent.name}/" for p in files
+                                                               if p.name == "__init__.py"}
 
 
 def _readme_layout() -> str:
-    """The ``croft_core/`` part of the README's layout block."""
+    """The ``croft_app/`` and ``croft_core/`` part of the README's layout block."""
     text = (ROOT / "README.md").read_text()
     block = text[text.index("## Layout"):]
     block = block[block.index("```") + 3:]
     block = block[:block.index("```")]
-    return block[block.index("croft_core/"):block.index("\nbench/")]
+    return block[block.index("croft_app/"):block.index("\nbench/")]
 
 
 def _named(text: str) -> set[str]:
@@ -53,5 +55,5 @@ def test_docs_name_every_module_and_no_other(doc, text):
 def test_architecture_places_build_head_where_it_is():
     text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
     defined_in = sorted(p.name for p in PACKAGE.rglob("*.py") if "\ndef build_head(" in p.read_text())
-    assert defined_in == ["model.py"]
-    assert "model.build_head" in text and not re.search(r"\b(?!model\.)\w+\.build_head", text)
+    assert defined_in == ["checkpoint.py"]
+    assert "checkpoint.build_head" in text and not re.search(r"\b(?!checkpoint\.)\w+\.build_head", text)

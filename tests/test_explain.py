@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from croft_app.service.decision import PlotReference
 from croft_app.service.explain import batch_row, caption, lab_headers, lab_rows, margin, plot_inputs, verdict_markdown
 
 REJECTED = {"label": "unknown", "accepted": False, "score": 9.0, "threshold": None, "predicted_class": "horse",
@@ -25,9 +26,11 @@ def test_one_verdict_with_reason_and_rule():
 
 
 def test_plot_inputs_follow_the_rule():
-    neg = plot_inputs(REJECTED, np.ones(3), "ref", neg_reference=np.array([0.5, 0.2]))
+    neg = plot_inputs(REJECTED, PlotReference(np.ones(3), np.array([0.5, 0.2]), "rendered"), "ref")
     assert (neg.score, neg.threshold, neg.log_x) == (0.002, 0.01, True) and list(neg.reference) == ["ref"]
-    energy = plot_inputs({**REJECTED, "rule": "energy (calibrated)", "threshold": 10.0}, np.array([11.0, 13.0]), "ref")
+    assert list(neg.reference["ref"]) == [0.5, 0.2]  # the rule's own score, not the energies
+    energy = plot_inputs({**REJECTED, "rule": "energy (calibrated)", "threshold": 10.0},
+                         PlotReference(np.array([11.0, 13.0]), np.array([0.5, 0.2]), "checkpoint"), "ref")
     assert (energy.score, energy.threshold, energy.log_x) == (9.0, 10.0, False)
     assert margin(energy) == -1.0  # one reference spread (std 1) below
     assert margin(neg) is not None and margin(neg) < 0

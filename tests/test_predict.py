@@ -253,10 +253,11 @@ def test_checkpoint_threshold_and_class_agnostic_vocabulary(tiny_spec, tiny_back
     assert p.threshold == 3.5 and p.threshold_source == "checkpoint"
     assert p.accepted == (p.score >= 3.5) and p.label == (p.predicted_class if p.accepted else "unknown")
     assert list(classifier.reference(ID_CLASSES).scores) == [3.0, 4.0, 5.0]
-    other = classifier.classify(images[:1], ["cat", "dog"])[0]
-    assert other.threshold == 3.5 and other.threshold_source == "checkpoint (training classes)"
-    assert any("adapters are class-agnostic" in n and "calibrated on the training classes" in n
-               for n in other.notes)
+    other = classifier.classify(images[:1], ["cat", "dog"])[0]  # never reused for another vocabulary
+    assert other.threshold is None and other.threshold_source == "none" and other.accepted
+    assert any("adapters are class-agnostic" in n for n in other.notes)
+    assert any("calibrated on its training classes" in n and "not used" in n for n in other.notes)
+    assert list(classifier.reference(["cat", "dog"]).scores) == [3.0, 4.0, 5.0]  # still drawn
 
 
 def test_class_tied_checkpoints_and_backbone_mismatch(tiny_spec, tiny_backbone, images):

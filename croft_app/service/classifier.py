@@ -15,13 +15,16 @@ Where the threshold comes from (:meth:`OpenSetClassifier.reference`, in this ord
    seeds, a seed namespace of their own), scored against *this* vocabulary and model, and the
    threshold is fitted at 95% TPR. This is how zero-shot models get a calibrated threshold without
    rendering the whole benchmark;
-3. **the checkpoint, for another vocabulary** — CRoFT's adapters are class-agnostic, so a checkpoint
-   can score any vocabulary; its stored threshold is used and a note says it was calibrated on the
-   training classes;
-4. **none** — zero-shot with a real backbone and a free vocabulary has no ID reference: the
-   prediction is closed-set (``accepted=True``) and a note asks for a threshold.
+3. **none** — otherwise: the prediction is closed-set (``accepted=True``) and a note asks for a
+   threshold. A checkpoint's threshold is never reused for another vocabulary (CRoFT's adapters are
+   class-agnostic and score any vocabulary, but an energy threshold belongs to the classes it was
+   calibrated on: a larger vocabulary raises every energy).
 
-A threshold given by the caller always wins.
+A threshold given by the caller always wins. The app's open-set rule (which of these thresholds, or
+the negative labels, decides a request) is stated once, in :mod:`croft_app.service.decision`.
+
+A batch goes through the classifier once (:meth:`OpenSetClassifier.run`): vocabulary, text features,
+image features, logits, energies, the reference; the result (:class:`Scored`) carries all of it.
 
 Text features of a vocabulary are computed once per process (small in-memory LRU on top of the disk
 cache of :func:`~croft_core.clip.backbones.build_text_classifier`).
@@ -41,6 +44,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from croft_core.data.benchmarks.classnames import class_key
 from croft_core.clip.backbones import DEFAULT_CACHE_DIR, Backbone, build_text_classifier, same_backbone
 from croft_core.ood.detector import ThresholdDetector
 from croft_core.runs.evaluate import zeroshot_model
@@ -50,7 +54,7 @@ from croft_core.clip.prompts import SINGLE_TEMPLATE
 from croft_core.ood.scores import energy
 from croft_app.service.security import check_number, display_spec, short_repr
 from croft_core.seeds import REFERENCE_STREAM
-from croft_app.service.vocabulary import DEFAULT_MAX_CLASSES, check_vocabulary, normalise_name, unknown_words
+from croft_app.service.vocabulary import DEFAULT_MAX_CLASSES, check_vocabulary, unknown_words
 
 __all__ = ["REFERENCE_IMAGES_PER_CLASS", "ZERO_SHOT", "OpenSetClassifier", "Prediction", "Reference",
            "RenderedReference", "check_threshold", "is_embedded_backbone"]
@@ -85,7 +89,7 @@ class Reference:
     Attributes:
         scores: ``[N]`` energy scores of in-distribution images (``None`` when there are none).
         threshold: the calibrated energy threshold (accept if ``score >= threshold``), or ``None``.
-        source: ``"checkpoint"``, ``"rendered"``, ``"checkpoint (training classes)"`` or ``"none"``.
+        source: ``"checkpoint"`` (its own classes), ``"rendered"`` or ``"none"``.
         note: a sentence for the user about where the threshold comes from.
     """
 
@@ -111,13 +115,13 @@ class RenderedReference:
 
         self.backbone = backbone
         self.per_class = per_class
-        self._classes = {c.lower(): c for c in world.CLASSES}
+        self._classes = {class_key(c): c for c in world.CLASSES}
         self._features: dict[str, torch.Tensor] = {}
         self._lock = threading.Lock()
 
     def covers(self, classnames: Sequence[str]) -> bool:
         """True when every class name is a shape of the world (case-insensitive)."""
-        return all(normalise_name(c).lower().replace("_", " ") in self._classes for c in classnames)
+        return all(class_key(c) in self._classes for c in classnames)
 
     @torch.inference_mode()
     def features(self, classnames: Sequence[str]) -> torch.Tensor:
@@ -126,7 +130,7 @@ class RenderedReference:
 
         out = []
         for name in classnames:
-            key = self._classes[normalise_name(name).lower().replace("_", " ")]
+            key = self._classes[class_key(name)]
             with self._lock:
                 if key not in self._features:
                     rng = np.random.default_rng([REFERENCE_STREAM, zlib.crc32(key.encode())])
@@ -356,10 +360,10 @@ class OpenSetClassifier:
                 return Reference(scores, threshold, "rendered",
                                  f"threshold calibrated at {self.tpr:.0%} ID TPR on {len(scores)} "
                                  f"rendered photo-style images of these classes")
-        if config.threshold is not None:
-            return Reference(stored, float(config.threshold), "checkpoint (training classes)",
-                             "adapters are class-agnostic; the threshold was calibrated on the "
-                             "training classes, not on this vocabulary (set a threshold to adjust)")
+        if config.threshold is not None:  # calibrated on other classes: never reused for these
+            return Reference(stored, None, "none",
+                             "the checkpoint's threshold was calibrated on its training classes, not on "
+                             "this vocabulary, so it is not used (set a threshold to reject unknown images)")
         return Reference(None, None, "none",
                          "no calibrated threshold for this model and vocabulary: the prediction is "
                          "closed-set; set a threshold to reject unknown images")
@@ -371,21 +375,21 @@ class OpenSetClassifier:
             return self._rendered
 
     @torch.inference_mode()
-    def classify(self, images: Sequence[PIL.Image.Image], classnames: Sequence[str],
-                 threshold: float | None = None, top_k: int = 5,
-                 features: torch.Tensor | None = None) -> list[Prediction]:
-        """Classify RGB images against a vocabulary and accept or reject each one.
+    def run(self, images: Sequence[PIL.Image.Image], classnames: Sequence[str], threshold: Any = None,
+            top_k: int = 5, features: torch.Tensor | None = None) -> "Scored":
+        """One pass of a batch: vocabulary, text features, image features, logits, energies, reference.
 
         Args:
             images: RGB PIL images (see :func:`croft_core.data.images.load_image`).
-            classnames: the vocabulary (cleaned and validated, see :meth:`prepare_vocabulary`).
-            threshold: energy threshold; ``None`` = the calibrated one (see :meth:`reference`).
+            classnames: the vocabulary (raw names; cleaned and validated here).
+            threshold: energy threshold (number or text); ``None`` = the calibrated one (see
+                :meth:`reference`).
             top_k: classes listed in ``probabilities``.
-            features: ``[N, d]`` raw features of ``images`` already encoded (:meth:`encode`), so a
-                caller that also needs them encodes once; ``images`` may then be empty.
+            features: ``[N, d]`` raw features already encoded (:meth:`encode`); ``images`` may then
+                be empty.
 
         Returns:
-            One :class:`Prediction` per image.
+            A :class:`Scored` with one :class:`Prediction` per image.
 
         Raises:
             ValueError: a bad vocabulary, a non-finite threshold, no images, or ``top_k < 1``.
@@ -396,8 +400,8 @@ class OpenSetClassifier:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         user_threshold = check_threshold(threshold)
         classes, notes, warnings = self.prepare_vocabulary(classnames)
+        ref = self.reference(classes)
         if user_threshold is None:
-            ref = self.reference(classes)
             used, source = ref.threshold, ref.source
             notes.append(ref.note)
         else:
@@ -405,8 +409,7 @@ class OpenSetClassifier:
         features = self.encode(images) if features is None else features
         logits = self.logits(features, classes)  # [N, K]
         scores = energy(logits).cpu().numpy()  # [N]
-        probs = logits.softmax(dim=-1).cpu()
-        top_p, top_i = probs.topk(min(top_k, len(classes)), dim=-1)  # [N, k]
+        top_p, top_i = logits.softmax(dim=-1).cpu().topk(min(top_k, len(classes)), dim=-1)  # [N, k]
         out = []
         for n in range(len(features)):
             score = float(scores[n])
@@ -417,10 +420,35 @@ class OpenSetClassifier:
                 threshold=used, probabilities={classes[int(i)]: float(p) for p, i in zip(top_p[n], top_i[n])},
                 predicted_class=predicted, threshold_source=source, notes=list(notes),
                 warnings=list(warnings)))
-        return out
+        rendered = self.rendered_features(classes) if ref.source == "rendered" else None
+        return Scored(classes, features, out, ref, user_threshold, rendered)
+
+    def classify(self, images: Sequence[PIL.Image.Image], classnames: Sequence[str],
+                 threshold: Any = None, top_k: int = 5,
+                 features: torch.Tensor | None = None) -> list[Prediction]:
+        """Classify RGB images against a vocabulary and accept or reject each one (:meth:`run`)."""
+        return self.run(images, classnames, threshold, top_k, features).predictions
+
+    def rendered_features(self, classes: Sequence[str]) -> torch.Tensor | None:
+        """Raw features of the rendered reference photos of ``classes`` (embedded world), or None."""
+        if not self.embedded_world or not self._rendered_reference().covers(classes):
+            return None
+        return self._rendered_reference().features(classes)
+
+
+@dataclass
+class Scored:
+    """A batch after one pass through :meth:`OpenSetClassifier.run`."""
+
+    classes: list[str]  # the cleaned vocabulary
+    features: torch.Tensor  # [N, d] raw image features
+    predictions: list[Prediction]
+    reference: Reference  # ID reference energies and threshold of this (model, vocabulary)
+    user_threshold: float | None
+    rendered_features: torch.Tensor | None = None  # [M, d] the rendered reference's raw features
 
 
 def _same_set(a: Sequence[str], b: Sequence[str]) -> bool:
-    return bool(b) and {x.lower() for x in a} == {normalise_name(x).lower() for x in b}
+    return bool(b) and {class_key(x) for x in a} == {class_key(x) for x in b}
 
 

@@ -14,6 +14,11 @@ While a large lexicon (a real CLIP's ~20k words) is still being encoded in the b
 negative-label rule is not available yet: the decision is then closed-set, rule ``"none"``, and
 the reason says so (with the encoding's progress). :class:`NegativeRules` memoizes the negatives
 per (model, vocabulary) and owns that background encoding.
+
+The rendered reference of the embedded world (photos of the vocabulary's shapes, scored by the
+classifier) is drawn on the plot but never decides: 20 rendered photos per class are a thin
+calibration set, and the negative labels are the better rule there. This is the one statement of
+the threshold policy; :func:`decide_batch` applies it.
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from croft_core.clip.backbones import DEFAULT_CACHE_DIR, Backbone
+from croft_core.runs.evaluate import text_map
 from croft_core.ood.negatives import LexiconError, NegativeLabels, encode_lexicon, lexicon_path, read_lexicon
 
 logger = logging.getLogger(__name__)
@@ -221,9 +228,7 @@ def negative_evidence(model: Any, negatives: NegativeLabels,
 
 
 def _text_map(classifier: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    from croft_core.runs.evaluate import text_map
-
-    return None if classifier.is_zero_shot else text_map(classifier.model)
+    return None if classifier.model.config.head == "zeroshot" else text_map(classifier.model)
 
 
 def _negatives(rules: NegativeRules | None, classifier: Any, classes: Sequence[str]) -> NegativeLabels | None:
@@ -232,10 +237,52 @@ def _negatives(rules: NegativeRules | None, classifier: Any, classes: Sequence[s
     return rules.get((classifier.name, id(classifier.model)), classes, _text_map(classifier))
 
 
+@dataclass(frozen=True)
+class PlotReference:
+    """The ID reference a score plot draws, for one (model, vocabulary): energies and, where the
+    images are rendered (embedded world), their negative-label scores too."""
+
+    energies: np.ndarray | None
+    neg_scores: np.ndarray | None
+    source: str  # "checkpoint", "rendered" or "none" (see OpenSetClassifier.reference)
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """A batch decided: one ``/classify`` result per image, and the reference for its plot. The
+    explanation and the plot are pure functions of this object (:mod:`croft_app.service.explain`)."""
+
+    results: list[dict[str, Any]]
+    reference: PlotReference
+
+
+def _neg_reference(negs: NegativeLabels | None, model: Any, features: torch.Tensor | None) -> np.ndarray | None:
+    """Negative-label scores of the rendered reference images (None without both)."""
+    if negs is None or features is None:
+        return None
+    return np.asarray(negative_evidence(model, negs, features)[0])
+
+
+def _result(pred: Any, verdict: Verdict, negs: NegativeLabels | None) -> dict[str, Any]:
+    d = asdict(pred)
+    d.update(label=verdict.label, accepted=verdict.accepted, rule=verdict.rule, reason=verdict.reason,
+             nearest_negative=verdict.nearest_negative, neg_score=verdict.neg_score,
+             neg_threshold=negs.threshold if negs is not None else None)
+    if verdict.rule in (RULE_NEGATIVES, RULE_NONE):
+        d.update(threshold=None, threshold_source=verdict.rule)
+        d["notes"] = [n for n in d["notes"] if "threshold" not in n]
+    if negs is not None and negs.removed:
+        d["notes"].append(f"{', '.join(negs.removed)} also in the word list for 'unknown': removed from it")
+    return d
+
+
 @torch.inference_mode()
-def classify_open(classifier: Any, rules: NegativeRules | None, images: Sequence[Any], classes: Sequence[str],
-                  threshold: Any = None, top_k: int = 5) -> list[dict[str, Any]]:
-    """``/classify`` results of images: the energy prediction plus the open-set rule that decided.
+def decide_batch(classifier: Any, rules: NegativeRules | None, images: Sequence[Any], classes: Sequence[str],
+                 threshold: Any = None, top_k: int = 5) -> Decisions:
+    """Images against a vocabulary, decided: the classifier runs once, then the rule for each image.
+
+    The rule of each image is the first of this module's rules that applies (its docstring is
+    the one statement of the threshold policy).
 
     Args:
         classifier: a :class:`~croft_app.service.classifier.OpenSetClassifier`.
@@ -246,48 +293,40 @@ def classify_open(classifier: Any, rules: NegativeRules | None, images: Sequence
         top_k: classes in ``probabilities``.
 
     Returns:
-        One dict per image: the :class:`~croft_app.service.classifier.Prediction` keys (``label``,
-        ``accepted``, ``threshold`` and ``threshold_source`` follow the rule that decided) plus
-        ``rule``, ``reason``, ``nearest_negative``, ``neg_score``, ``neg_threshold``.
+        :class:`Decisions`: per image the :class:`~croft_app.service.classifier.Prediction` keys
+        (``label``, ``accepted``, ``threshold`` and ``threshold_source`` follow the rule that decided)
+        plus ``rule``, ``reason``, ``nearest_negative``, ``neg_score``, ``neg_threshold``.
     """
-    from croft_app.service.classifier import check_threshold
-
-    user = check_threshold(threshold)
-    classes, _, _ = classifier.prepare_vocabulary(classes)
-    features = classifier.encode(images)
-    ref = classifier.reference(classes)
-    calibrated = ref.threshold if ref.source == "checkpoint" else None  # never across vocabularies
-    predictions = classifier.classify([], classes, user, top_k, features=features)
-    negs = _negatives(rules, classifier, classes)  # also explains an energy rejection
-    scores, words = negative_evidence(classifier.model, negs, features) if negs is not None else ([], [])
+    scored = classifier.run(images, classes, threshold, top_k)
+    ref = scored.reference
+    calibrated = ref.threshold if ref.source == "checkpoint" else None
+    negs = _negatives(rules, classifier, scored.classes)  # also explains an energy rejection
+    scores, words = negative_evidence(classifier.model, negs, scored.features) if negs is not None else ([], [])
     unavailable = rules.status.describe() if rules is not None else "no word list for 'unknown'"
-    out = []
-    for i, pred in enumerate(predictions):
-        verdict = decide(pred.predicted_class, pred.score, user_threshold=user, calibrated_threshold=calibrated,
+    results = []
+    for i, pred in enumerate(scored.predictions):
+        verdict = decide(pred.predicted_class, pred.score, user_threshold=scored.user_threshold,
+                         calibrated_threshold=calibrated,
                          neg_score=scores[i] if negs is not None else None,
                          nearest_negative=words[i] if negs is not None else None,
                          neg_threshold=negs.threshold if negs is not None else None, unavailable=unavailable)
-        d = pred.to_dict()
-        d.update(label=verdict.label, accepted=verdict.accepted, rule=verdict.rule, reason=verdict.reason,
-                 nearest_negative=verdict.nearest_negative, neg_score=verdict.neg_score,
-                 neg_threshold=negs.threshold if negs is not None else None)
-        if verdict.rule in (RULE_NEGATIVES, RULE_NONE):
-            d.update(threshold=None, threshold_source=verdict.rule)
-            d["notes"] = [n for n in d["notes"] if "threshold" not in n]
-        if negs is not None and negs.removed:
-            d["notes"].append(f"{', '.join(negs.removed)} also in the word list for 'unknown': removed from it")
-        out.append(d)
-    return out
+        results.append(_result(pred, verdict, negs))
+    neg_ref = _neg_reference(negs, classifier.model, scored.rendered_features)
+    return Decisions(results, PlotReference(ref.scores, neg_ref, ref.source))
 
 
-def reference_neg_scores(classifier: Any, rules: NegativeRules | None, classes: Sequence[str]) -> Any:
-    """Negative-label scores of the rendered ID reference images (embedded world), or None."""
+def classify_open(classifier: Any, rules: NegativeRules | None, images: Sequence[Any], classes: Sequence[str],
+                  threshold: Any = None, top_k: int = 5) -> list[dict[str, Any]]:
+    """The ``/classify`` results of :func:`decide_batch` (without the plot reference)."""
+    return decide_batch(classifier, rules, images, classes, threshold, top_k).results
+
+
+@torch.inference_mode()
+def plot_reference(classifier: Any, rules: NegativeRules | None, classes: Sequence[str]) -> PlotReference:
+    """The plot reference of a (model, vocabulary) alone, for a result that came back from the
+    browser (the classifier's reference and the negatives are cached, so this recomputes nothing)."""
+    classes = classifier.prepare_vocabulary(classes)[0]
+    ref = classifier.reference(classes)
     negs = _negatives(rules, classifier, classes) if rules is not None and rules.status.ready else None
-    if negs is None or not classifier.embedded_world:
-        return None
-    rendered = classifier._rendered_reference()
-    if not rendered.covers(classes):
-        return None
-    import numpy as np
-
-    return np.asarray(negative_evidence(classifier.model, negs, rendered.features(classes))[0])
+    rendered = classifier.rendered_features(classes) if ref.source == "rendered" else None
+    return PlotReference(ref.scores, _neg_reference(negs, classifier.model, rendered), ref.source)

@@ -92,22 +92,22 @@ class PlotInputs:
     xaxis: str
 
 
-def plot_inputs(result: Mapping[str, Any], energy_reference: np.ndarray | None, reference_name: str,
-                neg_reference: np.ndarray | None = None) -> PlotInputs:
+def plot_inputs(result: Mapping[str, Any], reference: Any, reference_name: str) -> PlotInputs:
     """The score plot of the rule that decided: energy (with its threshold) or the negative-label score.
 
     Args:
         result: a ``/classify`` result.
-        energy_reference: ``[N]`` ID reference energies for this model and vocabulary, or None.
+        reference: the :class:`~croft_app.service.decision.PlotReference` of the same model and
+            vocabulary (ID reference energies and, for rendered images, their negative-label scores).
         reference_name: how the reference is named in the legend (what the images are).
-        neg_reference: ``[N]`` negative-label scores of the same reference images, or None.
     """
+    def group(values: Any) -> dict[str, np.ndarray]:
+        return {} if values is None or not len(values) else {reference_name: np.asarray(values)}
+
     if result.get("rule") == RULE_NEGATIVES and result.get("neg_score") is not None:
-        ref = {} if neg_reference is None or not len(neg_reference) else {reference_name: np.asarray(neg_reference)}
-        return PlotInputs(float(result["neg_score"]), result.get("neg_threshold"), ref, True,
-                          "negative-label score (log scale)")
-    ref = {} if energy_reference is None or not len(energy_reference) else {reference_name: np.asarray(energy_reference)}
-    return PlotInputs(float(result["score"]), result.get("threshold"), ref, False,
+        return PlotInputs(float(result["neg_score"]), result.get("neg_threshold"), group(reference.neg_scores),
+                          True, "negative-label score (log scale)")
+    return PlotInputs(float(result["score"]), result.get("threshold"), group(reference.energies), False,
                       "energy score")
 
 

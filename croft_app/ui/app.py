@@ -51,7 +51,7 @@ from croft_core.data.images import ImageError, load_image
 from croft_app.service.limits import JobTimeout, deadline, prune_lru, return_freed_memory
 from croft_app.service.classifier import ZERO_SHOT
 from croft_core.clip.prompts import get_vocabulary, list_vocabularies
-from croft_app.service.decision import NegativeRules, classify_open, reference_neg_scores
+from croft_app.service.decision import Decisions, NegativeRules, classify_open, decide_batch, plot_reference
 from croft_app.service.models import ClassifierRegistry
 from croft_app.service.sessions import SessionRegistry
 from croft_app.service.security import check_benchmark, check_benchmark_file, display_spec, file_path
@@ -195,10 +195,13 @@ class Handlers:
     def _model(self, name: Any, request: gr.Request | None):
         return self.r.registry.get(name, _session(request))
 
-    def _result(self, classifier, image, classes: Sequence[str], notes: list[str], threshold: Any) -> dict:
-        (out,) = classify_open(classifier, self.r.negatives, [image], classes, threshold, top_k=TOP_K)
-        out["notes"] = notes + out["notes"]
-        return present.without_paths({"model": classifier.name, **out})
+    def _decide(self, classifier, images: list, classes: Sequence[str], notes: list[str],
+                threshold: Any) -> Decisions:
+        """One pass down: classifier, then the open-set rule; results ready for the caller."""
+        decided = decide_batch(classifier, self.r.negatives, images, classes, threshold, top_k=TOP_K)
+        results = [present.without_paths({"model": classifier.name, **out, "notes": notes + out["notes"]})
+                   for out in decided.results]
+        return Decisions(results, decided.reference)
 
     @user_errors  # again outside: on ZeroGPU the inner one runs in the GPU worker process
     @gpu
@@ -220,22 +223,7 @@ class Handlers:
                            print_exception=False)
         classifier = self._model(model, request)
         classes, notes = self._vocabulary(vocabulary)
-        present.parse_threshold(threshold)
-        return self._result(classifier, load_image(path), classes, notes, threshold)
-
-    def _plot(self, classifier, classes: Sequence[str], result: dict, title: str,
-              extra: dict | None = None) -> tuple[explain_text.PlotInputs, str]:
-        _, ref = self._reference_groups(classifier, classes)
-        what = "rendered photos of these classes" if ref.source == "rendered" else "the checkpoint's validation images"
-        name = f"your classes, {what}" if ref.scores is not None else ""
-        neg_ref = reference_neg_scores(classifier, self.r.negatives, classes) if ref.source == "rendered" else None
-        inputs = explain_text.plot_inputs(result, ref.scores, name, neg_ref)
-        return inputs, score_plot_json(inputs.reference, inputs.score, inputs.threshold, log_x=inputs.log_x,
-                                       xaxis=inputs.xaxis, title=title, extra_scores=extra)
-
-    def _reference_groups(self, classifier, classes: Sequence[str]) -> tuple[dict[str, Any], Any]:
-        ref = classifier.reference(classifier.prepare_vocabulary(classes)[0])
-        return ({} if ref.scores is None else {f"ID reference ({ref.source})": ref.scores}), ref
+        return self._decide(classifier, [load_image(path)], classes, notes, threshold).results[0]
 
     @user_errors
     @torch.inference_mode()
@@ -250,9 +238,8 @@ class Handlers:
             return "", {}, None
         result = present.check_result(result)  # it comes back from the browser
         classifier = self._model(model, request)
-        classes = self._vocabulary(vocabulary)[0]
-        _, plot = self._plot(classifier, classifier.prepare_vocabulary(classes)[0], result,
-                             f"Why {_short(result['label'], 24)}?")
+        reference = plot_reference(classifier, self.r.negatives, self._vocabulary(vocabulary)[0])
+        _, plot = _plot(result, reference, f"Why {_short(result['label'], 24)}?")
         return (explain_text.verdict_markdown(result), result["probabilities"],
                 PlotData(type="plotly", plot=plot))
 
@@ -283,23 +270,22 @@ class Handlers:
             raise gr.Error("No images: upload one or more image files first.", print_exception=False)
         classifier = self._model(model, request)
         classes, notes = self._vocabulary(vocabulary)
-        present.parse_threshold(threshold)
-        good, results, rows = [], [], []
+        good, decided, rows = [], [], []
         for p in paths:  # one image in memory at a time
             try:
                 image = load_image(p)
             except ImageError as err:
                 rows.append([Path(p).name, "error", None, None, None, None, None, str(err)])
                 continue
-            results.append(self._result(classifier, image, classes, notes, threshold))
+            decided.append(self._decide(classifier, [image], classes, notes, threshold))
             good.append(p)
-        if not results:
+        if not decided:
             raise gr.Error("None of the files is a usable image: " + "; ".join(r[-1] for r in rows),
                            print_exception=False)
+        results = [d.results[0] for d in decided]
         rows = [explain_text.batch_row(Path(p).name, r) for p, r in zip(good, results)] + rows
         extra = {f"{Path(p).name} ({r['label']})": _rule_score(r) for p, r in zip(good[1:], results[1:])}
-        _, plot = self._plot(classifier, classifier.prepare_vocabulary(classes)[0], results[0],
-                             "Your images vs the reference", extra)
+        _, plot = _plot(results[0], decided[0].reference, "Your images vs the reference", extra)
         gallery = [(p, f"{Path(p).name}: {explain_text.caption(r)}") for p, r in zip(good, results)]
         first = json.dumps(f"{_short(Path(good[0]).name, 24)} ({results[0]['label']}): ")[1:-1]
         return gallery, rows, PlotData(type="plotly", plot=plot.replace('"this image: ', f'"{first}', 1))
@@ -317,12 +303,12 @@ class Handlers:
             raise gr.Error("No image: upload an image first (or pick an example).", print_exception=False)
         classifiers = [self._model(name, request) for name in (model_a, model_b)]
         classes, notes = self._vocabulary(vocabulary)
-        present.parse_threshold(threshold)
         img = load_image(path)
         out, rows = [], []
         for tag, classifier in zip("AB", classifiers):
-            result = self._result(classifier, img, classes, notes, threshold)
-            inputs, _ = self._plot(classifier, classifier.prepare_vocabulary(classes)[0], result, "")
+            decided = self._decide(classifier, [img], classes, notes, threshold)
+            result = decided.results[0]
+            inputs = _plot(result, decided.reference, "")[0]
             rows.append({"name": f"{tag}: {classifier.name}", "margin": explain_text.margin(inputs),
                          "label": result["label"]})
             out += [f"### {tag}: {classifier.name}\n\n" + explain_text.verdict_markdown(result).replace(
@@ -438,6 +424,15 @@ def _roc_curves(energies: dict, per_set: bool) -> dict[str, tuple[np.ndarray, np
     if styles is not None:
         curves["vs known + new styles"] = (np.concatenate([known, styles]), pooled)
     return curves
+
+
+def _plot(result: dict, reference, title: str, extra: dict | None = None) -> tuple[explain_text.PlotInputs, str]:
+    """The score plot of a result: a pure function of the result and its reference."""
+    what = "rendered photos of these classes" if reference.source == "rendered" else "the checkpoint's validation images"
+    name = f"your classes, {what}" if reference.energies is not None else ""
+    inputs = explain_text.plot_inputs(result, reference, name)
+    return inputs, score_plot_json(inputs.reference, inputs.score, inputs.threshold, log_x=inputs.log_x,
+                                   xaxis=inputs.xaxis, title=title, extra_scores=extra)
 
 
 def _rule_score(result: dict) -> float:

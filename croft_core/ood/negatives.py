@@ -43,6 +43,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from croft_core.data.benchmarks.classnames import class_key
 from croft_core.clip.backbones import DEFAULT_CACHE_DIR, Backbone, build_text_classifier, parse_spec
 from croft_core.errors import CroftError
 from croft_core.clip.features import l2n
@@ -114,10 +115,6 @@ class Lexicon:
         return len(self.entries)
 
 
-def _norm(word: str) -> str:
-    return re.sub(r"\s+", " ", word.replace("_", " ")).strip().lower()
-
-
 def read_lexicon(path: str | Path) -> Lexicon:
     """:func:`parse_lexicon`, remembered per file version (timm's 21k lines take ~0.2 s to parse)."""
     path = Path(path)
@@ -154,8 +151,8 @@ def parse_lexicon(path: str | Path) -> Lexicon:
         if not line or line.startswith("#"):
             continue
         synonyms = tuple(w for w in (s.strip() for s in line.split(",")) if w)
-        if synonyms and _norm(synonyms[0]) not in seen:
-            seen.add(_norm(synonyms[0]))
+        if synonyms and class_key(synonyms[0]) not in seen:
+            seen.add(class_key(synonyms[0]))
             entries.append(synonyms)
     if not entries:
         raise LexiconError(f"lexicon file {path} holds no word; write one word per line (synonyms "
@@ -316,10 +313,10 @@ def _groups(num: int, n_groups: int, min_group: int, seed: int) -> torch.Tensor:
 
 def _collisions(lexicon: Lexicon, classnames: Sequence[str]) -> tuple[list[int], tuple[str, ...]]:
     """Lexicon entries that are not a class name, and the class names that were lexicon words."""
-    names = {_norm(c): c for c in classnames}
+    names = {class_key(c): c for c in classnames}
     keep, hit = [], {}
     for i, entry in enumerate(lexicon.entries):
-        clash = [names[_norm(w)] for w in entry if _norm(w) in names]
+        clash = [names[class_key(w)] for w in entry if class_key(w) in names]
         if clash:
             hit.update(dict.fromkeys(clash))
         else:

@@ -15,7 +15,6 @@ line), plus ``imagenet1k`` (open_clip's CLIP class names, the two names it repea
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 from croft_core.data import VOCAB_DIR

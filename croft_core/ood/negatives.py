@@ -33,7 +33,6 @@ import functools
 import importlib.util
 import json
 import logging
-import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace

@@ -197,9 +197,34 @@ def feature_cache_path(backbone, split, *, views: int = 1, augment: bool = False
     return path, meta
 
 
+class Sharding:
+    """How :func:`extract_features` splits its work between processes: here, not at all.
+
+    :class:`croft_core.runs.torchrun.TorchrunSharding` overrides the three methods to encode a
+    shard per rank and gather the shards into the one cache file; the extraction itself is the same.
+    """
+
+    def all_agree(self, flag: bool) -> bool:
+        """True only if ``flag`` holds in every process (so all take the same branch)."""
+        return flag
+
+    def rows(self, n: int, batch_size: int):
+        """Positions of this process's rows, or None for all of them."""
+        return None
+
+    def finish(self, local: torch.Tensor, rows, path: Path | None,
+               make: Callable[[torch.Tensor], "FeatureSet"]) -> "FeatureSet":
+        """The full :class:`FeatureSet` from this process's ``[V, n, d]`` features, cached at ``path``."""
+        features = make(local)
+        if path is not None:
+            features.save(path)
+        return features
+
+
 def extract_features(backbone, split, *, views: int = 1, augment: bool = False, seed: int = 0,
                      batch_size: int = 64, num_workers: int = 0, amp: bool = True,
-                     amp_dtype: str = "fp16", cache_dir: str | Path | None = None) -> FeatureSet:
+                     amp_dtype: str = "fp16", cache_dir: str | Path | None = None,
+                     sharding: Sharding | None = None) -> FeatureSet:
     """Features of a :class:`~croft_core.data.benchmarks.LoadedSplit`, computed once and cached.
 
     Args:
@@ -211,27 +236,29 @@ def extract_features(backbone, split, *, views: int = 1, augment: bool = False, 
         seed: seeds the augmentation of view ``v`` as :func:`~croft_core.seeds.view_seed`.
         batch_size, num_workers, amp, amp_dtype: see :func:`encode_split`.
         cache_dir: cache root; ``None`` (or a backbone without ``cache_id``) disables the cache.
+        sharding: how the rows are split between processes (default: one process encodes all;
+            :mod:`croft_core.runs.torchrun` passes its own under ``torchrun``).
 
     Returns:
-        A :class:`FeatureSet` with ``features [views, N, d]``.
+        A :class:`FeatureSet` with ``features [views, N, d]`` (the full set in every process).
     """
     check_views(views, augment)
+    sharding = Sharding() if sharding is None else sharding
     path, meta = feature_cache_path(backbone, split, views=views, augment=augment, seed=seed, amp=amp,
                                     amp_dtype=amp_dtype, cache_dir=cache_dir)
-    if path is not None and path.is_file():
+    if sharding.all_agree(path is not None and path.is_file()):
         logger.info("feature cache hit for %s (%s)", split.name, path.name)
         return FeatureSet.load(path)
 
+    rows = sharding.rows(len(split), batch_size)
     transform = backbone.train_transform() if augment else backbone.preprocess
-    per_view = [encode_split(backbone, split, transform, batch_size=batch_size,
-                             num_workers=num_workers, seed=view_seed(seed, v), amp=amp,
-                             amp_dtype=amp_dtype, desc=f"{split.name} view {v + 1}/{views}")
-                for v in range(views)]
+    local = torch.stack([encode_split(backbone, split, transform, batch_size=batch_size,
+                                      num_workers=num_workers, seed=view_seed(seed, v), amp=amp,
+                                      amp_dtype=amp_dtype, rows=rows, desc=f"{split.name} view {v + 1}/{views}")
+                         for v in range(views)])  # [V, n, d]
     labels = torch.as_tensor(split.labels, dtype=torch.long)
-    features = FeatureSet(torch.stack(per_view), labels, list(split.ids), split.name, meta)
-    if path is not None:
-        features.save(path)
-    return features
+    return sharding.finish(local, rows, path,
+                           lambda features: FeatureSet(features, labels, list(split.ids), split.name, meta))
 
 
 def check_views(views: int, augment: bool) -> None:

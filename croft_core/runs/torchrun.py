@@ -41,9 +41,8 @@ import torch.distributed as dist
 
 from croft_core.clip import features as _features
 from croft_core.clip.backbones import DEFAULT_CACHE_DIR
-from croft_core.clip.features import FeatureSet, check_views, encode_split, feature_cache_path
+from croft_core.clip.features import FeatureSet, Sharding
 from croft_core.ood.negatives import NegativeLabels
-from croft_core.seeds import view_seed
 
 logger = logging.getLogger(__name__)
 
@@ -121,71 +120,59 @@ def shard_rows(n: int, rank: int, world_size: int, *, mode: str = "contiguous",
     return np.arange(first * batch_size, min(last * batch_size, n), dtype=np.int64)
 
 
-def extract_features(backbone, split, *, views: int = 1, augment: bool = False, seed: int = 0,
-                     batch_size: int = 64, num_workers: int = 0, amp: bool = True,
-                     amp_dtype: str = "fp16", cache_dir: str | Path | None = None,
-                     shard: str = "contiguous", gather: str = "auto") -> FeatureSet:
-    """:func:`croft_core.clip.features.extract_features`, sharded over the ranks of a process group.
-
-    Every rank must call it with the same arguments and a split with the same rows (materialize
-    the benchmark on every rank: the draw is seeded). Without an initialised process group this is
-    the single-process function.
+class TorchrunSharding(Sharding):
+    """:func:`croft_core.clip.features.extract_features` across the ranks of a process group.
 
     Args:
-        backbone, split, views, augment, seed, batch_size, num_workers, amp, amp_dtype, cache_dir:
-            as :func:`croft_core.clip.features.extract_features`.
         shard: ``"contiguous"`` or ``"strided"`` (:func:`shard_rows`).
         gather: ``"files"`` (per-rank shard files in the shared cache directory, merged by rank 0),
-            ``"object"`` (``all_gather_object``), or ``"auto"`` (files when ``cache_dir`` is set).
-
-    Returns:
-        The full :class:`~croft_core.clip.features.FeatureSet` on every rank.
+            ``"object"`` (``all_gather_object``), or ``"auto"`` (files when there is a cache path).
     """
-    if gather not in GATHER_MODES:
-        raise ValueError(f"gather must be one of {GATHER_MODES}, got {gather!r}")
-    if not (dist.is_available() and dist.is_initialized()):
-        return _features.extract_features(
-            backbone, split, views=views, augment=augment, seed=seed, batch_size=batch_size,
-            num_workers=num_workers, amp=amp, amp_dtype=amp_dtype, cache_dir=cache_dir)
-    check_views(views, augment)
-    info = dist_info()
-    path, meta = feature_cache_path(backbone, split, views=views, augment=augment, seed=seed, amp=amp,
-                                    amp_dtype=amp_dtype, cache_dir=cache_dir)
-    if _all_ranks_agree(path is not None and path.is_file()):
-        logger.info("feature cache hit for %s (%s)", split.name, path.name)
+
+    def __init__(self, shard: str = "contiguous", gather: str = "auto"):
+        if gather not in GATHER_MODES:
+            raise ValueError(f"gather must be one of {GATHER_MODES}, got {gather!r}")
+        self.shard, self.gather, self.info = shard, gather, dist_info()
+
+    def all_agree(self, flag: bool) -> bool:
+        value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        if dist.get_backend() == "nccl":
+            value = value.cuda()
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
+        return bool(value.item())
+
+    def rows(self, n: int, batch_size: int) -> np.ndarray:
+        return shard_rows(n, self.info.rank, self.info.world_size, mode=self.shard, batch_size=batch_size)
+
+    def finish(self, local: torch.Tensor, rows, path: Path | None,
+               make: Callable[[torch.Tensor], FeatureSet]) -> FeatureSet:
+        if self.gather == "object" or (self.gather == "auto" and path is None):
+            shards: list = [None] * self.info.world_size
+            dist.all_gather_object(shards, (rows, local))
+            result = make(_assemble(shards, sum(len(r) for r, _ in shards)))
+            if self.info.is_main and path is not None:
+                result.save(path)
+            dist.barrier()
+            return result
+        if path is None:
+            raise ValueError("gather='files' needs a cache_dir shared by the ranks (and a backbone with a "
+                             "cache_id); use gather='object' without one")
+        _gather_files(path, rows, local, self.info, make)
         return FeatureSet.load(path)
 
-    rows = shard_rows(len(split), info.rank, info.world_size, mode=shard, batch_size=batch_size)
-    transform = backbone.train_transform() if augment else backbone.preprocess
-    local = torch.stack([  # [V, n_rank, d]
-        encode_split(backbone, split, transform, batch_size=batch_size, num_workers=num_workers,
-                     seed=view_seed(seed, v), amp=amp, amp_dtype=amp_dtype, rows=rows,
-                     desc=f"{split.name} view {v + 1}/{views} (rank {info.rank})")
-        for v in range(views)])
-    labels = torch.as_tensor(split.labels, dtype=torch.long)
-    if gather == "object" or (gather == "auto" and path is None):
-        shards: list = [None] * info.world_size
-        dist.all_gather_object(shards, (rows, local))
-        result = FeatureSet(_assemble(shards, len(split)), labels, list(split.ids), split.name, meta)
-        if info.is_main and path is not None:
-            result.save(path)
-        dist.barrier()
-        return result
-    if path is None:
-        raise ValueError("gather='files' needs a cache_dir shared by the ranks (and a backbone with a "
-                         "cache_id); use gather='object' without one")
-    _gather_files(path, rows, local, info, lambda features: FeatureSet(features, labels, list(split.ids),
-                                                                      split.name, meta))
-    return FeatureSet.load(path)
 
+def extract_features(backbone, split, *, shard: str = "contiguous", gather: str = "auto",
+                     **kwargs: Any) -> FeatureSet:
+    """:func:`croft_core.clip.features.extract_features`, sharded over the ranks of a process group
+    (:class:`TorchrunSharding`); without an initialised process group, the single-process function.
 
-def _all_ranks_agree(flag: bool) -> bool:
-    """True only if ``flag`` is true on every rank (so all ranks take the same branch)."""
-    value = torch.tensor([1 if flag else 0], dtype=torch.int32)
-    if dist.get_backend() == "nccl":
-        value = value.cuda()
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
-    return bool(value.item())
+    Every rank must call it with the same arguments and a split with the same rows (materialize
+    the benchmark on every rank: the draw is seeded). Returns the full set on every rank.
+    """
+    sharding = TorchrunSharding(shard, gather) if dist.is_available() and dist.is_initialized() else None
+    if sharding is None and gather not in GATHER_MODES:
+        raise ValueError(f"gather must be one of {GATHER_MODES}, got {gather!r}")
+    return _features.extract_features(backbone, split, sharding=sharding, **kwargs)
 
 
 def _assemble(shards: Sequence[tuple[np.ndarray, torch.Tensor]], n: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ out in turn: one ``croft bench`` sweep over ``heldout=[...]``, a sub-folder per 
 feature cache (``RUNS_DIR/cache``):
 
 1. ``zeroshot,linear_probe`` -- no grid: zero-shot has nothing to train, and the L-BFGS probe picks
-   its L2 strength on validation itself (croft_core/probe.py);
+   its L2 strength on validation itself (croft_core/heads/probe.py);
 2. ``clip_adapter,croft,croft_noedr,croft_clean`` -- ``--grid lr=0.002,0.02`` (the official lr and
    ten times it);
 3. ``tip_adapter`` -- ``--grid lr=0.001,0.01`` (its own default lr, AdamW, and ten times it);

@@ -233,7 +233,7 @@ def test_argv_reader_detection(source, expected):
 def test_plotly_stays_in_viz():
     offenders = sorted(n for n, tree in _all_trees() if n != "croft_core.runs.figures" and
                        "plotly" in _imported_top_packages(tree))
-    assert not offenders, f"plotly belongs in croft_core/viz.py only (the app extra); imported by {offenders}"
+    assert not offenders, f"plotly belongs in croft_core/runs/figures.py only (the app extra); imported by {offenders}"
 
 
 def test_the_public_api_resolves():

@@ -20,7 +20,7 @@ lexicon's text embeddings are computed once per backbone and lexicon and cached 
 (:func:`croft_core.clip.backbones.build_text_classifier`); mining for a new vocabulary is then one
 matrix product. Deviations from the official code are listed in ``docs/NEGLABEL.md``.
 
-Typical use (``predict.py``, the evaluation)::
+Typical use (``croft_app/service/classifier.py``, the evaluation)::
 
     negs = NegativeLabels.fit(backbone, ["cat", "dog"], text_map=None)   # or a CRoFT head's adapt_text
     scores, nearest = negs.score(image_features)       # [N] in (0, 1), [N] index into negs.words

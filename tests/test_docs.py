@@ -57,3 +57,25 @@ def test_architecture_places_build_head_where_it_is():
     defined_in = sorted(p.name for p in PACKAGE.rglob("*.py") if "\ndef build_head(" in p.read_text())
     assert defined_in == ["checkpoint.py"]
     assert "checkpoint.build_head" in text and not re.search(r"\b(?!checkpoint\.)\w+\.build_head", text)
+
+
+def _python_imports(text: str) -> list[str]:
+    """The ``import`` statements of a document's python code blocks (joined across lines)."""
+    out = []
+    for block in re.findall(r"```python\n(.*?)```", text, flags=re.S):
+        statement = ""
+        for line in block.splitlines():
+            if statement or re.match(r"\s*(from \S+ import|import) ", line):
+                statement += " " + line.strip()
+                if statement.count("(") == statement.count(")"):
+                    out.append(statement.strip())
+                    statement = ""
+    return out
+
+
+@pytest.mark.parametrize("doc", ["README.md", *sorted(p.name for p in (ROOT / "docs").glob("*.md"))])
+def test_the_imports_the_docs_teach_resolve(doc):
+    path = ROOT / doc if doc == "README.md" else ROOT / "docs" / doc
+    statements = [s for s in _python_imports(path.read_text()) if "croft_" in s]
+    for statement in statements:
+        exec(statement, {})  # noqa: S102 - our own docs' import lines

@@ -46,13 +46,17 @@ class StandInHub:
     def __init__(self):
         self.repos: dict[tuple[str, str], dict[str, bytes]] = {}
         self.private: set[tuple[str, str]] = set()
+        self.gated: set[tuple[str, str]] = set()  # info for anyone, files for the operator only
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Authorization)
         self._lock = threading.Lock()
 
-    def add(self, kind: str, repo_id: str, files: dict[str, bytes], private: bool = False) -> None:
+    def add(self, kind: str, repo_id: str, files: dict[str, bytes], private: bool = False,
+            gated: bool = False) -> None:
         self.repos[(kind, repo_id)] = files
         if private:
             self.private.add((kind, repo_id))
+        if gated:
+            self.gated.add((kind, repo_id))
 
     def record(self, method: str, path: str, auth: str | None) -> None:
         with self._lock:
@@ -106,7 +110,11 @@ def _handler(hub: StandInHub):
             elif resolve:
                 kind = "datasets" if resolve.group(1) else "models"
                 files = self._repo(kind, resolve.group(2))
-                if files is not None:
+                gated = (kind, resolve.group(2)) in hub.gated
+                if gated and self.headers.get("Authorization") != f"Bearer {OPERATOR_TOKEN}":
+                    self._answer(401, b'{"error": "Access to this repo is restricted"}',
+                                 {"X-Error-Code": "GatedRepo", "Content-Type": "application/json"})
+                elif files is not None:
                     self._file(files, resolve.group(4))
             else:
                 self._answer(404, b"{}", {"Content-Type": "application/json"})
@@ -234,6 +242,18 @@ def test_a_visitors_hub_dataset_never_carries_the_operators_token(hub):
     assert hub.requests and _tokens(hub.requests) == {None}
     data = hub_data("stubowner/private-data", **TRAIN, token=OPERATOR_TOKEN)  # a visitor's own token
     assert data.classnames == CLASSES
+
+
+def test_a_gated_dataset_the_operator_cached_is_not_served_to_a_visitor(hub):
+    from croft_core.data.sources import load_split
+
+    hub.add("datasets", "stubowner/gated-data", {PARQUET: _parquet()}, gated=True)
+    _, names = load_split(hub_dataset_path("stubowner/gated-data"))  # the operator's call: cached
+    assert names == list(CLASSES) and f"Bearer {OPERATOR_TOKEN}" in _tokens(hub.requests)
+    hub.requests.clear()
+    with pytest.raises(HubError, match="'stubowner/gated-data'"):
+        hub_data("stubowner/gated-data", **TRAIN)  # its info is public, its files are not
+    assert hub.requests and _tokens(hub.requests) == {None}
 
 
 def test_a_visitors_hub_model_never_carries_the_operators_token(hub, tiny_backbone, tmp_path):

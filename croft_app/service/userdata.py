@@ -211,10 +211,11 @@ def _check_hub_access(dataset_id: str, max_bytes: int, access: HubAccess) -> Non
 
     This is also the access check: when the Hub refuses a file, ``datasets`` and ``huggingface_hub``
     fall back to the server's cache, which holds what the operator downloaded with their token. So
-    a visitor's dataset is loaded only after the Hub itself said yes, and never while it cannot
-    answer (:meth:`~croft_app.service.credentials.HubAccess.require_hub`).
+    a visitor's dataset is loaded only after the Hub itself said yes, to its info and to one of its
+    files (a gated dataset's info is public), and never while the Hub cannot answer
+    (:meth:`~croft_app.service.credentials.HubAccess.require_hub`).
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import HFValidationError, HTTPError
 
     from croft_core.offline import hub_unreachable_reason
@@ -226,6 +227,9 @@ def _check_hub_access(dataset_id: str, max_bytes: int, access: HubAccess) -> Non
         return  # the operator's own call: load_split fails at once, with the reason, or reads the cache
     try:
         info = HfApi().dataset_info(dataset_id, files_metadata=True, token=access.token)
+        files = [f.rfilename for f in (info.siblings or []) if isinstance(getattr(f, "rfilename", None), str)]
+        if files:  # a gated dataset shows its info to anyone, its files only to those it admitted
+            get_hf_file_metadata(hf_hub_url(dataset_id, files[0], repo_type="dataset"), token=access.token)
     except (HTTPError, HFValidationError, OSError) as err:
         raise HubError(f"Hub dataset {dataset_id!r} cannot be read ({type(err).__name__}); check the id "
                        f"(public datasets only)") from None

@@ -211,7 +211,7 @@ def test_odd_images_are_converted(handlers, image_files, name):
     ("circle", VOCAB, "zero-shot", "abc", "threshold must be a finite number"),
     ("circle", VOCAB, "zero-shot", "inf", "threshold must be a finite number"),
     ("circle", VOCAB, "zero-shot", "nan", "threshold must be a finite number"),
-    ("circle", VOCAB, "no/such-model", None, "model 'no/such-model' is not in this server's cache"),
+    ("circle", VOCAB, "no/such-model", None, "model 'no/such-model' cannot be checked on the Hub"),
     ("circle", VOCAB, "/no/such/folder", None, "Local paths are not accepted"),
     ("circle", VOCAB, "no-such-model", None, r"Unknown model 'no-such-model'; choose one of \['zero-shot', "
                                              r"'croft', 'tip'\]"),
@@ -405,7 +405,7 @@ def test_api_bad_inputs_fail_clearly_and_the_server_keeps_serving(client, image_
         ((handle_file(image_files["circle"]), "a, " + "b" * 250, "zero-shot", None), "at most 200"),
         ((handle_file(image_files["circle"]), VOCAB, "zero-shot", "twelve"), "finite number"),
         ((handle_file(image_files["circle"]), VOCAB, "zero-shot", "-inf"), "finite number"),
-        ((handle_file(image_files["circle"]), VOCAB, "no/such-model", None), "not in this server's cache"),
+        ((handle_file(image_files["circle"]), VOCAB, "no/such-model", None), "cannot be checked on the Hub"),
         ((handle_file(image_files["circle"]), VOCAB, "nothing", None), "Unknown model 'nothing'"),
         ((handle_file(image_files["circle"]), VOCAB, app_files["croft"], None), "Local paths are not"),
     ]

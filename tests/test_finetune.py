@@ -196,11 +196,13 @@ def test_hub_source_missing_label_column(tmp_path, monkeypatch):
     import datasets
 
     import croft_core.data.sources as data_mod
+    from croft_app.service import userdata
 
     ds = datasets.Dataset.from_dict({"image": [make_image("circle", 0, np.random.default_rng(0))] * 2,
                                      "text": ["a", "b"]}, features=datasets.Features(
         {"image": datasets.Image(), "text": datasets.Value("string")}))
     monkeypatch.setattr(data_mod, "_load_hub", lambda *a, **k: ds)
+    monkeypatch.setattr(userdata, "_check_hub_access", lambda *a: None)  # the Hub said yes
     with pytest.raises(DataError, match=r"Column\(s\) \['label'\] not found"):
         hub_data("org/ds", shots=2, seed=1, max_images=100, max_classes=10)
 

@@ -64,7 +64,8 @@ def test_policy_and_settings_from_the_environment():
 @pytest.mark.parametrize("text, ok", [("org/name", True), ("a-b/c.d_e", True), ("org/name/x", False),
                                       ("/etc", False), ("../x", False), ("org/..", False),
                                       ("~/x", False), ("org/na me", False), ("name", False),
-                                      ("org/-x", False), ("a" * 97 + "/x", False)])
+                                      ("org/-x", False), ("a" * 97 + "/x", False),
+                                      ("org/name.git", False)])
 def test_hub_ids(text, ok):
     assert is_hub_id(text) is ok
 
@@ -90,7 +91,7 @@ def test_models_are_zero_shot_listed_names_or_hub_ids(registry, tmp_path):
     assert registry.resolve("CRoFT · tiny · test").kind == "folder"
     assert registry.get("CRoFT · tiny · test").name == "CRoFT · tiny · test"
     assert registry.resolve("org/name").kind == "hub"
-    with pytest.raises(CheckpointRejected, match="not in this server's cache and the Hub is unreachable"):
+    with pytest.raises(CheckpointRejected, match="'org/name' cannot be checked on the Hub: it is unreachable"):
         registry.get("org/name")  # tests run offline
     with pytest.raises(AccessRefused, match=r"Unknown model 'listed'; choose one of \['zero-shot', 'CRoFT"):
         registry.get("listed")

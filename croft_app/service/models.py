@@ -3,7 +3,8 @@
 The app asks :class:`ClassifierRegistry` for a model by the name a visitor chose. What a name may
 be is the server's trust boundary (:mod:`croft_app.service.security`): ``"zero-shot"``, a checkpoint the
 operator listed (shown and chosen by its display name, never by its path), a Hub id ``ORG/NAME``
-(unless the policy turns them off) and, only when the policy allows local paths, a checkpoint folder.
+(unless the policy turns them off; fetched without the operator's token) and, only when the policy
+allows local paths, a checkpoint folder.
 Every checkpoint is vetted against the backbone before its weights are allocated
 (:mod:`croft_app.service.vetting`), and loaded under a lock of its own, so a slow load never blocks
 requests for other models.
@@ -21,6 +22,7 @@ from typing import Any, Sequence
 
 from croft_core.clip.backbones import Backbone
 from croft_app.service.classifier import ZERO_SHOT, OpenSetClassifier, RenderedReference, is_embedded_backbone
+from croft_app.service.credentials import OPERATOR, VISITOR, hub_access
 from croft_app.service.security import (LOCAL_PATH_REFUSED, AccessRefused, ServingPolicy, check_text, is_hub_id)
 from croft_app.service.vetting import display_name, fetch_hub_checkpoint, load_vetted, vet_checkpoint
 from croft_app.service.vocabulary import DEFAULT_MAX_CLASSES
@@ -35,11 +37,14 @@ _ZERO_SHOT_ALIASES = (ZERO_SHOT, "zeroshot", "zero_shot")
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A model a visitor can choose: ``name`` (what is shown), ``source`` (folder or Hub id), ``kind``."""
+    """A model a visitor can choose: ``name`` (what is shown), ``source`` (folder or Hub id), ``kind``;
+    ``listed``: the operator's configuration names it (a Hub id is then fetched with the operator's
+    token, any other with none: :mod:`croft_app.service.credentials`)."""
 
     name: str
     source: str
     kind: str  # "zero-shot" | "folder" | "hub"
+    listed: bool = False
 
 
 class ClassifierRegistry:
@@ -90,7 +95,7 @@ class ClassifierRegistry:
             unique, n = name, 2
             while unique in entries or unique.lower() in _ZERO_SHOT_ALIASES:
                 unique, n = f"{name} ({n})", n + 1
-            entries[unique] = ModelEntry(unique, source, kind)
+            entries[unique] = ModelEntry(unique, source, kind, listed=True)
         return entries
 
     @property
@@ -158,8 +163,10 @@ class ClassifierRegistry:
     def _build(self, entry: ModelEntry) -> OpenSetClassifier:
         model = None
         if entry.kind != "zero-shot":
+            access = hub_access(OPERATOR if entry.listed else VISITOR)
             folder = (Path(entry.source) if entry.kind == "folder" else
-                      fetch_hub_checkpoint(entry.source, max_weight_bytes=self.max_checkpoint_bytes))
+                      fetch_hub_checkpoint(entry.source, max_weight_bytes=self.max_checkpoint_bytes,
+                                           access=access))
             config = vet_checkpoint(folder, embed_dim=self.backbone.embed_dim, max_classes=self.max_classes)
             model = load_vetted(folder, config, device=self.backbone.device)
             logger.info("loaded model %s (%s)", entry.name, entry.kind)

@@ -139,8 +139,10 @@ def check_number(value: Any, message: str) -> float | None:
 
 
 def is_hub_id(text: str) -> bool:
-    """``ORG/NAME`` with Hub-valid parts (letters, digits, ``._-``, no ``..``), nothing else."""
-    return bool(_HUB_ID.fullmatch(text)) and ".." not in text and "--" not in text
+    """``ORG/NAME`` with Hub-valid parts (letters, digits, ``._-``, no ``..`` or ``--``, at most 96
+    characters each, not ending in ``.git``: the Hub's grammar), nothing else."""
+    return (bool(_HUB_ID.fullmatch(text)) and ".." not in text and "--" not in text
+            and not text.endswith(".git"))
 
 
 def confine(path: str | os.PathLike, root: str | os.PathLike) -> Path:

@@ -8,7 +8,8 @@ validation split, both objects :func:`croft_core.clip.features.extract_features`
 - an **upload** (:mod:`croft_app.service.uploads`): a zip's own ``val/`` folder when it has one, else a
   seeded, stratified held-out part (:func:`holdout_rows`);
 - a **Hub dataset** id with an image and a label column, through ``datasets``
-  (:func:`croft_core.data.sources.load_split`, which fails fast offline), split the same way.
+  (:func:`croft_core.data.sources.load_split`), split the same way. It is read as the visitor's,
+  never with the operator's token and only from the Hub (:mod:`croft_app.service.credentials`).
 
 Features of uploaded files are cached by content (sha1), so the same zip trains again without
 encoding; a Hub dataset's by repository, split and rows. Bad data raises :class:`DataError` (or
@@ -30,6 +31,7 @@ from croft_core.data.benchmarks.sampling import few_shot_indices
 from croft_core.errors import CroftError, HubError
 from croft_core.data.images import ImageLimits, load_image
 from croft_core.clip.prompts import SINGLE_TEMPLATE, get_templates
+from croft_app.service.credentials import VISITOR, HubAccess, hub_access, hub_dataset_path
 from croft_app.service.security import is_hub_id, scrub_paths
 from croft_app.service.uploads import UploadedImages
 
@@ -203,17 +205,31 @@ def benchmark_data(benchmark, *, shots: int | None, seed: int, max_images: int, 
                         augment=benchmark.train_augment, val_source="given", shots=shots)
 
 
-def _check_hub_size(dataset_id: str, max_bytes: int) -> None:
-    """Refuse a Hub dataset larger than ``max_bytes`` before ``datasets`` downloads all of it."""
-    from huggingface_hub import HfApi
+def _check_hub_access(dataset_id: str, max_bytes: int, access: HubAccess) -> None:
+    """Ask the Hub, with the caller's credentials, whether ``dataset_id`` may be read, and refuse a
+    dataset larger than ``max_bytes`` before ``datasets`` downloads all of it.
+
+    This is also the access check: when the Hub refuses a file, ``datasets`` and ``huggingface_hub``
+    fall back to the server's cache, which holds what the operator downloaded with their token. So
+    a visitor's dataset is loaded only after the Hub itself said yes, to its info and to one of its
+    files (a gated dataset's info is public), and never while the Hub cannot answer
+    (:meth:`~croft_app.service.credentials.HubAccess.require_hub`).
+    """
+    from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import HFValidationError, HTTPError
 
     from croft_core.offline import hub_unreachable_reason
 
-    if hub_unreachable_reason() is not None:
-        return  # load_split fails at once, with the reason
+    reason = hub_unreachable_reason()
+    access.require_hub(f"Hub dataset {dataset_id!r}", reason,
+                       hint="; upload a zip of class folders instead")
+    if reason is not None:
+        return  # the operator's own call: load_split fails at once, with the reason, or reads the cache
     try:
-        info = HfApi().dataset_info(dataset_id, files_metadata=True)
+        info = HfApi().dataset_info(dataset_id, files_metadata=True, token=access.token)
+        files = [f.rfilename for f in (info.siblings or []) if isinstance(getattr(f, "rfilename", None), str)]
+        if files:  # a gated dataset shows its info to anyone, its files only to those it admitted
+            get_hf_file_metadata(hf_hub_url(dataset_id, files[0], repo_type="dataset"), token=access.token)
     except (HTTPError, HFValidationError, OSError) as err:
         raise HubError(f"Hub dataset {dataset_id!r} cannot be read ({type(err).__name__}); check the id "
                        f"(public datasets only)") from None
@@ -225,8 +241,10 @@ def _check_hub_size(dataset_id: str, max_bytes: int) -> None:
 
 def hub_data(dataset_id: str, *, shots: int | None, seed: int, max_images: int, max_classes: int,
              split: str = "train", image_column: str = "image", label_column: str = "label",
-             max_bytes: int = MAX_HUB_BYTES) -> TrainingData:
-    """Training data from a Hub dataset with an image and a label column (``datasets``).
+             max_bytes: int = MAX_HUB_BYTES, token: str | None = None) -> TrainingData:
+    """Training data from a Hub dataset with an image and a label column (``datasets``), read as
+    a visitor's: without the operator's token (``token``: the visitor's own, if they gave one), from
+    the Hub only (:mod:`croft_app.service.credentials`).
 
     Raises:
         DataError: not a Hub id ``ORG/NAME``, a missing column, too few classes.
@@ -237,9 +255,11 @@ def hub_data(dataset_id: str, *, shots: int | None, seed: int, max_images: int, 
     dataset_id = (dataset_id or "").strip()
     if not is_hub_id(dataset_id):
         raise DataError(f"{dataset_id[:100]!r} is not a Hub dataset id; give one as ORG/NAME")
-    _check_hub_size(dataset_id, max_bytes)
-    try:
-        ds, classnames = load_split(dataset_id, split, image_column=image_column, label_column=label_column)
+    access = hub_access(VISITOR, token)
+    _check_hub_access(dataset_id, max_bytes, access)
+    try:  # hf://datasets/ORG/NAME: never a local folder of that name
+        ds, classnames = load_split(hub_dataset_path(dataset_id), split, image_column=image_column,
+                                    label_column=label_column, token=access.token)
     except HubError as err:  # the library's message speaks to a terminal user; this one to a visitor
         reason = scrub_paths(str(err).split(". ")[0])[:300]
         raise HubError(f"{reason}. Upload a zip of class folders instead, or try again later.") from None

@@ -8,7 +8,8 @@ config that does not fit the server's backbone (``embed_dim``), a class or cache
 limit, and weights whose names, shapes, dtypes or byte sizes differ from what the config implies
 (the expected tensors are built on torch's ``meta`` device, which allocates nothing).
 :func:`load_vetted` then loads the weights strictly. :func:`fetch_hub_checkpoint` does the same for
-a Hub repo, checking file sizes before downloading.
+a Hub repo, checking file sizes before downloading, with the token of whom it fetches for (a
+visitor's id never with the operator's: :mod:`croft_app.service.credentials`).
 
 :func:`display_name` gives the name a model is shown by: the name in its config or model card,
 else the folder name, never a path.
@@ -27,9 +28,10 @@ from typing import Any
 
 import torch
 
-from croft_core.errors import CroftError
+from croft_core.errors import CroftError, HubError
 from croft_core.heads.checkpoint import CroftModel, HeadConfig, build_head
-from croft_app.service.security import scrub_paths
+from croft_app.service.credentials import VISITOR, HubAccess, hub_access
+from croft_app.service.security import is_hub_id, scrub_paths
 
 __all__ = ["CheckpointRejected", "MAX_CONFIG_BYTES", "display_name", "fetch_hub_checkpoint",
            "load_vetted", "vet_checkpoint"]
@@ -180,27 +182,43 @@ def load_vetted(folder: str | os.PathLike, config: HeadConfig, device: str | tor
     return model.to(device).eval()
 
 
-def fetch_hub_checkpoint(repo_id: str, *, max_weight_bytes: int) -> Path:
+def fetch_hub_checkpoint(repo_id: str, *, max_weight_bytes: int, access: HubAccess | None = None) -> Path:
     """Download ``config.json`` and ``model.safetensors`` of a Hub repo, sizes checked first.
+
+    Args:
+        repo_id: a Hub id ``ORG/NAME``.
+        max_weight_bytes: the largest ``model.safetensors`` accepted.
+        access: whom the download is for (:func:`~croft_app.service.credentials.hub_access`);
+            default: a visitor without a token. A visitor's files are asked of the Hub with the
+            visitor's credentials before any download, because ``hf_hub_download`` answers a refused
+            request from the server's cache (which holds what the operator's token fetched); while
+            the Hub is unreachable a visitor's id is refused.
 
     Returns:
         The local snapshot folder (Hugging Face cache).
 
     Raises:
-        CheckpointRejected: a file too large, missing, or the Hub unreachable.
+        CheckpointRejected: not a Hub id, a file too large, missing, or the Hub unreachable.
     """
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    access = access or hub_access(VISITOR)
+    if not is_hub_id(repo_id):
+        raise CheckpointRejected(f"{repo_id[:100]!r} is not a Hub id ORG/NAME")
+    try:
+        access.require_hub(f"model {repo_id!r}", hint="; choose zero-shot or a model this server lists")
+    except HubError as err:
+        raise CheckpointRejected(str(err)) from None
     limits = {"config.json": MAX_CONFIG_BYTES, "model.safetensors": max_weight_bytes}
     paths = {}
     try:
         for name, limit in limits.items():
             if not constants.HF_HUB_OFFLINE:
-                size = get_hf_file_metadata(hf_hub_url(repo_id, name)).size
+                size = get_hf_file_metadata(hf_hub_url(repo_id, name), token=access.token).size
                 if size is None or size > limit:
                     raise CheckpointRejected(f"{name} of {repo_id} is larger than this server accepts")
-            paths[name] = Path(hf_hub_download(repo_id, name))
+            paths[name] = Path(hf_hub_download(repo_id, name, token=access.token))
     except LocalEntryNotFoundError:
         raise CheckpointRejected(f"model {repo_id!r} is not in this server's cache and the Hub is "
                                  f"unreachable (offline)") from None

@@ -71,6 +71,7 @@ def load_split(
     label_names: Sequence[str] | None = None,
     layout: str | None = None,
     revision: str | None = None,
+    token: str | bool | None = None,
 ) -> tuple[datasets.Dataset, list[str]]:
     """Load one split of a dataset and its class names.
 
@@ -92,6 +93,8 @@ def load_split(
             JSON file, ``split`` its ``train`` / ``val`` / ``test`` keys). See
             :func:`croft_core.data.layouts.read_image_folder` and :func:`croft_core.data.layouts.read_split_json`.
         revision: Hub sources only: the commit sha or named ref to read (default: the main branch).
+        token: Hub sources only: the ``token`` of ``datasets.load_dataset`` (``None``: the
+            logged-in one or ``HF_TOKEN``; ``False``: none).
 
     Returns:
         ``(dataset, classnames)``; the label column (if any) is a ``ClassLabel`` and
@@ -111,7 +114,7 @@ def load_split(
         return _ensure_class_label(ds, label_column, label_names, source)
     kind, location = _resolve_source(source)
     if kind == "hub":
-        ds = _load_hub(location, split, config_name, revision)
+        ds = _load_hub(location, split, config_name, revision, token)
     else:
         ds = _pick_split(_load_local(kind, location), split, source)
     wanted = [image_column] + ([label_column] if label_column else [])
@@ -195,10 +198,12 @@ def _pick_split(
     return datasets.concatenate_datasets([splits[name] for name in names])
 
 
-def _load_hub(repo_id: str, split: str, config_name: str | None, revision: str | None) -> datasets.Dataset:
+def _load_hub(repo_id: str, split: str, config_name: str | None, revision: str | None,
+              token: str | bool | None = None) -> datasets.Dataset:
     _fail_fast_if_hub_unresolvable(repo_id)
-    try:
-        return datasets.load_dataset(repo_id, config_name, split=split, revision=revision)
+    try:  # hf://datasets/: the Hub only (a plain ORG/NAME also opens a local folder of that name)
+        return datasets.load_dataset(HUB_PREFIX + repo_id, config_name, split=split, revision=revision,
+                                     token=token)
     except _NETWORK_ERRORS as e:
         raise DatasetUnavailableError(_unreachable_message(repo_id, e)) from e
     except DatasetNotFoundError as e:

@@ -320,3 +320,32 @@ def test_the_space_card_lists_the_checkpoints_it_was_given(deploy):
     front = _front(card)
     assert "models:\n  - me/croft-head\n  - timm/vit_base_patch16_clip_224.openai\n" in front
     assert 'Client("me/lab", hf_token=' in card
+
+
+def test_checkpoint_card_follows_hub_conventions():
+    """license, base_model (the Hub repo open_clip loads ViT-B-16:openai from), pipeline_tag,
+    datasets, tags and model-index generated from the results JSON; a working install line."""
+    import yaml
+    from huggingface_hub import ModelCard
+    from croft_core.heads.checkpoint import HeadConfig, render_model_card
+
+    config = HeadConfig(backbone="ViT-B-16:openai", classnames=("cat", "dog"), threshold=1.0,
+                        metrics={"id_accuracy": 0.9})
+    results = {"benchmark": "org/pets", "id": {"name": "test", "accuracy": 0.91234},
+               "covariate": [{"name": "sketch", "accuracy": 0.5}],
+               "semantic_all": {"energy": {"auroc": 0.8, "fpr95": 0.4}}}
+    card = render_model_card(config, "me/pets-croft", results)
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["license"] == "mit" and front["pipeline_tag"] == "zero-shot-image-classification"
+    assert front["base_model"] == "timm/vit_base_patch16_clip_224.openai"
+    assert front["datasets"] == ["org/pets"] and "croft" in front["tags"]
+    (index,) = front["model-index"]
+    metrics = {m["name"]: m["value"] for m in index["results"][0]["metrics"]}
+    assert metrics["ID accuracy (test)"] == 0.9123 and metrics["covariate-shift accuracy (sketch)"] == 0.5
+    assert index["results"][0]["dataset"]["name"] == "org/pets"
+    assert len(metrics) == 4
+    assert 'pip install .' in card and "croft-lab" in card and 'from_pretrained("me/pets-croft")' in card
+    assert ModelCard(card).data.base_model == "timm/vit_base_patch16_clip_224.openai"
+    local = yaml.safe_load(render_model_card(HeadConfig(backbone="embedded"), None).split("---")[1])
+    assert "base_model" not in local and "model-index" not in local  # no Hub weights, no results
+    assert local["license"] == "mit"

@@ -153,6 +153,8 @@ def test_the_bundle_starts_on_its_own_and_classifies(deploy, target, tiny_spec, 
         result = client.predict(handle_file(str(_example_image(bundle))), "shapes", "zero-shot", None,
                                 api_name="/classify")
         assert result["label"] in ("circle", "unknown") or result["label"] in result["probabilities"]
+        if target == "cpu":
+            check_the_api_page(client)
     finally:
         _stop(proc)
     text = log.read_text()
@@ -169,6 +171,27 @@ def test_the_bundle_starts_on_its_own_and_classifies(deploy, target, tiny_spec, 
         cap = 60  # ZeroGPU's default duration: croft_app.ui.zerogpu.CALL_CAP
         assert all(d == "dynamic" or d <= cap for d in declared.values()), declared
         assert all(0 < s <= cap for s in called), called
+
+
+def check_the_api_page(client) -> None:
+    """The API page of a launched app teaches calls that work: plain-text descriptions, typed
+    parameters, examples that run offline, a clear message for a path string."""
+    from gradio_client import handle_file
+
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(info) == {"/classify", "/evaluate", "/finetune"}
+    for name, endpoint in info.items():
+        assert "``" not in endpoint["description"] and endpoint["description"], name
+    params = {(name, p["parameter_name"]): p for name, e in info.items() for p in e["parameters"]}
+    assert params[("/classify", "threshold")]["python_type"]["type"] == "float | None"
+    assert params[("/evaluate", "benchmark")]["python_type"]["type"] == "str"
+    assert params[("/finetune", "data")]["example_input"] == "shapes"
+    example = params[("/classify", "image")]["example_input"]
+    assert "github" not in example["url"]  # no photo downloaded from the web
+    result = client.predict(handle_file(example["url"]), "shapes", "zero-shot", 0.5, api_name="/classify")
+    assert result["threshold"] == 0.5 and result["label"]  # the example and a float threshold run
+    with pytest.raises(Exception, match="handle_file"):
+        client.predict("circle.png", "shapes", "zero-shot", None, api_name="/classify")
 
 
 def test_zerogpu_is_imported_before_torch(tmp_path):

@@ -65,6 +65,7 @@ from croft_core.data.synth import EMBEDDED_CHECKPOINT
 from croft_app.service.vocabulary import resolve_vocabulary
 from croft_app.service.showcase import SHOWCASE, example_caption, render_classes, render_showcase
 from croft_core.runs.figures import margin_comparison_json, score_plot_json
+from croft_app.ui.api import refuse_plain_string
 from croft_app.ui.common import Ticker, user_errors
 
 logger = logging.getLogger("croft.app")
@@ -220,6 +221,7 @@ class Handlers:
         return resolve_vocabulary(vocabulary, self.r.settings.max_classes)
 
     def _path(self, payload: Any) -> str | None:
+        refuse_plain_string(payload)  # a path string sent instead of handle_file(...)
         return file_path(payload, self.r.upload_root)
 
     def _model(self, name: Any, request: gr.Request | None):
@@ -486,6 +488,7 @@ CSS = """
 
 def build_demo(resources: Resources) -> gr.Blocks:
     """The Blocks app over loaded resources (tests build one on a tiny backbone)."""
+    from croft_app.ui.api import document_api
     from croft_app.ui.train import TrainHandlers, train_tab
     from croft_app.ui.common import compare_tab, classify_tab, intro, lab_tab
 
@@ -505,6 +508,7 @@ def build_demo(resources: Resources) -> gr.Blocks:
             # every model menu lists a newly trained model; Classify, Compare B and the Lab select it
             train_tab(train, model_menus=[shared["model"], compare_b, lab_model],
                       listing_menus=[compare_a, lab_other])
+        document_api(demo, resources.examples[0][0] if resources.examples else None)  # the API page
     demo.queue(default_concurrency_limit=resources.settings.concurrency,
                max_size=resources.settings.queue_size)
     return demo

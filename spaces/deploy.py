@@ -115,17 +115,18 @@ def space_requirements(target: Target) -> str:
                       *target.torch_lines, *pins, *target.extra]) + "\n"
 
 
-def hub_model_id(backbone: str) -> str | None:
-    """The Hub repo open_clip loads a ``MODEL:TAG`` backbone from (``hf-hub:`` specs: their repo)."""
-    if backbone.startswith("hf-hub:"):
-        return backbone.removeprefix("hf-hub:")
-    if backbone == "embedded" or backbone.startswith("local-dir:") or ":" not in backbone:
-        return None
-    import open_clip
+def _library():
+    """Make the checkout's croft_core importable (the deploy command runs from a checkout)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
 
-    name, tag = backbone.rsplit(":", 1)
-    cfg = open_clip.get_pretrained_cfg(name.replace("/", "-"), tag) or {}
-    return cfg.get("hf_hub", "").strip("/") or None
+
+def hub_model_id(backbone: str) -> str | None:
+    """The Hub repo open_clip loads the backbone's weights from (None: no Hub weights)."""
+    _library()
+    from croft_core.heads.checkpoint import base_model_id
+
+    return base_model_id(backbone)
 
 
 def render_card(target: Target, backbone: str, space_id: str | None, checkpoints: list[str]) -> str:
@@ -157,7 +158,7 @@ def bundle_app(backbone: str) -> str:
 
 def ship_lexicon(backbone_spec: str, out: Path) -> Path:
     """Encode the backbone's negative-label lexicon once and write it into the bundle."""
-    sys.path.insert(0, str(REPO))
+    _library()
     from croft_core.clip.backbones import load_backbone
     from croft_core.ood.negatives import lexicon_path, read_lexicon, save_lexicon_embeddings
 

@@ -372,3 +372,22 @@ def test_checkpoint_card_follows_hub_conventions():
     local = yaml.safe_load(render_model_card(HeadConfig(backbone="embedded"), None).split("---")[1])
     assert "base_model" not in local and "model-index" not in local  # no Hub weights, no results
     assert local["license"] == "mit"
+
+
+def test_a_pushed_run_card_carries_its_results_as_model_index(tmp_path):
+    """``croft push`` of a training run's folder renders the card again with its results.json."""
+    import yaml
+    from croft_core.heads.checkpoint import CroftModel, HeadConfig
+    from croft_core.heads.hub import card_for_repo
+
+    folder = CroftModel(HeadConfig(head="croft", embed_dim=8, backbone="ViT-B-16:openai",
+                                   classnames=("a", "b"))).save(tmp_path / "run")
+    assert "model-index" not in (folder / "README.md").read_text()  # saved before the results exist
+    (folder / "results.json").write_text(json.dumps({
+        "benchmark": "shapes", "id": {"name": "photo", "accuracy": 0.75}, "covariate": [],
+        "semantic_all": {"energy": {"auroc": 0.9, "fpr95": 0.3}}}))
+    front = yaml.safe_load(card_for_repo(folder, "me/run").split("---")[1])
+    metrics = front["model-index"][0]["results"][0]["metrics"]
+    assert [m["value"] for m in metrics] == [0.75, 0.9, 0.3]
+    assert front["model-index"][0]["results"][0]["dataset"]["name"] == "shapes"
+    assert "datasets" not in front  # "shapes" is rendered locally, no Hub dataset

@@ -587,45 +587,6 @@ def test_failed_compare_and_train_show_their_reason(app, image_files):
     assert text.startswith("### Training failed") and "Unknown benchmark 'nope'" in _shown(text)
 
 
-# ---------------------------------------------------------------------------------------------
-# the Spaces bundle
-# ---------------------------------------------------------------------------------------------
-
-def _deploy_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("croft_spaces_deploy", REPO / "spaces" / "deploy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_space_bundle_and_offline_deploy(tmp_path, monkeypatch):
-    deploy = _deploy_module()
-    card = (REPO / "spaces" / "README.md").read_text()
-    front = card.split("---")[1]
-    for line in ("sdk: gradio", "sdk_version: 6.31.0", "app_file: app.py", 'python_version: "3.11"',
-                 "suggested_hardware: t4-small", "models:"):
-        assert line in front, line
-    folder = deploy.assemble(tmp_path / "space")
-    assert (folder / "app.py").is_file() and (folder / "croft_app" / "service" / "classifier.py").is_file()
-    assert (folder / "croft_core" / "data" / "vocab" / "cifar10.txt").is_file()
-    assert (folder / "README.md").read_text() == card
-    requirements = (folder / "requirements.txt").read_text().splitlines()
-    assert "gradio==6.31.0" in requirements and deploy.SPACES_PIN in requirements
-    assert not list(folder.rglob("__pycache__"))
-    with pytest.raises(deploy.DeployError, match="not empty"):
-        deploy.assemble(folder)
-    with pytest.raises(deploy.DeployError, match="unreachable"):  # tests run with HF_HUB_OFFLINE=1
-        deploy.deploy("someone/croft-lab")
-    with pytest.raises(deploy.DeployError, match="USER/NAME"):
-        deploy.deploy("no-slash")
-    monkeypatch.delenv("CROFT_SPACE_ID", raising=False)
-    monkeypatch.delenv("CROFT_SPACE_DRY_RUN", raising=False)
-    assert deploy.main() == 1
-
-
-
 def test_the_preset_menu_follows_the_class_list():
     from croft_app.ui.common import preset_of, preset_text
 

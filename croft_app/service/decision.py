@@ -35,7 +35,8 @@ import torch
 
 from croft_core.clip.backbones import DEFAULT_CACHE_DIR, Backbone
 from croft_core.runs.evaluate import text_map
-from croft_core.ood.negatives import LexiconError, NegativeLabels, encode_lexicon, lexicon_path, read_lexicon
+from croft_core.ood.negatives import (LexiconError, NegativeLabels, encode_lexicon, lexicon_path,
+                                     load_lexicon_embeddings, read_lexicon)
 
 logger = logging.getLogger(__name__)
 
@@ -135,11 +136,16 @@ class NegativeRules:
         background: encode the lexicon in a thread (None: when it has more than
             :data:`SYNC_LEXICON_WORDS` words).
         fit: the fitting function (``NegativeLabels.fit``; tests pass a slow stand-in).
+        shipped: the lexicon's embeddings computed ahead (``save_lexicon_embeddings``, written by
+            ``spaces/deploy.py`` into a Space bundle); used when they fit this backbone, so the
+            rule answers from the first request after a restart.
     """
 
     def __init__(self, backbone: Backbone, cache_dir: str | Path | None = DEFAULT_CACHE_DIR, *,
-                 background: bool | None = None, fit: Callable[..., NegativeLabels] = NegativeLabels.fit):
+                 background: bool | None = None, fit: Callable[..., NegativeLabels] = NegativeLabels.fit,
+                 shipped: str | Path | None = None):
         self.backbone, self.cache_dir, self._fit = backbone, cache_dir, fit
+        self._embeddings: torch.Tensor | None = None
         self._memo: OrderedDict[tuple, NegativeLabels] = OrderedDict()
         self._lock = threading.Lock()
         self._status = LexiconStatus(ready=False)
@@ -151,8 +157,12 @@ class NegativeRules:
             self._status = LexiconStatus(ready=False, error=str(err))
             return
         size = len(self._lexicon)
+        if shipped is not None:
+            self._embeddings = load_lexicon_embeddings(backbone, self._lexicon, shipped)
         self._background = size > SYNC_LEXICON_WORDS if background is None else background
-        self._status = LexiconStatus(ready=not self._background, total=size)
+        self._background = self._background and self._embeddings is None
+        self._status = LexiconStatus(ready=not self._background, done=size if self._embeddings is not None else 0,
+                                     total=size)
 
     def start(self) -> None:
         """Start encoding the lexicon in a daemon thread (no-op when not needed or started)."""
@@ -200,8 +210,9 @@ class NegativeRules:
             if key in self._memo:
                 self._memo.move_to_end(key)
                 return self._memo[key]
+        shipped = {} if self._embeddings is None else {"lexicon_embeddings": self._embeddings}
         negs = self._fit(self.backbone, list(classes), text_map, lexicon=self._lexicon,
-                         cache_dir=self.cache_dir)
+                         cache_dir=self.cache_dir, **shipped)
         with self._lock:
             self._memo[key] = negs
             while len(self._memo) > MEMO_SIZE:

@@ -28,13 +28,18 @@ docs/APP.md, docs/SECURITY.md): ``CROFT_BACKBONE`` (default ``embedded``), ``CRO
 
 from __future__ import annotations
 
+# first: on ZeroGPU, ``spaces`` must be imported before anything touches torch / CUDA
+from croft_app.ui.zerogpu import GPU as gpu  # isort: skip
+from croft_app.ui.zerogpu import classify_seconds, lab_seconds  # isort: skip
+
 import json
 import logging
+import os
 import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import gradio as gr
 import numpy as np
@@ -60,6 +65,7 @@ from croft_core.data.synth import EMBEDDED_CHECKPOINT
 from croft_app.service.vocabulary import resolve_vocabulary
 from croft_app.service.showcase import SHOWCASE, example_caption, render_classes, render_showcase
 from croft_core.runs.figures import margin_comparison_json, score_plot_json
+from croft_app.ui.api import refuse_plain_string
 from croft_app.ui.common import Ticker, user_errors
 
 logger = logging.getLogger("croft.app")
@@ -72,14 +78,29 @@ TOP_K = 5
 MAX_BATCH = 64  # images per "Classify all"
 BENCHMARKS = ("shapes",)  # offered in the Lab; any registered name can be typed
 
-try:  # Hugging Face ZeroGPU: run inference on a GPU slice; elsewhere a no-op
-    import spaces
+LAB_IMAGES = 4000  # images a Lab evaluation of "shapes" encodes: 2,880 test + 960 validation (+ margin)
+LAB_GPU_SECONDS = lab_seconds(LAB_IMAGES)  # the ZeroGPU duration of one evaluation
 
-    gpu = spaces.GPU  # AttributeError: the repo's own spaces/ folder, seen as a namespace package
-except (ImportError, AttributeError):
-    def gpu(fn: Callable | None = None, **_: Any) -> Callable:
-        """No-op stand-in for ``spaces.GPU`` (usable bare or with arguments)."""
-        return fn if fn is not None else (lambda f: f)
+
+def _classes(vocabulary: Any) -> int:
+    """How many classes a vocabulary field names (for the GPU duration; bad input: the cap)."""
+    try:
+        return len(resolve_vocabulary(vocabulary)[0])
+    except (TypeError, ValueError):
+        return 0
+
+
+def _classify_duration(self, image: Any, vocabulary: Any, *_: Any, **__: Any) -> int:
+    return classify_seconds(1, _classes(vocabulary))
+
+
+def _batch_duration(self, files: Any, vocabulary: Any, *_: Any, **__: Any) -> int:
+    images = len(files) if isinstance(files, list) else 1
+    return classify_seconds(min(images, MAX_BATCH), _classes(vocabulary))
+
+
+def _compare_duration(self, image: Any, vocabulary: Any, *_: Any, **__: Any) -> int:
+    return classify_seconds(2, 2 * _classes(vocabulary))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,6 +131,16 @@ def default_checkpoints(settings: AppSettings) -> tuple[str, ...]:
     return (str(EMBEDDED_CHECKPOINT),) if shipped else ()
 
 
+SHIPPED_LEXICON = "shipped/lexicon-embeddings.safetensors"  # in a Space bundle, next to app.py (spaces/deploy.py)
+
+
+def shipped_lexicon() -> Path:
+    """The lexicon embeddings shipped with the app: ``CROFT_LEXICON_EMBEDDINGS`` (e.g. on a Space's
+    persistent storage, ``/data/...``), else the bundle's :data:`SHIPPED_LEXICON`."""
+    configured = os.environ.get("CROFT_LEXICON_EMBEDDINGS", "").strip()
+    return Path(configured) if configured else Path(__file__).resolve().parents[2] / SHIPPED_LEXICON
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -134,7 +165,7 @@ def load_resources(settings: AppSettings | None = None, checkpoints: Sequence[st
         backbone, checkpoints, policy=settings.policy, max_checkpoint_bytes=settings.max_checkpoint_bytes,
         max_classes=settings.max_classes, embedded_world=embedded_world,
         cache_dir=Path(cache_dir) / "app-text", text_cache_bytes=settings.text_cache_bytes))
-    negatives = NegativeRules(backbone, Path(cache_dir) / "app-text")
+    negatives = NegativeRules(backbone, Path(cache_dir) / "app-text", shipped=shipped_lexicon())
     negatives.start()  # a real CLIP's ~20k-word lexicon encodes in the background
     preset = "shapes" if registry.embedded_world else "cifar10"
     # in Gradio's upload folder: an example put into the image box is then an upload like any other
@@ -190,6 +221,7 @@ class Handlers:
         return resolve_vocabulary(vocabulary, self.r.settings.max_classes)
 
     def _path(self, payload: Any) -> str | None:
+        refuse_plain_string(payload)  # a path string sent instead of handle_file(...)
         return file_path(payload, self.r.upload_root)
 
     def _model(self, name: Any, request: gr.Request | None):
@@ -204,7 +236,7 @@ class Handlers:
         return Decisions(results, decided.reference)
 
     @user_errors  # again outside: on ZeroGPU the inner one runs in the GPU worker process
-    @gpu
+    @gpu(duration=_classify_duration)
     @user_errors
     @torch.inference_mode()
     def classify(self, image: Any, vocabulary: str, model: str, threshold: Any,
@@ -254,7 +286,7 @@ class Handlers:
         return str(paths[index]), text
 
     @user_errors
-    @gpu
+    @gpu(duration=_batch_duration)
     @user_errors
     @torch.inference_mode()
     def classify_batch(self, files: Any, vocabulary: str, model: str, threshold: Any,
@@ -292,7 +324,7 @@ class Handlers:
 
     # -- Compare ---------------------------------------------------------------------------
     @user_errors
-    @gpu
+    @gpu(duration=_compare_duration)
     @user_errors
     @torch.inference_mode()
     def compare(self, image: Any, vocabulary: str, model_a: str, model_b: str, threshold: Any = None,
@@ -317,7 +349,7 @@ class Handlers:
 
     # -- Lab -------------------------------------------------------------------------------
     @user_errors
-    @gpu(duration=600)
+    @gpu(duration=LAB_GPU_SECONDS)
     @user_errors
     @torch.inference_mode()
     def evaluate(self, benchmark: str, model: str, seed: Any,
@@ -451,6 +483,7 @@ CSS = """
 
 def build_demo(resources: Resources) -> gr.Blocks:
     """The Blocks app over loaded resources (tests build one on a tiny backbone)."""
+    from croft_app.ui.api import document_api
     from croft_app.ui.train import TrainHandlers, train_tab
     from croft_app.ui.common import compare_tab, classify_tab, intro, lab_tab
 
@@ -470,6 +503,7 @@ def build_demo(resources: Resources) -> gr.Blocks:
             # every model menu lists a newly trained model; Classify, Compare B and the Lab select it
             train_tab(train, model_menus=[shared["model"], compare_b, lab_model],
                       listing_menus=[compare_a, lab_other])
+        document_api(demo, resources.examples[0][0] if resources.examples else None)  # the API page
     demo.queue(default_concurrency_limit=resources.settings.concurrency,
                max_size=resources.settings.queue_size)
     return demo

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import gradio as gr
 
@@ -39,23 +39,14 @@ from croft_app.service.uploads import UploadLimits, extract_zip, labelled_images
 from croft_app.service.userdata import benchmark_data, hub_data, upload_data
 
 from croft_app.ui.common import failed, user_errors
+from croft_app.ui.zerogpu import GPU as gpu
+from croft_app.ui.zerogpu import train_seconds
 
 logger = logging.getLogger("croft.app.train")
 
 TRAIN_BENCHMARKS = tuple(b for b in ("shapes", "shapes_dg") if b in BENCHMARKS)
 SOURCES = ("benchmark", "zip of class folders", "labelled images", "Hub dataset")
-GPU_SECONDS = 300  # the declared ZeroGPU duration of one training run
 MAX_KEPT_FOLDERS = 100  # checkpoint folders kept on disk for downloads and pushes (newest sessions)
-
-try:  # Hugging Face ZeroGPU: the whole run in one GPU call; elsewhere a no-op (as app.py)
-    import spaces
-
-    gpu = spaces.GPU
-except (ImportError, AttributeError):
-    def gpu(fn: Callable | None = None, **_: Any) -> Callable:
-        """No-op stand-in for ``spaces.GPU``."""
-        return fn if fn is not None else (lambda f: f)
-
 
 def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or ""
@@ -138,7 +129,11 @@ class TrainHandlers:
         """A file, so that a Stop reaches a run in another process (a ZeroGPU worker) too."""
         return self.cache_dir / "stop" / hashlib.sha1((session or "-").encode()).hexdigest()
 
-    @gpu(duration=GPU_SECONDS)
+    def _gpu_seconds(self, data, request: FinetuneRequest, stop_flag: str = "") -> int:
+        """The ZeroGPU duration of a run: its training views encoded, then its steps."""
+        return train_seconds(request.steps, len(data.train) * request.views + len(data.val))
+
+    @gpu(duration=_gpu_seconds)
     def _train_on_gpu(self, data, request: FinetuneRequest, stop_flag: str) -> Iterator[dict]:
         """The part that needs the accelerator, in one ``spaces.GPU`` call: progress events, then
         ``{"stage": "done", "result": FinetuneResult}`` (the model on the CPU)."""
@@ -168,6 +163,7 @@ class TrainHandlers:
             yield {"stage": "data"}
             data = self._data(source, value, labels, request.shots, request.seed, work)
             try:
+                self._gpu_seconds(data, request)  # too long for one ZeroGPU call: refused now
                 for event in self._train_on_gpu(data, request, str(flag)):
                     if event["stage"] == "done":
                         result = event["result"]

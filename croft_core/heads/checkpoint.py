@@ -155,9 +155,8 @@ MODEL_CARD = """---
 
 # {{ title }}
 
-An open-set CLIP classification head trained with [CRoFT Lab](https://github.com/croft-lab/croft-lab)
-(method `{{ method }}`). It holds only the trained adapters; the frozen backbone is
-`{{ backbone }}` (open_clip) and is loaded separately.
+An open-set CLIP classification head trained with CRoFT Lab (method `{{ method }}`). It holds only
+the trained adapters; the frozen backbone is `{{ backbone }}` (open_clip) and is loaded separately.
 
 - Paper: CRoFT: Robust Fine-Tuning with Concurrent Optimization for OOD Generalization and Open-Set
   OOD Detection (Zhu et al., ICML 2024), {{ paper_url }}
@@ -171,11 +170,20 @@ An open-set CLIP classification head trained with [CRoFT Lab](https://github.com
 
 ## Use
 
+The library is the `croft-lab` distribution (not on PyPI; the `croft` package there is an unrelated
+project). Install it from a checkout of the CRoFT Lab repository:
+
+```bash
+pip install .            # in the repository's root; `pip install ".[app]"` adds the Gradio app
+```
+
 ```python
 from croft_core import CroftModel, load_backbone
 model = CroftModel.from_pretrained("{{ repo_id }}")
 backbone = load_backbone(model.config.backbone)
 ```
+
+Evaluate it on a benchmark: `croft eval --backbone {{ backbone }} --benchmark NAME --checkpoint {{ repo_id }}`.
 """
 
 
@@ -187,22 +195,81 @@ def _metrics_table(metrics: dict) -> str:
 
 
 LIBRARY_NAME = "croft"
+LICENSE = "mit"  # the repository's LICENSE
+PIPELINE_TAG = "zero-shot-image-classification"
 CARD_TAGS = ["clip", "open-set-recognition", "ood-detection", "croft"]
 PAPER_URL = "https://arxiv.org/abs/2405.16417"
 CARD_REPO_PLACEHOLDER = "path/to/checkpoint-folder"
 """What a local card says where the repo id goes; :func:`croft_core.heads.hub.push_checkpoint` fills it in."""
 
 
-def render_model_card(config: HeadConfig, repo_id: str | None = None) -> str:
+def base_model_id(spec: str) -> str | None:
+    """The Hub repo a backbone's weights come from: ``hf-hub:ORG/REPO`` -> ``ORG/REPO``,
+    ``ViT-B-16:openai`` -> open_clip's ``hf_hub`` of that tag (``timm/vit_base_patch16_clip_224.openai``);
+    None for local folders, the embedded model and random weights."""
+    if spec.startswith("hf-hub:"):
+        return spec.removeprefix("hf-hub:").strip("/") or None
+    name, sep, tag = spec.rpartition(":")
+    if not sep or not name or name.startswith("local-dir") or tag == "random":
+        return None
+    import open_clip
+
+    try:
+        cfg = open_clip.get_pretrained_cfg(name.replace("/", "-"), tag) or {}
+    except (KeyError, RuntimeError):
+        return None
+    return cfg.get("hf_hub", "").strip("/") or None
+
+
+def _eval_results(config: HeadConfig, results: dict | None) -> tuple[str | None, list]:
+    """``(dataset name, EvalResult list)`` from a results JSON (:func:`croft_core.runs.evaluate.evaluate`),
+    else from the config's flat metrics (``id_accuracy``, ``accuracy/<set>``, ``energy_auroc``, ...)."""
+    from huggingface_hub import EvalResult
+
+    results = results or {}
+    dataset = results.get("benchmark") or config.training.get("benchmark")
+    name = str(dataset) if dataset else "evaluation set"
+    found: list[tuple[str, str, float]] = []  # (metric type, metric name, value)
+    if isinstance(results.get("id"), dict) and "accuracy" in results["id"]:
+        found.append(("accuracy", f"ID accuracy ({results['id'].get('name', 'test')})", results["id"]["accuracy"]))
+        for c in results.get("covariate") or []:
+            found.append(("accuracy", f"covariate-shift accuracy ({c['name']})", c["accuracy"]))
+        energy = (results.get("semantic_all") or {}).get("energy") or {}
+        for key in ("auroc", "fpr95", "aupr_in"):
+            if key in energy:
+                found.append((key, f"semantic-shift detection {key.upper()} (energy)", energy[key]))
+    else:
+        for key, value in sorted(config.metrics.items()):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                kind = "accuracy" if "accuracy" in key else key.removeprefix("energy_")
+                found.append((kind, key, value))
+    out = [EvalResult(task_type=PIPELINE_TAG, task_name="Open-set image classification", dataset_type=name,
+                      dataset_name=name, metric_type=kind, metric_name=label, metric_value=round(float(value), 4))
+           for kind, label, value in found if value == value]  # NaN: not a result
+    return (str(dataset) if dataset else None), out
+
+
+def render_model_card(config: HeadConfig, repo_id: str | None = None, results: dict | None = None) -> str:
     """The model card (``README.md``) of a checkpoint, for the Hub repo ``repo_id``.
+
+    The front matter follows the Hub's conventions: ``license``, ``library_name``, ``pipeline_tag``,
+    ``base_model`` (the Hub repo of the backbone's weights, when it has one), ``datasets`` (the
+    benchmark, when it is a Hub dataset id), ``tags`` and ``model-index`` with the evaluation
+    results (from ``results``, the run's results JSON, else the config's metrics).
 
     Without ``repo_id`` (a local folder) the usage snippet names :data:`CARD_REPO_PLACEHOLDER`,
     never this machine's path; ``croft push`` fills in the repo it uploads to.
     """
     c = config
+    title = f"CRoFT Lab head: {c.method} on {c.backbone or 'CLIP'}"
+    dataset, evals = _eval_results(c, results)
+    data = ModelCardData(library_name=LIBRARY_NAME, license=LICENSE, pipeline_tag=PIPELINE_TAG,
+                         tags=sorted(CARD_TAGS), base_model=base_model_id(c.backbone),
+                         datasets=[dataset] if dataset and "/" in dataset else None,
+                         model_name=title if evals else None, eval_results=evals or None)
     card = ModelCard.from_template(
-        ModelCardData(library_name=LIBRARY_NAME, tags=sorted(CARD_TAGS)), template_str=MODEL_CARD,
-        paper_url=PAPER_URL, title=f"CRoFT Lab head: {c.method} on {c.backbone or 'CLIP'}",
+        data, template_str=MODEL_CARD,
+        paper_url=PAPER_URL, title=title,
         method=c.method, backbone=c.backbone, num_classes=len(c.classnames),
         classes=", ".join(c.classnames[:50]) + (" ..." if len(c.classnames) > 50 else ""),
         threshold="uncalibrated" if c.threshold is None else f"{c.threshold:.4f}",

@@ -92,11 +92,19 @@ def push_checkpoint(folder: str | Path, repo_id: str, *, private: bool = False,
 def card_for_repo(folder: str | Path, repo_id: str) -> str:
     """The folder's model card with ``repo_id`` where the local card has the placeholder.
 
-    A card without the placeholder (none, or one written by an older version with a local path as
-    the repo) is rendered again from ``config.json``.
+    A training run's folder (a ``results.json`` of :func:`croft_core.runs.evaluate.evaluate`) gets
+    its card rendered again with the results as ``model-index``; a card without the placeholder
+    (none, or one written by an older version with a local path as the repo) is rendered again
+    from ``config.json``.
     """
+    import json
+
     path = Path(folder) / "README.md"
     card = path.read_text(encoding="utf-8") if path.is_file() else ""
+    results_file = Path(folder) / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else None
+    if isinstance(results, dict) and isinstance(results.get("id"), dict):
+        return render_model_card(read_checkpoint_config(folder), repo_id, results)
     if CARD_REPO_PLACEHOLDER in card:
         return card.replace(CARD_REPO_PLACEHOLDER, repo_id)
     return render_model_card(read_checkpoint_config(folder), repo_id)

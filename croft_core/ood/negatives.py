@@ -52,7 +52,7 @@ from croft_core.ood.scores import neglabel
 logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_NEG_THRESHOLD", "Lexicon", "LexiconError", "NegativeLabels", "generic_words", "lexicon_path",
-           "mine_negatives", "parse_lexicon", "read_lexicon"]
+           "load_lexicon_embeddings", "mine_negatives", "parse_lexicon", "read_lexicon", "save_lexicon_embeddings"]
 
 DEFAULT_NEG_THRESHOLD = 0.01
 """Accept when ``S(x) >= DEFAULT_NEG_THRESHOLD``: reject only when the negatives hold >= 99% of the mass.
@@ -248,6 +248,80 @@ def encode_lexicon(backbone: Backbone, lexicon: Lexicon, *, cache_dir: str | Pat
     return embeddings
 
 
+SHIPPED_PROBE_WORDS = 4  # words re-encoded when shipped embeddings are loaded (the weights check)
+SHIPPED_MIN_COSINE = 0.995  # each probe's shipped and fresh embeddings must agree this well
+
+
+def _spec_key(spec: str) -> str:
+    """A spec without its machine: ``local-dir:/a/b/model`` -> ``local-dir:model`` (the weights are probed)."""
+    if spec.startswith("local-dir:"):
+        return "local-dir:" + Path(spec.removeprefix("local-dir:").rstrip("/")).name
+    return spec
+
+
+def _words_digest(lexicon: Lexicon) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(lexicon.words).encode()).hexdigest()
+
+
+def save_lexicon_embeddings(backbone: Backbone, lexicon: Lexicon, path: str | Path, *,
+                            embeddings: torch.Tensor | None = None) -> Path:
+    """Write the lexicon's text embeddings to one safetensors file that can ship with an app.
+
+    The file names the backbone spec and the lexicon's words (a digest); :func:`load_lexicon_embeddings`
+    checks both, and re-encodes a few words to check the weights, before using it.
+
+    Args:
+        backbone: the frozen backbone.
+        lexicon: its lexicon (:func:`read_lexicon` of :func:`lexicon_path`).
+        path: the file to write.
+        embeddings: already computed ``[L, d]`` (default: :func:`encode_lexicon`, disk cache off).
+    """
+    from safetensors.torch import save_file
+
+    emb = encode_lexicon(backbone, lexicon, cache_dir=None) if embeddings is None else embeddings
+    if emb.shape[0] != len(lexicon):
+        raise LexiconError(f"{emb.shape[0]} embeddings for a lexicon of {len(lexicon)} words")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"embeddings": emb.detach().float().cpu().contiguous()}, str(path),
+              metadata={"spec": _spec_key(backbone.spec), "words": _words_digest(lexicon), "count": str(len(lexicon)),
+                        "templates": json.dumps(list(NEG_TEMPLATES))})
+    return path
+
+
+def load_lexicon_embeddings(backbone: Backbone, lexicon: Lexicon, path: str | Path) -> torch.Tensor | None:
+    """Shipped lexicon embeddings (:func:`save_lexicon_embeddings`) if they fit this backbone, else None.
+
+    They fit when the file names this backbone's spec, this lexicon's words and templates, and
+    :data:`SHIPPED_PROBE_WORDS` words encoded now agree with the file (cosine >=
+    :data:`SHIPPED_MIN_COSINE`): other weights under the same name are caught. A missing or
+    mismatching file is logged and ignored (the lexicon is then encoded as usual).
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        meta, emb = f.metadata() or {}, f.get_tensor("embeddings")
+    expected = {"spec": _spec_key(backbone.spec), "words": _words_digest(lexicon), "templates": json.dumps(list(NEG_TEMPLATES))}
+    wrong = [k for k, v in expected.items() if meta.get(k) != v]
+    if wrong or emb.shape[0] != len(lexicon):
+        logger.warning("shipped lexicon embeddings %s do not fit (%s differ); encoding the lexicon instead",
+                       path.name, ", ".join(wrong) or "count")
+        return None
+    probe = min(SHIPPED_PROBE_WORDS, len(lexicon))
+    fresh = build_text_classifier(backbone, lexicon.words[:probe], NEG_TEMPLATES, cache_dir=None).float().cpu()
+    cosine = torch.nn.functional.cosine_similarity(fresh, emb[:probe], dim=-1)
+    if bool((cosine < SHIPPED_MIN_COSINE).any()):
+        logger.warning("shipped lexicon embeddings %s were computed with other weights (cosine %.3f); "
+                       "encoding the lexicon instead", path.name, float(cosine.min()))
+        return None
+    return emb.to(backbone.device)
+
+
 def mine_negatives(label_text: torch.Tensor, candidates: torch.Tensor, num: int,
                    percentile: float = NEG_PERCENTILE) -> torch.Tensor:
     """Indices of the ``num`` candidates farthest from the labels (NegLabel's NegMining).
@@ -360,7 +434,8 @@ class NegativeLabels:
             fraction: float | None = None, generic_share: float | None = None, threshold: float | None = None,
             percentile: float = NEG_PERCENTILE, n_groups: int = NEG_GROUPS, min_group: int = NEG_MIN_GROUP,
             temperature: float = NEG_TEMPERATURE, seed: int = 0, cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
-            progress: Callable[[int, int], Any] | None = None) -> NegativeLabels:
+            progress: Callable[[int, int], Any] | None = None,
+            lexicon_embeddings: torch.Tensor | None = None) -> NegativeLabels:
         """Mine the negative labels of a vocabulary.
 
         Args:
@@ -383,6 +458,8 @@ class NegativeLabels:
             seed: seeds the random groups.
             cache_dir: text cache root for the lexicon and the labels (None disables it).
             progress: ``progress(done, total)`` while the lexicon is encoded.
+            lexicon_embeddings: the lexicon's embeddings ``[L, d]`` when already at hand (shipped
+                with an app: :func:`load_lexicon_embeddings`); default: :func:`encode_lexicon`.
 
         Raises:
             LexiconError: empty lexicon, or fewer words than M once the class names (and the
@@ -397,7 +474,8 @@ class NegativeLabels:
         keep, removed = _collisions(lexicon, classnames)
         if removed:
             logger.info("class names also in the lexicon, removed from the negatives: %s", ", ".join(removed))
-        lex = encode_lexicon(backbone, lexicon, cache_dir=cache_dir, progress=progress)
+        lex = lexicon_embeddings if lexicon_embeddings is not None else \
+            encode_lexicon(backbone, lexicon, cache_dir=cache_dir, progress=progress)
         generic_share = lexicon.generic_share if generic_share is None else generic_share
         generic = generic_words(lex, generic_share).tolist()  # the same for every vocabulary
         keep = sorted(set(keep) - set(generic))

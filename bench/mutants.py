@@ -53,8 +53,11 @@ MUTANTS: list[tuple[str, str, str, str, list[str]]] = [
     ("clip_adapter_ratio_swapped", "croft_core/heads/baselines.py",
      "return l2n(self.ratio * self.mlp(f) + (1 - self.ratio) * f)",
      "return l2n((1 - self.ratio) * self.mlp(f) + self.ratio * f)", [POWER]),
-    ("clip_adapter_no_input_norm", "croft_core/heads/baselines.py",
-     "        f = l2n(f)\n        return l2n(self.ratio", "        return l2n(self.ratio", [POWER]),
+    # (dropping CLIP-Adapter's input l2n is an equivalent mutant: the bias-free ReLU MLP is positively
+    # homogeneous, so the output direction, which is all that is kept, does not change)
+    ("clip_adapter_no_output_norm", "croft_core/heads/baselines.py",
+     "return l2n(self.ratio * self.mlp(f) + (1 - self.ratio) * f)",
+     "return self.ratio * self.mlp(f) + (1 - self.ratio) * f", [POWER]),
     ("tip_alpha_ignored", "croft_core/heads/baselines.py", "+ self.alpha * cache_logits", "+ cache_logits",
      [POWER]),
     ("tip_query_not_normalised", "croft_core/heads/baselines.py",

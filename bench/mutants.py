@@ -78,7 +78,7 @@ MUTANTS: list[tuple[str, str, str, str, list[str]]] = [
      "return l2n(self.image_ratio * f @ w + (1 - self.image_ratio) * f)", [POWER]),
     ("croft_text_ratio_swapped", "croft_core/heads/checkpoint.py",
      "return l2n(self.text_ratio * t @ w.T + (1 - self.text_ratio) * t)",
-     "return l2n(self.text_ratio * t @ w.T + self.text_ratio * t)", [POWER]),
+     "return l2n((1 - self.text_ratio) * t @ w.T + self.text_ratio * t)", [POWER]),
     ("croft_perturb_no_residual", "croft_core/heads/checkpoint.py", "return l2n(x @ w + x)",
      "return l2n(x @ w)", [POWER]),
     ("croft_generate_order", "croft_core/heads/checkpoint.py",

@@ -135,6 +135,10 @@ def test_croft_adapters_known_answer():
     # f W_i^T = e0 shift^T = e_{1}: 0.25 e1 + 0.75 e0
     torch.testing.assert_close(head.adapt_image(f), l2n(0.25 * EYE[1:2] + 0.75 * EYE[0:1]))
     torch.testing.assert_close(head.adapt_text(EYE[0:1]), l2n(0.5 * EYE[1:2] + 0.5 * EYE[0:1]))
+    lopsided = CroftHead(D, text_ratio=0.25)  # beta != 0.5, so swapping beta and 1 - beta shows
+    with torch.no_grad():
+        lopsided.text_weight.copy_(shift)
+    torch.testing.assert_close(lopsided.adapt_text(2.0 * EYE[0:1]), l2n(0.25 * EYE[1:2] + 0.75 * EYE[0:1]))
     # perturb: n(x W_g + x): e0 shift = row 0 of shift = e_{5}
     torch.testing.assert_close(head.perturb(EYE[0:1]), l2n(EYE[5:6] + EYE[0:1]))
     logits = head(f, EYE[0:2])

@@ -236,10 +236,11 @@ def test_covariate_correct_is_the_paper_setup2_id_side(setup):
                      ["s0", "s1", "s2"], "unseen")
     feats.covariate, feats.semantic = [cov], [sem]
     source, _ = evaluate(model, text, feats)
-    paper, _ = evaluate(model, text, feats, detection_id="covariate_correct")
+    paper, paper_energies = evaluate(model, text, feats, detection_id="covariate_correct")
     e = {fs.name: compute_scores(model, fs.first_view(), text)[1]["energy"] for fs in (cov, sem)}
     expected = auroc(e["painting"][[0, 2]], e["unseen"])
     assert 0.0 < expected < 1.0
+    np.testing.assert_allclose(paper_energies["ID side: correctly classified painting"], e["painting"][[0, 2]])
     assert paper["semantic_all"]["energy"]["auroc"] == pytest.approx(expected)
     assert source["semantic_all"]["energy"]["auroc"] == 1.0
     assert auroc(e["painting"], e["unseen"]) != pytest.approx(expected)  # the misclassified one counts

@@ -239,6 +239,8 @@ def evaluate(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFea
     results["detection"] = {
         "id_side": reference, "description": DETECTION_IDS[reference], "n": int(len(id_ref["energy"])),
         "sets": [feats.id_test.name] if reference.startswith("id_test") else [fs.name for fs in feats.covariate]}
+    if reference != "id_test":  # the report's ROC curves use the side the AUROC was computed on
+        energies[f"ID side: correctly classified {', '.join(results['detection']['sets'])}"] = id_ref["energy"]
     sem_scores = [run(fs)[1] for fs in feats.semantic]
     for fs, sc in zip(feats.semantic, sem_scores):
         results["semantic"].append({"name": fs.name, "n": len(fs)})

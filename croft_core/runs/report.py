@@ -394,7 +394,8 @@ def write_report(path: str | Path, summary: dict[str, Any], energies: dict[str, 
     for method, groups in energies.items():
         figures.append(viz.energy_histogram(_pool_semantic(groups),
                                             title=f"{method}: energy distributions (seed {summary['seeds'][0]})"))
-        id_key = next((k for k in groups if k.startswith("ID")), None)
+        id_key = (next((k for k in groups if k.startswith("ID side")), None)  # the detection's own side
+                  or next((k for k in groups if k.startswith("ID")), None))
         sem = {k: np.asarray(v) for k, v in groups.items() if k.startswith("semantic")}
         if id_key and sem:
             figures.append(viz.roc_curves(np.asarray(groups[id_key]), sem,

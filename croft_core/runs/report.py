@@ -95,7 +95,8 @@ def paired_comparisons(per_seed: dict[str, dict[int, dict[str, float]]], keys: S
     """
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for key in keys:
-        values = {m: {s: f[key] for s, f in seeds.items() if key in f} for m, seeds in per_seed.items()}
+        values = {m: {s: f[key] for s, f in seeds.items() if key in f and not math.isnan(f[key])}
+                  for m, seeds in per_seed.items()}
         means = {m: statistics.fmean(v.values()) for m, v in values.items() if v}
         rows = {}
         for method, vals in values.items():

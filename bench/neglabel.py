@@ -221,12 +221,13 @@ def detection(backbone, cache_dir) -> None:
             model = make(bench)
             if list(model.config.classnames) != list(bench.classnames):
                 continue  # a checkpoint scores only its own classes
-            results, _ = evaluate(model, text, feats)
-            for score in ("neglabel", "energy", "mcm"):
-                m = results["semantic_all"][score]
-                print(f"{name:<10} {label:<13} {score:<9} AUROC {100 * m['auroc']:5.1f}  FPR95 "
-                      f"{100 * m['fpr95']:5.1f}  (full-spectrum AUROC "
-                      f"{100 * results['full_spectrum'][score]['auroc']:5.1f})")
+            for side in dict.fromkeys(["id_test", bench.detection_id]):  # source side, then the paper's
+                results, _ = evaluate(model, text, feats, detection_id=side)
+                for score in ("neglabel", "energy", "mcm"):
+                    m = results["semantic_all"][score]
+                    print(f"{name:<10} {label:<13} {score:<9} ID side {side:<17} AUROC {100 * m['auroc']:5.1f}"
+                          f"  FPR95 {100 * m['fpr95']:5.1f}  (full-spectrum AUROC "
+                          f"{100 * results['full_spectrum'][score]['auroc']:5.1f})")
 
 
 def speed(backbone, pixels: torch.Tensor) -> None:

@@ -17,6 +17,11 @@ so every trained method chooses among two configurations on validation (never te
 ``--min-steps 500`` (16-shot runs on 10 classes otherwise get 150 steps; CROFT_SPEC's Setup-II runs
 get several hundred). The commands are printed before they run; ``--dry-run`` only prints them.
 ``python bench/shapes_results.py RUNS_DIR`` turns the results into the tables.
+
+``--search N`` runs issue 21's protocol instead: one ``croft bench`` per benchmark with every method,
+N configurations per method and seed drawn from its declared space (``SEARCH_SPACES``), seeds 1-5,
+so the summary holds the 95% intervals and the paired differences of every method against
+zero-shot and the best other method (``RUNS_DIR/<benchmark>/search``).
 """
 
 from __future__ import annotations
@@ -34,14 +39,23 @@ GROUPS = (("fixed", "zeroshot,linear_probe", ()),
 COMMON = ("--backbone", "embedded", "--seeds", "1,2,3", "--shots", "16", "--min-steps", "500", "--quiet")
 
 
-def commands(runs_dir: str, benchmark: str) -> list[list[str]]:
-    """The ``croft`` argument lists of one benchmark's comparison."""
+ALL_METHODS = "zeroshot,linear_probe,clip_adapter,tip_adapter,croft,croft_noedr,croft_clean"
+SEARCH_SEEDS = "1,2,3,4,5"
+
+
+def commands(runs_dir: str, benchmark: str, search: int = 0) -> list[list[str]]:
+    """The ``croft`` argument lists of one benchmark's comparison (one ``--search N`` bench when
+    ``search``, else the three fixed-grid groups)."""
     if benchmark == "shapes_dg":
         bench_args = ["--benchmark", "shapes_dg", "--benchmark-arg", f"heldout={json.dumps(list(DOMAINS))}"]
     elif benchmark.startswith("shapes_dg_"):
         bench_args = ["--benchmark", "shapes_dg", "--benchmark-arg", f"heldout={benchmark.removeprefix('shapes_dg_')}"]
     else:
         bench_args = ["--benchmark", benchmark]
+    if search:
+        common = [a if a != "1,2,3" else SEARCH_SEEDS for a in COMMON]
+        return [["bench", *bench_args, "--methods", ALL_METHODS, "--search", str(search), *common,
+                 "--cache-dir", f"{runs_dir}/cache", "--out", f"{runs_dir}/{benchmark}/search"]]
     out = []
     for name, methods, grid in GROUPS:
         out.append(["bench", *bench_args, "--methods", methods, *grid, *COMMON,
@@ -51,12 +65,16 @@ def commands(runs_dir: str, benchmark: str) -> list[list[str]]:
 
 def main(argv: list[str]) -> int:
     dry = "--dry-run" in argv
+    search = 0
+    if "--search" in argv:
+        i = argv.index("--search")
+        search, argv = int(argv[i + 1]), argv[:i] + argv[i + 2:]
     args = [a for a in argv if a != "--dry-run"]
     runs_dir, benchmarks = args[0], args[1:] or ["shapes", "shapes_dg_painting"]
     from croft_core.cli import main as croft
 
     for benchmark in benchmarks:
-        for cmd in commands(runs_dir, benchmark):
+        for cmd in commands(runs_dir, benchmark, search):
             print("croft " + shlex.join(cmd), flush=True)
             if not dry and not (Path(cmd[-1]) / "summary.json").is_file():
                 code = croft(cmd)

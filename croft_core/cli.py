@@ -93,12 +93,22 @@ def _add_hyper(p: argparse.ArgumentParser) -> None:
                         "method's defaults (croft_noedr's lambda2 = 0 too)")
 
 
+def _add_detection(p: argparse.ArgumentParser) -> None:
+    from croft_core.data.benchmarks.spec import DETECTION_IDS
+
+    p.add_argument("--detection-id", choices=sorted(DETECTION_IDS), default=None,
+                   help="the ID side of open-set detection (default: the benchmark's own; setup2 and "
+                        "shapes_dg use covariate_correct, the paper's protocol; id_test gives the "
+                        "source-side numbers)")
+
+
 def _add_train(p: argparse.ArgumentParser) -> None:
     _add_common(p)
     p.add_argument("--method", default="croft")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", required=True, help="run folder (checkpoint, results.json, history)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
+    _add_detection(p)
     _add_hyper(p)
 
 
@@ -110,7 +120,9 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", required=True, help="where to write the results JSON")
     p.add_argument("--correct-only", action="store_true",
-                   help="official variant: only correctly classified ID images as the ID side")
+                   help="only correctly classified ID test images as the ID side (= --detection-id "
+                        "id_test_correct)")
+    _add_detection(p)
     p.add_argument("--no-knn", action="store_true", help="skip the KNN score (no training split)")
 
 
@@ -120,6 +132,11 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--out", required=True)
     p.add_argument("--quick", action="store_true", help="CI mode: 5 epochs, 2 views")
+    p.add_argument("--search", type=int, default=0, metavar="N",
+                   help="equal tuning budgets: draw N configurations per method and seed from the "
+                        "method's declared space (croft_core.runs.train.SEARCH_SPACES), seeded, "
+                        "selected on validation only")
+    _add_detection(p)
     _add_hyper(p)
 
 
@@ -252,7 +269,7 @@ def _run_train(args: argparse.Namespace) -> int:
     results = train_and_evaluate(backbone, benchmark_for(args.seed), cfg, shots=_shots(args.shots),
                                  out_dir=args.out, views=args.views, cache_dir=_cache(args),
                                  resume=not args.no_resume, progress=not args.quiet,
-                                 num_workers=args.workers, grid=grid)
+                                 num_workers=args.workers, grid=grid, detection_id=args.detection_id)
     print(json.dumps({"out": args.out, "id_accuracy": results["id"]["accuracy"],
                       "energy_auroc": results.get("semantic_all", {}).get("energy", {}).get("auroc")}))
     return 0
@@ -270,7 +287,8 @@ def _run_eval(args: argparse.Namespace) -> int:
              else load_model(args.checkpoint, device=str(backbone.device)))
     results, _ = evaluate_checkpoint(backbone, benchmark, model, seed=args.seed, shots=_shots(args.shots),
                                      views=args.views, cache_dir=_cache(args), knn=not args.no_knn,
-                                     correct_only=args.correct_only, num_workers=args.workers)
+                                     correct_only=args.correct_only, detection_id=args.detection_id,
+                                     num_workers=args.workers)
     write_results(args.json, results)
     print(args.json)
     return 0
@@ -278,7 +296,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 def _run_bench(args: argparse.Namespace) -> int:
     from croft_core.runs.pipeline import run_bench, sweep_axis
-    from croft_core.runs.report import markdown_table
+    from croft_core.runs.report import markdown_table, statistics_markdown
     from croft_core.runs.train import method_config
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -289,13 +307,16 @@ def _run_bench(args: argparse.Namespace) -> int:
     for m in methods:  # validate every method before any work
         method_config(m, **overrides)
     benchmark_args, grid = _benchmark_args(args.benchmark_arg), _grid(args.grid)
+    if args.search < 0 or (args.search and grid):
+        raise UsageError("--search N needs N >= 1 and no --grid (the search draws from each method's space)")
     sweep_axis(args.benchmark, benchmark_args)  # a list is a sweep; two lists fail before any work
     summary = run_bench(_backbone(args), args.benchmark, methods, _ints(args.seeds), args.out,
                         shots=_shots(args.shots),
                         config_for=lambda m, s: method_config(m, seed=s, **overrides),
                         views=views, cache_dir=_cache(args), progress=not args.quiet,
-                        num_workers=args.workers, grid=grid, benchmark_args=benchmark_args)
-    print(markdown_table(summary))
+                        num_workers=args.workers, grid=grid, benchmark_args=benchmark_args,
+                        detection_id=args.detection_id, search=args.search)
+    print(markdown_table(summary) + "\n\n" + statistics_markdown(summary))
     return 0
 
 

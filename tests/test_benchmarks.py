@@ -324,6 +324,10 @@ def test_setup2_definitions():
     assert bench.val.domains == bench.id_test.domains == bench.train.domains
     assert [(s.name, s.domains) for s in bench.covariate] == [("sketch", ("sketch",))]
     assert bench.shots_per == "class_domain" and bench.text_mode == "raw" and bench.val_shots == 16
+    assert bench.detection_id == "covariate_correct"  # CROFT_SPEC §3.2: held-out images, correct only
+    assert Benchmark.from_dict(bench.to_dict()).detection_id == "covariate_correct"
+    with pytest.raises(ValueError, match="detection_id must be one of"):
+        dataclasses.replace(bench, detection_id="source")
     semantic = {s.name: s for s in bench.semantic}
     assert list(semantic) == ["dtd", "food101", "caltech101"]
     caltech_excluded = set(semantic["caltech101"].exclude_classes)

@@ -197,3 +197,15 @@ def test_check_sources_prints_the_table_and_fails_on_a_mismatch(monkeypatch, cap
     rows.append(SourceCheck("food101", "org/food101", "main", status="mismatch"))
     assert main(["check-sources"]) == 1
     assert "food101" in capsys.readouterr().out
+
+
+def test_search_and_detection_flags(tmp_path, capsys):
+    from croft_core.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--out", "x", "--search", "8", "--detection-id", "id_test"])
+    assert (args.search, args.detection_id) == (8, "id_test")
+    assert build_parser().parse_args(["eval", "--json", "x", "--method", "zeroshot"]).detection_id is None
+    assert main(["bench", "--out", str(tmp_path), "--search", "2", "--grid", "lr=0.1,0.2"]) == 1
+    assert "--search N needs N >= 1 and no --grid" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--out", str(tmp_path), "--detection-id", "painting"])

@@ -65,6 +65,27 @@ def test_correct_only_reference(setup):
     assert official["semantic"][0]["scores"]["energy"]["auroc"] == 1.0
 
 
+def test_deployment_threshold_is_fitted_on_validation_and_says_so(setup):
+    """Validation energies differ from the ID test's: the threshold is the validation quantile and
+    ``fitted_on`` names the split it was fitted on."""
+    from croft_core.ood.metrics import threshold_at_tpr
+    from croft_core.runs.evaluate import compute_scores
+
+    model, text, feats = setup
+    eye = torch.eye(D)
+    val = FeatureSet(torch.stack([eye[y] + w * eye[6] for y, w in zip([0, 1, 2, 0], [0.2, 0.5, 0.9, 1.4])]),
+                     torch.tensor([0, 1, 2, 0]), ["v0", "v1", "v2", "v3"], "source val")
+    feats.val = val
+    results, _ = evaluate(model, text, feats)
+    val_energy = compute_scores(model, val.first_view(), text)[1]["energy"]
+    id_energy = compute_scores(model, feats.id_test.first_view(), text)[1]["energy"]
+    assert threshold_at_tpr(val_energy, 0.95) != pytest.approx(threshold_at_tpr(id_energy, 0.95))
+    thr = results["threshold"]
+    assert thr["value"] == pytest.approx(threshold_at_tpr(val_energy, 0.95))
+    assert thr["fitted_on"] == "val" and thr["fitted_on_split"] == "source val" and thr["n"] == 4
+    assert thr["id_accept_rate"] == 1.0  # the ID test energies all sit above the validation quantile
+
+
 def test_calibrate_stores_threshold(setup):
     model, text, feats = setup
     calibrate(model, text, feats.val, tpr=0.95)
@@ -196,3 +217,48 @@ def test_report_table_shows_neglabel():
            "semantic_all": {"neglabel": {"auroc": 0.875, "fpr95": 0.25, "aupr_in": 0.9, "aupr_out": 0.8}}}
     table = markdown_table(summarize([run]))
     assert "NegLabel AUROC | NegLabel FPR95" in table and "87.5 ± 0.0 | 25.0 ± 0.0" in table
+
+
+def test_covariate_correct_is_the_paper_setup2_id_side(setup):
+    """CRoFT Setup-II: the ID side of detection is the correctly classified held-out images.
+
+    The covariate set gets a misclassified, high-energy image (it must be left out) and two
+    correct ones whose energies sit below the semantic set's best; the ID test set is perfect, so
+    the source-side AUROC is 1 while the paper's is not."""
+    from croft_core.ood.metrics import auroc
+    from croft_core.runs.evaluate import compute_scores
+
+    model, text, feats = setup
+    eye = torch.eye(D)
+    cov = FeatureSet(torch.stack([eye[0] + 2.0 * eye[6], 3 * eye[1], eye[2] + 3.0 * eye[7]]),
+                     torch.tensor([0, 2, 2]), ["c0", "c1", "c2"], "painting")  # c1: predicted 1, label 2
+    sem = FeatureSet(torch.stack([eye[4], eye[0] + 1.0 * eye[5], eye[7]]), torch.full((3,), -1),
+                     ["s0", "s1", "s2"], "unseen")
+    feats.covariate, feats.semantic = [cov], [sem]
+    source, _ = evaluate(model, text, feats)
+    paper, paper_energies = evaluate(model, text, feats, detection_id="covariate_correct")
+    e = {fs.name: compute_scores(model, fs.first_view(), text)[1]["energy"] for fs in (cov, sem)}
+    expected = auroc(e["painting"][[0, 2]], e["unseen"])
+    assert 0.0 < expected < 1.0
+    np.testing.assert_allclose(paper_energies["ID side: correctly classified painting"], e["painting"][[0, 2]])
+    assert paper["semantic_all"]["energy"]["auroc"] == pytest.approx(expected)
+    assert source["semantic_all"]["energy"]["auroc"] == 1.0
+    assert auroc(e["painting"], e["unseen"]) != pytest.approx(expected)  # the misclassified one counts
+    assert paper["detection"] == {"id_side": "covariate_correct", "n": 2, "sets": ["painting"],
+                                  "description": paper["detection"]["description"]}
+    assert source["detection"]["id_side"] == "id_test" and source["detection"]["sets"] == ["photo"]
+    # the full-spectrum view and the threshold do not depend on the detection side
+    assert paper["full_spectrum"] == source["full_spectrum"] and paper["threshold"] == source["threshold"]
+    with pytest.raises(ValueError, match="detection_id must be one of"):
+        evaluate(model, text, feats, detection_id="painting")
+    feats.covariate = []
+    with pytest.raises(ValueError, match="needs a covariate set"):
+        evaluate(model, text, feats, detection_id="covariate_correct")
+
+
+def test_no_correct_image_gives_nan_detection_not_a_crash(setup):
+    model, text, feats = setup
+    eye = torch.eye(D)
+    feats.covariate = [FeatureSet(torch.stack([eye[1], eye[2]]), torch.tensor([0, 0]), ["c0", "c1"], "painting")]
+    results, _ = evaluate(model, text, feats, detection_id="covariate_correct")
+    assert results["detection"]["n"] == 0 and np.isnan(results["semantic_all"]["energy"]["auroc"])

@@ -199,3 +199,47 @@ def test_clean_penalty_is_gradient_of_classifier_energy():
                                   reduction="sample_sum", combine="separate", delta=0.0)
     # equal up to the 1e-6 of n(.) (rows are normalised before the adapter here, raw in the forward)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)
+
+
+def test_clean_step_matches_a_reference():
+    """One clean step (generator, then adapters) against the objective written out by hand.
+
+    Fails when the covariate CE, the generator's push-away sign or the lambda2 term is dropped."""
+    d, lr, l1, l2 = 6, 0.05, 5.0, 2.0
+    g = torch.Generator().manual_seed(7)
+    f, t = torch.randn(5, d, generator=g, dtype=torch.float64), torch.randn(3, d, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    head = CroftHead(d, logit_scale=TAU, image_ratio=ALPHA, text_ratio=BETA, generator_input="zeroshot").double()
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(0.2 * torch.randn(d, d, generator=g, dtype=torch.float64))
+    w_i, w_t, w_g = (p.detach().clone() for p in (head.image_weight, head.text_weight, head.generator_weight))
+    opts = (torch.optim.SGD(head.adapter_parameters(), lr=lr), torch.optim.SGD(head.generator_parameters(), lr=lr))
+    clean_step(head, f, t, y, opts, lambda1=l1, lambda2=l2, gen_steps=1, edr_reduction="sample_sum")
+
+    unit = _n  # the official normalisation, x / (||x|| + 1e-6), as the library's l2n
+
+    def image(x, w):
+        return unit(ALPHA * x @ w.T + (1 - ALPHA) * x)
+
+    def text(x, w):
+        return unit(BETA * x @ w.T + (1 - BETA) * x)
+
+    same = (y[:, None] == y[None, :]).double()
+    z = unit(f)
+    # 1. generator: stay classifiable (adapters fixed) while moving away from same-class features
+    wg = w_g.clone().requires_grad_()
+    x_cov = unit(z @ wg + z)
+    loss_gen = _ce(TAU * image(x_cov, w_i) @ text(t, w_t).T, y) + l1 * (same * (x_cov @ z.T)).sum() / 25
+    wg_new = w_g - lr * torch.autograd.grad(loss_gen, wg)[0]
+    # 2. adapters: CE(ID) + CE(covariate) + lambda2 (||dPhi/dW_i||^2 + ||dPhi/dW_t||^2)
+    wi, wt = w_i.clone().requires_grad_(), w_t.clone().requires_grad_()
+    x_cov = unit(z @ wg_new + z)
+    loss = _ce(TAU * image(f, wi) @ text(t, wt).T, y) + _ce(TAU * image(x_cov, wi) @ text(t, wt).T, y)
+    phi = torch.exp(image(torch.cat([z, x_cov]), wi) @ text(t, wt).T).sum(1).mean()
+    gi, gt = torch.autograd.grad(phi, (wi, wt), create_graph=True)
+    loss = loss + l2 * ((gi ** 2).sum() + (gt ** 2).sum())
+    d_i, d_t = torch.autograd.grad(loss, (wi, wt))
+    torch.testing.assert_close(head.generator_weight.detach(), wg_new, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(head.image_weight.detach(), w_i - lr * d_i, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(head.text_weight.detach(), w_t - lr * d_t, rtol=1e-5, atol=1e-7)

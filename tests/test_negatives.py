@@ -65,6 +65,17 @@ def test_mining_keeps_the_farthest_by_a_high_percentile():
         mine_negatives(labels, candidates, 5)
 
 
+def test_mining_uses_the_95th_percentile_not_the_maximum():
+    """With three labels the 95th percentile and the maximum rank candidates differently."""
+    labels = torch.eye(5)[:3]
+    a = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.0])  # cosines [.5, .5, .5]: 95th = max = 0.5
+    b = torch.tensor([0.0, 0.0, 0.52, (1 - 0.52 ** 2) ** 0.5, 0.0])  # [0, 0, .52]: 95th 0.468, max 0.52
+    candidates = torch.stack([a, b])
+    assert mine_negatives(labels, candidates, 1).tolist() == [1]  # the official 0.95: b is farther
+    assert mine_negatives(labels, candidates, 1, percentile=1.0).tolist() == [0]
+    assert mine_negatives(labels, candidates, 2).tolist() == [1, 0]
+
+
 def test_fit_removes_class_names_and_reports_them(lexicon_backbone, tmp_path):
     negs = NegativeLabels.fit(lexicon_backbone, ["Cat", "violin", "unicorn"], num_negatives=10, n_groups=4,
                               min_group=2, cache_dir=tmp_path)

@@ -129,3 +129,32 @@ def test_croft_bench_sweeps_a_list_and_refuses_two(tiny_spec, tiny_world, tmp_pa
                  f'root=["{tiny_world}", "{tiny_world}2"]', "--out", str(tmp_path / "c")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("croft: error: only one benchmark option can be a list") and err.count("\n") == 1
+
+
+def test_bench_search_draws_n_per_method_selects_on_validation_and_records_it(tiny_backbone, tiny_world, tmp_path):
+    import json
+
+    from croft_core.runs.pipeline import run_bench
+
+    out = tmp_path / "search"
+    summary = run_bench(tiny_backbone, "shapes_dg", ["zeroshot", "clip_adapter", "linear_probe"], [1], out,
+                        shots=3, config_for=lambda m, s: method_config(m, seed=s, epochs=1, batch_size=8),
+                        views=1, cache_dir=tmp_path / "cache", progress=False, search=2,
+                        benchmark_args={"heldout": "painting", "root": str(tiny_world)})
+    assert summary["detection"]["id_side"] == "covariate_correct"  # shapes_dg: the paper's side
+    assert set(summary["search"]) == {"clip_adapter", "linear_probe"}
+    for method in ("clip_adapter", "linear_probe"):
+        run = json.loads((out / f"{method}_seed1.json").read_text())
+        search = run["search"]
+        assert search["budget"] == 2 and len(search["tried"]) == 2
+        best = max(search["tried"], key=lambda r: r["val_accuracy"])
+        assert search["chosen"] == {k: v for k, v in best.items() if k != "val_accuracy"}
+        assert all(run["train_config"][k] == v for k, v in search["chosen"].items())
+        assert search["selected_on"] == "source styles val"  # validation of the source styles only
+        record = summary["search"][method][0]
+        assert record["seed"] == 1 and record["chosen"] == search["chosen"]
+        assert record["on_edge"] == [k for k, v in search["chosen"].items()
+                                     if v in (min(search["space"][k]), max(search["space"][k]))]
+    assert "zeroshot" not in summary["search"]
+    page = (out / "report.html").read_text()
+    assert "Configurations chosen on validation" in page and "Paired differences" in page

@@ -115,3 +115,16 @@ def test_examples_are_rendered_once(tmp_path):
     assert [p.name for p in paths] == [f"{s}-{st}.png" for s, st, _ in present.EXAMPLES]
     stamps = [p.stat().st_mtime_ns for p in paths]
     assert [p.stat().st_mtime_ns for p in present.render_examples(tmp_path)] == stamps
+
+
+def test_results_table_names_the_detection_side_when_it_is_not_the_id_test():
+    from croft_app.service.present import results_table
+
+    results = {"id": {"name": "source styles", "n": 3, "accuracy": 0.5}, "covariate": [], "semantic": [],
+               "semantic_all": {"energy": {"auroc": 0.7, "fpr95": 0.5}},
+               "detection": {"id_side": "id_test_correct", "sets": ["source styles"]}}
+    assert results_table(results)[1][0] == "all semantic (vs correctly classified source styles)"
+    results["detection"] = {"id_side": "covariate_correct", "sets": ["painting"]}
+    assert results_table(results)[1][0] == "all semantic (vs correctly classified painting)"
+    results["detection"] = {"id_side": "id_test", "sets": ["source styles"]}
+    assert results_table(results)[1][0] == "all semantic"

@@ -75,3 +75,56 @@ def test_shapes_results_uses_the_library_sweep_tables_for_both_run_layouts(tmp_p
     assert "| zeroshot | 50.0 ± 0.0 | – | – |" in text  # zero-shot was not run with painting held out
     assert "| croft | 70.0 ± 14.1 | 50.0 ± 14.1 | 60.0 ± 14.1 |" in text
     assert text.index("| zeroshot |") < text.index("| croft |")  # the method order of the tables
+
+
+# ---- intervals and paired differences ------------------------------------------------------------
+
+def test_t_interval_known_value():
+    from croft_core.runs.report import summarize, t_interval
+
+    lo, hi = t_interval([0.1, 0.2, 0.3])  # mean 0.2, sd 0.1, t(0.975, 2) = 4.302653
+    half = 4.302653 * 0.1 / math.sqrt(3)
+    assert lo == pytest.approx(0.2 - half, abs=1e-6) and hi == pytest.approx(0.2 + half, abs=1e-6)
+    assert t_interval([0.5]) is None
+    runs = [_run("m", s, a, 0.0) for s, a in ((1, 0.1), (2, 0.2), (3, 0.3))]
+    assert summarize(runs)["methods"]["m"]["id.accuracy"]["ci95"] == pytest.approx([0.2 - half, 0.2 + half])
+
+
+def test_paired_difference_is_per_seed_and_says_better_only_outside_zero():
+    from croft_core.runs.report import NO_DIFFERENCE, paired_difference, summarize
+
+    # a beats b by exactly 0.02 on every seed although the seeds spread by 0.3: paired -> better
+    a = {1: 0.52, 2: 0.72, 3: 0.92}
+    b = {1: 0.50, 2: 0.70, 3: 0.90}
+    d = paired_difference(a, b, "id.accuracy")
+    assert d["mean"] == pytest.approx(0.02) and d["verdict"] == "better" and d["n"] == 3
+    assert paired_difference(b, a, "id.accuracy")["verdict"] == "worse"
+    assert paired_difference(a, b, "semantic_all.energy.fpr95")["verdict"] == "worse"  # lower is better
+    noisy = paired_difference({1: 0.6, 2: 0.5, 3: 0.7}, {1: 0.5, 2: 0.6, 3: 0.6}, "id.accuracy")
+    assert noisy["verdict"] == NO_DIFFERENCE and noisy["ci95"][0] < 0 < noisy["ci95"][1]
+    assert paired_difference({1: 0.9}, {1: 0.1}, "id.accuracy")["verdict"] == NO_DIFFERENCE  # one seed
+    assert paired_difference({1: 0.9}, {2: 0.1}, "id.accuracy") is None  # no common seed
+
+    runs = [_run(m, s, acc[s], 0.0) for m, acc in (("zeroshot", b), ("croft", a), ("other", {1: 0.4, 2: 0.9, 3: 0.6}))
+            for s in (1, 2, 3)]
+    paired = summarize(runs)["paired"]["id.accuracy"]
+    assert paired["croft"]["vs_zeroshot"]["verdict"] == "better"
+    assert paired["croft"]["vs_best_other"]["other"] == "zeroshot"  # 0.70 mean beats other's 0.633
+    assert paired["zeroshot"]["vs_best_other"]["other"] == "croft"
+    assert "vs_zeroshot" not in paired["zeroshot"]
+    text = markdown_table(summarize(runs))
+    assert "| croft |" in text
+
+
+def test_statistics_markdown_shows_intervals_verdicts_and_search():
+    from croft_core.runs.report import statistics_markdown, summarize
+
+    runs = []
+    for s, (z, c) in enumerate(((0.5, 0.52), (0.7, 0.72), (0.9, 0.92)), start=1):
+        runs.append(_run("zeroshot", s, z, 0.0))
+        runs.append({**_run("croft", s, c, 0.0), "search": {"budget": 2, "chosen": {"lr": 0.02, "lambda2": 5.0},
+                                                             "on_edge": ["lr"], "val_accuracy": 0.8}})
+    text = statistics_markdown(summarize(runs))
+    assert "| croft | 72.0 [" in text  # mean [interval]
+    assert "+2.0 [+2.0, +2.0] better" in text
+    assert "| croft | 1 | lr=0.02, lambda2=5 | lr | 80.0 |" in text

@@ -32,6 +32,7 @@ def test_shapes_dg_holds_out_one_style(tiny_world, heldout):
     assert [s.name for s in bench.semantic] == list(OOD_CLASSES)
     assert all(s.domains == DOMAINS and s.classes == (s.name,) for s in bench.semantic)
     assert bench.shots_per == "class_domain"
+    assert bench.detection_id == "covariate_correct"  # the paper's Setup-II detection side
 
 
 def test_shapes_dg_default_is_painting(tiny_world):

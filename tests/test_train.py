@@ -195,3 +195,55 @@ def test_on_epoch_and_should_stop_hooks():
     assert result.best_epoch in (1, 2)
     full, _, _ = _fit()
     assert not full.stopped and len(full.history) == 4
+
+
+# ---- equal tuning budgets ------------------------------------------------------------------------
+
+def test_search_spaces_name_training_options_in_increasing_order():
+    from dataclasses import fields
+
+    from croft_core.runs.train import SEARCH_SPACES, TrainConfig
+
+    names = {f.name for f in fields(TrainConfig)}
+    assert set(SEARCH_SPACES) <= set(METHODS) and "zeroshot" not in SEARCH_SPACES
+    assert set(METHODS) - {"zeroshot"} <= set(SEARCH_SPACES)  # every trained method declares a space
+    for method, space in SEARCH_SPACES.items():
+        assert set(space) <= names, method
+        for values in space.values():
+            if all(isinstance(v, (int, float)) for v in values):
+                assert list(values) == sorted(set(values)), (method, values)
+    assert {"lr", "lambda1", "lambda2", "edr_reduction"} <= set(SEARCH_SPACES["croft"])
+    assert {"lr", "tip_alpha", "tip_beta"} <= set(SEARCH_SPACES["tip_adapter"])
+
+
+def test_search_draws_the_same_budget_seeded_and_distinct():
+    from croft_core.runs.train import SEARCH_SPACES, on_edge, search_configs
+
+    for method in SEARCH_SPACES:
+        a, b = search_configs(method, 8, seed=1), search_configs(method, 8, seed=1)
+        assert a == b and len(a) == 8
+        assert len({tuple(c.items()) for c in a}) == 8  # no configuration twice
+        assert all(c[k] in SEARCH_SPACES[method][k] for c in a for k in c)
+    assert search_configs("croft", 8, seed=1) != search_configs("croft", 8, seed=2)
+    assert search_configs("zeroshot", 8, seed=1) == []
+    small = {tuple(c.items()) for c in search_configs("croft_noedr", 1000, seed=1)}
+    assert len(small) == 18  # the whole space when it is smaller than the budget
+    assert on_edge("croft", {"lr": 5e-4, "lambda1": 5.0, "lambda2": 1000.0, "edr_reduction": "sum_mean"}) == \
+        ["lr", "lambda2"]
+    assert on_edge("croft", {"lr": 2e-3, "lambda1": 5.0}) == []
+    with pytest.raises(ValueError, match=">= 0"):
+        search_configs("croft", -1, seed=1)
+
+
+def test_drawn_options_reach_the_model():
+    """Tip-Adapter's alpha / beta and the probe's C are training options, not fixed constants."""
+    train_set, text = clustered_features(seed=0)
+    val_set, _ = clustered_features(seed=0, views=1, name="val")
+    cfg = method_config("tip_adapter", tip_alpha=3.0, tip_beta=5.5)
+    model = init_model(cfg, embed_dim=16, logit_scale=20.0, classnames=CLASSES, train_set=train_set,
+                       text_features=text)
+    assert (model.head.alpha, model.head.beta) == (3.0, 5.5)
+    probe = method_config("linear_probe", probe_c=0.01)
+    result = train(init_model(probe, embed_dim=16, logit_scale=20.0, classnames=CLASSES, train_set=train_set,
+                              text_features=text), train_set, text, probe, val_set=val_set, progress=False)
+    assert [row["C"] for row in result.history] == [0.01]

@@ -181,7 +181,10 @@ def results_table(results: Mapping[str, Any]) -> list[list[Any]]:
         rows.append([s["name"], "semantic", s["n"], None, r(e.get("auroc")), r(e.get("fpr95"))])
     if "semantic_all" in results:
         e = results["semantic_all"]["energy"]
-        rows.append(["all semantic", "semantic", sum(s["n"] for s in results["semantic"]), None,
+        side = results.get("detection", {})  # the ID side, when it is not the ID test split
+        label = ("all semantic" if side.get("id_side", "id_test") == "id_test"
+                 else f"all semantic (vs correctly classified {', '.join(side['sets'])})")
+        rows.append([label, "semantic", sum(s["n"] for s in results["semantic"]), None,
                      r(e["auroc"]), r(e["fpr95"])])
     if "full_spectrum" in results:
         e = results["full_spectrum"]["energy"]

@@ -78,7 +78,7 @@ def _candidates(best: float, round_: int) -> list[float]:
 
 
 def fit_linear_probe(head: LinearProbeHead, train_set: FeatureSet, val_set: FeatureSet | None, *,
-                     all_views: bool = True) -> tuple[list[dict[str, float]], dict[str, float]]:
+                     all_views: bool = True, c: float | None = None) -> tuple[list[dict[str, float]], dict[str, float]]:
     """Fit ``head`` as an L-BFGS logistic regression, ``C`` selected on ``val_set``.
 
     Args:
@@ -86,6 +86,8 @@ def fit_linear_probe(head: LinearProbeHead, train_set: FeatureSet, val_set: Feat
         train_set: ``[V, N, d]`` training features; every cached view is a training row when
             ``all_views`` (the augmented views act as data augmentation), else the first view only.
         val_set: validation features (first view); ``None`` fits ``C =`` :data:`DEFAULT_C`.
+        c: fit this ``C`` only (a configuration drawn by ``croft bench --search``); its validation
+            accuracy is still reported.
 
     Returns:
         ``(history, selected)``: one row per ``C`` tried (``C``, ``val_accuracy``, ``val_loss``), by
@@ -100,15 +102,19 @@ def fit_linear_probe(head: LinearProbeHead, train_set: FeatureSet, val_set: Feat
         raise ValueError(f"the linear probe needs training images of every class; classes {missing} "
                          f"have none (use more shots or a benchmark whose training split covers them)")
     if val_set is None:
-        logger.warning("no validation split: the linear probe uses C=%s", DEFAULT_C)
-        _export(_fit(x, y, DEFAULT_C), head)
-        return [{"C": DEFAULT_C}], {"C": DEFAULT_C}
+        c = DEFAULT_C if c is None else c
+        if c == DEFAULT_C:
+            logger.warning("no validation split: the linear probe uses C=%s", DEFAULT_C)
+        _export(_fit(x, y, c), head)
+        return [{"C": c}], {"C": c}
+    if c is not None and not c > 0:
+        raise ValueError(f"the linear probe's C must be > 0, got {c}")
     xv, yv = _rows(val_set, all_views=False)
     tried: dict[float, tuple[float, float, object]] = {}
-    for c in C_GRID:
-        clf = _fit(x, y, c)
-        tried[c] = (*_score(clf, xv, yv), clf)
-    for round_ in (1, 2):
+    for c_try in C_GRID if c is None else (c,):
+        clf = _fit(x, y, c_try)
+        tried[c_try] = (*_score(clf, xv, yv), clf)
+    for round_ in (1, 2) if c is None else ():
         best = max(tried, key=lambda c: (tried[c][0], -tried[c][1]))
         for c in _candidates(best, round_):
             clf = _fit(x, y, c)

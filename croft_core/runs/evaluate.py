@@ -4,10 +4,12 @@ detection, written as the results JSON of DESIGN.md.
 Protocol (CROFT_SPEC.md §3, with the spec's §5 fixes as defaults):
 
 - accuracy on the ID test split and on every covariate-shifted split (same classes);
-- detection of every semantic-shift split against the ID test split with every score of
-  :data:`croft_core.ood.scores.SCORES` (energy, MCM, MSP, MaxLogit, KNN, NegLabel): AUROC, AUPR-In,
-  AUPR-Out, FPR95 (:data:`croft_core.ood.metrics.METRIC_KEYS`); ``correct_only=True`` reproduces the
-  official "correctly classified ID reference only" variant;
+- detection of every semantic-shift split against an ID side chosen by ``detection_id`` (the
+  benchmark's definition: the ID test split for Setup-I and ``shapes``; the correctly classified
+  held-out-domain images for Setup-II and ``shapes_dg``, as the official code, CROFT_SPEC §3.2) with
+  every score of :data:`croft_core.ood.scores.SCORES` (energy, MCM, MSP, MaxLogit, KNN, NegLabel):
+  AUROC, AUPR-In, AUPR-Out, FPR95 (:data:`croft_core.ood.metrics.METRIC_KEYS`); the side used is
+  written in ``results["detection"]``;
 - full-spectrum detection (covariate splits counted as ID, OpenOOD v1.5) and accuracy over ID +
   covariate;
 - the deployment threshold: the energy at ``tpr`` (default 95%) TPR on the *validation* split (never
@@ -39,6 +41,7 @@ from croft_core.clip.features import l2n
 from croft_core.heads.checkpoint import CroftModel, HeadConfig
 from croft_core.ood.negatives import NegativeLabels, lexicon_label
 from croft_core.clip.prompts import get_templates
+from croft_core.data.benchmarks.spec import DETECTION_IDS
 
 logger = logging.getLogger(__name__)
 
@@ -121,25 +124,58 @@ class _SplitScorer:
         return logits.argmax(-1).cpu().numpy(), scores
 
 
+def _detection_reference(reference: str, id_scores: dict, id_preds: np.ndarray, id_labels: np.ndarray,
+                         cov_parts: list[tuple[dict, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The ID side of detection, per score: a key of :data:`DETECTION_IDS` applied to the scored
+    ID test split and the ``(scores, predictions, labels)`` of every covariate set."""
+    if reference not in DETECTION_IDS:
+        raise ValueError(f"detection_id must be one of {sorted(DETECTION_IDS)}; got {reference!r}")
+    if reference == "id_test":
+        return id_scores
+    if reference == "id_test_correct":
+        parts = [(id_scores, id_preds, id_labels)]
+    elif not cov_parts:
+        raise ValueError("detection_id='covariate_correct' needs a covariate set; this benchmark has none "
+                         "(use detection_id='id_test')")
+    else:
+        parts = cov_parts
+    correct = np.concatenate([p == y for _, p, y in parts])
+    if not correct.any():
+        logger.warning("detection_id=%r: no image is classified correctly, so detection has no ID side "
+                       "(its metrics are NaN)", reference)
+    return {k: np.concatenate([sc[k] for sc, _, _ in parts])[correct] for k in id_scores}
+
+
 def _detection(results: dict[str, Any], id_scores: dict, id_ref: dict, cov_scores: list,
                sem_scores: list) -> None:
     """Semantic, pooled-semantic and full-spectrum detection metrics for every score."""
+    def ood(name: str, sem: np.ndarray) -> dict[str, float]:
+        if not len(id_ref[name]):  # no ID side (nothing classified correctly): no detection numbers
+            return {k: float("nan") for k in metrics.METRIC_KEYS}
+        return metrics.ood_metrics(id_ref[name], sem)
+
     for entry, sc in zip(results["semantic"], sem_scores):
-        entry["scores"] = {name: metrics.ood_metrics(id_ref[name], sc[name]) for name in sc}
+        entry["scores"] = {name: ood(name, sc[name]) for name in sc}
     if not sem_scores:
         return
     all_sem = {k: np.concatenate([s[k] for s in sem_scores]) for k in sem_scores[0]}
-    results["semantic_all"] = {name: metrics.ood_metrics(id_ref[name], all_sem[name]) for name in all_sem}
+    results["semantic_all"] = {name: ood(name, all_sem[name]) for name in all_sem}
     results["full_spectrum"] = {
         name: metrics.full_spectrum_metrics(id_scores[name], [c[name] for c in cov_scores], all_sem[name])
         for name in all_sem}
 
 
-def _deployment_threshold(val_energy: np.ndarray, tpr: float, id_energy: np.ndarray, cov_scores: list,
-                          sem_scores: list) -> dict[str, Any]:
-    """The energy threshold at ``tpr`` on validation, with the acceptance rates it gives on test."""
-    detector = ThresholdDetector(tpr=tpr).fit(val_energy)
-    return {"score": "energy", "tpr": tpr, "value": float(detector.threshold_), "fitted_on": "val",
+THRESHOLD_ROLE = "val"  # the split the deployment threshold is fitted on (never a test split)
+
+
+def _deployment_threshold(run: "_SplitScorer", feats: BenchmarkFeatures, tpr: float, id_energy: np.ndarray,
+                          cov_scores: list, sem_scores: list) -> dict[str, Any]:
+    """The energy threshold at ``tpr`` on :data:`THRESHOLD_ROLE`, with the acceptance rates it gives
+    on test; ``fitted_on`` / ``fitted_on_split`` name the split actually used."""
+    split = getattr(feats, THRESHOLD_ROLE)
+    detector = ThresholdDetector(tpr=tpr).fit(run(split)[1]["energy"])
+    return {"score": "energy", "tpr": tpr, "value": float(detector.threshold_), "fitted_on": THRESHOLD_ROLE,
+            "fitted_on_split": split.name, "n": len(split),
             "id_accept_rate": float(detector.accept(id_energy).mean()),
             "covariate_accept_rate": [float(detector.accept(c["energy"]).mean()) for c in cov_scores],
             "semantic_accept_rate": [float(detector.accept(s["energy"]).mean()) for s in sem_scores]}
@@ -158,7 +194,7 @@ def _neglabel_rule(negs: NegativeLabels, id_scores: dict, cov_scores: list, sem_
 
 @torch.no_grad()
 def evaluate(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFeatures, *,
-             tpr: float = 0.95, knn_k: int = 1, correct_only: bool = False,
+             tpr: float = 0.95, knn_k: int = 1, detection_id: str = "id_test", correct_only: bool = False,
              mcm_temperature: float = 1.0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Evaluate a model on cached benchmark features.
 
@@ -168,7 +204,11 @@ def evaluate(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFea
         feats: from :func:`prepare_features` (``feats.negatives`` adds the ``neglabel`` score).
         tpr: ID true-positive rate of the deployment threshold (``fpr95`` is always at 95%).
         knn_k: neighbour rank of the KNN score (bank = adapted training features, all views).
-        correct_only: official variant — only correctly classified ID test images form the ID side.
+        detection_id: the ID side of semantic detection, a key of :data:`DETECTION_IDS` (the
+            benchmark's ``detection_id`` in the pipeline): ``"id_test"``, ``"id_test_correct"`` or
+            ``"covariate_correct"`` (CRoFT Setup-II: held-out-domain images classified correctly).
+            Recorded in ``results["detection"]``. Full-spectrum detection always uses ID + covariate.
+        correct_only: turns ``"id_test"`` into ``"id_test_correct"`` (the older flag).
         mcm_temperature: MCM's temperature.
 
     Returns:
@@ -176,11 +216,12 @@ def evaluate(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFea
         negatives also ``neglabel``: the lexicon, M, the removed class names and the acceptance rates
         at the fixed NegLabel threshold) and the energy scores of every split by display name.
     """
+    reference = "id_test_correct" if correct_only and detection_id == "id_test" else detection_id
+    if reference not in DETECTION_IDS:
+        raise ValueError(f"detection_id must be one of {sorted(DETECTION_IDS)}; got {detection_id!r}")
     run = _SplitScorer(model, text_features, feats, knn_k=knn_k, mcm_temperature=mcm_temperature)
     id_labels = feats.id_test.labels.numpy()
     id_preds, id_scores = run(feats.id_test)
-    id_ref = ({k: metrics.reference_correct_only(v, id_preds, id_labels) for k, v in id_scores.items()}
-              if correct_only else id_scores)
     results: dict[str, Any] = {
         "id": {"name": feats.id_test.name, "accuracy": metrics.accuracy(id_preds, id_labels),
                "n": len(feats.id_test)}, "covariate": [], "semantic": []}
@@ -193,6 +234,13 @@ def evaluate(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFea
         preds.append(p)
         labels.append(fs.labels.numpy())
         energies[f"covariate: {fs.name}"] = sc["energy"]
+    cov_parts = list(zip(cov_scores, preds[1:], labels[1:]))
+    id_ref = _detection_reference(reference, id_scores, id_preds, id_labels, cov_parts)
+    results["detection"] = {
+        "id_side": reference, "description": DETECTION_IDS[reference], "n": int(len(id_ref["energy"])),
+        "sets": [feats.id_test.name] if reference.startswith("id_test") else [fs.name for fs in feats.covariate]}
+    if reference != "id_test":  # the report's ROC curves use the side the AUROC was computed on
+        energies[f"ID side: correctly classified {', '.join(results['detection']['sets'])}"] = id_ref["energy"]
     sem_scores = [run(fs)[1] for fs in feats.semantic]
     for fs, sc in zip(feats.semantic, sem_scores):
         results["semantic"].append({"name": fs.name, "n": len(fs)})
@@ -200,8 +248,7 @@ def evaluate(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFea
     _detection(results, id_scores, id_ref, cov_scores, sem_scores)
     if sem_scores:
         results["full_spectrum"]["accuracy"] = metrics.accuracy(np.concatenate(preds), np.concatenate(labels))
-    results["threshold"] = _deployment_threshold(run(feats.val)[1]["energy"], tpr, id_scores["energy"],
-                                                 cov_scores, sem_scores)
+    results["threshold"] = _deployment_threshold(run, feats, tpr, id_scores["energy"], cov_scores, sem_scores)
     if feats.negatives is not None:
         results["neglabel"] = _neglabel_rule(feats.negatives, id_scores, cov_scores, sem_scores)
     if model.config.head == "croft":  # the paper's figure: energies of generated covariate features

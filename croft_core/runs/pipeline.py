@@ -25,7 +25,7 @@ from croft_core.errors import UsageError
 from croft_core.runs.evaluate import (BenchmarkFeatures, benchmark_text_features, calibrate, evaluate,
                        headline_metrics, prepare_features, write_results, zeroshot_model)
 from croft_core.heads.checkpoint import CroftModel
-from croft_core.runs.train import TrainConfig, init_model, train
+from croft_core.runs.train import SEARCH_SPACES, TrainConfig, init_model, on_edge, search_configs, train
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +75,17 @@ def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots
                        out_dir: str | Path, views: int = 8, feats: BenchmarkFeatures | None = None,
                        cache_dir: str | Path | None = DEFAULT_CACHE_DIR, resume: bool = True,
                        progress: bool = True, num_workers: int = 0,
-                       grid: dict[str, Sequence[Any]] | None = None) -> dict[str, Any]:
+                       grid: dict[str, Sequence[Any]] | None = None,
+                       detection_id: str | None = None, search: int = 0) -> dict[str, Any]:
     """``croft train``: features -> train -> calibrate -> evaluate -> save everything in ``out_dir``.
 
     With a ``grid`` (e.g. ``{"lr": [0.002, 0.02], "lambda2": [1, 5]}``) every combination is trained
     on the cached features and the one with the best validation accuracy (the official selection
     criterion; the first on ties) is evaluated and saved; ``results["selection"]`` lists them all.
-    Test splits are never used for selection.
+    Test splits are never used for selection. With ``search=N`` (instead of a grid) N configurations
+    are drawn from the method's :data:`~croft_core.runs.train.SEARCH_SPACES` (seeded by method and
+    seed) and selected the same way; ``results["search"]`` records every configuration tried, the
+    chosen one and which of its options lie on the edge of the space.
 
     Returns:
         The results dict (also written to ``out_dir/results.json``).
@@ -96,23 +100,32 @@ def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots
     if cfg.method == "zeroshot":
         model, history = zeroshot_model(backbone, benchmark), []
         calibrate(model, text, feats.val)
+    if search and grid:
+        raise UsageError("give either a grid or a search budget, not both")
+    drawn = search_configs(cfg.method, search, cfg.seed) if search else []
     selection: list[dict[str, Any]] = []
     if cfg.method != "zeroshot":
-        candidates = grid_configs(cfg, grid)
+        candidates = [replace(cfg, **c) for c in drawn] if drawn else grid_configs(cfg, grid)
+        keys = list(drawn[0]) if drawn else list(grid or {})
         best = None
         for i, candidate in enumerate(candidates):
-            run_dir = out_dir if len(candidates) == 1 else out_dir / "grid" / f"{i:03d}"
+            run_dir = out_dir if len(candidates) == 1 else out_dir / ("search" if drawn else "grid") / f"{i:03d}"
             model_i, history_i = fit(backbone, benchmark, candidate, feats, text, out_dir=run_dir,
                                      resume=resume, progress=progress)
             val = _best_val(history_i)
-            selection.append({**{k: getattr(candidate, k) for k in (grid or {})}, "val_accuracy": val})
+            selection.append({**{k: getattr(candidate, k) for k in keys}, "val_accuracy": val})
             if best is None or val > best[0]:
                 best = (val, candidate, model_i, history_i)
         _, cfg, model, history = best
-    results, energies = evaluate(model, text, feats)
+    results, energies = evaluate(model, text, feats, detection_id=detection_id or benchmark.detection_id)
     results = {**_metadata(benchmark, backbone, cfg.method, cfg.seed, shots), **results,
                "train_config": asdict(cfg), "seconds": round(time.perf_counter() - t0, 2)}
-    if len(selection) > 1:
+    if drawn:
+        chosen = {k: getattr(cfg, k) for k in drawn[0]}
+        results["search"] = {"budget": search, "space": SEARCH_SPACES[cfg.method], "tried": selection,
+                             "chosen": chosen, "val_accuracy": _best_val(history),
+                             "on_edge": on_edge(cfg.method, chosen), "selected_on": feats.val.name}
+    elif len(selection) > 1:
         results["selection"] = selection
     model.update_config(metrics=headline_metrics(results))
     model.save(out_dir)
@@ -141,17 +154,20 @@ def check_compatible(model: CroftModel, backbone: Backbone, benchmark) -> None:
 def evaluate_checkpoint(backbone: Backbone, benchmark, model: CroftModel, *, seed: int = 1,
                         shots: int | None = None, views: int = 8,
                         cache_dir: str | Path | None = DEFAULT_CACHE_DIR, knn: bool = True,
-                        correct_only: bool = False,
+                        correct_only: bool = False, detection_id: str | None = None,
                         num_workers: int = 0) -> tuple[dict[str, Any], dict]:
     """``croft eval``: evaluate a trained or zero-shot model on a benchmark.
 
-    The training split is only encoded for the KNN score's bank (``knn=True``).
+    The training split is only encoded for the KNN score's bank (``knn=True``). The ID side of
+    detection is the benchmark's ``detection_id`` unless ``detection_id`` names another
+    (``correct_only`` turns ``"id_test"`` into ``"id_test_correct"``).
     """
     check_compatible(model, backbone, benchmark)
     feats = prepare_features(backbone, benchmark, shots=shots, seed=seed, views=views,
                              cache_dir=cache_dir, need_train=knn, num_workers=num_workers)
     text = benchmark_text_features(backbone, benchmark, cache_dir=cache_dir)
-    results, energies = evaluate(model.to(backbone.device), text, feats, correct_only=correct_only)
+    results, energies = evaluate(model.to(backbone.device), text, feats, correct_only=correct_only,
+                                 detection_id=detection_id or benchmark.detection_id)
     return {**_metadata(benchmark, backbone, model.config.method, seed, shots), **results}, energies
 
 
@@ -213,7 +229,8 @@ def run_bench(backbone: Backbone, benchmark: str | Path | Callable[[int], Any], 
               config_for: Callable[[str, int], TrainConfig], views: int = 8,
               cache_dir: str | Path | None = DEFAULT_CACHE_DIR, progress: bool = True,
               num_workers: int = 0, grid: dict[str, Sequence[Any]] | None = None,
-              benchmark_args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              benchmark_args: Mapping[str, Any] | None = None, detection_id: str | None = None,
+              search: int = 0) -> dict[str, Any]:
     """``croft bench``: every method x seed on shared cached features, then summary and report.
 
     A sweep (see :func:`sweep_axis`), e.g. ``benchmark_args={"heldout": ["photo", "sketch"]}``,
@@ -228,13 +245,18 @@ def run_bench(backbone: Backbone, benchmark: str | Path | Callable[[int], Any], 
         grid: hyper-parameter values selected on validation per method and seed (see
             :func:`train_and_evaluate`).
         benchmark_args: options of a named benchmark (``--benchmark-arg``).
+        detection_id: the ID side of detection (default: each benchmark's own ``detection_id``).
+        search: N > 0 draws N configurations per method and seed from
+            :data:`~croft_core.runs.train.SEARCH_SPACES`, selected on validation (the summary's
+            ``search`` lists the chosen one per seed and whether it lies on the edge of the space).
 
     Returns:
         The summary dict (also written to ``out_dir/summary.json``; ``report.html`` beside it).
     """
     axis = sweep_axis(benchmark, benchmark_args or {}) if not callable(benchmark) else None
     settings = dict(methods=methods, seeds=seeds, shots=shots, config_for=config_for, views=views,
-                    cache_dir=cache_dir, progress=progress, num_workers=num_workers, grid=grid)
+                    cache_dir=cache_dir, progress=progress, num_workers=num_workers, grid=grid,
+                    detection_id=detection_id, search=search)
     if axis is None:
         return _bench_once(backbone, _factory(benchmark, benchmark_args), Path(out_dir), **settings)[0]
     from croft_core.runs.report import sweep_summary, write_sweep_report
@@ -256,7 +278,8 @@ def _bench_once(backbone: Backbone, benchmark_factory: Callable[[int], Any], out
                 methods: Sequence[str], seeds: Sequence[int], shots: int | None,
                 config_for: Callable[[str, int], TrainConfig], views: int,
                 cache_dir: str | Path | None, progress: bool, num_workers: int,
-                grid: dict[str, Sequence[Any]] | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                grid: dict[str, Sequence[Any]] | None, detection_id: str | None,
+                search: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One bench (every method x seed) in ``out_dir``; returns its summary and its runs."""
     from croft_core.runs.report import summarize, write_report
 
@@ -273,7 +296,8 @@ def _bench_once(backbone: Backbone, benchmark_factory: Callable[[int], Any], out
             logger.info("bench: %s seed %d", method, seed)
             results = train_and_evaluate(backbone, benchmark, cfg, shots=shots, out_dir=run_dir,
                                          views=views, feats=feats, cache_dir=cache_dir,
-                                         progress=progress, grid=grid)
+                                         progress=progress, grid=grid, detection_id=detection_id,
+                                         search=search)
             write_results(out_dir / f"{method}_seed{seed}.json", results)
             runs.append(results)
             if seed == seeds[0]:

@@ -39,11 +39,104 @@ def flatten(results: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and standard deviation over seeds of every metric, per method."""
-    by_method: dict[str, list[dict[str, float]]] = {}
+# ---- statistics over seeds ------------------------------------------------------------------------
+
+CONFIDENCE = 0.95
+NO_DIFFERENCE = "no detectable difference"
+
+
+def lower_is_better(key: str) -> bool:
+    """Whether a smaller value of the flattened metric ``key`` is better (FPR95)."""
+    return "fpr95" in key
+
+
+def t_interval(vals: Sequence[float], confidence: float = CONFIDENCE) -> list[float] | None:
+    """The t-based ``confidence`` interval of the mean of ``vals`` (None for fewer than two values)."""
+    from scipy.stats import t as student_t
+
+    if len(vals) < 2:
+        return None
+    mean, sem = statistics.fmean(vals), statistics.stdev(vals) / math.sqrt(len(vals))
+    half = float(student_t.ppf(0.5 + confidence / 2, len(vals) - 1)) * sem
+    return [mean - half, mean + half]
+
+
+def _stat(vals: Sequence[float]) -> dict[str, Any]:
+    """Mean, standard deviation, n and the 95% t-interval of the mean of per-seed values."""
+    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+            "n": len(vals), "ci95": t_interval(vals)}
+
+
+def paired_difference(a: dict[int, float], b: dict[int, float], key: str) -> dict[str, Any] | None:
+    """``a - b`` over the seeds both have (same seed = same split), its 95% interval and a verdict.
+
+    The verdict is ``"better"`` / ``"worse"`` (for ``a``, with the metric's direction) only where the
+    interval excludes zero, and :data:`NO_DIFFERENCE` otherwise (also with fewer than two seeds).
+    """
+    seeds = sorted(s for s in set(a) & set(b) if not (math.isnan(a[s]) or math.isnan(b[s])))
+    if not seeds:
+        return None
+    diffs = [a[s] - b[s] for s in seeds]
+    ci = t_interval(diffs)
+    verdict = NO_DIFFERENCE
+    if ci is not None and (ci[0] > 0 or ci[1] < 0):
+        verdict = "better" if (ci[0] > 0) != lower_is_better(key) else "worse"
+    return {"mean": statistics.fmean(diffs), "ci95": ci, "n": len(seeds), "verdict": verdict}
+
+
+def paired_comparisons(per_seed: dict[str, dict[int, dict[str, float]]], keys: Sequence[str],
+                       baseline: str = "zeroshot") -> dict[str, dict[str, dict[str, Any]]]:
+    """Per metric and method: the paired difference against ``baseline`` and against the best other
+    method (by mean, with the metric's direction).
+
+    Args:
+        per_seed: method -> seed -> flattened metrics of that seed.
+        keys: the metrics to compare.
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for key in keys:
+        values = {m: {s: f[key] for s, f in seeds.items() if key in f and not math.isnan(f[key])}
+                  for m, seeds in per_seed.items()}
+        means = {m: statistics.fmean(v.values()) for m, v in values.items() if v}
+        rows = {}
+        for method, vals in values.items():
+            if not vals:
+                continue
+            row: dict[str, Any] = {}
+            if baseline in means and method != baseline:
+                row["vs_" + baseline] = paired_difference(vals, values[baseline], key)
+            others = [m for m in means if m != method]
+            if others:
+                pick = min if lower_is_better(key) else max
+                best = pick(others, key=lambda m: means[m])
+                row["vs_best_other"] = {"other": best, **(paired_difference(vals, values[best], key) or {})}
+            rows[method] = row
+        out[key] = rows
+    return out
+
+
+def _search_records(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per method, the configuration ``--search`` chose for each seed and its edge options."""
+    out: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
-        by_method.setdefault(r["method"], []).append(flatten(r))
+        if "search" in r:
+            s = r["search"]
+            out.setdefault(r["method"], []).append({
+                "seed": r["seed"], "chosen": s["chosen"], "on_edge": s["on_edge"],
+                "val_accuracy": s["val_accuracy"], "budget": s["budget"]})
+    return out
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean, standard deviation and 95% t-interval over seeds of every metric, per method; paired
+    differences of the headline metrics (against zero-shot and the best other method); the
+    configurations a ``--search`` chose; the ID side of detection."""
+    by_method: dict[str, list[dict[str, float]]] = {}
+    per_seed: dict[str, dict[int, dict[str, float]]] = {}
+    for r in runs:
+        flat = flatten(r)
+        by_method.setdefault(r["method"], []).append(flat)
+        per_seed.setdefault(r["method"], {})[r["seed"]] = flat
     methods = {}
     for method, flats in by_method.items():
         keys = sorted(set().union(*flats))
@@ -51,13 +144,17 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for k in keys:
             vals = [f[k] for f in flats if k in f and not math.isnan(f[k])]
             if vals:
-                methods[method][k] = {"mean": statistics.fmean(vals),
-                                      "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                                      "n": len(vals)}
+                methods[method][k] = _stat(vals)
     first = runs[0] if runs else {}
-    return {"benchmark": first.get("benchmark"), "backbone": first.get("backbone"),
-            "shots": first.get("shots"), "seeds": sorted({r["seed"] for r in runs}),
-            "methods": methods}
+    out = {"benchmark": first.get("benchmark"), "backbone": first.get("backbone"),
+           "shots": first.get("shots"), "seeds": sorted({r["seed"] for r in runs}),
+           "methods": methods, "paired": paired_comparisons(per_seed, [k for k, _ in HEADLINE])}
+    if "detection" in first:
+        out["detection"] = first["detection"]
+    search = _search_records(runs)
+    if search:
+        out["search"] = search
+    return out
 
 
 SWEEP_METRICS = (("id.accuracy", "ID accuracy"), ("covariate.mean_accuracy", "covariate (held-out) accuracy"),
@@ -67,26 +164,27 @@ SWEEP_METRICS = (("id.accuracy", "ID accuracy"), ("covariate.mean_accuracy", "co
                  ("full_spectrum.accuracy", "full-spectrum accuracy"))
 
 
-def _stat(vals: Sequence[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-            "n": len(vals)}
+def _seed_averages(runs_by_value: dict[str, Sequence[dict]], method: str) -> dict[int, dict[str, float]]:
+    """Per seed, the mean of every metric over the sweep's values (where every value has it)."""
+    flats = [{r["seed"]: flatten(r) for r in runs if r["method"] == method} for runs in runs_by_value.values()]
+    seeds = sorted(set.intersection(*(set(f) for f in flats)))
+    keys = set.intersection(*(set(f[s]) for f in flats for s in seeds)) if seeds else set()
+    return {s: {k: statistics.fmean(f[s][k] for f in flats) for k in sorted(keys)} for s in seeds}
 
 
 def _average_over_values(runs_by_value: dict[str, Sequence[dict]], method: str) -> dict[str, dict]:
-    """Per seed, the mean over the sweep's values; then mean ± std of those over the seeds.
+    """Per seed, the mean over the sweep's values; then mean ± std (and 95% interval) over the seeds.
 
     A metric (or a seed) counts only where every value has it, so the average's mean is the mean of
     the columns' means whenever the columns share their seeds.
     """
-    flats = [{r["seed"]: flatten(r) for r in runs if r["method"] == method} for runs in runs_by_value.values()]
-    seeds = sorted(set.intersection(*(set(f) for f in flats)))
-    keys = set.intersection(*(set(f[s]) for f in flats for s in seeds)) if seeds else set()
+    per_seed = _seed_averages(runs_by_value, method)
+    keys = set().union(*per_seed.values()) if per_seed else set()
     out = {}
     for k in sorted(keys):
-        per_seed = [statistics.fmean(f[s][k] for f in flats) for s in seeds]
-        per_seed = [v for v in per_seed if not math.isnan(v)]
-        if per_seed:
-            out[k] = _stat(per_seed)
+        vals = [f[k] for f in per_seed.values() if k in f and not math.isnan(f[k])]
+        if vals:
+            out[k] = _stat(vals)
     return out
 
 
@@ -114,11 +212,22 @@ def sweep_summary(arg: str, runs_by_value: dict[str, Sequence[dict[str, Any]]], 
         m: {**{v: s["methods"].get(m, {}).get(key) for v, s in per_value.items()},
             "average": averages[m].get(key)} for m in methods}} for key, label in metrics}
     first = next(iter(per_value.values()))
-    return {"benchmark": first["benchmark"], "backbone": first["backbone"], "shots": first["shots"],
-            "seeds": sorted({s for v in per_value.values() for s in v["seeds"]}),
-            "sweep": {"arg": arg, "values": list(values if values is not None else runs_by_value),
-                      "columns": list(runs_by_value)}, "tables": tables,
-            "methods": averages, "runs": per_value}
+    per_seed = {m: _seed_averages(runs_by_value, m) for m in methods}
+    out = {"benchmark": first["benchmark"], "backbone": first["backbone"], "shots": first["shots"],
+           "seeds": sorted({s for v in per_value.values() for s in v["seeds"]}),
+           "sweep": {"arg": arg, "values": list(values if values is not None else runs_by_value),
+                     "columns": list(runs_by_value)}, "tables": tables,
+           "methods": averages, "runs": per_value,
+           "paired": paired_comparisons(per_seed, [k for k, _ in metrics])}
+    if "detection" in first:
+        out["detection"] = first["detection"]
+    search: dict[str, list] = {}
+    for value, summary in per_value.items():
+        for method, records in summary.get("search", {}).items():
+            search.setdefault(method, []).extend({**r, arg: value} for r in records)
+    if search:
+        out["search"] = search
+    return out
 
 
 def _cell(stat: dict | None) -> str:
@@ -152,6 +261,74 @@ def markdown_table(summary: dict[str, Any], columns=HEADLINE) -> str:
     return "\n".join([head, rule, *rows])
 
 
+def _interval_cell(stat: dict | None) -> str:
+    if stat is None:
+        return "–"
+    ci = stat.get("ci95")
+    return f"{100 * stat['mean']:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else " (1 seed)")
+
+
+def interval_markdown(summary: dict[str, Any], columns=HEADLINE) -> str:
+    """The headline metrics as mean [95% t-interval over seeds], in %."""
+    columns = [(k, label) for k, label in columns if any(k in st for st in summary["methods"].values())]
+    head = "| method | " + " | ".join(label for _, label in columns) + " |"
+    rows = [f"| {m} | " + " | ".join(_interval_cell(st.get(k)) for k, _ in columns) + " |"
+            for m, st in summary["methods"].items()]
+    return "\n".join([head, "|---" * (len(columns) + 1) + "|", *rows])
+
+
+def _diff_cell(d: dict | None) -> str:
+    if not d or "mean" not in d:
+        return "–"
+    ci = d.get("ci95")
+    interval = f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else ""
+    return f"{100 * d['mean']:+.1f}{interval} {d['verdict']}"
+
+
+def paired_markdown(summary: dict[str, Any], baseline: str = "zeroshot") -> str:
+    """Paired differences (same seed, same split) per headline metric, in points: against
+    ``baseline`` and against the best other method, with their 95% intervals and the verdict
+    ("better" / "worse" only where the interval excludes zero)."""
+    labels = dict(HEADLINE) | dict(SWEEP_METRICS)
+    lines = ["| metric | method | vs " + baseline + " | vs best other |", "|---|---|---|---|"]
+    for key, rows in summary.get("paired", {}).items():
+        for method, row in rows.items():
+            best = row.get("vs_best_other") or {}
+            other = f" ({best['other']})" if best.get("other") else ""
+            lines.append(f"| {labels.get(key, key)} | {method} | {_diff_cell(row.get('vs_' + baseline))} | "
+                         f"{_diff_cell(best)}{other} |")
+    return "\n".join(lines)
+
+
+def search_markdown(summary: dict[str, Any]) -> str:
+    """The configuration ``--search`` chose per method and seed, with the options on the space's edge."""
+    lines = ["| method | seed | chosen configuration | on the edge | val acc |", "|---|---|---|---|---|"]
+    for method, records in summary.get("search", {}).items():
+        for r in records:
+            config = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["chosen"].items())
+            where = "".join(f" {k}={v}" for k, v in r.items()
+                            if k not in ("seed", "chosen", "on_edge", "val_accuracy", "budget"))
+            lines.append(f"| {method} | {r['seed']}{where} | {config} | {', '.join(r['on_edge']) or 'no'} | "
+                         f"{100 * r['val_accuracy']:.1f} |")
+    return "\n".join(lines)
+
+
+def statistics_markdown(summary: dict[str, Any]) -> str:
+    """Everything a reader needs to judge the table: intervals, paired differences, chosen configs."""
+    parts = []
+    if "detection" in summary:
+        d = summary["detection"]
+        parts.append(f"Detection ID side: `{d['id_side']}`, {d['description']}.")
+    if "sweep" not in summary:
+        parts.append("Mean [95% t-interval over seeds], in %:\n\n" + interval_markdown(summary))
+    parts.append("Paired differences (same seed, same split), in points, with 95% t-intervals"
+                 + (" (per seed, averaged over the swept values)" if "sweep" in summary else "") + ":\n\n"
+                 + paired_markdown(summary))
+    if summary.get("search"):
+        parts.append("Configurations chosen on validation (`--search`):\n\n" + search_markdown(summary))
+    return "\n\n".join(parts)
+
+
 def _html_table(summary: dict[str, Any], md: str | None = None) -> str:
     md = (md or markdown_table(summary)).splitlines()
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in md if not line.startswith("|---")]
@@ -178,6 +355,17 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
 </body></html>"""
 
 
+def _statistics_html(summary: dict[str, Any]) -> str:
+    """:func:`statistics_markdown` as HTML: paragraphs and tables."""
+    out = []
+    for block in statistics_markdown(summary).split("\n\n"):
+        if block.startswith("|"):
+            out.append(_html_table(summary, block))
+        else:
+            out.append(f"<p>{html.escape(block)}</p>")
+    return "\n".join(out)
+
+
 def write_sweep_report(path: str | Path, summary: dict[str, Any]) -> Path:
     """The HTML page of a sweep: a table per metric (a column per value, then the average) and a
     link to each value's own report (figures) in the sub-folder named by the value."""
@@ -191,7 +379,8 @@ def write_sweep_report(path: str | Path, summary: dict[str, Any]) -> Path:
     body = (f"<p>One bench per value of <code>{html.escape(sweep['arg'])}</code>; {summary['shots']} shots "
             f"per class, seeds {summary['seeds']}; mean ± std over seeds, in %. The average is taken per "
             f"seed over the values, then mean ± std over seeds. FPR95 = OOD accepted at 95% ID TPR.</p>\n"
-            f"<p>Per-value reports (figures): {links}</p>\n" + "\n".join(tables))
+            f"<p>Per-value reports (figures): {links}</p>\n" + "\n".join(tables)
+            + "\n" + _statistics_html(summary))
     title = f"CRoFT Lab bench — {summary['benchmark']} / {summary['backbone']}, sweep over {sweep['arg']}"
     path = Path(path)
     path.write_text(_page(title, body), encoding="utf-8")
@@ -206,7 +395,8 @@ def write_report(path: str | Path, summary: dict[str, Any], energies: dict[str, 
     for method, groups in energies.items():
         figures.append(viz.energy_histogram(_pool_semantic(groups),
                                             title=f"{method}: energy distributions (seed {summary['seeds'][0]})"))
-        id_key = next((k for k in groups if k.startswith("ID")), None)
+        id_key = (next((k for k in groups if k.startswith("ID side")), None)  # the detection's own side
+                  or next((k for k in groups if k.startswith("ID")), None))
         sem = {k: np.asarray(v) for k, v in groups.items() if k.startswith("semantic")}
         if id_key and sem:
             figures.append(viz.roc_curves(np.asarray(groups[id_key]), sem,
@@ -219,6 +409,7 @@ def write_report(path: str | Path, summary: dict[str, Any], energies: dict[str, 
     body = f"""<p>{summary['shots']} shots per class, seeds {summary['seeds']}; mean ± std over seeds, in %.
 Scores: higher = more in-distribution; FPR95 = OOD accepted at 95% ID TPR.</p>
 {_html_table(summary)}
+{_statistics_html(summary)}
 {''.join(parts)}"""
     path = Path(path)
     path.write_text(_page(title, body), encoding="utf-8")

@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -75,6 +76,9 @@ class TrainConfig:
     seed: int = 1
     max_steps: int | None = None  # stop after this many optimisation steps (smoke tests)
     min_steps: int | None = None  # scale epochs up to at least this many steps (None = official)
+    tip_alpha: float = 1.0  # Tip-Adapter's cache weight (the repo's default)
+    tip_beta: float = 1.17  # Tip-Adapter's affinity sharpness
+    probe_c: float | None = None  # linear probe: fit this C only (None: its own sweep on validation)
 
 
 # method -> (head, step, TrainConfig defaults). The step decides the objective ("lbfgs": the
@@ -92,6 +96,24 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 
 
+# method -> {TrainConfig field: values}: the hyper-parameter space ``croft bench --search N`` draws N
+# configurations from, the same N for every method (zero-shot has nothing to tune). Numeric lists are
+# in increasing order, so a chosen value at either end lies on the edge of the space. lambda2's scale
+# depends on the reduction (CROFT_SPEC §5 item 9: sum_mean is the Setup-I grid 1-20, mean_sum the
+# Setup-II grid up to 1000), so the CRoFT space spans both.
+SEARCH_SPACES: dict[str, dict[str, list]] = {
+    "croft": {"lr": [5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2], "lambda1": [1.0, 5.0, 15.0],
+              "lambda2": [0.1, 1.0, 5.0, 20.0, 100.0, 1000.0], "edr_reduction": ["sum_mean", "mean_sum"]},
+    "croft_noedr": {"lr": [5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2], "lambda1": [1.0, 5.0, 15.0]},
+    "croft_clean": {"lr": [5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2], "lambda1": [1.0, 5.0, 15.0],
+                    "lambda2": [0.1, 1.0, 5.0, 20.0, 100.0, 1000.0]},
+    "clip_adapter": {"lr": [5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2], "image_ratio": [0.05, 0.1, 0.2, 0.4, 0.6, 0.8]},
+    "tip_adapter": {"lr": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "tip_alpha": [0.1, 0.3, 1.0, 3.0, 10.0],
+                    "tip_beta": [0.5, 1.0, 2.0, 3.5, 5.5, 7.0]},
+    "linear_probe": {"probe_c": [10.0 ** k for k in range(-4, 7)]},
+}
+
+
 def method_config(method: str, **overrides: Any) -> TrainConfig:
     """The TrainConfig of ``method``: its defaults, then ``overrides`` (``None`` values ignored)."""
     if method not in METHODS:
@@ -102,6 +124,46 @@ def method_config(method: str, **overrides: Any) -> TrainConfig:
         raise ValueError(f"unknown training options {sorted(unknown)}")
     values = {**METHODS[method]["defaults"], **{k: v for k, v in overrides.items() if v is not None}}
     return TrainConfig(method=method, **values)
+
+
+def search_configs(method: str, n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` distinct configurations of ``method`` drawn uniformly from :data:`SEARCH_SPACES`.
+
+    The draw is seeded by ``(method, seed)``, so a bench is reproducible and every method gets the
+    same budget ``n`` (all of a space smaller than ``n``; none for a method without a space).
+    """
+    if n < 0:
+        raise ValueError(f"the search budget must be >= 0, got {n}")
+    space = SEARCH_SPACES.get(method, {})
+    if not space or not n:
+        return []
+    unknown = set(space) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"SEARCH_SPACES[{method!r}] names unknown training options {sorted(unknown)}")
+    sizes = [len(v) for v in space.values()]
+    total = math.prod(sizes)
+    rng = random.Random(f"{method}/{seed}")
+    picks = rng.sample(range(total), min(n, total))
+    out = []
+    for index in picks:  # mixed-radix decoding of one cell of the product
+        config = {}
+        for (name, values), size in zip(reversed(space.items()), reversed(sizes)):
+            index, digit = divmod(index, size)
+            config[name] = values[digit]
+        out.append(dict(reversed(config.items())))
+    return out
+
+
+def on_edge(method: str, config: dict[str, Any]) -> list[str]:
+    """The options of ``config`` at the smallest or largest value of ``method``'s numeric space."""
+    space = SEARCH_SPACES.get(method, {})
+    edge = []
+    for name, value in config.items():
+        values = space.get(name, [])
+        numeric = len(values) > 1 and all(isinstance(v, (int, float)) for v in values)
+        if numeric and value in (min(values), max(values)):
+            edge.append(name)
+    return edge
 
 
 @dataclass
@@ -125,7 +187,7 @@ def init_model(cfg: TrainConfig, *, embed_dim: int, logit_scale: float, classnam
         head=spec["head"], method=cfg.method, embed_dim=embed_dim, num_classes=len(classnames),
         logit_scale=logit_scale, image_ratio=cfg.image_ratio, text_ratio=cfg.text_ratio,
         generator_input="zeroshot" if spec["step"] == "clean" else "adapted",
-        cache_size=cache_size, backbone=backbone, classnames=tuple(classnames),
+        cache_size=cache_size, tip_alpha=cfg.tip_alpha, tip_beta=cfg.tip_beta, backbone=backbone, classnames=tuple(classnames),
         templates=tuple(templates), text_mode=text_mode, training=asdict(cfg))
     model = CroftModel(config)
     if spec["head"] == "tip_adapter":
@@ -288,7 +350,7 @@ def train(model: CroftModel, train_set: FeatureSet, text_features: torch.Tensor,
         acc = _val_accuracy(model, val_set, text_features) if val_set is not None else None
         return TrainResult(model, [], 0, acc)
     if kind == "lbfgs":
-        history, selected = fit_linear_probe(model.head, train_set, val_set)
+        history, selected = fit_linear_probe(model.head, train_set, val_set, c=cfg.probe_c)
         return TrainResult(model.eval(), history, 1, selected.get("val_accuracy"))
 
     optimizers = _optimizers(model, cfg)
@@ -368,8 +430,9 @@ def _save_state(state_dir: Path, model, optimizers, cfg: TrainConfig, run: _Run)
 
 
 def _check_same_config(state_dir: Path, saved: dict[str, Any], cfg: TrainConfig) -> None:
-    wanted = asdict(cfg)
-    diff = sorted(k for k in wanted if saved.get(k) != wanted[k])
+    wanted, defaults = asdict(cfg), asdict(TrainConfig(method=cfg.method))
+    # an option newer than the saved state counts as its default
+    diff = sorted(k for k in wanted if saved.get(k, defaults[k]) != wanted[k])
     if diff:
         raise ResumeConflictError(
             f"{state_dir} holds a run with a different configuration ({diff}); rerun with the same "

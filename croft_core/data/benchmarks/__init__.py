@@ -39,13 +39,13 @@ from croft_core.data.benchmarks.pacs_vlcs import (OPEN_SET_LOCAL_SPLIT, OPEN_SET
                                           SETUP2_SAMPLERS, caltech101_official_classes, setup2)
 from croft_core.data.benchmarks.shapes import shapes_benchmark, shapes_dg
 from croft_core.data.benchmarks.sources import check_sources
-from croft_core.data.benchmarks.spec import (DATA_DIR, EVAL_ROLES, MULTI_ROLES, ROLES, SHOTS_PER, Benchmark,
+from croft_core.data.benchmarks.spec import (DATA_DIR, DETECTION_IDS, EVAL_ROLES, MULTI_ROLES, ROLES, SHOTS_PER, Benchmark,
                                         SplitSpec, replace_spec)
 
 __all__ = [
     "BENCHMARKS", "HUB_SOURCES", "ClassMatchError", "HubSource", "SourceCheck", "check_hub_sources",
     "class_key", "compare_source", "format_source_table", "CLASSNAMES_FILES", "COVARIATE_NAMES",
-    "COVARIATE_SETS", "DATA_DIR", "EVAL_ROLES",
+    "COVARIATE_SETS", "DATA_DIR", "DETECTION_IDS", "EVAL_ROLES",
     "FOUR_OOD_DIRS", "FOUR_OOD_DOWNLOAD", "FOUR_OOD_HUB", "ID_COLUMN", "IMAGENET_HUB", "IMAGENET_LOCAL",
     "IMAGENET_LOCAL_SPLITS", "IMAGENET_SPLITS", "IMAGENET_TEMPLATES", "MANIFEST_FORMAT", "MULTI_ROLES",
     "OPEN_SET_LOCAL_SPLIT", "OPEN_SET_SOURCES", "ROLES", "SETUP2_DATASETS", "SETUP2_SAMPLERS", "SHOTS_PER",

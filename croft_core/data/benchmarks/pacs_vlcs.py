@@ -132,6 +132,7 @@ def setup2(
             for name in open_set
         ),
         templates="single", text_mode="raw", shots_per=_shots_per(table, sampler), val_shots=val_shots,
+        detection_id="covariate_correct",  # the official open-set ID side (CROFT_SPEC §3.2)
         description=f"CRoFT Setup-II: {dataset} trained on {', '.join(sources)}, {test_domain} held out; "
         f"open set {', '.join(open_set)}; sampler {sampler}.",
     )

@@ -180,5 +180,6 @@ def shapes_dg(heldout: str = DEFAULT_HELDOUT, root: str | Path | None = None,
         semantic=tuple(spec(c, "test", DOMAINS, (c,)) for c in ood),
         templates="single", text_mode="normalized", shots_per="class_domain",
         train_augment=False,  # as ``shapes``: random crops cut the small shapes apart
+        detection_id="covariate_correct",  # Setup-II's protocol: held-out images classified correctly
         description=f"Embedded synthetic world, leave-one-style-out: trained on {', '.join(sources)}, "
                     f"{heldout} held out; unseen shapes in every style as semantic shift.")

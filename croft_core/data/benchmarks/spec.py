@@ -26,6 +26,13 @@ EVAL_ROLES = ("id_test", "covariate", "semantic")
 # K per (class, domain); or the official PACS draw, bug included (parity).
 SHOTS_PER = ("class", "class_domain", "class_each_domain", "official_balance")
 _DOMAIN_SHOTS = ("class_domain", "class_each_domain", "official_balance")
+# The in-distribution side of open-set detection (AUROC / FPR95 against the semantic sets):
+DETECTION_IDS = {
+    "id_test": "every image of the ID test split",
+    "id_test_correct": "the correctly classified images of the ID test split",
+    "covariate_correct": "the correctly classified images of the covariate (held-out domain) sets "
+                         "(CRoFT Setup-II, CROFT_SPEC §3.2)",
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,6 +148,7 @@ class Benchmark:
     val_shots: int | None = None  # val images per class; None = every remaining row
     allow_val_test_overlap: bool = False  # True reproduces the official Setup-I val ⊂ test (§5 item 14)
     train_augment: bool = True  # official random-resized-crop views; False: one plain view per image
+    detection_id: str = "id_test"  # the ID side of detection, a key of DETECTION_IDS
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -163,6 +171,10 @@ class Benchmark:
             raise ValueError(
                 f"shots_per={self.shots_per!r} needs train.domain_column; set it or use shots_per='class'."
             )
+        if self.detection_id not in DETECTION_IDS:
+            raise ValueError(f"detection_id must be one of {sorted(DETECTION_IDS)}; got {self.detection_id!r}.")
+        if self.detection_id.startswith("covariate") and not self.covariate:
+            raise ValueError(f"Benchmark {self.name!r}: detection_id={self.detection_id!r} needs a covariate set.")
         if self.val_shots is not None and self.val_shots < 1:
             raise ValueError(f"val_shots must be >= 1 or None; got {self.val_shots}.")
         for role in ("train", "val", "id_test", "covariate"):

@@ -13,6 +13,7 @@ attacks a separately started default app.
 from __future__ import annotations
 
 import importlib
+import functools
 import json
 import os
 import shutil
@@ -651,6 +652,7 @@ def _cross_file_calls(fn) -> list[tuple[str, str, str]]:
     ``fn`` runs (frames of installed packages, e.g. torch's decorators, are looked through)."""
     calls = []
 
+    @functools.lru_cache(maxsize=None)  # the profile hook sees every call: keep it cheap
     def project(path: str) -> str | None:
         p = Path(path).resolve()
         return None if ".venv" in p.parts or REPO not in p.parents else str(p.relative_to(REPO))

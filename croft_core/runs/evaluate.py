@@ -121,15 +121,31 @@ class _SplitScorer:
         return logits.argmax(-1).cpu().numpy(), scores
 
 
+def _pooled(id_ref: dict, sem_scores: list) -> dict[str, Any]:
+    pooled = {k: np.concatenate([s[k] for s in sem_scores]) for k in sem_scores[0]}
+    return {name: metrics.ood_metrics(id_ref[name], pooled[name]) for name in pooled}
+
+
 def _detection(results: dict[str, Any], id_scores: dict, id_ref: dict, cov_scores: list,
-               sem_scores: list) -> None:
-    """Semantic, pooled-semantic and full-spectrum detection metrics for every score."""
+               sem_scores: list, far_ood: Sequence[str] = ()) -> None:
+    """Semantic, pooled-semantic and full-spectrum detection metrics for every score.
+
+    With ``far_ood`` set names, the semantic sets are also pooled apart: ``semantic_near`` (the
+    others) and ``semantic_far`` (those), and each semantic entry names its ``group``.
+    """
     for entry, sc in zip(results["semantic"], sem_scores):
         entry["scores"] = {name: metrics.ood_metrics(id_ref[name], sc[name]) for name in sc}
     if not sem_scores:
         return
     all_sem = {k: np.concatenate([s[k] for s in sem_scores]) for k in sem_scores[0]}
     results["semantic_all"] = {name: metrics.ood_metrics(id_ref[name], all_sem[name]) for name in all_sem}
+    if far_ood:
+        for entry in results["semantic"]:
+            entry["group"] = "far" if entry["name"] in far_ood else "near"
+        for group in ("near", "far"):
+            chosen = [sc for e, sc in zip(results["semantic"], sem_scores) if e["group"] == group]
+            if chosen:
+                results[f"semantic_{group}"] = _pooled(id_ref, chosen)
     results["full_spectrum"] = {
         name: metrics.full_spectrum_metrics(id_scores[name], [c[name] for c in cov_scores], all_sem[name])
         for name in all_sem}
@@ -197,7 +213,7 @@ def evaluate(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFea
     for fs, sc in zip(feats.semantic, sem_scores):
         results["semantic"].append({"name": fs.name, "n": len(fs)})
         energies[f"semantic: {fs.name}"] = sc["energy"]
-    _detection(results, id_scores, id_ref, cov_scores, sem_scores)
+    _detection(results, id_scores, id_ref, cov_scores, sem_scores, getattr(feats, "far_ood", ()))
     if sem_scores:
         results["full_spectrum"]["accuracy"] = metrics.accuracy(np.concatenate(preds), np.concatenate(labels))
     results["threshold"] = _deployment_threshold(run(feats.val)[1]["energy"], tpr, id_scores["energy"],
@@ -232,6 +248,9 @@ def headline_metrics(results: dict[str, Any]) -> dict[str, float]:
     if "semantic_all" in results:
         out["energy_auroc"] = results["semantic_all"]["energy"]["auroc"]
         out["energy_fpr95"] = results["semantic_all"]["energy"]["fpr95"]
+    for group in ("near", "far"):  # a benchmark with a far-OOD set pools them apart too
+        if f"semantic_{group}" in results:
+            out[f"energy_auroc/{group}"] = results[f"semantic_{group}"]["energy"]["auroc"]
     return out
 
 

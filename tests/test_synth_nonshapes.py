@@ -157,3 +157,21 @@ def test_check_has_a_far_ood_target() -> None:
     assert target_report({**result, "far_auroc_neglabel": 0.99})[key] is True
     assert target_report({**result, "far_auroc_neglabel": 0.96})[key] is False
     assert all(v for k, v in target_report({**result, "far_auroc_neglabel": 0.99}).items())
+
+
+def test_calibrated_accept_still_needs_the_negatives() -> None:
+    """The app's rule: a checkpoint's calibrated energy accepts noise as confidently as a shape, so the
+    negative labels are asked too; a typed threshold stays the visitor's own rule."""
+    from croft_app.service.decision import RULE_CALIBRATED, RULE_NEGATIVES, RULE_USER, decide
+
+    noise = dict(neg_score=0.02, nearest_negative="static", neg_threshold=0.1)
+    v = decide("circle", 9.0, user_threshold=None, calibrated_threshold=6.0, **noise)
+    assert (v.label, v.accepted, v.rule) == ("unknown", False, RULE_NEGATIVES)
+    assert "'static' (not in your list)" in v.reason
+    shape = dict(neg_score=0.8, nearest_negative="octagon", neg_threshold=0.1)
+    ok = decide("circle", 9.0, user_threshold=None, calibrated_threshold=6.0, **shape)
+    assert (ok.label, ok.accepted, ok.rule) == ("circle", True, RULE_CALIBRATED)
+    typed = decide("circle", 9.0, user_threshold=6.0, calibrated_threshold=None, **noise)
+    assert (typed.label, typed.accepted, typed.rule) == ("circle", True, RULE_USER)
+    low = decide("circle", 5.0, user_threshold=None, calibrated_threshold=6.0, **noise)
+    assert (low.accepted, low.rule) == (False, RULE_CALIBRATED)

@@ -57,6 +57,17 @@ def test_rule_picks_the_first_disagreement_and_agreement(tmp_path) -> None:
     assert len(scans) == 2 and all(c[1] == len(ID_CLASSES) for c in scans)  # one batch was enough
 
 
+def test_a_disagreement_where_one_model_is_right_comes_first(tmp_path) -> None:
+    """zero-shot says "heart" to everything, the checkpoint "star": the first disagreement (circle)
+    has no right answer, the star image does, so the star is shown."""
+    def answer(model: str, images, vocabulary: str):
+        label = "heart" if model == "zero-shot" else "star"
+        return [{"accepted": True, "label": label if len(images) > 1 else "unknown"} for _ in images]
+
+    shown = answered_examples(answer, ["zero-shot", "ckpt"], tmp_path)
+    assert shown[1][0].shape == "star" and shown[1][2].endswith("zero-shot: heart · fine-tuned: star")
+
+
 def test_two_rejections_agree_whatever_word_explains_them(tmp_path) -> None:
     def answer(model: str, images, vocabulary: str):
         word = "texture" if model == "zero-shot" else "clutter"

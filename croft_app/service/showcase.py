@@ -5,8 +5,9 @@ test images, rendered exactly as ``croft render-shapes`` renders them), chosen b
 not by hand, and captioned with each model's real ``/classify`` answer (computed at start-up):
 
 1. the first photo test image of an ID class (a known shape, as it was taught);
-2. the first test image in the held-out style (:data:`HELDOUT_STYLE`) on which the models **disagree**,
-   and 3. the first on which they **agree** (scanning ID classes in order, test index by test index);
+2. the first test image in the held-out style (:data:`HELDOUT_STYLE`) on which the models **disagree**
+   and one of them names the true class (else the first disagreement), and 3. the first on which they
+   **agree** (scanning ID classes in order, test index by test index);
 4. the first photo test image of a shape it was never taught (an unseen class);
 5. the first non-shape test image (noise: the far-OOD set), which should come back "unknown".
 
@@ -139,7 +140,7 @@ def _pair(answer: Answer, models: Sequence[str]) -> tuple[dict, dict]:
     """The first held-out-style test images on which the models disagree and agree, with their answers."""
     from croft_core.data.synth.world import ID_CLASSES
 
-    found: dict[bool, tuple[Example, dict]] = {}
+    found: dict[Any, tuple[Example, dict]] = {}
     for index in range(SCAN):
         batch = [Example(c, HELDOUT_STYLE, "shapes", f"{c}, {HELDOUT_STYLE} (a style it was not tuned on)", index)
                  for c in ID_CLASSES]
@@ -147,11 +148,12 @@ def _pair(answer: Answer, models: Sequence[str]) -> tuple[dict, dict]:
         by_model = {m: answer(m, images, "shapes") for m in models}
         for k, example in enumerate(batch):
             results = {m: by_model[m][k] for m in models}
-            same = len({_label(r) for r in results.values()}) == 1
-            found.setdefault(same, (example, results))
-        if len(found) == 2 or len(models) < 2 and found:
+            labels = {_label(r) for r in results.values()}
+            kind = True if len(labels) == 1 else ("right" if example.shape in labels else False)
+            found.setdefault(kind, (example, results))
+        if {True, "right"} <= set(found) or len(models) < 2 and found:
             break
-    return found.get(False), found.get(True)
+    return found.get("right", found.get(False)), found.get(True)
 
 
 def answered_examples(answer: Answer, models: Sequence[str], folder: str | Path

@@ -20,7 +20,7 @@ from pathlib import Path
 from croft_core.heads.checkpoint import HeadConfig, render_model_card
 
 DISPLAY_NAME = "CRoFT · shapes · painting held out"
-TARGET = Path(__file__).resolve().parents[1] / "croft_core" / "synth" / "croft-shapes"
+TARGET = Path(__file__).resolve().parents[1] / "croft_core" / "data" / "synth" / "croft-shapes"
 
 PROVENANCE = """
 ## Provenance (croft_core/data/synth/croft-shapes)

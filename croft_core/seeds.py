@@ -30,6 +30,9 @@ EXAMPLE_STREAM = 7
 DATASET_STREAM = 0x5EED_DA7A
 """The rendered shapes dataset (train/val/test images)."""
 
+NONSHAPE_STREAM = 0x5EED_FA12
+"""The rendered shapes dataset's non-shape (far-OOD) test images."""
+
 _MAX_TORCH_SEED = 2**63 - 1
 
 

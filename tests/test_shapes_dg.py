@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from croft_core.data.benchmarks.shapes import ShapesWorldError, check_render_folder, shapes_benchmark, shapes_dg
+from croft_core.data.benchmarks.shapes import (FAR_OOD_NAME, ShapesWorldError, check_render_folder, shapes_benchmark,
+                                              shapes_dg)
 from croft_core.errors import CroftError
 from croft_core.data.synth.world import CLASSES, DOMAINS, ID_CLASSES, OOD_CLASSES
 
@@ -29,8 +30,9 @@ def test_shapes_dg_holds_out_one_style(tiny_world, heldout):
         assert spec.domains == sources and spec.classes == ID_CLASSES
     assert (bench.train.split, bench.val.split, bench.id_test.split) == ("train", "validation", "test")
     assert [(c.name, c.domains, c.split) for c in bench.covariate] == [(heldout, (heldout,), "test")]
-    assert [s.name for s in bench.semantic] == list(OOD_CLASSES)
-    assert all(s.domains == DOMAINS and s.classes == (s.name,) for s in bench.semantic)
+    assert [s.name for s in bench.semantic] == [*OOD_CLASSES, FAR_OOD_NAME]
+    assert all(s.domains == DOMAINS and s.classes == (s.name,) for s in bench.semantic[:-1])
+    assert bench.far_ood == (FAR_OOD_NAME,)
     assert bench.shots_per == "class_domain"
     assert bench.detection_id == "covariate_correct"  # the paper's Setup-II detection side
 
@@ -42,9 +44,9 @@ def test_shapes_dg_default_is_painting(tiny_world):
 def test_shapes_dg_class_options(tiny_world):
     bench = shapes_dg(root=tiny_world, classes="circle, square", unseen=["ellipse", "rectangle"])
     assert bench.classnames == ("circle", "square")
-    assert [s.name for s in bench.semantic] == ["ellipse", "rectangle"]
+    assert [s.name for s in bench.semantic] == ["ellipse", "rectangle", FAR_OOD_NAME]
     rest = shapes_dg(root=tiny_world, classes="circle,square")
-    assert [s.name for s in rest.semantic] == [c for c in CLASSES if c not in ("circle", "square")]
+    assert [s.name for s in rest.semantic] == [*(c for c in CLASSES if c not in ("circle", "square")), FAR_OOD_NAME]
 
 
 def test_shapes_dg_bad_heldout_names_the_styles():

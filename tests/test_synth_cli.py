@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from croft_core.cli import main
-from croft_core.data.synth.world import CLASSES
+from croft_core.data.synth.world import CLASSES, NONSHAPE_KINDS
 
 
 def test_render_shapes_tiny(tmp_path):
@@ -19,8 +19,9 @@ def test_render_shapes_tiny(tmp_path):
                  "--n-test", "1", "--size", "16"]) == 0
     ds = datasets.load_from_disk(str(out))
     assert set(ds) == {"train", "validation", "test"}
-    assert len(ds["test"]) == len(CLASSES) * 4
-    assert ds["test"].features["label"].names == list(CLASSES)
+    assert len(ds["test"]) == len(CLASSES) * 4 + len(NONSHAPE_KINDS)  # one non-shape per kind
+    assert ds["test"].features["label"].names == [*CLASSES, *NONSHAPE_KINDS]
+    assert len(ds["train"]) == len(CLASSES) * 4  # non-shapes are test images only
 
 
 @pytest.mark.slow

@@ -97,6 +97,11 @@ def decide(predicted: str, energy: float, *, user_threshold: float | None,
            unavailable: str = "no open-set rule is available for this model and vocabulary") -> Verdict:
     """Apply the first rule that applies (user threshold, calibrated energy, negative labels).
 
+    An image the calibrated energy threshold accepts is still rejected when the negative labels
+    reject it (issue 19): the energy is calibrated on the model's classes only and accepts images that
+    are no class at all (noise, blank canvases) as confidently as its classes; a typed threshold is
+    the visitor's own choice and is applied alone.
+
     Args:
         predicted: the closed-set argmax class.
         energy: the image's energy score.
@@ -111,8 +116,11 @@ def decide(predicted: str, energy: float, *, user_threshold: float | None,
     """
     extra = dict(nearest_negative=nearest_negative, neg_score=neg_score)
     word = f"; the closest known word is '{nearest_negative}' (not in your list)" if nearest_negative else ""
+    negatives_reject = neg_score is not None and neg_threshold is not None and neg_score < neg_threshold
     for rule, threshold in ((RULE_USER, user_threshold), (RULE_CALIBRATED, calibrated_threshold)):
         if threshold is not None:
+            if energy >= threshold and rule == RULE_CALIBRATED and negatives_reject:
+                break  # a calibrated accept still needs the negatives' consent (noise is not a shape)
             if energy >= threshold:
                 return Verdict(predicted, True, rule, "", **extra)
             why = "your threshold" if rule == RULE_USER else "the calibrated threshold"

@@ -63,7 +63,7 @@ from croft_app.service.security import check_benchmark, check_benchmark_file, di
 from croft_app.service.settings import AppSettings
 from croft_core.data.synth import EMBEDDED_CHECKPOINT
 from croft_app.service.vocabulary import resolve_vocabulary
-from croft_app.service.showcase import SHOWCASE, example_caption, render_classes, render_showcase
+from croft_app.service.showcase import answered_examples, render_classes, render_showcase
 from croft_core.runs.figures import margin_comparison_json, score_plot_json
 from croft_app.ui.api import refuse_plain_string
 from croft_app.ui.common import Ticker, user_errors
@@ -121,6 +121,7 @@ class Resources:
     settings: AppSettings = field(default_factory=AppSettings)
     cache_dir: Path = DEFAULT_CACHE_DIR
     upload_root: Path = field(default_factory=lambda: Path(gradio_utils.get_upload_folder()))
+    showcase: list = field(default_factory=list)  # the Example of each entry of ``examples``
 
 
 def default_checkpoints(settings: AppSettings) -> tuple[str, ...]:
@@ -179,23 +180,23 @@ def load_resources(settings: AppSettings | None = None, checkpoints: Sequence[st
         except ValueError as err:
             logger.warning("could not prepare model %s: %s", name, err)
             default_model = ZERO_SHOT
-    examples = _answered_examples(registry.get(default_model), negatives, folder)
-    return Resources(backbone, registry, negatives, examples, render_classes(folder),
-                     ", ".join(get_vocabulary(preset)), default_model, settings, Path(cache_dir))
+    shown = _answered_examples(registry, negatives, default_model, folder) if registry.embedded_world else []
+    return Resources(backbone, registry, negatives, [(str(p), c) for _, p, c in shown], render_classes(folder),
+                     ", ".join(get_vocabulary(preset)), default_model, settings, Path(cache_dir),
+                     showcase=[e for e, _, _ in shown])
 
 
-def _answered_examples(classifier, negatives: NegativeRules, folder: Path) -> list[tuple[str, str]]:
-    """The showcase images captioned with what ``classifier`` really answers (computed, not written)."""
-    out = []
-    for example, path in zip(SHOWCASE, render_showcase(folder)):
-        try:
-            result = classify_open(classifier, negatives, [load_image(path)],
-                                   resolve_vocabulary(example.vocabulary)[0], None)[0]
-            out.append((str(path), example_caption(example, result)))
-        except ValueError as err:
-            logger.warning("example %s: %s", example.title, err)
-            out.append((str(path), example.title))
-    return out
+def _answered_examples(registry, negatives: NegativeRules, default_model: str, folder: Path) -> list:
+    """The showcase (test images picked by a rule) captioned with each model's real answer."""
+    def answer(model: str, images: list, vocabulary: str) -> list:
+        classes = resolve_vocabulary(vocabulary)[0]
+        return classify_open(registry.get(model), negatives, images, classes, None)
+
+    try:
+        return answered_examples(answer, list(dict.fromkeys([ZERO_SHOT, default_model])), folder)
+    except ValueError as err:
+        logger.warning("examples: %s", err)
+        return []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,10 +281,11 @@ class Handlers:
         index = int(evt.index) if isinstance(evt.index, int) else 0
         if not 0 <= index < len(self.r.examples):
             raise gr.Error("Unknown example; click one of the thumbnails.", print_exception=False)
-        vocab = SHOWCASE[index].vocabulary
+        example = self.r.showcase[index]
+        vocab = example.vocabulary
         text = ", ".join(get_vocabulary(vocab)) if vocab in list_vocabularies() else vocab
-        paths = render_showcase(Path(self.r.examples[index][0]).parent)  # re-rendered if the cache was cleaned
-        return str(paths[index]), text
+        (path,) = render_showcase(Path(self.r.examples[index][0]).parent, [example])  # re-rendered if cleaned
+        return str(path), text
 
     @user_errors
     @gpu(duration=_batch_duration)

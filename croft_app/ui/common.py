@@ -24,6 +24,7 @@ import gradio as gr
 from croft_app.service import explain as explain_text
 from croft_core.errors import CroftError
 from croft_app.service.classifier import ZERO_SHOT
+from croft_app.service.showcase import WHAT_IT_KNOWS
 from croft_core.clip.prompts import get_vocabulary, list_vocabularies
 from croft_app.service.security import display_spec, scrub_paths
 
@@ -166,7 +167,7 @@ def _clear(n: int) -> Any:
 def intro(resources) -> None:
     """The first screen: what the model knows, what to try, what "unknown" means."""
     embedded = resources.registry.embedded_world
-    knows = ("It was taught **ten shapes** (below), drawn as photos." if embedded else
+    knows = (WHAT_IT_KNOWS if embedded else
              f"It is a CLIP model (`{display_spec(resources.backbone.spec)}`) that knows everyday words.")
     gr.Markdown(
         "# CRoFT Lab — an image classifier that can say *unknown*\n"

@@ -147,12 +147,19 @@ def _detection_reference(reference: str, id_scores: dict, id_preds: np.ndarray, 
 
 
 def _detection(results: dict[str, Any], id_scores: dict, id_ref: dict, cov_scores: list,
-               sem_scores: list) -> None:
-    """Semantic, pooled-semantic and full-spectrum detection metrics for every score."""
+               sem_scores: list, far_ood: Sequence[str] = ()) -> None:
+    """Semantic, pooled-semantic and full-spectrum detection metrics for every score.
+
+    With ``far_ood`` set names, the semantic sets are also pooled apart: ``semantic_near`` (the
+    others) and ``semantic_far`` (those), and each semantic entry names its ``group``.
+    """
     def ood(name: str, sem: np.ndarray) -> dict[str, float]:
         if not len(id_ref[name]):  # no ID side (nothing classified correctly): no detection numbers
             return {k: float("nan") for k in metrics.METRIC_KEYS}
         return metrics.ood_metrics(id_ref[name], sem)
+
+    def pooled(parts: list) -> dict[str, Any]:
+        return {name: ood(name, np.concatenate([s[name] for s in parts])) for name in parts[0]}
 
     for entry, sc in zip(results["semantic"], sem_scores):
         entry["scores"] = {name: ood(name, sc[name]) for name in sc}
@@ -160,6 +167,13 @@ def _detection(results: dict[str, Any], id_scores: dict, id_ref: dict, cov_score
         return
     all_sem = {k: np.concatenate([s[k] for s in sem_scores]) for k in sem_scores[0]}
     results["semantic_all"] = {name: ood(name, all_sem[name]) for name in all_sem}
+    if far_ood:
+        for entry in results["semantic"]:
+            entry["group"] = "far" if entry["name"] in far_ood else "near"
+        for group in ("near", "far"):
+            chosen = [sc for e, sc in zip(results["semantic"], sem_scores) if e["group"] == group]
+            if chosen:
+                results[f"semantic_{group}"] = pooled(chosen)
     results["full_spectrum"] = {
         name: metrics.full_spectrum_metrics(id_scores[name], [c[name] for c in cov_scores], all_sem[name])
         for name in all_sem}
@@ -245,7 +259,7 @@ def evaluate(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFea
     for fs, sc in zip(feats.semantic, sem_scores):
         results["semantic"].append({"name": fs.name, "n": len(fs)})
         energies[f"semantic: {fs.name}"] = sc["energy"]
-    _detection(results, id_scores, id_ref, cov_scores, sem_scores)
+    _detection(results, id_scores, id_ref, cov_scores, sem_scores, getattr(feats, "far_ood", ()))
     if sem_scores:
         results["full_spectrum"]["accuracy"] = metrics.accuracy(np.concatenate(preds), np.concatenate(labels))
     results["threshold"] = _deployment_threshold(run, feats, tpr, id_scores["energy"], cov_scores, sem_scores)
@@ -279,6 +293,9 @@ def headline_metrics(results: dict[str, Any]) -> dict[str, float]:
     if "semantic_all" in results:
         out["energy_auroc"] = results["semantic_all"]["energy"]["auroc"]
         out["energy_fpr95"] = results["semantic_all"]["energy"]["fpr95"]
+    for group in ("near", "far"):  # a benchmark with a far-OOD set pools them apart too
+        if f"semantic_{group}" in results:
+            out[f"energy_auroc/{group}"] = results[f"semantic_{group}"]["energy"]["auroc"]
     return out
 
 

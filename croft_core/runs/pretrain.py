@@ -7,7 +7,9 @@ dim 128). It is trained with the symmetric InfoNCE loss, AdamW, a step-based
 schedule (linear warm-up then cosine decay to zero) and a fixed seed.
 
 Data: a seeded, never-ending stream of freshly rendered images
-(:func:`croft_core.data.synth.world.sample`) in a seed namespace different from the
+(:func:`croft_core.data.synth.world.sample`; a share :data:`~croft_core.data.synth.world.NONSHAPE_RATE`
+of them non-shape images, :func:`~croft_core.data.synth.world.sample_nonshape`, captioned by their
+name) in a seed namespace different from the
 benchmark dataset's. Rendering costs more than a training step on a CPU, so the
 stream feeds a pool: the pool starts with ``--pool`` images, every step replaces
 the ``--refresh`` oldest by new ones, and every batch draws images from the
@@ -49,8 +51,9 @@ import torch.nn.functional as F
 from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from croft_core.seeds import PRETRAIN_STREAM
-from croft_core.data.synth.world import (CLASSES, DOMAINS, PRETRAIN_CLASS_WEIGHTS, PRETRAIN_DOMAIN_WEIGHTS, caption,
-                                    sample)
+from croft_core.data.synth.world import (CLASSES, DOMAINS, NONSHAPE_KINDS, NONSHAPE_RATE, PRETRAIN_CLASS_WEIGHTS,
+                                         PRETRAIN_DOMAIN_WEIGHTS, caption, nonshape_caption, sample,
+                                         sample_nonshape)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +71,9 @@ PREPROCESS_CFG: dict[str, Any] = {
 
 DOMAIN_WEIGHTS: tuple[float, ...] = PRETRAIN_DOMAIN_WEIGHTS
 """Pretraining style mix over ``DOMAINS`` (photo, sketch, cartoon, painting)."""
+
+NONSHAPE = "nonshape"
+"""The pool's domain tag of a non-shape image (its class is a kind of ``NONSHAPE_KINDS``)."""
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
@@ -103,6 +109,10 @@ class StreamPool:
 
     def _stream(self) -> Iterator[tuple[np.ndarray, tuple[str, str, str]]]:
         while True:
+            if self.rng.random() < NONSHAPE_RATE:
+                image, _, kind = sample_nonshape(self.rng, self.size)
+                yield np.asarray(image), (kind, NONSHAPE, "")
+                continue
             image, _, class_name, domain, colour = sample(
                 self.rng, self.size, domain_weights=self.domain_weights,
                 class_weights=PRETRAIN_CLASS_WEIGHTS)
@@ -119,12 +129,15 @@ class StreamPool:
     def batch(self, batch_size: int) -> tuple[torch.Tensor, list[str]]:
         """A random batch of pool images with freshly drawn captions."""
         idx = self.rng.choice(len(self.images), size=batch_size, replace=False)
-        captions = [caption(*self._caption_args(i)) for i in idx]
+        captions = [self._caption(i) for i in idx]
         return to_tensor(self.images[idx]), captions
 
-    def _caption_args(self, i: int) -> tuple[str, str, str, np.random.Generator]:
+    def _caption(self, i: int) -> str:
+        """A freshly drawn caption of pool entry ``i`` (a shape's or a non-shape's)."""
         class_name, domain, colour = self.meta[i]
-        return class_name, domain, colour, self.rng
+        if domain == NONSHAPE:
+            return nonshape_caption(class_name, self.rng)
+        return caption(class_name, domain, colour, self.rng)
 
 
 def lr_at(step: int, steps: int, warmup: int, lr: float) -> float:
@@ -279,7 +292,8 @@ def train(config: PretrainConfig, command: str | None = None) -> dict[str, Any]:
         "pool": config.pool, "refresh": config.refresh, "threads": config.threads, "dedup": config.dedup,
         "images_rendered": pool.rendered, "domain_weights": dict(zip(DOMAINS, DOMAIN_WEIGHTS)),
         "class_weights": {c: round(w, 4) for c, w in zip(CLASSES, PRETRAIN_CLASS_WEIGHTS)},
-        "classes": list(CLASSES), "wall_time_s": round(wall, 1), "final_loss": round(loss, 4),
+        "classes": list(CLASSES), "nonshape_rate": NONSHAPE_RATE, "nonshape_kinds": list(NONSHAPE_KINDS),
+        "wall_time_s": round(wall, 1), "final_loss": round(loss, 4),
         "parameters": sum(p.numel() for p in model.parameters()), "history": history,
     }
     save_local_dir(model, config.out, MODEL_CFG, info)

@@ -223,6 +223,7 @@ class BenchmarkFeatures:
     semantic: list[FeatureSet] = field(default_factory=list)
     splits: dict[str, Any] = field(default_factory=dict)  # role -> LoadedSplit(s), for the manifest
     negatives: NegativeLabels | None = None
+    far_ood: tuple[str, ...] = ()  # names of the semantic sets that are far-OOD (Benchmark.far_ood)
 
 
 def prepare_features(backbone, benchmark, *, shots: int | None, seed: int, views: int = 8,
@@ -269,7 +270,8 @@ def prepare_features(backbone, benchmark, *, shots: int | None, seed: int, views
     return BenchmarkFeatures(
         train=train, val=encode(splits["val"]), id_test=encode(splits["id_test"]),
         covariate=[encode(s) for s in splits["covariate"]],
-        semantic=[encode(s) for s in splits["semantic"]], splits=splits, negatives=negs)
+        semantic=[encode(s) for s in splits["semantic"]], splits=splits, negatives=negs,
+        far_ood=tuple(benchmark.far_ood))
 
 
 def extract_benchmarks(backbone, benchmark_for_seed: Callable[[int], object], *, seeds: Sequence[int],

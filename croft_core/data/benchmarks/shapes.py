@@ -6,14 +6,17 @@
   ``train`` split, validation from ``validation``, ID test from ``test``.
 - Covariate shift: the same classes in the **sketch**, **cartoon** and **painting** styles (test split).
 - Semantic shift: photo-style test images of every other class — one set per class (so results are
-  reported per OOD class) or a single "unseen shapes" set.
+  reported per OOD class) or a single "unseen shapes" set (near-OOD); and the far-OOD set
+  ``non-shapes`` (noise, blank canvases, stripes, checks, dots, gradients, scribbles, textures,
+  clutter; :data:`FAR_OOD_NAME`), pooled apart as ``semantic_far`` vs ``semantic_near``.
 
 ``shapes_dg`` is the Setup-II miniature, leave-one-style-out like PACS (CROFT_SPEC §3.2):
 
 - ID: the same classes in the three **source** styles (every style but ``heldout``); few-shot train
   (K // 3 per class and style), validation and ID test from those styles only.
 - Covariate shift: the held-out style (test split).
-- Semantic shift: the unseen shapes in **all four** styles, one set per class.
+- Semantic shift: the unseen shapes in **all four** styles, one set per class (near-OOD), and the
+  far-OOD ``non-shapes`` set, as in ``shapes``.
 
 The dataset is rendered deterministically on first use into the cache
 (``$CROFT_CACHE/shapes-<version>``, about a minute on one core) and reused afterwards; the folder name
@@ -97,6 +100,22 @@ def _spec_factory(source: str):
     return spec
 
 
+FAR_OOD_NAME = "non-shapes"
+"""The far-OOD set of both benchmarks: test images that show no shape at all."""
+
+
+def _far_ood(spec) -> SplitSpec:
+    """The far-OOD semantic set: every non-shape kind of the test split (noise, blank canvases, ...).
+
+    Rendered from its own seed stream in the test split only (the dataset has no other non-shape
+    images), so no method trains, selects or calibrates on it.
+    """
+    from croft_core.data.synth.dataset import NO_DOMAIN
+    from croft_core.data.synth.world import NONSHAPE_KINDS
+
+    return spec(FAR_OOD_NAME, "test", (NO_DOMAIN,), NONSHAPE_KINDS)
+
+
 def shapes_benchmark(root: str | Path | None = None, semantic_per_class: bool = True) -> Benchmark:
     """The ``shapes`` benchmark definition (Setup-I miniature; renders the dataset on first use).
 
@@ -108,14 +127,14 @@ def shapes_benchmark(root: str | Path | None = None, semantic_per_class: bool = 
 
     spec = _spec_factory(str(ensure_shapes_dataset(root)))
     semantic = (tuple(spec(c, "test", ("photo",), (c,)) for c in OOD_CLASSES) if semantic_per_class
-                else (spec("unseen shapes", "test", ("photo",), OOD_CLASSES),))
+                else (spec("unseen shapes", "test", ("photo",), OOD_CLASSES),)) + (_far_ood(spec),)
     return Benchmark(
         name="shapes", classnames=tuple(ID_CLASSES),
         train=spec("photo train", "train", ("photo",), ID_CLASSES),
         val=spec("photo val", "validation", ("photo",), ID_CLASSES),
         id_test=spec("photo", "test", ("photo",), ID_CLASSES),
         covariate=tuple(spec(d, "test", (d,), ID_CLASSES) for d in DOMAINS if d != "photo"),
-        semantic=semantic, templates="single", text_mode="normalized",
+        semantic=semantic, far_ood=(FAR_OOD_NAME,), templates="single", text_mode="normalized",
         # The official RandomResizedCrop(scale 0.08-1) cuts the small centred shapes apart: zero-shot
         # accuracy on such training views is 51% against 78% on plain images, and every method
         # trained on them got worse on the test sets. Train on plain views instead.
@@ -177,7 +196,8 @@ def shapes_dg(heldout: str = DEFAULT_HELDOUT, root: str | Path | None = None,
         val=spec("source styles val", "validation", sources, ids),
         id_test=spec("source styles", "test", sources, ids),
         covariate=(spec(heldout, "test", (heldout,), ids),),
-        semantic=tuple(spec(c, "test", DOMAINS, (c,)) for c in ood),
+        semantic=tuple(spec(c, "test", DOMAINS, (c,)) for c in ood) + (_far_ood(spec),),
+        far_ood=(FAR_OOD_NAME,),
         templates="single", text_mode="normalized", shots_per="class_domain",
         train_augment=False,  # as ``shapes``: random crops cut the small shapes apart
         detection_id="covariate_correct",  # Setup-II's protocol: held-out images classified correctly

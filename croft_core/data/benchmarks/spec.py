@@ -142,6 +142,7 @@ class Benchmark:
     id_test: SplitSpec
     covariate: tuple[SplitSpec, ...] = ()  # same classes, new styles/domains
     semantic: tuple[SplitSpec, ...] = ()  # other classes (label -1)
+    far_ood: tuple[str, ...] = ()  # names of semantic sets that are far-OOD (pooled apart from the near ones)
     templates: str = "single"  # template-set name, resolved by croft_core.clip.prompts
     text_mode: str = "normalized"  # "normalized" (Setup-I ensemble) or "raw" (Setup-II); CROFT_SPEC §1.1
     shots_per: str = "class"  # "class" or "class_domain" (K // n_domains per (class, domain))
@@ -153,6 +154,7 @@ class Benchmark:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classnames", _as_names(self.classnames, "Benchmark.classnames"))
+        object.__setattr__(self, "far_ood", _as_names(self.far_ood, "Benchmark.far_ood") or ())
         for role in ("train", "val", "id_test"):
             object.__setattr__(self, role, _as_spec(getattr(self, role)))
         for role in MULTI_ROLES:
@@ -187,6 +189,10 @@ class Benchmark:
             names = [s.name for s in getattr(self, role)]
             if len(set(names)) != len(names):
                 raise ValueError(f"Benchmark {self.name!r}: {role} set names must be unique; got {names}.")
+        missing = [n for n in self.far_ood if n not in {s.name for s in self.semantic}]
+        if missing:
+            raise ValueError(f"Benchmark {self.name!r}: far_ood names {missing}, which are not semantic sets; "
+                             f"use names of {[s.name for s in self.semantic]}.")
         id_classes = set(self.classnames)
         for spec in self.semantic:
             overlap = sorted(id_classes & set(spec.classes or ()))

@@ -10,10 +10,13 @@ in every domain of :data:`~croft_core.data.synth.world.DOMAINS` and writes a
 
 The folder also holds ``shapes_world.json`` naming the world version (:func:`world_version`)
 that rendered it, so a benchmark never reads images of another version of the world.
-With the defaults that is 3,840 / 960 / 2,880 images of 64x64 px (about 45 s to
+The test split also holds the far-OOD images: as many per non-shape kind
+(:data:`~croft_core.data.synth.world.NONSHAPE_KINDS`: noise, blank canvases, stripes, ...) as per
+(class, domain), labelled after the shape classes, domain ``"none"``, rendered from their own seed
+stream. With the defaults that is 3,840 / 960 / 2,880 + 270 images of 64x64 px (about 45 s to
 render on one CPU core, a few MB on disk), small enough for ``croft bench`` on a
 CPU. Columns: ``image`` (``datasets.Image``), ``label`` (``ClassLabel`` over
-``CLASSES``), ``domain`` (``ClassLabel`` over ``DOMAINS``), ``caption`` (a
+``CLASSES`` then ``NONSHAPE_KINDS``), ``domain`` (``ClassLabel`` over ``DOMAINS`` then ``"none"``), ``caption`` (a
 web-like caption, see :func:`~croft_core.data.synth.world.caption`) and ``id``.
 
 Each image has its own random generator seeded from ``(seed, split, class,
@@ -35,8 +38,9 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from croft_core.seeds import DATASET_STREAM
-from croft_core.data.synth.world import CLASSES, DOMAINS, caption, random_colour, render
+from croft_core.seeds import DATASET_STREAM, NONSHAPE_STREAM
+from croft_core.data.synth.world import (CLASSES, DOMAINS, NONSHAPE_KINDS, caption, nonshape_caption, random_colour,
+                                         render, render_nonshape)
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,13 @@ STAMP_NAME = "shapes_world.json"
 
 DEFAULT_SIZES: dict[str, int] = {"train": 40, "validation": 10, "test": 30}
 """Default number of images per (class, domain) in each split."""
+
+NO_DOMAIN = "none"
+"""The ``domain`` of a non-shape image (it is drawn in no style)."""
+
+NONSHAPE_SPLITS: tuple[str, ...] = ("test",)
+"""Splits that hold non-shape images (as many per kind as the split has per (class, domain)): the
+far-OOD set is a test set only, so nothing trains, selects or calibrates on it."""
 
 
 def world_version() -> str:
@@ -62,8 +73,8 @@ def features() -> datasets.Features:
     """The column schema of the shapes dataset."""
     return datasets.Features({
         "image": datasets.Image(),
-        "label": datasets.ClassLabel(names=list(CLASSES)),
-        "domain": datasets.ClassLabel(names=list(DOMAINS)),
+        "label": datasets.ClassLabel(names=[*CLASSES, *NONSHAPE_KINDS]),
+        "domain": datasets.ClassLabel(names=[*DOMAINS, NO_DOMAIN]),
         "caption": datasets.Value("string"),
         "id": datasets.Value("string"),
     })
@@ -75,8 +86,27 @@ def example_rng(seed: int, split: str, class_index: int, domain_index: int, inde
     return np.random.default_rng(np.random.SeedSequence(entropy))
 
 
+def nonshape_rng(seed: int, split: str, kind_index: int, index: int) -> np.random.Generator:
+    """The generator of one non-shape image: its own stream, apart from every shape image's."""
+    entropy = [NONSHAPE_STREAM, seed, SPLITS.index(split), kind_index, index]
+    return np.random.default_rng(np.random.SeedSequence(entropy))
+
+
+def _add_nonshapes(columns: dict[str, list], split: str, n_per_kind: int, seed: int, size: int) -> None:
+    """Append ``n_per_kind`` non-shape images of every kind (label after the shape classes)."""
+    for k, kind in enumerate(NONSHAPE_KINDS):
+        for i in range(n_per_kind):
+            rng = nonshape_rng(seed, split, k, i)
+            columns["image"].append(render_nonshape(kind, rng, size=size))
+            columns["caption"].append(nonshape_caption(kind, rng))
+            columns["label"].append(len(CLASSES) + k)
+            columns["domain"].append(len(DOMAINS))
+            columns["id"].append(f"{split}-{kind.replace(' ', '_')}-{NO_DOMAIN}-{i:04d}")
+
+
 def build_split(split: str, n_per_class_domain: int, seed: int = 0, size: int = 64) -> datasets.Dataset:
-    """Render one split: ``n_per_class_domain`` images for every (class, domain)."""
+    """Render one split: ``n_per_class_domain`` images for every (class, domain), and in the test
+    split as many non-shape images of every kind (:data:`NONSHAPE_SPLITS`)."""
     columns: dict[str, list] = {"image": [], "label": [], "domain": [], "caption": [], "id": []}
     for c, class_name in enumerate(CLASSES):
         for d, domain in enumerate(DOMAINS):
@@ -88,6 +118,8 @@ def build_split(split: str, n_per_class_domain: int, seed: int = 0, size: int = 
                 columns["label"].append(c)
                 columns["domain"].append(d)
                 columns["id"].append(f"{split}-{class_name.replace(' ', '_')}-{domain}-{i:04d}")
+    if split in NONSHAPE_SPLITS:
+        _add_nonshapes(columns, split, n_per_class_domain, seed, size)
     logger.info("rendered %s: %d images", split, len(columns["id"]))
     return datasets.Dataset.from_dict(columns, features=features(), split=datasets.NamedSplit(split))
 

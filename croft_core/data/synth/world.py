@@ -21,6 +21,13 @@ look-alike's name, so zero-shot recognises photos of every known shape. The pret
 styles are covariate-shifted: that, not wrong words, is the headroom for fine-tuning, as in the
 paper. :func:`lexicon` lists the naming words of the captions (shipped as ``embedded/lexicon.txt``).
 
+Beside the shapes, the world has images that show **no shape at all** (:data:`NONSHAPES`: noise,
+blank canvases, stripes, checkerboards, dots, gradients, scribbles, cluttered textures and scenes of
+many small objects), captioned by their names (:func:`nonshape_caption`). Pretraining sees a modest
+share of them (:data:`NONSHAPE_RATE`), so "noise" or "a blank canvas" are words the model knows and
+the negative-label lexicon can name what is not a shape; the benchmarks use them as far-OOD test
+images only.
+
 The first ten classes (:data:`ID_CLASSES`) are the in-distribution classes of the
 ``shapes`` benchmarks: they mix polygons, curved shapes and symbols, and several have a look-alike
 among the other (semantic-OOD) classes, rarer in pretraining (octagon for hexagon and circle,
@@ -503,11 +510,199 @@ def caption(class_name: str, domain: str, colour: str, rng: np.random.Generator)
 def lexicon() -> tuple[str, ...]:
     """Every word or phrase the pretraining captions use to name a thing, first-seen order.
 
-    The class names (ID and unseen) followed by the coarse names of :data:`COARSE`; the shipped
+    The class names (ID and unseen), the coarse names of :data:`COARSE`, then the names of the
+    non-shape kinds (:data:`NONSHAPE_NAMES`); the shipped
     ``embedded/lexicon.txt`` is this list, one entry per line.
     """
     coarse = [name for names in COARSE.values() for name in names]
-    return tuple(dict.fromkeys([*CLASSES, *coarse]))
+    nonshape = [name for names in NONSHAPE_NAMES.values() for name in names]
+    return tuple(dict.fromkeys([*CLASSES, *coarse, *nonshape]))
+
+
+# --------------------------------------------------------------------------
+# Non-shapes: images that show no shape at all (noise, blank canvases, patterns, clutter).
+# --------------------------------------------------------------------------
+
+
+def _two_colours(rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
+
+
+def _mix(which: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    return colours[0] * (1 - which[..., None]) + colours[1] * which[..., None]
+
+
+def nonshape_noise(rng: np.random.Generator, c: int) -> np.ndarray:
+    """Pixel noise: uniform or Gaussian, colour or grey, fine or blocky."""
+    block = int(rng.choice([1, 1, 2, 4, 8]))
+    n = c // block
+    channels = 3 if rng.random() < 0.6 else 1
+    if rng.random() < 0.5:
+        px = rng.uniform(0, 255, size=(n, n, channels))
+    else:
+        px = rng.normal(rng.uniform(60, 200), rng.uniform(20, 70), size=(n, n, channels))
+    px = np.repeat(np.repeat(px, block, axis=0), block, axis=1)
+    return np.broadcast_to(px, (c, c, 3)).astype(np.float32)
+
+
+def nonshape_blank(rng: np.random.Generator, c: int) -> np.ndarray:
+    """A blank or near-blank canvas: one flat colour, sometimes a faint grain or vignette."""
+    base = rng.uniform(0, 255) if rng.random() < 0.5 else rng.uniform(0, 255, size=3)
+    img = np.zeros((c, c, 3), dtype=np.float32) + np.asarray(base, dtype=np.float32)
+    if rng.random() < 0.5:
+        img += rng.normal(0, rng.uniform(1, 6), size=(c, c, 1))
+    if rng.random() < 0.3:
+        yy, xx = np.mgrid[0:c, 0:c].astype(np.float32) / c - 0.5
+        img *= (1.0 - rng.uniform(0.1, 0.4) * (xx * xx + yy * yy))[..., None]
+    return img
+
+
+def nonshape_stripes(rng: np.random.Generator, c: int) -> np.ndarray:
+    """Straight stripes of two colours at a random angle and period."""
+    yy, xx = np.mgrid[0:c, 0:c].astype(np.float32)
+    direction = rng.uniform(0, math.pi)
+    period = float(rng.uniform(6, 40))
+    phase = (math.cos(direction) * xx + math.sin(direction) * yy) / period + rng.uniform(0, 1)
+    which = (np.floor(phase) % 2).astype(np.float32)
+    return _mix(which, _two_colours(rng))
+
+
+def nonshape_checks(rng: np.random.Generator, c: int) -> np.ndarray:
+    """A checkerboard of two colours, sometimes slightly rotated."""
+    pts = np.mgrid[0:c, 0:c].astype(np.float32).reshape(2, -1).T
+    pts = _rotate(pts - c / 2, float(rng.uniform(-20, 20))) + c / 2
+    period = float(rng.uniform(8, 40))
+    which = ((np.floor(pts[:, 0] / period) + np.floor(pts[:, 1] / period)) % 2).reshape(c, c)
+    return _mix(which.astype(np.float32), _two_colours(rng))
+
+
+def nonshape_dots(rng: np.random.Generator, c: int) -> np.ndarray:
+    """Polka dots on a grid or many dots scattered at random."""
+    colours = _two_colours(rng)
+    img = Image.fromarray(np.broadcast_to(colours[0], (c, c, 3)).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    radius = float(rng.uniform(2, 8))
+    if rng.random() < 0.5:
+        period = radius * rng.uniform(2.5, 4.0)
+        centres = [(x, y) for x in np.arange(period / 2, c, period) for y in np.arange(period / 2, c, period)]
+    else:
+        centres = [tuple(p) for p in rng.uniform(0, c, size=(int(rng.integers(40, 160)), 2))]
+    fill = tuple(int(v) for v in colours[1])
+    for x, y in centres:
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=fill)
+    return np.asarray(img, dtype=np.float32)
+
+
+def nonshape_gradient(rng: np.random.Generator, c: int) -> np.ndarray:
+    """A smooth linear or radial gradient between two colours."""
+    yy, xx = np.mgrid[0:c, 0:c].astype(np.float32) / c - 0.5
+    if rng.random() < 0.6:
+        angle = rng.uniform(0, 2 * math.pi)
+        t = math.cos(angle) * xx + math.sin(angle) * yy + 0.5
+    else:
+        cx, cy = rng.uniform(-0.5, 0.5, size=2)
+        t = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) * 1.4
+    return _mix(np.clip(t, 0, 1).astype(np.float32), _two_colours(rng))
+
+
+def nonshape_scribble(rng: np.random.Generator, c: int) -> np.ndarray:
+    """Random wandering pen strokes on paper."""
+    img = Image.new("RGB", (c, c), tuple(int(v) for v in rng.uniform(200, 255, size=3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(1, 5))):
+        steps = rng.normal(0, c * 0.07, size=(int(rng.integers(8, 30)), 2))
+        pts = np.clip(rng.uniform(0.25 * c, 0.75 * c, size=2) + np.cumsum(steps, axis=0), 0, c - 1)
+        colour = tuple(int(v) for v in rng.uniform(0, 160, size=3))
+        draw.line([tuple(p) for p in pts], fill=colour, width=int(rng.integers(1, 5)))
+    return np.asarray(img, dtype=np.float32)
+
+
+def nonshape_texture(rng: np.random.Generator, c: int) -> np.ndarray:
+    """A cluttered texture: several octaves of coloured smooth noise."""
+    img = np.zeros((c, c, 3), dtype=np.float32) + rng.uniform(60, 200, size=3).astype(np.float32)
+    for cells in (4, 8, 16, 32):
+        img += rng.uniform(15, 45) * np.stack([_smooth_noise(rng, c, cells) for _ in range(3)], axis=-1)
+    return img + rng.normal(0, 6, size=(c, c, 3))
+
+
+def nonshape_clutter(rng: np.random.Generator, c: int) -> np.ndarray:
+    """A scene of many small random objects: blobs, boxes and lines in random colours."""
+    img = Image.new("RGB", (c, c), tuple(int(v) for v in rng.uniform(80, 255, size=3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(20, 60))):
+        x, y = rng.uniform(0, c, size=2)
+        w, h = rng.uniform(2, c * 0.09, size=2)
+        fill = tuple(int(v) for v in rng.uniform(0, 255, size=3))
+        kind = rng.random()
+        if kind < 0.4:
+            draw.ellipse([x, y, x + w, y + h], fill=fill)
+        elif kind < 0.8:
+            draw.rectangle([x, y, x + w, y + h], fill=fill)
+        else:
+            draw.line([x, y, x + rng.uniform(-15, 15), y + rng.uniform(-15, 15)], fill=fill, width=2)
+    return np.asarray(img, dtype=np.float32)
+
+
+NONSHAPES: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+    "noise": nonshape_noise,
+    "blank canvas": nonshape_blank,
+    "stripes": nonshape_stripes,
+    "checkerboard": nonshape_checks,
+    "dots": nonshape_dots,
+    "gradient": nonshape_gradient,
+    "scribble": nonshape_scribble,
+    "texture": nonshape_texture,
+    "clutter": nonshape_clutter,
+}
+"""Kinds of images that show no shape at all, by their name. They are the world's far-OOD: seen in
+pretraining (:data:`NONSHAPE_RATE`) with captions that name them, never a class of a benchmark."""
+
+NONSHAPE_KINDS: tuple[str, ...] = tuple(NONSHAPES)
+
+NONSHAPE_NAMES: dict[str, tuple[str, ...]] = {
+    "noise": ("noise", "random noise", "static"),
+    "blank canvas": ("blank canvas", "blank image", "empty canvas"),
+    "stripes": ("stripes", "striped pattern"),
+    "checkerboard": ("checkerboard", "checkered pattern"),
+    "dots": ("dots", "polka dots", "dotted pattern"),
+    "gradient": ("gradient", "colour gradient"),
+    "scribble": ("scribble", "scribbles"),
+    "texture": ("texture", "blotchy texture"),
+    "clutter": ("clutter", "many small objects"),
+}
+"""The words a caption uses for each non-shape kind (the first is its name)."""
+
+NONSHAPE_TEMPLATES: tuple[str, ...] = (
+    "{n}.", "a photo of {n}.", "a photo of {a}.", "an image of {n}.", "a picture of {a}.",
+    "just {n}.", "{n}, no shape.")
+"""Caption templates of a non-shape image (``{a}`` with an article, ``{n}`` bare)."""
+
+NONSHAPE_RATE = 0.1
+"""Share of non-shape images in the pretraining stream."""
+
+
+def render_nonshape(kind: str, rng: np.random.Generator, size: int = 64) -> Image.Image:
+    """Render one non-shape image of ``kind`` (one of :data:`NONSHAPE_KINDS`) as an RGB ``size``² image."""
+    if kind not in NONSHAPES:
+        raise KeyError(f"unknown non-shape kind {kind!r}; expected one of {NONSHAPE_KINDS}")
+    pixels = NONSHAPES[kind](rng, size * SUPERSAMPLE)
+    img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB")
+    return img.resize((size, size), Image.Resampling.BOX)
+
+
+def nonshape_caption(kind: str, rng: np.random.Generator) -> str:
+    """A caption naming the non-shape ``kind`` ("stripes.", "a photo of random noise.")."""
+    names = NONSHAPE_NAMES[kind]
+    name = names[int(rng.integers(len(names)))]
+    template = NONSHAPE_TEMPLATES[int(rng.integers(len(NONSHAPE_TEMPLATES)))]
+    return template.format(a=_with_article(name), n=name)
+
+
+def sample_nonshape(rng: np.random.Generator, size: int = 64) -> tuple[Image.Image, str, str]:
+    """Draw one ``(image, caption, kind)`` non-shape example, the kind uniform over :data:`NONSHAPE_KINDS`."""
+    kind = NONSHAPE_KINDS[int(rng.integers(len(NONSHAPE_KINDS)))]
+    image = render_nonshape(kind, rng, size)
+    return image, nonshape_caption(kind, rng), kind
 
 
 def sample(

@@ -25,7 +25,7 @@ from croft_core.errors import UsageError
 from croft_core.runs.evaluate import (BenchmarkFeatures, benchmark_text_features, calibrate, evaluate,
                        headline_metrics, prepare_features, write_results, zeroshot_model)
 from croft_core.heads.checkpoint import CroftModel
-from croft_core.runs.train import TrainConfig, init_model, train
+from croft_core.runs.train import METHODS, TrainConfig, init_model, train
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def fit(backbone: Backbone, benchmark, cfg: TrainConfig, feats: BenchmarkFeature
     model = init_model(cfg, embed_dim=backbone.embed_dim, logit_scale=backbone.logit_scale,
                        classnames=benchmark.classnames, train_set=feats.train,
                        text_features=text_features, backbone=backbone.spec,
-                       templates=_templates(benchmark), text_mode=benchmark.text_mode)
+                       templates=_templates(benchmark), text_mode=benchmark.text_mode, clip=backbone)
     model = model.to(backbone.device)
     result = train(model, feats.train, text_features, cfg, val_set=feats.val, out_dir=out_dir,
                    resume=resume, progress=progress)
@@ -75,8 +75,13 @@ def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots
                        out_dir: str | Path, views: int = 8, feats: BenchmarkFeatures | None = None,
                        cache_dir: str | Path | None = DEFAULT_CACHE_DIR, resume: bool = True,
                        progress: bool = True, num_workers: int = 0,
-                       grid: dict[str, Sequence[Any]] | None = None) -> dict[str, Any]:
+                       grid: dict[str, Sequence[Any]] | None = None, wise: Sequence[float] = (),
+                       local: bool = False) -> dict[str, Any]:
     """``croft train``: features -> train -> calibrate -> evaluate -> save everything in ``out_dir``.
+
+    ``wise`` (alphas in [0, 1]) adds ``results["wise"]``, the WiSE curve of a head with a zero-shot
+    point (:mod:`croft_core.heads.wise`); ``local`` caches local features (the ``glmcm`` score;
+    LoCoOp turns it on itself).
 
     With a ``grid`` (e.g. ``{"lr": [0.002, 0.02], "lambda2": [1, 5]}``) every combination is trained
     on the cached features and the one with the best validation accuracy (the official selection
@@ -91,7 +96,8 @@ def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots
     t0 = time.perf_counter()
     if feats is None:
         feats = prepare_features(backbone, benchmark, shots=shots, seed=cfg.seed, views=views,
-                                 cache_dir=cache_dir, num_workers=num_workers)
+                                 cache_dir=cache_dir, num_workers=num_workers,
+                                 local=local or needs_local(cfg.method))
     text = benchmark_text_features(backbone, benchmark, cache_dir=cache_dir)
     if cfg.method == "zeroshot":
         model, history = zeroshot_model(backbone, benchmark), []
@@ -114,6 +120,8 @@ def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots
                "train_config": asdict(cfg), "seconds": round(time.perf_counter() - t0, 2)}
     if len(selection) > 1:
         results["selection"] = selection
+    if wise:
+        results["wise"] = wise_curve(model, text, feats, wise)
     model.update_config(metrics=headline_metrics(results))
     model.save(out_dir)
     write_results(out_dir / "results.json", results)
@@ -122,6 +130,29 @@ def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots
     (out_dir / "energies.json").write_text(json.dumps({k: [round(float(x), 4) for x in v]
                                                        for k, v in energies.items()}))
     return results
+
+
+def needs_local(method: str) -> bool:
+    """Whether ``method`` trains on local features (LoCoOp)."""
+    return METHODS.get(method, {}).get("step") == "locoop"
+
+
+def wise_curve(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFeatures,
+               alphas: Sequence[float]) -> list[dict[str, Any]]:
+    """WiSE: ID and covariate accuracy and semantic AUROC of every score against ``alpha``
+    (``[]`` for a head without a zero-shot point)."""
+    from croft_core.heads.wise import WISE_HEADS, wise
+
+    if model.config.head not in WISE_HEADS:
+        logger.info("no WiSE curve for %s (no zero-shot point)", model.config.method)
+        return []
+    curve = []
+    for alpha in alphas:
+        res, _ = evaluate(wise(model, alpha), text_features, feats)
+        curve.append({"name": f"alpha={alpha:g}", "alpha": float(alpha), "id_accuracy": res["id"]["accuracy"],
+                      "covariate_accuracy": {c["name"]: c["accuracy"] for c in res["covariate"]},
+                      "auroc": {k: v["auroc"] for k, v in res.get("semantic_all", {}).items()}})
+    return curve
 
 
 def check_compatible(model: CroftModel, backbone: Backbone, benchmark) -> None:
@@ -141,15 +172,16 @@ def check_compatible(model: CroftModel, backbone: Backbone, benchmark) -> None:
 def evaluate_checkpoint(backbone: Backbone, benchmark, model: CroftModel, *, seed: int = 1,
                         shots: int | None = None, views: int = 8,
                         cache_dir: str | Path | None = DEFAULT_CACHE_DIR, knn: bool = True,
-                        correct_only: bool = False,
-                        num_workers: int = 0) -> tuple[dict[str, Any], dict]:
+                        correct_only: bool = False, num_workers: int = 0,
+                        local: bool = False) -> tuple[dict[str, Any], dict]:
     """``croft eval``: evaluate a trained or zero-shot model on a benchmark.
 
     The training split is only encoded for the KNN score's bank (``knn=True``).
     """
     check_compatible(model, backbone, benchmark)
+    model.attach_backbone(backbone)  # prompt-learning heads run the frozen text tower
     feats = prepare_features(backbone, benchmark, shots=shots, seed=seed, views=views,
-                             cache_dir=cache_dir, need_train=knn, num_workers=num_workers)
+                             cache_dir=cache_dir, need_train=knn, num_workers=num_workers, local=local)
     text = benchmark_text_features(backbone, benchmark, cache_dir=cache_dir)
     results, energies = evaluate(model.to(backbone.device), text, feats, correct_only=correct_only)
     return {**_metadata(benchmark, backbone, model.config.method, seed, shots), **results}, energies
@@ -213,7 +245,8 @@ def run_bench(backbone: Backbone, benchmark: str | Path | Callable[[int], Any], 
               config_for: Callable[[str, int], TrainConfig], views: int = 8,
               cache_dir: str | Path | None = DEFAULT_CACHE_DIR, progress: bool = True,
               num_workers: int = 0, grid: dict[str, Sequence[Any]] | None = None,
-              benchmark_args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              benchmark_args: Mapping[str, Any] | None = None, wise: Sequence[float] = (),
+              local: bool = False) -> dict[str, Any]:
     """``croft bench``: every method x seed on shared cached features, then summary and report.
 
     A sweep (see :func:`sweep_axis`), e.g. ``benchmark_args={"heldout": ["photo", "sketch"]}``,
@@ -234,7 +267,8 @@ def run_bench(backbone: Backbone, benchmark: str | Path | Callable[[int], Any], 
     """
     axis = sweep_axis(benchmark, benchmark_args or {}) if not callable(benchmark) else None
     settings = dict(methods=methods, seeds=seeds, shots=shots, config_for=config_for, views=views,
-                    cache_dir=cache_dir, progress=progress, num_workers=num_workers, grid=grid)
+                    cache_dir=cache_dir, progress=progress, num_workers=num_workers, grid=grid,
+                    wise=wise, local=local)
     if axis is None:
         return _bench_once(backbone, _factory(benchmark, benchmark_args), Path(out_dir), **settings)[0]
     from croft_core.runs.report import sweep_summary, write_sweep_report
@@ -256,7 +290,8 @@ def _bench_once(backbone: Backbone, benchmark_factory: Callable[[int], Any], out
                 methods: Sequence[str], seeds: Sequence[int], shots: int | None,
                 config_for: Callable[[str, int], TrainConfig], views: int,
                 cache_dir: str | Path | None, progress: bool, num_workers: int,
-                grid: dict[str, Sequence[Any]] | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                grid: dict[str, Sequence[Any]] | None, wise: Sequence[float] = (),
+                local: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One bench (every method x seed) in ``out_dir``; returns its summary and its runs."""
     from croft_core.runs.report import summarize, write_report
 
@@ -266,14 +301,15 @@ def _bench_once(backbone: Backbone, benchmark_factory: Callable[[int], Any], out
     for seed in seeds:
         benchmark = benchmark_factory(seed)
         feats = prepare_features(backbone, benchmark, shots=shots, seed=seed, views=views,
-                                 cache_dir=cache_dir, num_workers=num_workers)
+                                 cache_dir=cache_dir, num_workers=num_workers,
+                                 local=local or any(needs_local(m) for m in methods))
         for method in methods:
             cfg = config_for(method, seed)
             run_dir = out_dir / f"{method}_seed{seed}"
             logger.info("bench: %s seed %d", method, seed)
             results = train_and_evaluate(backbone, benchmark, cfg, shots=shots, out_dir=run_dir,
                                          views=views, feats=feats, cache_dir=cache_dir,
-                                         progress=progress, grid=grid)
+                                         progress=progress, grid=grid, wise=wise)
             write_results(out_dir / f"{method}_seed{seed}.json", results)
             runs.append(results)
             if seed == seeds[0]:

@@ -124,7 +124,7 @@ def shard_rows(n: int, rank: int, world_size: int, *, mode: str = "contiguous",
 def extract_features(backbone, split, *, views: int = 1, augment: bool = False, seed: int = 0,
                      batch_size: int = 64, num_workers: int = 0, amp: bool = True,
                      amp_dtype: str = "fp16", cache_dir: str | Path | None = None,
-                     shard: str = "contiguous", gather: str = "auto") -> FeatureSet:
+                     shard: str = "contiguous", gather: str = "auto", local: bool = False) -> FeatureSet:
     """:func:`croft_core.clip.features.extract_features`, sharded over the ranks of a process group.
 
     Every rank must call it with the same arguments and a split with the same rows (materialize
@@ -137,6 +137,7 @@ def extract_features(backbone, split, *, views: int = 1, augment: bool = False, 
         shard: ``"contiguous"`` or ``"strided"`` (:func:`shard_rows`).
         gather: ``"files"`` (per-rank shard files in the shared cache directory, merged by rank 0),
             ``"object"`` (``all_gather_object``), or ``"auto"`` (files when ``cache_dir`` is set).
+        local: also the local features (single process only).
 
     Returns:
         The full :class:`~croft_core.clip.features.FeatureSet` on every rank.
@@ -146,7 +147,9 @@ def extract_features(backbone, split, *, views: int = 1, augment: bool = False, 
     if not (dist.is_available() and dist.is_initialized()):
         return _features.extract_features(
             backbone, split, views=views, augment=augment, seed=seed, batch_size=batch_size,
-            num_workers=num_workers, amp=amp, amp_dtype=amp_dtype, cache_dir=cache_dir)
+            num_workers=num_workers, amp=amp, amp_dtype=amp_dtype, cache_dir=cache_dir, local=local)
+    if local:
+        raise ValueError("local features are extracted in one process; run without torchrun for them")
     check_views(views, augment)
     info = dist_info()
     path, meta = feature_cache_path(backbone, split, views=views, augment=augment, seed=seed, amp=amp,
@@ -241,7 +244,8 @@ class BenchmarkFeatures:
 def prepare_features(backbone, benchmark, *, shots: int | None, seed: int, views: int = 8,
                      cache_dir: str | Path | None = DEFAULT_CACHE_DIR, batch_size: int = 64,
                      num_workers: int = 0, need_train: bool = True, amp: bool = True,
-                     amp_dtype: str = "fp16", negatives: bool = True) -> BenchmarkFeatures:
+                     amp_dtype: str = "fp16", negatives: bool = True,
+                     local: bool = False) -> BenchmarkFeatures:
     """Materialise the benchmark's splits and extract (or load cached) features for each.
 
     Every source is checked first (:func:`~croft_core.data.benchmarks.check_sources`), so a missing
@@ -263,6 +267,7 @@ def prepare_features(backbone, benchmark, *, shots: int | None, seed: int, views
         amp, amp_dtype: autocast precision on CUDA (see :func:`croft_core.clip.features.encode_split`).
         negatives: mine NegLabel's negative labels for the benchmark's classes
             (:meth:`croft_core.ood.negatives.NegativeLabels.fit`, with the backbone's own lexicon).
+        local: also cache every split's local features (float16; GL-MCM and LoCoOp need them).
     """
     from croft_core.data.benchmarks import ROLES, check_sources, materialize
 
@@ -270,7 +275,7 @@ def prepare_features(backbone, benchmark, *, shots: int | None, seed: int, views
 
     def encode(split, **kw):
         return extract_features(backbone, split, cache_dir=cache_dir, batch_size=batch_size,
-                                num_workers=num_workers, amp=amp, amp_dtype=amp_dtype, **kw)
+                                num_workers=num_workers, amp=amp, amp_dtype=amp_dtype, local=local, **kw)
 
     roles = ("val", "id_test", "covariate", "semantic") + (("train",) if need_train else ())
     splits = {role: materialize(benchmark, role, shots=shots, seed=seed) for role in roles}

@@ -273,7 +273,7 @@ def test_coop_beats_zeroshot_on_shapes_validation(embedded):
     bench = get_benchmark("shapes", seed=1)
     feats = prepare_features(embedded, bench, shots=16, seed=1, views=2, negatives=False)
     text = benchmark_text_features(embedded, bench)
-    model = _model(embedded, "coop", epochs=10)
+    model = _model(embedded, "coop", epochs=10, lr=0.01)
     zs = zeroshot_model(embedded, bench)
     val_f, val_y = feats.val.first_view(), feats.val.labels
 
@@ -286,9 +286,9 @@ def test_coop_beats_zeroshot_on_shapes_validation(embedded):
             return (m(val_f, text).argmax(-1) == val_y).float().mean().item()
 
     assert ce(model) == pytest.approx(ce(zs), abs=1e-4)  # the untrained prompt is the template
-    train(model, feats.train, text, model_cfg(model), val_set=feats.val, progress=False)
-    assert acc(model) >= acc(zs)
-    assert ce(model) < ce(zs) - 0.01
+    train(model, feats.train, text, model_cfg(model), progress=False)  # the last epoch, no selection
+    assert acc(model) >= acc(zs)  # zero-shot is 98% on photos: the loss shows the gain (0.129 -> 0.076)
+    assert ce(model) < ce(zs) - 0.03
 
 
 @pytest.mark.slow

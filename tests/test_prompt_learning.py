@@ -306,3 +306,16 @@ def test_bench_runs_the_prompt_methods_with_glmcm_and_wise(tmp_path):
         assert [w["alpha"] for w in results["wise"]] == [0.0, 1.0]
         assert results["wise"][1]["id_accuracy"] == results["id"]["accuracy"]
     assert "WiSE" in (out / "report.html").read_text()
+
+
+def test_cocoop_inference_in_chunks_equals_one_call(embedded, template_text, monkeypatch):
+    from croft_core.heads import prompts
+
+    model = _model(embedded, "cocoop")
+    f = _features(7)
+    with torch.no_grad():
+        whole = model.head.cosines(f, f[:, None])
+        monkeypatch.setattr(prompts, "EVAL_PROMPTS_PER_CALL", 25)  # 2 images (20 prompts) per call
+        chunked = model.head.cosines(f, f[:, None])
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)

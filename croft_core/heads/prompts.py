@@ -37,6 +37,7 @@ from torch import nn
 
 from croft_core.clip.features import l2n
 
+EVAL_PROMPTS_PER_CALL = 8192  # CoCoOp at inference: images are chunked so one call holds at most this many prompts
 CTX_PLACEHOLDER = "X"  # one token in CLIP's BPE; its embeddings are replaced by the context
 
 
@@ -200,9 +201,15 @@ class PromptHead(nn.Module):
         if self.meta_net is None:
             t = l2n(self.text_features())  # [K, d]
             return z @ t.T, (l2n(local) @ t.T if local is not None else None)
-        t = l2n(self.conditioned_text_features(f))  # [N, K, d]
-        cos = torch.einsum("nd,nkd->nk", z, t)
-        return cos, (torch.einsum("npd,nkd->npk", l2n(local), t) if local is not None else None)
+        if torch.is_grad_enabled() or len(f) * len(self.token_ids) <= EVAL_PROMPTS_PER_CALL:
+            t = l2n(self.conditioned_text_features(f))  # [N, K, d]
+            cos = torch.einsum("nd,nkd->nk", z, t)
+            return cos, (torch.einsum("npd,nkd->npk", l2n(local), t) if local is not None else None)
+        step = max(1, EVAL_PROMPTS_PER_CALL // len(self.token_ids))  # inference: bounded memory
+        parts = [self.cosines(f[i:i + step], None if local is None else local[i:i + step])
+                 for i in range(0, len(f), step)]
+        return (torch.cat([c for c, _ in parts]),
+                None if local is None else torch.cat([lc for _, lc in parts]))
 
     def forward(self, f: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[N, K]``; ``t`` (the benchmark's text features) only checks the class count."""

@@ -436,4 +436,4 @@ def test_prompt_learners_fine_tune_in_the_app(tiny_backbone, zip_data, method, l
     r = finetune(tiny_backbone, zip_data, FinetuneRequest(method=method, steps=4, views=1, batch_size=4))
     assert r.name.startswith(f"{label} · ") and r.model.config.threshold is not None
     assert r.history and all(np.isfinite(row["loss"]) for row in r.history)
-    assert set(r.model.state_dict()) >= {"head.ctx", "head.token_ids"}  # never the backbone
+    assert "head.ctx" in r.model.state_dict() and len(r.model.state_dict()) <= 6  # never the backbone

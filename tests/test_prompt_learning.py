@@ -71,7 +71,7 @@ def test_coop_checkpoint_holds_only_the_prompts(embedded, template_text, tmp_pat
         model.head.ctx.add_(0.1)
     model.save(tmp_path)
     loaded = CroftModel.from_pretrained(str(tmp_path))
-    assert set(loaded.state_dict()) == {"head.ctx", "head.ctx_zeroshot", "head.token_ids"}
+    assert set(loaded.state_dict()) == {"head.ctx", "head.ctx_zeroshot"}  # token ids: from the class names
     with pytest.raises(RuntimeError, match="attach its backbone"):
         loaded(_features(), template_text)
     loaded.attach_backbone(embedded)
@@ -319,3 +319,14 @@ def test_cocoop_inference_in_chunks_equals_one_call(embedded, template_text, mon
         chunked = model.head.cosines(f, f[:, None])
     for a, b in zip(whole, chunked):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_a_coop_checkpoint_passes_the_app_vetting_and_classifies(embedded, template_text, tmp_path):
+    from croft_app.service.vetting import load_vetted, vet_checkpoint
+
+    model = _trained_like(_model(embedded, "coop"))
+    model.save(tmp_path)
+    config = vet_checkpoint(tmp_path, embed_dim=embedded.embed_dim, max_classes=100)
+    loaded = load_vetted(tmp_path, config).attach_backbone(embedded)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(_features(), template_text), model(_features(), template_text))

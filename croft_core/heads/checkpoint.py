@@ -154,7 +154,7 @@ def build_head(config: HeadConfig) -> nn.Module:
                                    c.logit_scale, c.class_specific_ctx),
         "cocoop": lambda: PromptHead(c.embed_dim, c.ctx_dim, c.num_classes, c.context_length, c.n_ctx,
                                      c.logit_scale, c.class_specific_ctx,
-                                     meta_hidden=max(1, c.embed_dim // c.meta_reduction)),
+                                     meta_hidden=max(1, c.embed_dim // max(1, c.meta_reduction))),
     }
     if c.head not in factories:
         raise ValueError(f"unknown head {c.head!r}; known heads: {sorted(factories)}")
@@ -253,6 +253,7 @@ class CroftModel(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tag
         """Give a prompt-learning head its frozen text encoder (a no-op for every other head)."""
         if self.needs_backbone:
             self.head.attach(backbone.model)
+            self.head.tokenize(backbone.tokenizer, self.config.classnames)
         return self
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:

@@ -23,9 +23,10 @@ length is checked and a clear error says how many fit; pass ``ctx_init=""`` and 
 77-token backbone (ViT-B-16) for the paper's setting.
 
 The frozen text encoder is *attached* (:meth:`PromptHead.attach`), never registered as a submodule:
-checkpoints hold only the context vectors, the meta-net, the prompts' token ids and the zero-shot
-context (for WiSE), never the backbone. A head loaded from a checkpoint must be attached to its
-backbone before use; :meth:`croft_core.heads.checkpoint.CroftModel.attach_backbone` does it.
+checkpoints hold only the context vectors, the meta-net and the zero-shot context (for WiSE), never
+the backbone; the prompts' token ids are rebuilt from the class names in ``config.json``. A head
+loaded from a checkpoint must be attached to its backbone before use;
+:meth:`croft_core.heads.checkpoint.CroftModel.attach_backbone` does both.
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ class PromptHead(nn.Module):
         shape = (num_classes, n_ctx, ctx_dim) if class_specific else (n_ctx, ctx_dim)
         self.ctx = nn.Parameter(torch.zeros(shape))
         self.register_buffer("ctx_zeroshot", torch.zeros(shape))  # the "a photo of a" context (WiSE)
-        self.register_buffer("token_ids", torch.zeros(num_classes, context_length, dtype=torch.long))
+        # the prompts' token ids: rebuilt from the class names by tokenize(), never saved (a
+        # checkpoint holds float tensors only, and nothing is allocated from an untrusted config)
+        self.register_buffer("token_ids", torch.zeros(num_classes, 0, dtype=torch.long), persistent=False)
         self.meta_net = (nn.Sequential(nn.Linear(embed_dim, meta_hidden), nn.ReLU(inplace=True),
                                        nn.Linear(meta_hidden, ctx_dim)) if meta_hidden else None)
         self._tower: TextTower | None = None
@@ -113,10 +116,9 @@ class PromptHead(nn.Module):
     def attach(self, clip_model: nn.Module) -> "PromptHead":
         """Use ``clip_model``'s frozen text tower (not stored in the state dict)."""
         tower = TextTower(clip_model)
-        if tower.width != self.ctx.shape[-1] or tower.context_length < self.token_ids.shape[1]:
-            raise ValueError(f"this prompt head was built for a text tower of width {self.ctx.shape[-1]} "
-                             f"and context {self.token_ids.shape[1]}; the backbone has width "
-                             f"{tower.width} and context {tower.context_length}")
+        if tower.width != self.ctx.shape[-1]:
+            raise ValueError(f"this prompt head was built for a text tower of width {self.ctx.shape[-1]}; "
+                             f"the backbone's has width {tower.width}")
         for p in clip_model.parameters():
             p.requires_grad_(False)
         object.__setattr__(self, "_tower", tower)  # a plain attribute: never a submodule
@@ -124,20 +126,15 @@ class PromptHead(nn.Module):
 
     @property
     def tower(self) -> TextTower:
-        if self._tower is None:
+        if self._tower is None or not self.token_ids.shape[1]:
             raise RuntimeError("this prompt-learning head has no text encoder: attach its backbone first "
                                "(CroftModel.attach_backbone(backbone))")
         return self._tower
 
     @torch.no_grad()
-    def init_prompts(self, tokenizer, classnames: Sequence[str], ctx_init: str = "",
-                     generator: torch.Generator | None = None) -> None:
-        """Tokenise ``X ... X {class}.`` for every class and initialise the context.
-
-        ``ctx_init`` (e.g. "a photo of a", which must have ``n_ctx`` tokens) copies those words'
-        embeddings into the context (and into ``ctx_zeroshot``); empty: N(0, 0.02) as CoOp.
-        """
-        tower, n = self.tower, self.n_ctx
+    def tokenize(self, tokenizer, classnames: Sequence[str]) -> None:
+        """Tokenise the prompts ``X ... X {class}.`` (the X positions are the context's)."""
+        n = self.n_ctx
         if len(classnames) != self.token_ids.shape[0]:
             raise ValueError(f"the head has {self.token_ids.shape[0]} classes, got {len(classnames)} names")
         prompts = [" ".join([CTX_PLACEHOLDER] * n) + " " + str(c).replace("_", " ") + "." for c in classnames]
@@ -150,7 +147,18 @@ class PromptHead(nn.Module):
             fits = tokens.shape[1] - (max(lengths) - n)
             raise ValueError(f"{n} context tokens + the class name do not fit the text encoder's "
                              f"{tokens.shape[1]}-token context (e.g. {too_long[0]!r}); use n_ctx <= {fits}")
-        self.token_ids.copy_(tokens.to(self.token_ids.device))
+        self.token_ids = tokens.to(self.ctx.device)
+
+    @torch.no_grad()
+    def init_prompts(self, tokenizer, classnames: Sequence[str], ctx_init: str = "",
+                     generator: torch.Generator | None = None) -> None:
+        """Tokenise the prompts and initialise the context.
+
+        ``ctx_init`` (e.g. "a photo of a", which must have ``n_ctx`` tokens) copies those words'
+        embeddings into the context (and into ``ctx_zeroshot``); empty: N(0, 0.02) as CoOp.
+        """
+        tower, n = self.tower, self.n_ctx
+        self.tokenize(tokenizer, classnames)
         if ctx_init:
             init = tokenizer([ctx_init]).to(self.token_ids.device)
             words = int(init.argmax(-1)) - 1

@@ -47,7 +47,7 @@ def zeroshot_state(model: CroftModel) -> dict[str, torch.Tensor]:
             out[key] = torch.zeros_like(value)
         elif key == "head.ctx":
             out[key] = state["head.ctx_zeroshot"].clone()
-        else:  # token ids, the zero-shot context itself
+        else:  # the zero-shot context itself
             out[key] = value.clone()
     return out
 
@@ -73,7 +73,8 @@ def wise(model: CroftModel, alpha: float) -> CroftModel:
     out = CroftModel(model.config)
     out.load_state_dict(mixed, strict=True)
     tower = getattr(model.head, "_tower", None)
-    if tower is not None:
+    if tower is not None:  # a prompt head: the same frozen text tower and prompts
         object.__setattr__(out.head, "_tower", tower)
+        out.head.token_ids = model.head.token_ids.clone()
     device = next(iter(model.parameters()), torch.empty(0)).device
     return out.to(device).eval()

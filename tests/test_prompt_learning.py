@@ -330,3 +330,19 @@ def test_a_coop_checkpoint_passes_the_app_vetting_and_classifies(embedded, templ
     loaded = load_vetted(tmp_path, config).attach_backbone(embedded)
     with torch.no_grad():
         torch.testing.assert_close(loaded(_features(), template_text), model(_features(), template_text))
+
+
+def test_report_shows_the_wise_curve():
+    from croft_core.runs.report import summarize, wise_rows
+
+    def run(seed, acc):
+        return {"method": "coop", "seed": seed, "id": {"name": "photo", "accuracy": acc},
+                "wise": [{"name": f"alpha={a:g}", "alpha": a, "id_accuracy": acc * a,
+                          "covariate_accuracy": {"sketch": 0.5, "painting": 0.3}, "auroc": {"energy": 0.9}}
+                         for a in (0.0, 0.5, 1.0)]}
+
+    rows = wise_rows(summarize([run(1, 0.8), run(2, 0.6)]))
+    assert [(m, a) for m, a, _ in rows] == [("coop", 0.0), ("coop", 0.5), ("coop", 1.0)]
+    assert rows[1][2]["ID acc"]["mean"] == pytest.approx(0.35)
+    assert rows[2][2]["covariate acc"]["mean"] == pytest.approx(0.4)
+    assert rows[2][2]["energy AUROC"]["mean"] == pytest.approx(0.9)

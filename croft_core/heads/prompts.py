@@ -157,8 +157,8 @@ class PromptHead(nn.Module):
         ``ctx_init`` (e.g. "a photo of a", which must have ``n_ctx`` tokens) copies those words'
         embeddings into the context (and into ``ctx_zeroshot``); empty: N(0, 0.02) as CoOp.
         """
-        tower, n = self.tower, self.n_ctx
         self.tokenize(tokenizer, classnames)
+        tower, n = self.tower, self.n_ctx
         if ctx_init:
             init = tokenizer([ctx_init]).to(self.token_ids.device)
             words = int(init.argmax(-1)) - 1

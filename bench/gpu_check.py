@@ -9,6 +9,8 @@ On a CUDA machine it measures, in one run (well under 5 minutes on one H100/H200
    and transform in worker processes, autocast fp16 vs fp32);
 3. training steps/s of the official CRoFT step and of the clean step on random d=512 features
    (Setup-I shape: 400 classes, batch 32), fp32 and bf16 autocast;
+   and of a CoOp step (16 random context vectors, 400 class prompts through the frozen text
+   tower forward and backward, batch 32), fp32 and bf16 autocast;
 4. that every tensor involved (backbone, features before the CPU copy, heads, optimizer state, text
    features) lives on the GPU, and the peak GPU memory of each phase.
 
@@ -185,6 +187,43 @@ def training_throughput(device, classes: int, dim: int, batch: int, steps: int, 
     return out
 
 
+def coop_throughput(backbone, device, classes: int, batch: int, steps: int, failures: list[str]) -> dict:
+    """Steps/s of a CoOp step (text tower forward + backward every step), fp32 and bf16 autocast."""
+    from croft_core.objectives.steps import supervised_step
+
+    gen = torch.Generator().manual_seed(0)
+    f = torch.randn(batch, backbone.embed_dim, generator=gen).to(device)
+    y = torch.randint(0, classes, (batch,), generator=gen).to(device)
+    n_ctx = 16 if backbone.model.positional_embedding.shape[0] >= 40 else 4  # the tiny model has 16 tokens
+    cfg = method_config("coop", n_ctx=n_ctx, ctx_init="")
+    out = {}
+    for precision in ("fp32", "amp_bf16"):
+        model = init_model(cfg, embed_dim=backbone.embed_dim, logit_scale=100.0,
+                           classnames=[f"class {i}" for i in range(classes)], clip=backbone).to(device)
+        optimizers = _optimizers(model, cfg)
+        ctx = (torch.autocast(device.type, dtype=torch.bfloat16) if precision != "fp32"
+               else contextlib.nullcontext())
+        _reset_peak(device)
+        try:
+            with ctx:
+                log = supervised_step(model.head, f, None, y, optimizers)  # warm-up
+                _sync(device)
+                start = time.perf_counter()
+                for _ in range(steps):
+                    log = supervised_step(model.head, f, None, y, optimizers)
+                _sync(device)
+            seconds = time.perf_counter() - start
+        except Exception as e:  # noqa: BLE001 - report, do not abort the whole check
+            out[f"coop/{precision}"] = {"error": f"{type(e).__name__}: {e}"[:200]}
+            continue
+        _on(device, list(model.parameters()), f"coop context ({precision})", failures)
+        if not np.isfinite(log["loss"]):
+            failures.append(f"coop ({precision}): non-finite loss {log}")
+        out[f"coop/{precision}"] = {"steps_per_s": round(steps / seconds, 1), "loss": round(log["loss"], 4),
+                                    "peak_gib": _peak_gib(device)}
+    return out
+
+
 def _tiny_backbone(device: str):
     from safetensors.torch import save_file
     import open_clip
@@ -237,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     encoder = encoder_throughput(backbone, device, args.batch_size, args.iters, failures)
     extraction = extraction_throughput(backbone, device, args.images, args.batch_size, args.workers)
     training = training_throughput(device, classes, dim, batch, args.steps, failures)
+    training.update(coop_throughput(backbone, device, classes, batch, max(1, args.steps // 10), failures))
 
     report = {
         "date": datetime.date.today().isoformat(),

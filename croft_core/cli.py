@@ -37,11 +37,17 @@ _HYPER = {
     "lambda1": float, "lambda2": float, "gen_steps": int, "edr_reduction": str,
     "edr_temperature": float, "image_ratio": float, "text_ratio": float, "optimizer": str,
     "lr": float, "momentum": float, "weight_decay": float, "epochs": int, "warmup_epochs": int,
-    "batch_size": int, "max_steps": int, "min_steps": int,
+    "batch_size": int, "max_steps": int, "min_steps": int, "n_ctx": int, "ctx_init": str,
+    "locoop_lambda": float, "locoop_top_k": int,
 }
 _HYPER_HELP = {
     "max_steps": "stop after this many optimizer steps (a partial run; smoke tests)",
     "min_steps": "at least this many optimizer steps: more epochs on small data (default off)",
+    "n_ctx": "prompt methods (coop, cocoop, locoop): learnable context vectors (4; 16 needs ctx-init '' "
+             "and a 77-token text encoder)",
+    "ctx_init": "prompt methods: the words the context starts from ('a photo of a'; '' = random)",
+    "locoop_lambda": "LoCoOp: weight of the local entropy term (0.25)",
+    "locoop_top_k": "LoCoOp: a region is OOD when its top-K classes miss the label (200, capped at K-1)",
 }
 
 BENCHMARK_HELP = ("a registered benchmark (shapes, shapes_dg, setup1, setup2, imagenet_four_ood, "
@@ -77,6 +83,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="feature/text cache (default $CROFT_CACHE or ~/.cache/croft)")
     p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    p.add_argument("--local-features", action="store_true",
+                   help="also cache local image features (float16) for the GL-MCM score (LoCoOp: always)")
 
 
 def _add_hyper(p: argparse.ArgumentParser) -> None:
@@ -87,6 +95,8 @@ def _add_hyper(p: argparse.ArgumentParser) -> None:
                    default=None, help="drop the covariate generator (official WCCF=False)")
     g.add_argument("--no-cov-branch", dest="cov_branch", action="store_const", const=False,
                    default=None, help="official branch B (CE on generated features only)")
+    g.add_argument("--class-specific-ctx", dest="class_specific_ctx", action="store_const", const=True,
+                   default=None, help="prompt methods: one context per class (CoOp's CSC)")
     g.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="try every combination, keep the best validation accuracy (repeatable), "
                         "e.g. --grid lr=0.002,0.02 --grid lambda2=1,5; grid values override the "
@@ -109,7 +119,14 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder (checkpoint, results.json, history)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
     _add_detection(p)
+    _add_wise(p)
     _add_hyper(p)
+
+
+def _add_wise(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wise", default=None, metavar="A1,A2,...",
+                   help="WiSE curve: evaluate the head interpolated toward zero-shot at these alphas in "
+                        "[0, 1] (1 = fine-tuned), e.g. 0,0.25,0.5,0.75,1 (CRoFT, CLIP-Adapter, CoOp heads)")
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
@@ -137,6 +154,7 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
                         "method's declared space (croft_core.runs.train.SEARCH_SPACES), seeded, "
                         "selected on validation only")
     _add_detection(p)
+    _add_wise(p)
     _add_hyper(p)
 
 
@@ -207,8 +225,18 @@ def _ints(text: str) -> list[int]:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    keys = list(_HYPER) + ["use_generator", "cov_branch"]
+    keys = list(_HYPER) + ["use_generator", "cov_branch", "class_specific_ctx"]
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _alphas(text: str | None) -> list[float]:
+    try:
+        alphas = [float(a) for a in (text or "").split(",") if a.strip()]
+    except ValueError as err:
+        raise UsageError(f"--wise expects comma-separated numbers in [0, 1], got {text!r}") from err
+    if any(not 0 <= a <= 1 for a in alphas):
+        raise UsageError(f"--wise alphas must be in [0, 1], got {text!r}")
+    return alphas
 
 
 def _benchmark_args(pairs: Sequence[str]) -> dict:
@@ -263,13 +291,14 @@ def _run_train(args: argparse.Namespace) -> int:
     from croft_core.runs.pipeline import train_and_evaluate
     from croft_core.runs.train import method_config
 
-    benchmark_for, grid = _benchmark_for(args), _grid(args.grid)  # flag checks first
+    benchmark_for, grid, wise = _benchmark_for(args), _grid(args.grid), _alphas(args.wise)  # flag checks first
     backbone = _backbone(args)  # fails fast offline, before a benchmark's data is prepared
     cfg = method_config(args.method, seed=args.seed, **_overrides(args))
     results = train_and_evaluate(backbone, benchmark_for(args.seed), cfg, shots=_shots(args.shots),
                                  out_dir=args.out, views=args.views, cache_dir=_cache(args),
                                  resume=not args.no_resume, progress=not args.quiet,
-                                 num_workers=args.workers, grid=grid, detection_id=args.detection_id)
+                                 num_workers=args.workers, grid=grid, detection_id=args.detection_id,
+                                 wise=wise, local=args.local_features)
     print(json.dumps({"out": args.out, "id_accuracy": results["id"]["accuracy"],
                       "energy_auroc": results.get("semantic_all", {}).get("energy", {}).get("auroc")}))
     return 0
@@ -288,7 +317,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     results, _ = evaluate_checkpoint(backbone, benchmark, model, seed=args.seed, shots=_shots(args.shots),
                                      views=args.views, cache_dir=_cache(args), knn=not args.no_knn,
                                      correct_only=args.correct_only, detection_id=args.detection_id,
-                                     num_workers=args.workers)
+                                     num_workers=args.workers, local=args.local_features)
     write_results(args.json, results)
     print(args.json)
     return 0
@@ -306,7 +335,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         views = min(views, 2)
     for m in methods:  # validate every method before any work
         method_config(m, **overrides)
-    benchmark_args, grid = _benchmark_args(args.benchmark_arg), _grid(args.grid)
+    benchmark_args, grid, wise = _benchmark_args(args.benchmark_arg), _grid(args.grid), _alphas(args.wise)
     if args.search < 0 or (args.search and grid):
         raise UsageError("--search N needs N >= 1 and no --grid (the search draws from each method's space)")
     sweep_axis(args.benchmark, benchmark_args)  # a list is a sweep; two lists fail before any work
@@ -315,7 +344,8 @@ def _run_bench(args: argparse.Namespace) -> int:
                         config_for=lambda m, s: method_config(m, seed=s, **overrides),
                         views=views, cache_dir=_cache(args), progress=not args.quiet,
                         num_workers=args.workers, grid=grid, benchmark_args=benchmark_args,
-                        detection_id=args.detection_id, search=args.search)
+                        detection_id=args.detection_id, search=args.search, wise=wise,
+                        local=args.local_features)
     print(markdown_table(summary) + "\n\n" + statistics_markdown(summary))
     return 0
 

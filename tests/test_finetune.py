@@ -431,3 +431,11 @@ def test_limits_from_the_environment(monkeypatch):
     monkeypatch.setenv("CROFT_TRAIN_MAX_STEPS", "lots")
     with pytest.raises(ValueError, match="CROFT_TRAIN_MAX_STEPS must be a positive number of steps"):
         FinetuneLimits.from_env()
+
+
+@pytest.mark.parametrize("method, label", [("coop", "CoOp"), ("cocoop", "CoCoOp"), ("locoop", "LoCoOp")])
+def test_prompt_learners_fine_tune_in_the_app(tiny_backbone, zip_data, method, label):
+    r = finetune(tiny_backbone, zip_data, FinetuneRequest(method=method, steps=4, views=1, batch_size=4))
+    assert r.name.startswith(f"{label} · ") and r.model.config.threshold is not None
+    assert r.history and all(np.isfinite(row["loss"]) for row in r.history)
+    assert "head.ctx" in r.model.state_dict() and len(r.model.state_dict()) <= 6  # never the backbone

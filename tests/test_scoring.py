@@ -58,9 +58,10 @@ def test_scores_are_higher_for_confident_samples():
     confident, flat = torch.tensor([[0.9, 0.0, 0.0]]), torch.tensor([[0.1, 0.1, 0.1]])
     bank = torch.eye(3)
     neg = torch.tensor([[0.3, 0.2]])
-    high = score_all(_inputs(confident, embedded=confident, bank=bank, negative_cosines=neg))
-    low = score_all(_inputs(flat, embedded=flat, bank=bank, negative_cosines=neg))
-    assert list(high) == list(SCORES) == ["energy", "mcm", "msp", "max_logit", "knn", "neglabel"]
+    high = score_all(_inputs(confident, embedded=confident, bank=bank, negative_cosines=neg,
+                             local_cosines=confident[:, None]))
+    low = score_all(_inputs(flat, embedded=flat, bank=bank, negative_cosines=neg, local_cosines=flat[:, None]))
+    assert list(high) == list(SCORES) == ["energy", "mcm", "msp", "max_logit", "knn", "neglabel", "glmcm"]
     for name in SCORES:
         assert high[name] > low[name], name
 

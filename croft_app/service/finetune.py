@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 METHOD_LABELS = {"croft": "CRoFT", "croft_clean": "CRoFT (clean)", "croft_noedr": "CRoFT (no EDR)",
                  "clip_adapter": "CLIP-Adapter", "tip_adapter": "Tip-Adapter-F",
-                 "linear_probe": "Linear probe"}
+                 "linear_probe": "Linear probe", "coop": "CoOp", "cocoop": "CoCoOp", "locoop": "LoCoOp"}
 TRAINABLE_METHODS = tuple(m for m in METHOD_LABELS if m in METHODS)
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "README.md")
 Event = dict[str, Any]
@@ -229,8 +229,9 @@ class _Counted:
 def _encode(backbone, data: TrainingData, request: FinetuneRequest, cache_dir, progress: _Progress
             ) -> tuple[FeatureSet, FeatureSet]:
     views = request.views if data.augment else 1
+    local = METHODS[request.method]["step"] == "locoop"  # LoCoOp trains on local features
     train = extract_features(backbone, _Counted(data.train, progress), views=views, augment=data.augment,
-                             seed=request.seed, cache_dir=cache_dir)
+                             seed=request.seed, cache_dir=cache_dir, local=local)
     val = extract_features(backbone, _Counted(data.val, progress), cache_dir=cache_dir)
     progress.on_event({"stage": "extract", "fraction": 1.0, "done": progress.total, "total": progress.total})
     return train, val
@@ -269,7 +270,7 @@ def finetune(backbone, data: TrainingData, request: FinetuneRequest, *,
     cfg = train_config(request, len(train_set))
     model = init_model(cfg, embed_dim=backbone.embed_dim, logit_scale=backbone.logit_scale,
                        classnames=data.classnames, train_set=train_set, text_features=text,
-                       backbone=backbone.spec, templates=data.templates, text_mode=data.text_mode)
+                       backbone=backbone.spec, templates=data.templates, text_mode=data.text_mode, clip=backbone)
     model = model.to(backbone.device)
     timed_out = []
 

@@ -168,7 +168,7 @@ class ClassifierRegistry:
                       fetch_hub_checkpoint(entry.source, max_weight_bytes=self.max_checkpoint_bytes,
                                            access=access))
             config = vet_checkpoint(folder, embed_dim=self.backbone.embed_dim, max_classes=self.max_classes)
-            model = load_vetted(folder, config, device=self.backbone.device)
+            model = load_vetted(folder, config, device=self.backbone.device).attach_backbone(self.backbone)
             logger.info("loaded model %s (%s)", entry.name, entry.kind)
         return OpenSetClassifier(self.backbone, model, name=entry.name, rendered=self.rendered,
                                  **self._kwargs)

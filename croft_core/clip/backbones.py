@@ -391,3 +391,35 @@ def build_text_classifier(
         save_file({"text_features": features.cpu().contiguous()}, str(tmp))
         os.replace(tmp, path)
     return features
+
+
+def encode_image_with_local(model: torch.nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global image features ``[B, d]`` (exactly ``model.encode_image``) and local features
+    ``[B, P, d]`` in the same joint space, as GL-MCM and LoCoOp take them:
+
+    - modified ResNet (attention pooling): the attention pool's value projection then output
+      projection of every spatial position, ``c_proj(v_proj(x_p))`` (MaskCLIP's trick, which GL-MCM
+      uses for ResNets), without the positional embedding; ``P = H * W`` of the last feature map;
+    - ViT: the patch tokens after ``ln_post``, projected with ``proj``; ``P`` = number of patches.
+
+    Raises:
+        ValueError: an image tower that is neither (e.g. a timm or Hugging Face tower).
+    """
+    visual = model.visual
+    if hasattr(visual, "attnpool") and hasattr(visual, "stem"):
+        x = visual.stem(pixels)
+        for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+            x = layer(x)  # [B, C, H, W]
+        pool = visual.attnpool
+        tokens = x.flatten(2).transpose(1, 2)  # [B, HW, C]
+        return pool(x), pool.c_proj(pool.v_proj(tokens))
+    if hasattr(visual, "output_tokens") and hasattr(visual, "proj"):
+        before = visual.output_tokens
+        visual.output_tokens = True
+        try:
+            pooled, tokens = visual(pixels)
+        finally:
+            visual.output_tokens = before
+        return pooled, (tokens @ visual.proj if visual.proj is not None else tokens)
+    raise ValueError(f"local features need an open_clip ModifiedResNet or VisionTransformer image tower, "
+                     f"not {type(visual).__name__}")

@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from croft_core.clip.backbones import encode_image_with_local
 from croft_core.seeds import item_seed, view_seed
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class FeatureSet:
         labels: ``[N]`` benchmark class indices (-1 for semantic-shift sets).
         ids: N stable row ids (the split manifest).
         name: split name, e.g. ``"photo"`` or ``"semantic: unseen shapes"``.
+        local: ``[V, N, P, d]`` local (attention-pool position or patch) features in half precision,
+            or None (opt-in: ``extract_features(..., local=True)``; GL-MCM and LoCoOp read them).
     """
 
     features: torch.Tensor
@@ -60,10 +63,17 @@ class FeatureSet:
     ids: list[str]
     name: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    local: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.features.dim() == 2:
             self.features = self.features.unsqueeze(0)  # [1, N, d]
+        if self.local is not None and self.local.dim() == 3:
+            self.local = self.local.unsqueeze(0)  # [1, N, P, d]
+        if self.local is not None and (self.local.dim() != 4 or self.local.shape[:2] != self.features.shape[:2]
+                                       or self.local.shape[3] != self.features.shape[2]):
+            raise ValueError(f"feature set {self.name!r}: local features {tuple(self.local.shape)} must be "
+                             f"[V, N, P, d] with [V, N, d] = {tuple(self.features.shape)}")
         if self.features.shape[1] != len(self.labels) or len(self.ids) != len(self.labels):
             raise ValueError(f"feature set {self.name!r}: {self.features.shape[1]} features, "
                              f"{len(self.labels)} labels and {len(self.ids)} ids must agree")
@@ -83,9 +93,18 @@ class FeatureSet:
         """``[N, d]``: the first view (the only one for evaluation sets)."""
         return self.features[0]
 
+    def first_view_local(self) -> torch.Tensor | None:
+        """``[N, P, d]`` float32 local features of the first view, or None."""
+        return None if self.local is None else self.local[0].float()
+
+    @property
+    def local_bytes(self) -> int:
+        """Bytes of the cached local features (0 without)."""
+        return 0 if self.local is None else self.local.numel() * self.local.element_size()
+
     def to(self, device: str | torch.device) -> "FeatureSet":
         return FeatureSet(self.features.to(device), self.labels.to(device), self.ids, self.name,
-                          self.meta)
+                          self.meta, None if self.local is None else self.local.to(device))
 
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (safetensors) and ``path.json`` (the manifest), atomically."""
@@ -95,9 +114,11 @@ class FeatureSet:
         path.parent.mkdir(parents=True, exist_ok=True)
         manifest = {"name": self.name, "ids": self.ids, "format": FEATURE_FORMAT_VERSION, **self.meta}
         tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # concurrent writers: own tmp each
-        save_file({"features": self.features.detach().cpu().contiguous(),
-                   "labels": self.labels.detach().cpu().long().contiguous()},
-                  str(tmp), metadata={"manifest": json.dumps(manifest)})
+        tensors = {"features": self.features.detach().cpu().contiguous(),
+                   "labels": self.labels.detach().cpu().long().contiguous()}
+        if self.local is not None:
+            tensors["local"] = self.local.detach().cpu().half().contiguous()
+        save_file(tensors, str(tmp), metadata={"manifest": json.dumps(manifest)})
         os.replace(tmp, path)
         path.with_name(path.name + ".json").write_text(json.dumps(manifest, indent=1))
         return path
@@ -109,9 +130,10 @@ class FeatureSet:
         with safe_open(str(path), framework="pt") as fh:
             manifest = json.loads(fh.metadata()["manifest"])
             features, labels = fh.get_tensor("features"), fh.get_tensor("labels")
+            local = fh.get_tensor("local") if "local" in fh.keys() else None
         name, ids = manifest.pop("name"), manifest.pop("ids")
         manifest.pop("format", None)
-        return cls(features, labels, ids, name, manifest)
+        return cls(features, labels, ids, name, manifest, local)
 
 
 class _ImageDataset(Dataset):
@@ -145,7 +167,7 @@ def precision_of(backbone, amp: bool = True, amp_dtype: str = "fp16") -> str:
 @torch.no_grad()
 def encode_split(backbone, split, transform: Callable, *, batch_size: int = 64, num_workers: int = 0,
                  seed: int = 0, amp: bool = True, amp_dtype: str = "fp16", rows=None,
-                 desc: str = "") -> torch.Tensor:
+                 desc: str = "", local: bool = False):
     """Encode images of ``split`` once with ``transform``; returns ``[n, d]`` float32 (CPU).
 
     Streams batches into a preallocated output (memory flat in dataset size except the output),
@@ -155,6 +177,8 @@ def encode_split(backbone, split, transform: Callable, *, batch_size: int = 64, 
 
     Args:
         rows: positions of the rows to encode (a shard), in output order; None encodes all rows.
+        local: also return the local features ``[n, P, d]`` in float16
+            (:func:`~croft_core.clip.backbones.encode_image_with_local`): ``(global, local)``.
     """
     device = backbone.device
     dataset = _ImageDataset(split, transform, seed, rows)
@@ -165,20 +189,31 @@ def encode_split(backbone, split, transform: Callable, *, batch_size: int = 64, 
     autocast = (torch.autocast("cuda", dtype=AMP_DTYPES[precision]) if precision != "fp32"
                 else contextlib.nullcontext())
     out = torch.empty(len(dataset), backbone.embed_dim)  # [n, d]
+    out_local = None  # [n, P, d] float16, allocated once P is known
     done = 0
     with torch.random.fork_rng(devices=[]):  # in-process transforms reseed the global RNG
         for pixels in tqdm(loader, desc=desc or "encoding", leave=False, disable=None):
             with autocast:
-                emb = backbone.model.encode_image(pixels.to(device, non_blocking=True))
+                if local:
+                    emb, loc = encode_image_with_local(backbone.model, pixels.to(device, non_blocking=True))
+                    if out_local is None:
+                        out_local = torch.empty(len(dataset), loc.shape[1], loc.shape[2], dtype=torch.float16)
+                    out_local[done:done + len(emb)] = loc.half().cpu()
+                else:
+                    emb = backbone.model.encode_image(pixels.to(device, non_blocking=True))
             out[done:done + len(emb)] = emb.float().cpu()
             done += len(emb)
     assert done == len(dataset)
+    if local:
+        if out_local is None:  # an empty split
+            out_local = torch.empty(0, 0, backbone.embed_dim, dtype=torch.float16)
+        return out, out_local
     return out
 
 
 def feature_cache_path(backbone, split, *, views: int = 1, augment: bool = False, seed: int = 0,
-                       amp: bool = True, amp_dtype: str = "fp16",
-                       cache_dir: str | Path | None = None) -> tuple[Path | None, dict[str, Any]]:
+                       amp: bool = True, amp_dtype: str = "fp16", cache_dir: str | Path | None = None,
+                       local: bool = False) -> tuple[Path | None, dict[str, Any]]:
     """The cache file of a split's features and the manifest stored with them.
 
     Returns:
@@ -189,6 +224,8 @@ def feature_cache_path(backbone, split, *, views: int = 1, augment: bool = False
     meta = {"backbone": backbone.spec, "split_fingerprint": split.fingerprint(), "views": views,
             "augment": augment, "seed": seed, "transform": repr(transform),
             "precision": precision_of(backbone, amp, amp_dtype)}
+    if local:  # only then: the key of a file without local features is unchanged
+        meta["local"] = True
     path = None
     if cache_dir is not None and backbone.cache_id is not None:
         # cache_id names the weights, their revision and the load precision (backbones.py)
@@ -224,7 +261,7 @@ class Sharding:
 def extract_features(backbone, split, *, views: int = 1, augment: bool = False, seed: int = 0,
                      batch_size: int = 64, num_workers: int = 0, amp: bool = True,
                      amp_dtype: str = "fp16", cache_dir: str | Path | None = None,
-                     sharding: Sharding | None = None) -> FeatureSet:
+                     sharding: Sharding | None = None, local: bool = False) -> FeatureSet:
     """Features of a :class:`~croft_core.data.benchmarks.LoadedSplit`, computed once and cached.
 
     Args:
@@ -238,6 +275,8 @@ def extract_features(backbone, split, *, views: int = 1, augment: bool = False, 
         cache_dir: cache root; ``None`` (or a backbone without ``cache_id``) disables the cache.
         sharding: how the rows are split between processes (default: one process encodes all;
             :mod:`croft_core.runs.torchrun` passes its own under ``torchrun``).
+        local: also cache the local features (``FeatureSet.local [views, N, P, d]``, float16; a
+            separate cache file; its size is logged; one process only).
 
     Returns:
         A :class:`FeatureSet` with ``features [views, N, d]`` (the full set in every process).
@@ -245,20 +284,29 @@ def extract_features(backbone, split, *, views: int = 1, augment: bool = False, 
     check_views(views, augment)
     sharding = Sharding() if sharding is None else sharding
     path, meta = feature_cache_path(backbone, split, views=views, augment=augment, seed=seed, amp=amp,
-                                    amp_dtype=amp_dtype, cache_dir=cache_dir)
+                                    amp_dtype=amp_dtype, cache_dir=cache_dir, local=local)
     if sharding.all_agree(path is not None and path.is_file()):
         logger.info("feature cache hit for %s (%s)", split.name, path.name)
         return FeatureSet.load(path)
 
     rows = sharding.rows(len(split), batch_size)
     transform = backbone.train_transform() if augment else backbone.preprocess
-    local = torch.stack([encode_split(backbone, split, transform, batch_size=batch_size,
-                                      num_workers=num_workers, seed=view_seed(seed, v), amp=amp,
-                                      amp_dtype=amp_dtype, rows=rows, desc=f"{split.name} view {v + 1}/{views}")
-                         for v in range(views)])  # [V, n, d]
+    per_view = [encode_split(backbone, split, transform, batch_size=batch_size,
+                             num_workers=num_workers, seed=view_seed(seed, v), amp=amp,
+                             amp_dtype=amp_dtype, rows=rows, desc=f"{split.name} view {v + 1}/{views}",
+                             local=local)
+                for v in range(views)]
     labels = torch.as_tensor(split.labels, dtype=torch.long)
-    return sharding.finish(local, rows, path,
-                           lambda features: FeatureSet(features, labels, list(split.ids), split.name, meta))
+    if not local:
+        return sharding.finish(torch.stack(per_view), rows, path,  # [V, n, d]
+                               lambda features: FeatureSet(features, labels, list(split.ids), split.name, meta))
+    features = FeatureSet(torch.stack([v[0] for v in per_view]), labels, list(split.ids), split.name, meta,
+                          torch.stack([v[1] for v in per_view]))
+    logger.info("local features of %s: %s, %.2f MB (float16)", split.name,
+                tuple(features.local.shape), features.local_bytes / 2**20)
+    if path is not None:
+        features.save(path)
+    return features
 
 
 def check_views(views: int, augment: bool) -> None:

@@ -31,6 +31,7 @@ from torch import nn
 
 from croft_core.clip.features import l2n
 from croft_core.heads.baselines import ClipAdapterHead, LinearProbeHead, TipAdapterHead, ZeroShotHead
+from croft_core.heads.prompts import PromptHead
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class CroftHead(nn.Module):
 class HeadConfig:
     """Everything a checkpoint needs to be rebuilt and used; saved as ``config.json``."""
 
-    head: str = "croft"  # croft | zeroshot | clip_adapter | tip_adapter | linear_probe
+    head: str = "croft"  # croft | zeroshot | clip_adapter | tip_adapter | linear_probe | coop | cocoop
     method: str = "croft"  # the training recipe that produced it (provenance, e.g. croft_clean)
     embed_dim: int = 512  # read from the backbone
     num_classes: int = 0  # classes the head was trained on (class-tied heads need it)
@@ -110,6 +111,12 @@ class HeadConfig:
     cache_size: int = 0  # Tip-Adapter cache entries
     tip_alpha: float = 1.0
     tip_beta: float = 1.17
+    n_ctx: int = 4  # prompt heads: learnable context vectors
+    ctx_init: str = "a photo of a"  # prompt heads: words the context starts from ("" = random)
+    class_specific_ctx: bool = False  # prompt heads: one context per class (CoOp's CSC)
+    ctx_dim: int = 0  # prompt heads: the text tower's token width (read from the backbone)
+    context_length: int = 0  # prompt heads: tokens per prompt (read from the backbone)
+    meta_reduction: int = 16  # CoCoOp: meta-net hidden width = embed_dim // meta_reduction
     backbone: str = ""  # SPEC of the frozen backbone, e.g. "ViT-B-16:openai"
     classnames: tuple[str, ...] = ()
     templates: tuple[str, ...] = ()
@@ -143,6 +150,11 @@ def build_head(config: HeadConfig) -> nn.Module:
         "tip_adapter": lambda: TipAdapterHead(c.embed_dim, c.num_classes, c.cache_size,
                                               c.logit_scale, c.tip_alpha, c.tip_beta),
         "linear_probe": lambda: LinearProbeHead(c.embed_dim, c.num_classes, c.logit_scale),
+        "coop": lambda: PromptHead(c.embed_dim, c.ctx_dim, c.num_classes, c.context_length, c.n_ctx,
+                                   c.logit_scale, c.class_specific_ctx),
+        "cocoop": lambda: PromptHead(c.embed_dim, c.ctx_dim, c.num_classes, c.context_length, c.n_ctx,
+                                     c.logit_scale, c.class_specific_ctx,
+                                     meta_hidden=max(1, c.embed_dim // max(1, c.meta_reduction))),
     }
     if c.head not in factories:
         raise ValueError(f"unknown head {c.head!r}; known heads: {sorted(factories)}")
@@ -298,6 +310,18 @@ class CroftModel(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tag
     @property
     def class_agnostic(self) -> bool:
         return self.head.class_agnostic
+
+    @property
+    def needs_backbone(self) -> bool:
+        """Whether the head runs CLIP's text tower itself (prompt learning): see :meth:`attach_backbone`."""
+        return hasattr(self.head, "attach")
+
+    def attach_backbone(self, backbone) -> "CroftModel":
+        """Give a prompt-learning head its frozen text encoder (a no-op for every other head)."""
+        if self.needs_backbone:
+            self.head.attach(backbone.model)
+            self.head.tokenize(backbone.tokenizer, self.config.classnames)
+        return self
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, K]`` from raw image features ``[N, d]`` and text features ``[K, d]``."""

@@ -206,3 +206,47 @@ def supervised_step(head, f: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
     for opt in optimizers:
         opt.step()
     return {"loss": loss.detach().item()}
+
+
+def locoop_ood_regions(local_logits: torch.Tensor, y: torch.Tensor, top_k: int) -> torch.Tensor:
+    """LoCoOp's OOD regions: ``[B, P]`` True where the label is not among a region's top-K classes.
+
+    ``top_k`` is capped at ``K - 1`` (with ``K`` or more every region would contain the label).
+    """
+    k = max(1, min(top_k, local_logits.shape[-1] - 1))
+    top = local_logits.topk(k, dim=-1).indices  # [B, P, k]
+    return ~(top == y[:, None, None]).any(dim=-1)
+
+
+def locoop_entropy(local_logits: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of the class distribution on the selected regions (0 when there are none)."""
+    chosen = local_logits[regions]  # [R, K]
+    if not len(chosen):
+        return local_logits.sum() * 0.0
+    return -(chosen.softmax(-1) * chosen.log_softmax(-1)).sum(-1).mean()
+
+
+def locoop_step(head, f: torch.Tensor, local: torch.Tensor, y: torch.Tensor,
+                optimizers: Sequence[torch.optim.Optimizer], *, lam: float = 0.25,
+                top_k: int = 200) -> dict[str, float]:
+    """LoCoOp (Miyai et al., NeurIPS 2023): CoOp's cross-entropy minus ``lam`` times the entropy of
+    the local regions whose top-K classes exclude the label (entropy maximisation pushes those
+    regions, background and other objects, away from every ID class).
+
+    Args:
+        head: a :class:`~croft_core.heads.prompts.PromptHead`.
+        f: ``[B, d]`` global image features; ``local``: ``[B, P, d]`` local features.
+        y: ``[B]`` labels. ``lam``: the paper's 0.25; 0 is CoOp. ``top_k``: the paper's 200.
+    """
+    cos, local_cos = head.cosines(f, local)
+    loss_id = F.cross_entropy(head.logit_scale * cos, y)
+    local_logits = head.logit_scale * local_cos  # [B, P, K]
+    entropy = locoop_entropy(local_logits, locoop_ood_regions(local_logits.detach(), y, top_k))
+    loss = loss_id - lam * entropy
+    for opt in optimizers:
+        opt.zero_grad()
+    loss.backward()
+    for opt in optimizers:
+        opt.step()
+    return {"loss": loss.detach().item(), "loss_id": loss_id.detach().item(),
+            "local_entropy": entropy.detach().item()}

@@ -23,6 +23,9 @@ References:
       Out-of-Distribution Detection for Real-World Settings", ICML 2022.
     - KNN: Sun, Ming, Zhu, Li. "Out-of-Distribution Detection with Deep Nearest Neighbors",
       ICML 2022.
+    - GL-MCM: Miyai, Yu, Irie, Aizawa. "Zero-Shot In-Distribution Detection in Multi-Object
+      Settings Using Vision-Language Foundation Models" (GL-MCM), 2023: MCM of the global feature
+      plus the largest MCM over the local features.
     - NegLabel: Jiang, Liu, Wang, Yang, Han. "Negative Label Guided OOD Detection with Pretrained
       Vision-Language Models", ICLR 2024 (the negatives are mined in :mod:`croft_core.ood.negatives`).
 """
@@ -39,6 +42,7 @@ __all__ = [
     "SCORES",
     "ScoreInputs",
     "energy",
+    "glmcm",
     "knn_score",
     "max_logit",
     "mcm",
@@ -107,6 +111,27 @@ def mcm(cosines: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     cosines = _check_logits(cosines)
     _check_temperature(temperature)
     return torch.softmax(cosines / temperature, dim=-1).amax(dim=-1)
+
+
+def glmcm(cosines: torch.Tensor, local_cosines: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """GL-MCM: ``MCM(global) + max_p max_k softmax(cos_p / T)_k`` (Miyai et al. 2023).
+
+    Args:
+        cosines: ``[N, K]`` cosines of the global image features to the class texts.
+        local_cosines: ``[N, P, K]`` cosines of the P local features (attention-pool positions or
+            patches) of each image to the same class texts.
+        temperature: T > 0 (the paper's 1).
+
+    Returns:
+        ``[N]`` scores in ``[2/K, 2]``, higher = more in-distribution.
+    """
+    global_mcm = mcm(cosines, temperature)
+    if local_cosines.ndim != 3 or local_cosines.shape[0] != cosines.shape[0] \
+            or local_cosines.shape[2] != cosines.shape[1] or not local_cosines.shape[1]:
+        raise ValueError(f"local_cosines must be [N, P, K] with N, K = {tuple(cosines.shape)} and P >= 1, "
+                         f"got {tuple(local_cosines.shape)}")
+    local = torch.softmax(local_cosines.to(global_mcm.dtype) / temperature, dim=-1)  # [N, P, K]
+    return global_mcm + local.amax(dim=(1, 2))
 
 
 def neglabel(cosines: torch.Tensor, negative_cosines: torch.Tensor, temperature: float = 0.01,
@@ -219,6 +244,7 @@ class ScoreInputs:
         embedded: ``[N, d]`` embedded image features (KNN), or None.
         bank: ``[B, d]`` embedded ID reference features (KNN), or None (no KNN score).
         negative_cosines: ``[N, M]`` cosines to negative labels (NegLabel), or None.
+        local_cosines: ``[N, P, K]`` cosines of local features to the class texts (GL-MCM), or None.
         negative_groups: ``[G, g]`` NegLabel's groups of negatives, or None for one group.
         knn_k: KNN's neighbour rank (capped at ``len(bank)``).
         mcm_temperature: MCM's temperature on the cosines.
@@ -231,6 +257,7 @@ class ScoreInputs:
     bank: torch.Tensor | None = None
     negative_cosines: torch.Tensor | None = None
     negative_groups: torch.Tensor | None = None
+    local_cosines: torch.Tensor | None = None
     knn_k: int = 1
     mcm_temperature: float = 1.0
     neg_temperature: float = 0.01
@@ -255,6 +282,7 @@ SCORES: dict[str, Callable[[ScoreInputs], torch.Tensor | None]] = {
     "max_logit": lambda s: max_logit(s.logits),
     "knn": _knn,
     "neglabel": _neglabel,
+    "glmcm": lambda s: None if s.local_cosines is None else glmcm(s.cosines, s.local_cosines, s.mcm_temperature),
 }
 """Every OOD score by name: ``ScoreInputs -> [N]`` scores, or None when its inputs are absent."""
 

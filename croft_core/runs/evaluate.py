@@ -46,7 +46,7 @@ from croft_core.data.benchmarks.spec import DETECTION_IDS
 logger = logging.getLogger(__name__)
 
 __all__ = ["BenchmarkFeatures", "benchmark_text_features", "calibrate", "class_cosines", "compute_scores",
-           "evaluate", "headline_metrics", "prepare_features", "text_map", "write_results",
+           "evaluate", "global_local_cosines", "headline_metrics", "prepare_features", "text_map", "write_results",
            "zeroshot_model"]
 
 
@@ -73,13 +73,27 @@ def class_cosines(model: CroftModel, features: torch.Tensor, text_features: torc
     These are what MCM and NegLabel are defined on, for every head (Tip-Adapter's and a linear
     probe's logits are not scaled cosines).
     """
-    return model.embed_image(features) @ text_map(model)(text_features).T
+    return global_local_cosines(model, features, text_features)[0]
+
+
+def global_local_cosines(model: CroftModel, features: torch.Tensor, text_features: torch.Tensor,
+                         local: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`class_cosines` and, with local features ``[N, P, d]``, their cosines ``[N, P, K]`` to
+    the same class texts (GL-MCM). Prompt-learning heads compare with their learned prompts
+    (``head.cosines``); every other head embeds the local features with its image map."""
+    own = getattr(model.head, "cosines", None)
+    if own is not None:
+        return own(features, local)
+    texts = text_map(model)(text_features)  # [K, d]
+    return (model.embed_image(features) @ texts.T,
+            None if local is None else model.embed_image(local) @ texts.T)
 
 
 @torch.no_grad()
 def compute_scores(model: CroftModel, features: torch.Tensor, text_features: torch.Tensor, *,
                    bank: torch.Tensor | None = None, knn_k: int = 1, mcm_temperature: float = 1.0,
-                   negatives: NegativeLabels | None = None) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+                   negatives: NegativeLabels | None = None,
+                   local: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
     """Logits and every OOD score of :data:`croft_core.ood.scores.SCORES` for raw image features.
 
     Args:
@@ -91,6 +105,7 @@ def compute_scores(model: CroftModel, features: torch.Tensor, text_features: tor
         mcm_temperature: MCM's temperature on the cosines.
         negatives: NegLabel's negatives for these classes, raw (the head's text map is applied
             here); None: no ``neglabel`` score.
+        local: ``[N, P, d]`` local image features (None: no ``glmcm`` score).
 
     Returns:
         ``(logits [N, K], {score name: float64 [N]})``, higher = more in-distribution.
@@ -101,8 +116,9 @@ def compute_scores(model: CroftModel, features: torch.Tensor, text_features: tor
         adapted = negatives.with_text_map(text_map(model))
         neg = {"negative_cosines": embedded @ adapted.embeddings.to(embedded.device).T,  # [N, M]
                "negative_groups": adapted.groups, "neg_temperature": adapted.temperature}
+    cosines, local_cosines = global_local_cosines(model, features, text_features, local)
     inputs = scoring.ScoreInputs(
-        logits=model(features, text_features), cosines=embedded @ text_map(model)(text_features).T,
+        logits=model(features, text_features), cosines=cosines, local_cosines=local_cosines,
         embedded=embedded, bank=bank, knn_k=knn_k, mcm_temperature=mcm_temperature, **neg)
     scores = scoring.score_all(inputs)
     return inputs.logits, {k: v.detach().cpu().numpy().astype(np.float64) for k, v in scores.items()}
@@ -120,7 +136,9 @@ class _SplitScorer:
         self.kw["negatives"] = feats.negatives
 
     def __call__(self, fs: FeatureSet) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        logits, scores = compute_scores(self.model, fs.first_view().to(self.device), self.text, **self.kw)
+        local = fs.first_view_local()
+        logits, scores = compute_scores(self.model, fs.first_view().to(self.device), self.text, **self.kw,
+                                        local=None if local is None else local.to(self.device))
         return logits.argmax(-1).cpu().numpy(), scores
 
 
@@ -265,6 +283,10 @@ def evaluate(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFea
     results["threshold"] = _deployment_threshold(run, feats, tpr, id_scores["energy"], cov_scores, sem_scores)
     if feats.negatives is not None:
         results["neglabel"] = _neglabel_rule(feats.negatives, id_scores, cov_scores, sem_scores)
+    if feats.id_test.local is not None:  # GL-MCM's input: what it costs to cache
+        splits = [feats.train, feats.val, feats.id_test, *feats.covariate, *feats.semantic]
+        results["local_features"] = {"dtype": "float16", "positions": feats.id_test.local.shape[2],
+                                     "bytes": sum(fs.local_bytes for fs in splits)}
     if model.config.head == "croft":  # the paper's figure: energies of generated covariate features
         gen = model.head.generate(feats.id_test.first_view().to(run.device))
         energies["generated covariate"] = scoring.energy(

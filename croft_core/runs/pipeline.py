@@ -25,7 +25,8 @@ from croft_core.errors import UsageError
 from croft_core.runs.evaluate import (BenchmarkFeatures, benchmark_text_features, calibrate, evaluate,
                        headline_metrics, prepare_features, write_results, zeroshot_model)
 from croft_core.heads.checkpoint import CroftModel
-from croft_core.runs.train import SEARCH_SPACES, TrainConfig, init_model, on_edge, search_configs, train
+from croft_core.runs.train import (METHODS, SEARCH_SPACES, TrainConfig, init_model, on_edge, search_configs,
+                                   train)
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def fit(backbone: Backbone, benchmark, cfg: TrainConfig, feats: BenchmarkFeature
     model = init_model(cfg, embed_dim=backbone.embed_dim, logit_scale=backbone.logit_scale,
                        classnames=benchmark.classnames, train_set=feats.train,
                        text_features=text_features, backbone=backbone.spec,
-                       templates=_templates(benchmark), text_mode=benchmark.text_mode)
+                       templates=_templates(benchmark), text_mode=benchmark.text_mode, clip=backbone)
     model = model.to(backbone.device)
     result = train(model, feats.train, text_features, cfg, val_set=feats.val, out_dir=out_dir,
                    resume=resume, progress=progress)
@@ -76,8 +77,13 @@ def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots
                        cache_dir: str | Path | None = DEFAULT_CACHE_DIR, resume: bool = True,
                        progress: bool = True, num_workers: int = 0,
                        grid: dict[str, Sequence[Any]] | None = None,
-                       detection_id: str | None = None, search: int = 0) -> dict[str, Any]:
+                       detection_id: str | None = None, search: int = 0, wise: Sequence[float] = (),
+                       local: bool = False) -> dict[str, Any]:
     """``croft train``: features -> train -> calibrate -> evaluate -> save everything in ``out_dir``.
+
+    ``wise`` (alphas in [0, 1]) adds ``results["wise"]``, the WiSE curve of a head with a zero-shot
+    point (:mod:`croft_core.heads.wise`); ``local`` caches local features (the ``glmcm`` score;
+    LoCoOp turns it on itself).
 
     With a ``grid`` (e.g. ``{"lr": [0.002, 0.02], "lambda2": [1, 5]}``) every combination is trained
     on the cached features and the one with the best validation accuracy (the official selection
@@ -95,7 +101,8 @@ def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots
     t0 = time.perf_counter()
     if feats is None:
         feats = prepare_features(backbone, benchmark, shots=shots, seed=cfg.seed, views=views,
-                                 cache_dir=cache_dir, num_workers=num_workers)
+                                 cache_dir=cache_dir, num_workers=num_workers,
+                                 local=local or needs_local(cfg.method))
     text = benchmark_text_features(backbone, benchmark, cache_dir=cache_dir)
     if cfg.method == "zeroshot":
         model, history = zeroshot_model(backbone, benchmark), []
@@ -127,6 +134,8 @@ def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots
                              "on_edge": on_edge(cfg.method, chosen), "selected_on": feats.val.name}
     elif len(selection) > 1:
         results["selection"] = selection
+    if wise:
+        results["wise"] = wise_curve(model, text, feats, wise)
     model.update_config(metrics=headline_metrics(results))
     model.save(out_dir)
     write_results(out_dir / "results.json", results)
@@ -135,6 +144,29 @@ def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots
     (out_dir / "energies.json").write_text(json.dumps({k: [round(float(x), 4) for x in v]
                                                        for k, v in energies.items()}))
     return results
+
+
+def needs_local(method: str) -> bool:
+    """Whether ``method`` trains on local features (LoCoOp)."""
+    return METHODS.get(method, {}).get("step") == "locoop"
+
+
+def wise_curve(model: CroftModel, text_features: torch.Tensor, feats: BenchmarkFeatures,
+               alphas: Sequence[float]) -> list[dict[str, Any]]:
+    """WiSE: ID and covariate accuracy and semantic AUROC of every score against ``alpha``
+    (``[]`` for a head without a zero-shot point)."""
+    from croft_core.heads.wise import WISE_HEADS, wise
+
+    if model.config.head not in WISE_HEADS:
+        logger.info("no WiSE curve for %s (no zero-shot point)", model.config.method)
+        return []
+    curve = []
+    for alpha in alphas:
+        res, _ = evaluate(wise(model, alpha), text_features, feats)
+        curve.append({"name": f"alpha={alpha:g}", "alpha": float(alpha), "id_accuracy": res["id"]["accuracy"],
+                      "covariate_accuracy": {c["name"]: c["accuracy"] for c in res["covariate"]},
+                      "auroc": {k: v["auroc"] for k, v in res.get("semantic_all", {}).items()}})
+    return curve
 
 
 def check_compatible(model: CroftModel, backbone: Backbone, benchmark) -> None:
@@ -155,7 +187,7 @@ def evaluate_checkpoint(backbone: Backbone, benchmark, model: CroftModel, *, see
                         shots: int | None = None, views: int = 8,
                         cache_dir: str | Path | None = DEFAULT_CACHE_DIR, knn: bool = True,
                         correct_only: bool = False, detection_id: str | None = None,
-                        num_workers: int = 0) -> tuple[dict[str, Any], dict]:
+                        num_workers: int = 0, local: bool = False) -> tuple[dict[str, Any], dict]:
     """``croft eval``: evaluate a trained or zero-shot model on a benchmark.
 
     The training split is only encoded for the KNN score's bank (``knn=True``). The ID side of
@@ -163,8 +195,9 @@ def evaluate_checkpoint(backbone: Backbone, benchmark, model: CroftModel, *, see
     (``correct_only`` turns ``"id_test"`` into ``"id_test_correct"``).
     """
     check_compatible(model, backbone, benchmark)
+    model.attach_backbone(backbone)  # prompt-learning heads run the frozen text tower
     feats = prepare_features(backbone, benchmark, shots=shots, seed=seed, views=views,
-                             cache_dir=cache_dir, need_train=knn, num_workers=num_workers)
+                             cache_dir=cache_dir, need_train=knn, num_workers=num_workers, local=local)
     text = benchmark_text_features(backbone, benchmark, cache_dir=cache_dir)
     results, energies = evaluate(model.to(backbone.device), text, feats, correct_only=correct_only,
                                  detection_id=detection_id or benchmark.detection_id)
@@ -230,7 +263,7 @@ def run_bench(backbone: Backbone, benchmark: str | Path | Callable[[int], Any], 
               cache_dir: str | Path | None = DEFAULT_CACHE_DIR, progress: bool = True,
               num_workers: int = 0, grid: dict[str, Sequence[Any]] | None = None,
               benchmark_args: Mapping[str, Any] | None = None, detection_id: str | None = None,
-              search: int = 0) -> dict[str, Any]:
+              search: int = 0, wise: Sequence[float] = (), local: bool = False) -> dict[str, Any]:
     """``croft bench``: every method x seed on shared cached features, then summary and report.
 
     A sweep (see :func:`sweep_axis`), e.g. ``benchmark_args={"heldout": ["photo", "sketch"]}``,
@@ -256,7 +289,7 @@ def run_bench(backbone: Backbone, benchmark: str | Path | Callable[[int], Any], 
     axis = sweep_axis(benchmark, benchmark_args or {}) if not callable(benchmark) else None
     settings = dict(methods=methods, seeds=seeds, shots=shots, config_for=config_for, views=views,
                     cache_dir=cache_dir, progress=progress, num_workers=num_workers, grid=grid,
-                    detection_id=detection_id, search=search)
+                    detection_id=detection_id, search=search, wise=wise, local=local)
     if axis is None:
         return _bench_once(backbone, _factory(benchmark, benchmark_args), Path(out_dir), **settings)[0]
     from croft_core.runs.report import sweep_summary, write_sweep_report
@@ -279,7 +312,8 @@ def _bench_once(backbone: Backbone, benchmark_factory: Callable[[int], Any], out
                 config_for: Callable[[str, int], TrainConfig], views: int,
                 cache_dir: str | Path | None, progress: bool, num_workers: int,
                 grid: dict[str, Sequence[Any]] | None, detection_id: str | None,
-                search: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                search: int, wise: Sequence[float] = (),
+                local: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One bench (every method x seed) in ``out_dir``; returns its summary and its runs."""
     from croft_core.runs.report import summarize, write_report
 
@@ -289,7 +323,8 @@ def _bench_once(backbone: Backbone, benchmark_factory: Callable[[int], Any], out
     for seed in seeds:
         benchmark = benchmark_factory(seed)
         feats = prepare_features(backbone, benchmark, shots=shots, seed=seed, views=views,
-                                 cache_dir=cache_dir, num_workers=num_workers)
+                                 cache_dir=cache_dir, num_workers=num_workers,
+                                 local=local or any(needs_local(m) for m in methods))
         for method in methods:
             cfg = config_for(method, seed)
             run_dir = out_dir / f"{method}_seed{seed}"
@@ -297,7 +332,7 @@ def _bench_once(backbone: Backbone, benchmark_factory: Callable[[int], Any], out
             results = train_and_evaluate(backbone, benchmark, cfg, shots=shots, out_dir=run_dir,
                                          views=views, feats=feats, cache_dir=cache_dir,
                                          progress=progress, grid=grid, detection_id=detection_id,
-                                         search=search)
+                                         search=search, wise=wise)
             write_results(out_dir / f"{method}_seed{seed}.json", results)
             runs.append(results)
             if seed == seeds[0]:

@@ -14,6 +14,7 @@ HEADLINE = (("id.accuracy", "ID acc"), ("covariate.mean_accuracy", "covariate ac
             ("semantic_all.energy.auroc", "energy AUROC"), ("semantic_all.energy.fpr95", "energy FPR95"),
             ("semantic_all.mcm.auroc", "MCM AUROC"), ("semantic_all.knn.auroc", "KNN AUROC"),
             ("semantic_all.neglabel.auroc", "NegLabel AUROC"), ("semantic_all.neglabel.fpr95", "NegLabel FPR95"),
+            ("semantic_all.glmcm.auroc", "GL-MCM AUROC"),
             ("full_spectrum.energy.auroc", "full-spectrum AUROC"))
 
 
@@ -387,6 +388,36 @@ def write_sweep_report(path: str | Path, summary: dict[str, Any]) -> Path:
     return path
 
 
+def wise_rows(summary: dict[str, Any]) -> list[tuple[str, float, dict[str, dict]]]:
+    """The WiSE curves of a summary (``croft bench --wise``): ``(method, alpha, {column: stat})``
+    rows, columns ID accuracy, mean covariate accuracy and energy AUROC."""
+    rows = []
+    for method, metrics in summary.get("methods", {}).items():
+        points = sorted((v["mean"], k[:-len("alpha")]) for k, v in metrics.items()
+                        if k.startswith("wise/") and k.endswith(".alpha"))
+        for a, prefix in points:
+            covs = [v["mean"] for k, v in metrics.items()
+                    if k.startswith(prefix + "covariate_accuracy.")]
+            cells = {"ID acc": metrics.get(prefix + "id_accuracy"),
+                     "covariate acc": {"mean": float(np.mean(covs)), "std": 0.0} if covs else None,
+                     "energy AUROC": metrics.get(prefix + "auroc.energy")}
+            rows.append((method, a, cells))
+    return rows
+
+
+def _wise_html(summary: dict[str, Any]) -> str:
+    rows = wise_rows(summary)
+    if not rows:
+        return ""
+    cols = ["ID acc", "covariate acc", "energy AUROC"]
+    head = "".join(f"<th>{c}</th>" for c in ["method", "alpha", *cols])
+    body = "".join(f"<tr><td>{html.escape(m)}</td><td>{a:g}</td>"
+                   + "".join(f"<td>{html.escape(_cell(cells[c]))}</td>" for c in cols) + "</tr>"
+                   for m, a, cells in rows)
+    return (f"<h2>WiSE: head weights interpolated toward zero-shot (alpha = 1: fine-tuned)</h2>"
+            f"<table><tr>{head}</tr>{body}</table>")
+
+
 def write_report(path: str | Path, summary: dict[str, Any], energies: dict[str, dict[str, list]],
                  histories: dict[str, list]) -> Path:
     """A self-contained HTML page: headline table, energy histograms, ROC curves, training curves."""
@@ -410,6 +441,7 @@ def write_report(path: str | Path, summary: dict[str, Any], energies: dict[str, 
 Scores: higher = more in-distribution; FPR95 = OOD accepted at 95% ID TPR.</p>
 {_html_table(summary)}
 {_statistics_html(summary)}
+{_wise_html(summary)}
 {''.join(parts)}"""
     path = Path(path)
     path.write_text(_page(title, body), encoding="utf-8")

@@ -170,6 +170,8 @@ def extract_features(backbone, split, *, shard: str = "contiguous", gather: str 
     the benchmark on every rank: the draw is seeded). Returns the full set on every rank.
     """
     sharding = TorchrunSharding(shard, gather) if dist.is_available() and dist.is_initialized() else None
+    if sharding is not None and kwargs.get("local"):
+        raise ValueError("local features are extracted in one process; run without torchrun for them")
     if sharding is None and gather not in GATHER_MODES:
         raise ValueError(f"gather must be one of {GATHER_MODES}, got {gather!r}")
     return _features.extract_features(backbone, split, sharding=sharding, **kwargs)
@@ -229,7 +231,8 @@ class BenchmarkFeatures:
 def prepare_features(backbone, benchmark, *, shots: int | None, seed: int, views: int = 8,
                      cache_dir: str | Path | None = DEFAULT_CACHE_DIR, batch_size: int = 64,
                      num_workers: int = 0, need_train: bool = True, amp: bool = True,
-                     amp_dtype: str = "fp16", negatives: bool = True) -> BenchmarkFeatures:
+                     amp_dtype: str = "fp16", negatives: bool = True,
+                     local: bool = False) -> BenchmarkFeatures:
     """Materialise the benchmark's splits and extract (or load cached) features for each.
 
     Every source is checked first (:func:`~croft_core.data.benchmarks.check_sources`), so a missing
@@ -251,6 +254,7 @@ def prepare_features(backbone, benchmark, *, shots: int | None, seed: int, views
         amp, amp_dtype: autocast precision on CUDA (see :func:`croft_core.clip.features.encode_split`).
         negatives: mine NegLabel's negative labels for the benchmark's classes
             (:meth:`croft_core.ood.negatives.NegativeLabels.fit`, with the backbone's own lexicon).
+        local: also cache every split's local features (float16; GL-MCM and LoCoOp need them).
     """
     from croft_core.data.benchmarks import ROLES, check_sources, materialize
 
@@ -258,7 +262,7 @@ def prepare_features(backbone, benchmark, *, shots: int | None, seed: int, views
 
     def encode(split, **kw):
         return extract_features(backbone, split, cache_dir=cache_dir, batch_size=batch_size,
-                                num_workers=num_workers, amp=amp, amp_dtype=amp_dtype, **kw)
+                                num_workers=num_workers, amp=amp, amp_dtype=amp_dtype, local=local, **kw)
 
     roles = ("val", "id_test", "covariate", "semantic") + (("train",) if need_train else ())
     splits = {role: materialize(benchmark, role, shots=shots, seed=seed) for role in roles}

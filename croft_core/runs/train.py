@@ -41,8 +41,9 @@ from croft_core.clip.features import FeatureSet
 from croft_core.ood.metrics import accuracy
 from croft_core.heads.checkpoint import CroftModel, HeadConfig
 from croft_core.heads.probe import fit_linear_probe
+from croft_core.heads.prompts import TextTower
 from croft_core.seeds import epoch_seed
-from croft_core.objectives.steps import clean_step, official_step, supervised_step
+from croft_core.objectives.steps import clean_step, locoop_step, official_step, supervised_step
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,11 @@ class TrainConfig:
     tip_alpha: float = 1.0  # Tip-Adapter's cache weight (the repo's default)
     tip_beta: float = 1.17  # Tip-Adapter's affinity sharpness
     probe_c: float | None = None  # linear probe: fit this C only (None: its own sweep on validation)
+    n_ctx: int = 4  # prompt methods: learnable context vectors (CoCoOp's 4; CoOp's 16 needs 77 tokens)
+    ctx_init: str = "a photo of a"  # prompt methods: initial context words ("" = N(0, 0.02))
+    class_specific_ctx: bool = False  # prompt methods: one context per class (CoOp's CSC)
+    locoop_lambda: float = 0.25  # LoCoOp: weight of the local entropy term (the paper's 0.25)
+    locoop_top_k: int = 200  # LoCoOp: a region is OOD when its top-K classes miss the label (capped at K-1)
 
 
 # method -> (head, step, TrainConfig defaults). The step decides the objective ("lbfgs": the
@@ -93,8 +99,14 @@ METHODS: dict[str, dict[str, Any]] = {
     "croft": {"head": "croft", "step": "official", "defaults": {}},
     "croft_noedr": {"head": "croft", "step": "official", "defaults": {"lambda2": 0.0}},
     "croft_clean": {"head": "croft", "step": "clean", "defaults": {"edr_reduction": "sample_sum"}},
+    # prompt learning (croft_core.heads.prompts): the CoOp/CoCoOp/LoCoOp papers' SGD recipe
+    # (lr 0.002, weight decay 5e-4, one warm-up epoch at 1e-5, cosine); CoOp and LoCoOp 50 epochs
+    # of batch 32 (CoOp's ImageNet / LoCoOp's schedule), CoCoOp 10 epochs of batch 1
+    "coop": {"head": "coop", "step": "supervised", "defaults": {"weight_decay": 5e-4, "epochs": 50}},
+    "cocoop": {"head": "cocoop", "step": "supervised",
+               "defaults": {"weight_decay": 5e-4, "epochs": 10, "batch_size": 1}},
+    "locoop": {"head": "coop", "step": "locoop", "defaults": {"weight_decay": 5e-4, "epochs": 50}},
 }
-
 
 # method -> {TrainConfig field: values}: the hyper-parameter space ``croft bench --search N`` draws N
 # configurations from, the same N for every method (zero-shot has nothing to tune). Numeric lists are
@@ -109,8 +121,14 @@ SEARCH_SPACES: dict[str, dict[str, list]] = {
                     "lambda2": [0.1, 1.0, 5.0, 20.0, 100.0, 1000.0]},
     "clip_adapter": {"lr": [5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2], "image_ratio": [0.05, 0.1, 0.2, 0.4, 0.6, 0.8]},
     "tip_adapter": {"lr": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "tip_alpha": [0.1, 0.3, 1.0, 3.0, 10.0],
-                    "tip_beta": [0.5, 1.0, 2.0, 3.5, 5.5, 7.0]},
+                    "tip_beta": [0.5, 1.0, 1.17, 2.0, 3.5, 5.5, 7.0]},
     "linear_probe": {"probe_c": [10.0 ** k for k in range(-4, 7)]},
+    # prompt learning: lr and the context (its initialisation; CoOp's class-specific contexts)
+    "coop": {"lr": [5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2], "ctx_init": ["a photo of a", ""],
+             "class_specific_ctx": [False, True]},
+    "cocoop": {"lr": [5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2], "ctx_init": ["a photo of a", ""]},
+    "locoop": {"lr": [5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2], "locoop_lambda": [0.1, 0.25, 0.5, 1.0],
+               "locoop_top_k": [2, 50, 200]},
 }
 
 
@@ -178,18 +196,32 @@ class TrainResult:
 def init_model(cfg: TrainConfig, *, embed_dim: int, logit_scale: float, classnames: Sequence[str],
                train_set: FeatureSet | None = None, text_features: torch.Tensor | None = None,
                backbone: str = "", templates: Sequence[str] = (),
-               text_mode: str = "normalized") -> CroftModel:
+               text_mode: str = "normalized", clip=None) -> CroftModel:
     """Build the untrained model of ``cfg.method`` (Tip-Adapter's cache and the linear probe's
-    zero-shot initialisation are filled from ``train_set`` / ``text_features``)."""
+    zero-shot initialisation are filled from ``train_set`` / ``text_features``; prompt-learning
+    heads tokenise their prompts with ``clip``, the loaded
+    :class:`~croft_core.clip.backbones.Backbone`, and run its frozen text tower)."""
     spec = METHODS[cfg.method]
     cache_size = len(train_set) if spec["head"] == "tip_adapter" else 0
+    prompt = spec["head"] in ("coop", "cocoop")
+    if prompt and clip is None:
+        raise ValueError(f"{cfg.method} learns prompts through the text encoder: pass clip=<Backbone>")
+    tower = TextTower(clip.model) if prompt else None
     config = HeadConfig(
         head=spec["head"], method=cfg.method, embed_dim=embed_dim, num_classes=len(classnames),
         logit_scale=logit_scale, image_ratio=cfg.image_ratio, text_ratio=cfg.text_ratio,
         generator_input="zeroshot" if spec["step"] == "clean" else "adapted",
-        cache_size=cache_size, tip_alpha=cfg.tip_alpha, tip_beta=cfg.tip_beta, backbone=backbone, classnames=tuple(classnames),
-        templates=tuple(templates), text_mode=text_mode, training=asdict(cfg))
+        cache_size=cache_size, tip_alpha=cfg.tip_alpha, tip_beta=cfg.tip_beta, n_ctx=cfg.n_ctx,
+        ctx_init=cfg.ctx_init, class_specific_ctx=cfg.class_specific_ctx, ctx_dim=tower.width if tower else 0,
+        context_length=tower.context_length if tower else 0, backbone=backbone,
+        classnames=tuple(classnames), templates=tuple(templates), text_mode=text_mode,
+        training=asdict(cfg))
     model = CroftModel(config)
+    if prompt:
+        model.attach_backbone(clip)
+        model.to(clip.device)
+        model.head.init_prompts(clip.tokenizer, classnames, cfg.ctx_init,
+                                generator=torch.Generator().manual_seed(cfg.seed))
     if spec["head"] == "tip_adapter":
         if train_set is None:
             raise ValueError("Tip-Adapter needs the training features to build its cache")
@@ -243,8 +275,11 @@ def _optimizers(model: CroftModel, cfg: TrainConfig) -> list[torch.optim.Optimiz
     return [make([p for p in model.parameters() if p.requires_grad])]
 
 
-def _step(model: CroftModel, cfg: TrainConfig, f, t, y, optimizers) -> dict[str, float]:
+def _step(model: CroftModel, cfg: TrainConfig, f, t, y, optimizers, local=None) -> dict[str, float]:
     kind = METHODS[cfg.method]["step"]
+    if kind == "locoop":
+        return locoop_step(model.head, f, local, y, optimizers, lam=cfg.locoop_lambda,
+                           top_k=cfg.locoop_top_k)
     if kind == "official":
         return official_step(model.head, f, t, y, optimizers, lambda1=cfg.lambda1,
                              lambda2=cfg.lambda2, gen_steps=cfg.gen_steps,
@@ -291,13 +326,15 @@ def _run_epoch(model: CroftModel, cfg: TrainConfig, train_set: FeatureSet, text_
     order = torch.randperm(n, generator=gen).to(device)
     view = torch.randint(train_set.views, (n,), generator=gen).to(device)
     stop = n - n % cfg.batch_size if n >= cfg.batch_size else n
+    needs_local = METHODS[cfg.method]["step"] == "locoop"
     model.train()
     sums: dict[str, float] = {}
     batches = 0
     for start in range(0, stop, cfg.batch_size):
         idx = order[start:start + cfg.batch_size]
         f = train_set.features[view[idx], idx]  # [B, d]
-        for k, v in _step(model, cfg, f, text_features, train_set.labels[idx], optimizers).items():
+        local = train_set.local[view[idx], idx].float() if needs_local else None  # [B, P, d]
+        for k, v in _step(model, cfg, f, text_features, train_set.labels[idx], optimizers, local).items():
             sums[k] = sums.get(k, 0.0) + v
         batches, run.step = batches + 1, run.step + 1
         if _budget_spent(cfg, run):
@@ -346,6 +383,9 @@ def train(model: CroftModel, train_set: FeatureSet, text_features: torch.Tensor,
     train_set, text_features = train_set.to(device), text_features.to(device)
     val_set = val_set.to(device) if val_set is not None else None
     kind = METHODS[cfg.method]["step"]
+    if kind == "locoop" and train_set.local is None:
+        raise ValueError("LoCoOp trains on local image features: extract the training split with "
+                         "local=True (prepare_features(..., local=True))")
     if kind is None:  # zero-shot: nothing to train
         acc = _val_accuracy(model, val_set, text_features) if val_set is not None else None
         return TrainResult(model, [], 0, acc)

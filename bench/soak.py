@@ -6,7 +6,13 @@ Starts ``python app.py`` with default settings on 127.0.0.1 (a free port; loopba
 2. ``/classify`` latency while an ``/evaluate`` of ``shapes`` runs;
 3. ``--requests`` (default 1,000) mixed requests from ``--clients`` concurrent clients: valid
    ``/classify`` calls and every kind of refused input (local paths, raw file paths, bad numbers,
-   oversized images, private handlers called with junk), bounded by ``--time-limit`` seconds.
+   oversized images, private handlers called with junk), bounded by ``--time-limit`` seconds;
+4. the hostile phase (``--hostile``; alone with ``--hostile-only``): a 38-byte lossless WebP that
+   declares 6300x6300 pixels, six at once; vocabularies of 50 MB and of 900 kB from 40 new
+   sessions each; a flood of ``/finetune`` calls from one client (40 in its session, 40 in new
+   sessions) while another client calls ``/classify``. Printed: the peak RSS over the phase's
+   start (per hostile request), the RSS still held 20 s after it, and the other client's p95 (and
+   refusals) against its idle p95.
 
 The server's RSS is sampled every 0.2 s throughout. Printed: p50/p95 latency per request kind,
 counts of accepted / refused / unhandled requests (an unhandled one is an error without a message,
@@ -14,7 +20,8 @@ or an HTTP 5xx other than "queue full"), RSS at start, peak and end, and the rat
 p95 during ``/evaluate`` to idle. Requests speak Gradio's queue protocol over plain HTTP, as a
 browser does. Usage::
 
-    .venv/bin/python bench/soak.py [--requests 1000] [--clients 8] [--time-limit 900]
+    .venv/bin/python bench/soak.py [--requests 1000] [--clients 8] [--time-limit 900] [--hostile]
+    .venv/bin/python bench/soak.py --hostile-only
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -117,6 +125,29 @@ class Server:
                         return "ok"
                     return "refused" if (msg.get("output") or {}).get("error") else "unhandled"
         return "unhandled"
+
+    def call_many(self, event: str, data: list, n: int, session: str) -> dict[str, int]:
+        """``n`` calls from one session, as one browser tab sends them: ``n`` joins, then the
+        session's one message stream (Gradio serves one stream per session)."""
+        counts = {"ok": 0, "refused": 0, "unhandled": 0}
+        joined = 0
+        for _ in range(n):
+            r = self.join(event, data, session)
+            if r.status_code == 200:
+                joined += 1
+            else:
+                counts["refused" if r.status_code < 500 or r.status_code == 503 else "unhandled"] += 1
+        with self.http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as s:
+            for line in s.iter_lines():
+                msg = json.loads(line[5:]) if line.startswith("data:") else {}
+                if msg.get("msg") == "process_completed":
+                    kind = "ok" if msg.get("success") else \
+                        "refused" if (msg.get("output") or {}).get("error") else "unhandled"
+                    counts[kind] += 1
+                    joined -= 1
+                    if joined == 0:
+                        break
+        return counts
 
     def close(self) -> None:
         self.proc.terminate()
@@ -236,12 +267,78 @@ def soak(server: Server, total: int, clients: int, time_limit: float) -> dict:
     return {"latency": stats, "outcomes": outcomes}
 
 
+def _webp_bomb() -> bytes:
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (6300, 6300), (40, 90, 200)).save(buffer, format="WEBP", lossless=True, quality=0,
+                                                          method=0)
+    return buffer.getvalue()  # 38 bytes
+
+
+def _burst(server: Server, calls: list[tuple[str, list, str | None]], workers: int = 8) -> dict[str, int]:
+    with ThreadPoolExecutor(workers) as pool:
+        outcomes = list(pool.map(lambda c: server.call(*c), calls))
+    return {k: outcomes.count(k) for k in ("ok", "refused", "unhandled")}
+
+
+def _peak_during(server: Server, sampler: "RssSampler", action) -> tuple[Any, float]:
+    before, n = server.rss_mb(), len(sampler.samples)
+    result = action()
+    time.sleep(0.5)
+    return result, max(sampler.samples[n:] or [before]) - before
+
+
+def hostile(server: Server, sampler: "RssSampler", data: list, idle: list[float]) -> list[str]:
+    """The hostile phase (issue 25); returns the report's lines."""
+    lines, start = [], server.rss_mb()
+    bomb = server.upload("bomb.webp", _webp_bomb())
+    out, peak = _peak_during(server, sampler, lambda: _burst(
+        server, [("classify", [bomb, VOCAB, "zero-shot", None], None)] * 6, workers=6))
+    lines.append(f"38-byte WebP declaring 6300x6300, 6 at once: {out}; peak +{peak:.0f} MB")
+    for size in (50 * 2**20, 900 * 2**10):
+        vocab = ("x, " * (size // 3))[:size]
+        out, peak = _peak_during(server, sampler, lambda: _burst(
+            server, [("classify", [data[0], vocab, "zero-shot", None], None)] * 40, workers=4))
+        lines.append(f"{size / 2**20:.1f} MB vocabulary from 40 new sessions: {out}; peak +{peak:.0f} MB")
+    time.sleep(20)
+    lines.append(f"RSS 20 s after the images and vocabularies: {server.rss_mb() - start:+.0f} MB over the start")
+    done, other = threading.Event(), []
+    watcher = threading.Thread(target=lambda: other.extend(_watch(server, data, done)))
+    watcher.start()
+    job = ["shapes", "croft", 2, 1, 4]
+    session = uuid.uuid4().hex
+    own = server.call_many("finetune", job, 40, session)
+    fresh = _burst(server, [("finetune", job, None)] * 40, workers=40)
+    done.set()
+    watcher.join()
+    times = [ms for outcome, ms in other if outcome == "ok"]
+    refused = sum(1 for outcome, _ in other if outcome != "ok")
+    lines.append(f"/finetune flood: 40 from one session {own}, 40 from new sessions {fresh}")
+    lines.append(f"the other client's /classify meanwhile: n={len(other)} refused={refused} "
+                 f"p95={percentile(times, 95):.0f} ms ({percentile(times, 95) / percentile(idle, 95):.2f}x idle)")
+    time.sleep(20)
+    lines.append(f"RSS: hostile phase start {start:.0f} MB, 20 s after it {server.rss_mb():.0f} MB "
+                 f"(held {server.rss_mb() - start:+.0f} MB)")
+    return lines
+
+
+def _watch(server: Server, data: list, done: threading.Event) -> list[tuple[str, float]]:
+    session, seen = uuid.uuid4().hex, []
+    while not done.is_set():
+        try:
+            seen.append(timed(server, "classify", data, session))
+        except httpx.HTTPError:
+            seen.append(("unhandled", float("nan")))
+    return seen
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--time-limit", type=float, default=900, help="seconds for the mixed phase")
     parser.add_argument("--idle-calls", type=int, default=60)
+    parser.add_argument("--hostile", action="store_true", help="add the hostile phase (issue 25)")
+    parser.add_argument("--hostile-only", action="store_true", help="idle calls and the hostile phase only")
     parser.add_argument("--cache", type=Path, default=None,
                         help="CROFT_CACHE of the server (default: a fresh folder, so /evaluate does real work)")
     args = parser.parse_args(argv)
@@ -257,17 +354,23 @@ def main(argv: list[str] | None = None) -> int:
         data = [circle, VOCAB, "zero-shot", None]
         classify_latency(server, data, 5)  # warm
         idle = classify_latency(server, data, args.idle_calls)
+        if args.hostile_only:
+            print("\n".join([f"/classify idle: n={len(idle)} p95={percentile(idle, 95):.0f} ms",
+                             *hostile(server, sampler, data, idle)]))
+            return 0
         busy, eval_ms, eval_outcome = during_evaluation(server, data, 10_000)
         start_rss = server.rss_mb()
         t0 = time.time()
         result = soak(server, args.requests, args.clients, args.time_limit)
         soak_s = time.time() - t0
         end_rss = server.rss_mb()
+        hostile_lines = hostile(server, sampler, data, idle) if args.hostile else []
     finally:
         sampler.stop.set()
         server.close()
     report(idle, busy, eval_ms, eval_outcome, result, soak_s, (ready_rss, start_rss, end_rss),
            sampler.samples, args)
+    print("\n".join(hostile_lines))
     return 0
 
 

@@ -474,6 +474,35 @@ def test_server_limits_are_set(app, server):
     assert app.demo.state_session_capacity == 300 and app.demo.delete_cache == (3600, 3600)
 
 
+def test_request_bodies_are_bounded_and_no_route_skips_the_queue(app, server, client):
+    # before (issue 25): no body limit -- 20 sessions that each sent a 20 MB vocabulary held
+    # +436 MB after the requests, Gradio keeping every session's last inputs -- and
+    # POST /gradio_api/run/<name> ran any handler outside the queue when SPACE_ID was unset
+    import httpx
+
+    assert app.demo.api_open is False
+    body = {"data": [None, "a, b", "zero-shot", ""], "session_hash": "x"}
+    assert httpx.post(server + "gradio_api/run/classify", json=body, timeout=30).status_code == 404
+    big = {"data": [None, "x, " * 600_000, "zero-shot", ""], "fn_index": 0, "session_hash": "y"}
+    answer = httpx.post(server + "gradio_api/queue/join", json=big, timeout=30)
+    assert answer.status_code == 413 and "CROFT_MAX_BODY_SIZE" in answer.text
+
+    def chunks():  # no Content-Length: counted while read, cut off past the limit
+        yield b'{"data": ["'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"]}'
+
+    chunked = httpx.post(server + "gradio_api/queue/join", content=chunks(), timeout=30,
+                         headers={"content-type": "application/json"})
+    assert chunked.status_code == 413
+    vocabulary = ", ".join(f"class {k}" for k in range(3000))  # 32 kB, sent with no image: refused
+    with pytest.raises(Exception, match="No image"):
+        client.predict(None, vocabulary, "zero-shot", "", api_name="/classify")
+    kept = app.demo.state_holder.session_data[client.session_hash].config_values
+    assert not any(vocabulary in json.dumps(c, default=str) for c in kept.values())
+
+
 def test_resources_are_loaded_once(app, handlers):
     assert handlers.r is app.RESOURCES
     registry = app.RESOURCES.registry

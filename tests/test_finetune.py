@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import stat
+import struct
 import zipfile
 from pathlib import Path
 
@@ -111,6 +112,53 @@ def test_a_header_that_lies_about_sizes_is_caught_while_streaming(tmp_path, monk
     with pytest.raises(UploadError, match="more than its header announces"):
         extract_zip(z, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def _understate_sizes(path: Path, by: int) -> None:
+    """Rewrite every entry's uncompressed size, in its local header and the central directory, as
+    ``by`` bytes less than the truth (a zip made by hand to under-state its size)."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+    for info in infos:
+        local = info.header_offset
+        data[local + 22:local + 26] = struct.pack("<I", info.file_size - by)
+    start = 0
+    while (start := data.find(b"PK\x01\x02", start)) >= 0:
+        size = struct.unpack("<I", data[start + 24:start + 28])[0]
+        data[start + 24:start + 28] = struct.pack("<I", size - by)
+        start += 4
+    path.write_bytes(bytes(data))
+
+
+def test_a_zip_that_under_states_its_sizes_gets_a_clear_message(tmp_path, caplog):
+    # before: zipfile's BadZipFile ("Bad CRC-32") reached the visitor as the generic error, and
+    # the server log as a traceback
+    z = make_zip(tmp_path / "z.zip", per_class=2)
+    _understate_sizes(z, by=10)
+    with pytest.raises(UploadError, match=r"is damaged or does not match what the zip's header says about "
+                                          r"it \(BadZipFile\); zip the class folders again"):
+        extract_zip(z, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_data_checks_call_back_before_each_image_and_can_stop(good_zip, tmp_path):
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) == 3:
+            raise FinetuneStopped("stopped")
+
+    with pytest.raises(FinetuneStopped):
+        extract_zip(good_zip, tmp_path / "out", check=check)
+    assert len(calls) == 3 and not (tmp_path / "out").exists()
+    (tmp_path / "a.png").write_bytes(_png("circle"))
+    (tmp_path / "b.png").write_bytes(_png("square"))
+    pairs = [(tmp_path / "a.png", "circle"), (tmp_path / "b.png", "square")] * 3
+    calls.clear()
+    up = labelled_images(pairs, check=lambda: calls.append(1))
+    assert len(calls) == 6 and len(up.items) == 6  # each file decoded once however often it is named
 
 
 def test_too_many_files_and_images_are_refused(tmp_path):
@@ -323,6 +371,11 @@ def test_push_uses_the_token_and_never_leaks_it(tiny_backbone, zip_data, tmp_pat
         push_finetuned(folder, "../x", "hf_secret")
     with pytest.raises(FinetuneError, match="token"):
         push_finetuned(folder, "me/model", "")
+    for bad in ("hf_sec\nret", "hf_sec\r\nX-Evil: 1", "hf secret", "hf_secret\x00"):
+        # before: "Illegal header value b'Bearer hf_sec\\nret'" came back, the token in it
+        with pytest.raises(FinetuneError, match="characters a Hugging Face token never has") as err:
+            push_finetuned(folder, "me/model", bad)
+        assert "sec" not in str(err.value)
     with pytest.raises(HubError, match="HF_HUB_OFFLINE") as err:
         push_finetuned(folder, "me/model", "hf_secret")
     assert "hf_secret" not in str(err.value) and str(tmp_path) not in str(err.value)

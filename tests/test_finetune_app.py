@@ -206,3 +206,111 @@ def test_a_failed_run_shows_one_badge_on_the_status_that_says_why(tiny_backbone,
     fns = {getattr(f.fn, "__name__", ""): f for f in demo.fns.values()}
     run, failure = fns["train_stream"], fns["train_stream_failed"]
     assert [c._id for c in run.show_progress_on] == [c._id for c in failure.outputs]
+
+
+# -- one visitor cannot lock everyone out (issue 25) -------------------------------------------
+
+
+class _Req:
+    def __init__(self, session):
+        self.session_hash = session
+
+
+def test_finetune_keeps_its_checkpoint_for_push(served, files):
+    # before: /finetune returned from inside the job's generator, which closed it and deleted the
+    # checkpoint folder it had just kept: a Push after an API run always failed
+    _, h = served
+    h.upload_path = lambda p: p["path"]
+    try:
+        out = h.finetune({"path": str(files / "my-data.zip")}, "croft", 4, 1, 4, request=_Req("push-me"))
+    finally:
+        del h.upload_path
+    assert out["model"].startswith("CRoFT")
+    assert (h._folders["push-me"] / "checkpoint" / "model.safetensors").is_file()
+    assert "push-me" not in h._jobs and not list((h.cache_dir / "stop").iterdir())
+
+
+def test_a_second_job_of_a_session_is_refused_and_does_not_cancel_the_first(served, files):
+    # before: the second job queued behind the first; when it was dropped it set the session's stop
+    # flag, and the first job stopped
+    from croft_app.service.finetune import FinetuneRequest
+    from croft_app.service.sessions import QueueFull
+
+    _, h = served
+    h.upload_path = lambda p: p
+    try:
+        req = FinetuneRequest(shots=4, steps=8, views=1, batch_size=4)
+        first = h.run_events("zip of class folders", str(files / "my-data.zip"), "", req, "one")
+        assert next(first)["stage"] == "data"
+        second = h.run_events("zip of class folders", str(files / "my-data.zip"), "", req, "one")
+        with pytest.raises(QueueFull, match="this session has a training job already"):
+            next(second)
+        done = [e for e in first if e["stage"] == "done"][0]["result"]
+        assert not done["results"]["stopped"]
+        assert len(h.queue) == 0 and "one" not in h._jobs
+    finally:
+        del h.upload_path
+
+
+def test_stop_writes_nothing_without_a_job(served):
+    # before: every Stop (outside the queue) wrote one file per session, never deleted
+    _, h = served
+    stops = h.cache_dir / "stop"
+    before = set(stops.iterdir()) if stops.exists() else set()
+    for k in range(50):
+        assert h.stop(request=_Req(f"nobody-{k}")) == "No training job of yours is running."
+    assert (set(stops.iterdir()) if stops.exists() else set()) == before
+
+
+def test_the_time_cap_and_stop_cover_the_data_checks(tiny_backbone, files, tmp_path, monkeypatch):
+    # before: 2,000 references to one slow image were checked for 842 s, outside the 600 s cap and
+    # deaf to Stop; the queue was held meanwhile
+    import time
+
+    import croft_app.service.uploads as uploads
+    from croft_app.service.finetune import FinetuneLimits, FinetuneRequest, FinetuneStopped
+    from croft_app.ui.train import TrainHandlers
+
+    real = uploads._usable
+    monkeypatch.setattr(uploads, "_usable", lambda path, limits: time.sleep(0.05) or real(path, limits))
+    registry = SessionRegistry(ClassifierRegistry(tiny_backbone, cache_dir=tmp_path))
+    h = TrainHandlers(tiny_backbone, registry, cache_dir=tmp_path, limits=FinetuneLimits(max_seconds=1.0))
+    h.upload_path = lambda p: p
+    images = [str(files / f"{k}.png") for k in range(200)]  # 200 files: 10 s of checks
+    for k in range(200):
+        (files / f"{k}.png").write_bytes((files / "circle.png").read_bytes())
+    labels = ",".join(["circle", "square"] * 100)
+    req = FinetuneRequest(shots=4, steps=4, views=1, batch_size=4)
+    t0 = time.monotonic()
+    with pytest.raises(FinetuneStopped, match=r"reached the time limit \(1 s\) while the data was being checked"):
+        list(h.run_events("labelled images", images, labels, req, "slow"))
+    assert time.monotonic() - t0 < 5 and len(h.queue) == 0
+    h.limits = FinetuneLimits()
+    events = h.run_events("labelled images", images, labels, req, "stopped")
+    assert next(events)["stage"] == "data"
+    h.stop(request=_Req("stopped"))
+    t0 = time.monotonic()
+    with pytest.raises(FinetuneStopped, match="was stopped while the data was being checked"):
+        next(events)
+    assert time.monotonic() - t0 < 1
+
+
+def test_file_counts_are_refused_before_any_per_file_work(served):
+    # before: 100,000 file references were each resolved (27 s) before the count was checked
+    _, h = served
+    calls = []
+    h.upload_path = lambda p: calls.append(p)
+    try:
+        with pytest.raises(gr.Error, match="100,000 images; at most 2,000 per training run"):
+            h._data("labelled images", [{"path": "x.png"}] * 100_000, "", 4, 1, h.cache_dir)
+    finally:
+        del h.upload_path
+    assert calls == []
+
+
+def test_training_requests_never_wait_in_the_shared_queue(tiny_backbone, tmp_path):
+    # before: the Train events allowed 9 at once, as many as the training queue holds, so its
+    # refusal never fired: 40 cheap /finetune calls filled the shared 32-slot queue (HTTP 503 for all)
+    demo, h = build_demo(tiny_backbone, tmp_path)
+    train_fns = [fn for fn in demo.fns.values() if fn.concurrency_id == "train"]
+    assert len(train_fns) == 2 and all(fn.concurrency_limit is None for fn in train_fns)

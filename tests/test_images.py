@@ -16,7 +16,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from croft_core.data.images import ImageError, ImageLimits, load_image
+from croft_core.data.images import ImageError, ImageLimits, decoding_cost, load_image
 
 PEAK = textwrap.dedent("""
     import json, resource, sys
@@ -75,10 +75,10 @@ def test_shrunk_images_keep_their_content(big_images):
 
 
 def test_decoded_size_limit_counts_bytes_per_pixel(tmp_path):
-    PIL.Image.new("F", (300, 300)).save(tmp_path / "f.tiff")  # 360 kB decoded
+    PIL.Image.new("F", (300, 300)).save(tmp_path / "f.tiff")  # 360 kB decoded (x1.5 in libtiff)
     PIL.Image.new("L", (300, 300)).save(tmp_path / "l.png")  # 90 kB decoded
-    limits = ImageLimits(decoded_bytes=200_000)
-    with pytest.raises(ImageError, match=r"needs 0 MB once decoded.*CROFT_MAX_IMAGE_MB"):
+    limits = ImageLimits(decoded_bytes=600_000)  # both also cost their 360 kB RGB result
+    with pytest.raises(ImageError, match=r"needs 1 MB once decoded.*CROFT_MAX_IMAGE_MB"):
         load_image(tmp_path / "f.tiff", limits=limits)
     assert load_image(tmp_path / "l.png", limits=limits).size == (300, 300)
 
@@ -90,3 +90,63 @@ def test_limits_from_the_environment(monkeypatch):
     monkeypatch.setenv("CROFT_MAX_IMAGE_MB", "-1")
     with pytest.raises(ValueError, match="CROFT_MAX_IMAGE_MB must be a positive number"):
         ImageLimits.from_env()
+
+
+# -- every decoder bounded before it allocates (issue 25) --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """Small files that declare large images, in every format PIL decodes for the app."""
+    d = tmp_path_factory.mktemp("hostile")
+    PIL.Image.new("RGB", (6300, 6300), (40, 90, 200)).save(d / "huge.webp", lossless=True, quality=0, method=0)
+    PIL.Image.new("RGBA", (4500, 4500), (40, 90, 200, 128)).save(d / "rgba.png", compress_level=1)
+    PIL.Image.new("LA", (4500, 4500), (40, 128)).save(d / "la.png", compress_level=1)
+    frames = [PIL.Image.new("RGBA", (4000, 4000), (i, 0, 0, 255)) for i in range(3)]
+    frames[0].save(d / "anim.png", save_all=True, append_images=frames[1:], compress_level=1)
+    pages = [PIL.Image.new("RGB", (4800, 4800), (1, 2, 3)), PIL.Image.new("RGB", (8, 8))]
+    pages[0].save(d / "pages.tiff", save_all=True, append_images=pages[1:], compression="tiff_deflate")
+    PIL.Image.new("P", (6300, 6300), 3).save(d / "palette.gif")
+    PIL.Image.new("RGB", (2500, 2500), (40, 90, 200)).save(d / "ok.webp", lossless=True, quality=0, method=0)
+    PIL.Image.new("RGB", (64, 64)).save(d / "image.ppm")
+    return d
+
+
+def test_a_38_byte_webp_declaring_40_megapixels_is_refused_from_its_header(hostile):
+    # before: 6300x6300 = 39.7 MP passed the pixel limit, and libwebp's decoder held ~4 full-size
+    # RGBA buffers: +608 MB for one request of 38 bytes
+    assert (hostile / "huge.webp").stat().st_size < 100
+    with pytest.raises(ImageError, match=r"6300x6300, mode RGB\) needs 686 MB once decoded, over the limit "
+                                         r"of 128 MB \(CROFT_MAX_IMAGE_MB\)"):
+        load_image(hostile / "huge.webp")
+    assert load_image(hostile / "ok.webp").size == (1250, 1250)  # 2500x2500 fits
+
+
+@pytest.mark.parametrize("name", ["rgba.png", "la.png", "anim.png", "pages.tiff"])
+def test_alpha_modes_frames_and_pages_are_costed_before_decoding(hostile, name):
+    # before: accepted (a 6300x6300 RGBA or LA PNG peaked at +307 MB: shrinking premultiplies a
+    # copy; libtiff decodes through strip buffers)
+    with pytest.raises(ImageError, match="MB once decoded, over the limit of 128 MB"):
+        load_image(hostile / name)
+
+
+def test_the_cost_counts_what_the_decoder_keeps():
+    assert decoding_cost(1000, 1000, "RGB", "WEBP") > 4 * 4e6  # libwebp: two canvases and a copy
+    assert decoding_cost(1000, 1000, "RGBA", "PNG") > decoding_cost(1000, 1000, "RGB", "PNG")
+    assert decoding_cost(4000, 4000, "RGBA", "PNG") > 2 * 4 * 16e6  # premultiplied copy to shrink
+    assert decoding_cost(4000, 4000, "P", "GIF") < 64e6  # a palette image is subsampled as is
+
+
+def test_formats_that_cannot_be_bounded_are_not_opened(hostile):
+    # before: every PIL plugin (PPM, EPS, PSD, ICO ...) parsed visitors' files
+    assert PIL.Image.open(hostile / "image.ppm").format == "PPM"
+    with pytest.raises(ImageError, match="not an image file in a format this server accepts"):
+        load_image(hostile / "image.ppm")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ok.webp", "palette.gif"])
+def test_accepted_hostile_images_stay_under_150_mb(hostile, name):
+    # before: the 6300x6300 palette GIF was converted to RGB at full size (+194 MB)
+    result = _peak(hostile / name)
+    assert result["mode"] == "RGB" and result["peak_mb"] < 150, result

@@ -57,6 +57,7 @@ METHOD_LABELS = {"croft": "CRoFT", "croft_clean": "CRoFT (clean)", "croft_noedr"
                  "linear_probe": "Linear probe", "coop": "CoOp", "cocoop": "CoCoOp", "locoop": "LoCoOp"}
 TRAINABLE_METHODS = tuple(m for m in METHOD_LABELS if m in METHODS)
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "README.md")
+_TOKEN = re.compile(r"[A-Za-z0-9_\-.:=+/]{8,512}")  # HF and OAuth tokens: no space, no control character
 Event = dict[str, Any]
 
 
@@ -380,13 +381,19 @@ def push_finetuned(folder: str | Path, repo_id: str, token: str | None, *, priva
         raise FinetuneError("give the repository as ORG/NAME (letters, digits, . _ -)")
     if not token:
         raise FinetuneError("a Hugging Face write token is needed to push (or log in on the Space)")
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):  # never echoed: not even in part
+        raise FinetuneError("the token holds spaces, line breaks or other characters a Hugging Face "
+                            "token never has; copy it again from huggingface.co/settings/tokens")
     folder = Path(folder)
     try:
         # one commit: the folder's full card (data, hyper-parameters, validation) with the repo id
         url = push_checkpoint(folder, repo_id, private=private, token=token,
                               commit_message="Upload a model fine-tuned in CRoFT Lab")
     except (HubError, HTTPError, HFValidationError, OSError, ValueError) as err:
-        message = scrub_paths(str(err).replace(token, "***"))[:400]
+        message = str(err)
+        for form in (token, repr(token)[1:-1], token[:8]):
+            message = message.replace(form, "***")
+        message = scrub_paths(message)[:400]
         raise HubError(f"could not push to {repo_id}: {message}") from None
     logger.info("pushed a fine-tuned model to %s", repo_id)
     return url

@@ -12,6 +12,7 @@
   ``PyThreadState_SetAsyncExc``): the job stops at its next Python instruction, after the current
   torch operation. :class:`JobTimeout` derives from ``BaseException`` so no ``except Exception`` in
   the job swallows it.
+- :class:`BodyLimit` (ASGI middleware) refuses a request body over a size limit with HTTP 413.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["JobTimeout", "deadline", "prune_lru", "return_freed_memory"]
+__all__ = ["BodyLimit", "JobTimeout", "deadline", "prune_lru", "return_freed_memory"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,3 +123,53 @@ def deadline(seconds: float | None) -> Iterator[None]:
             state["inside"] = False
             if state["fired"]:
                 _raise_in(thread_id, None)  # not yet raised: drop it, the body is over
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a request whose body is larger than ``max_bytes`` with HTTP 413.
+
+    A declared ``Content-Length`` over the limit is refused before a byte is read; a body sent
+    without one (chunked) is counted while the app reads it and cut off past the limit (the app
+    sees the client leave; the client gets the 413). Paths starting with one of ``exempt`` -- the
+    file upload route, which streams each file to disk and has its own per-file limit -- pass.
+    Nothing a visitor sends can then make one request hold more than ``max_bytes`` of JSON.
+    """
+
+    def __init__(self, app, max_bytes: int, exempt: tuple[str, ...] = ()):
+        self.app, self.max_bytes, self.exempt = app, int(max_bytes), tuple(exempt)
+
+    async def _refuse(self, send) -> None:
+        body = f"request body over {self.max_bytes:,} bytes (CROFT_MAX_BODY_SIZE)".encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope.get("path", "").startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            await self._refuse(send)
+            return
+        state = {"read": 0, "over": False, "started": False}
+
+        async def counted_receive():
+            if state["over"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                state["read"] += len(message.get("body", b""))
+                if state["read"] > self.max_bytes:
+                    state["over"] = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracked_send(message):
+            if not state["over"]:  # the app's answer to a cut-off body is replaced by the 413
+                state["started"] = state["started"] or message["type"] == "http.response.start"
+                await send(message)
+
+        await self.app(scope, counted_receive, tracked_send)
+        if state["over"] and not state["started"]:
+            await self._refuse(send)

@@ -54,6 +54,11 @@ class AppSettings:
         concurrency: inference requests served at once (``CROFT_CONCURRENCY``).
         queue_size: requests waiting at most, all events together (``CROFT_QUEUE_SIZE``).
         max_file_size: largest upload in bytes (``CROFT_MAX_FILE_SIZE``, e.g. ``10mb``).
+        max_body_size: largest request body in bytes, uploads aside (``CROFT_MAX_BODY_SIZE``,
+            e.g. ``1mb``): HTTP 413 beyond it, so no JSON a visitor sends can be large.
+        max_kept_input: input values larger than this (bytes, as text) are not kept in a session's
+            state once the request is done (``CROFT_MAX_KEPT_INPUT``; Gradio keeps every session's
+            last inputs, for up to ``session_capacity`` sessions).
         lab_time_limit: seconds a Lab evaluation may run (``CROFT_LAB_TIME_LIMIT``).
         text_cache_bytes: disk budget of the app's text-embedding cache (``CROFT_TEXT_CACHE_MB``).
         results_cache_bytes: disk budget of result files to download (``CROFT_RESULTS_CACHE_MB``).
@@ -72,6 +77,8 @@ class AppSettings:
     concurrency: int = 4
     queue_size: int = 32
     max_file_size: int = 10 * 2**20
+    max_body_size: int = 2**20
+    max_kept_input: int = 16 * 2**10
     lab_time_limit: int = 600
     text_cache_bytes: int = 256 * 2**20
     results_cache_bytes: int = 64 * 2**20
@@ -97,6 +104,8 @@ class AppSettings:
             concurrency=_positive_int(env, "CROFT_CONCURRENCY", d.concurrency),
             queue_size=_positive_int(env, "CROFT_QUEUE_SIZE", d.queue_size),
             max_file_size=_bytes(env, "CROFT_MAX_FILE_SIZE", d.max_file_size),
+            max_body_size=_bytes(env, "CROFT_MAX_BODY_SIZE", d.max_body_size),
+            max_kept_input=_bytes(env, "CROFT_MAX_KEPT_INPUT", d.max_kept_input),
             lab_time_limit=_positive_int(env, "CROFT_LAB_TIME_LIMIT", d.lab_time_limit),
             text_cache_bytes=_positive_int(env, "CROFT_TEXT_CACHE_MB", d.text_cache_bytes // mb) * mb,
             results_cache_bytes=_positive_int(env, "CROFT_RESULTS_CACHE_MB", d.results_cache_bytes // mb) * mb,

@@ -27,9 +27,10 @@ import re
 import shutil
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Sequence
+from typing import Callable, Sequence
 
 from croft_core.errors import CroftError
 from croft_core.data.images import ImageError, ImageLimits, load_image
@@ -248,16 +249,30 @@ def _usable(path: Path, limits: ImageLimits) -> str | None:
     return None
 
 
+def _extract_one(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: int) -> tuple[int, str]:
+    """Stream one entry to ``target``; a damaged entry (its data does not match its header: a wrong
+    size or CRC, a broken deflate stream) is an :class:`UploadError`, never a traceback."""
+    try:
+        with zf.open(info) as src:
+            return _copy_bounded(src, target, budget)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as err:
+        raise UploadError(f"the zip is refused: {_short(info.filename)!r} is damaged or does not match "
+                          f"what the zip's header says about it ({type(err).__name__}); zip the class "
+                          f"folders again") from None
+
+
 def extract_zip(path: str | os.PathLike, dest: str | os.PathLike, limits: UploadLimits = UploadLimits(),
-                image_limits: ImageLimits | None = None) -> UploadedImages:
+                image_limits: ImageLimits | None = None, check: Callable[[], None] = lambda: None
+                ) -> UploadedImages:
     """Check (:func:`inspect_zip`), then extract the images of a zip of class folders into ``dest``.
 
     Every image is decoded once within ``image_limits``; those that do not decode are skipped and
-    reported. On any error ``dest`` is deleted: nothing is kept half-done.
+    reported. ``check`` is called before each entry (it raises to stop: a Stop, a time cap). On any
+    error ``dest`` is deleted: nothing is kept half-done.
 
     Raises:
-        UploadError: see :func:`inspect_zip`; fewer than two classes, a class without a usable
-            image, more than ``limits.max_classes`` classes.
+        UploadError: see :func:`inspect_zip`; an entry whose data does not match its header; fewer
+            than two classes, a class without a usable image, more than ``limits.max_classes`` classes.
     """
     planned, skipped, empty = inspect_zip(path, limits)
     image_limits = image_limits or ImageLimits.from_env()
@@ -269,14 +284,14 @@ def extract_zip(path: str | os.PathLike, dest: str | os.PathLike, limits: Upload
         items, counts, budget = [], {}, limits.max_total_bytes
         with zipfile.ZipFile(path) as zf:
             for k, p in enumerate(planned):
+                check()
                 if p.classname not in classnames:
                     skipped.append((_short(p.info.filename), "its class has no training folder"))
                     continue
                 label = classnames.index(p.classname)
                 target = dest / str(label) / f"{k:05d}{PurePosixPath(p.info.filename).suffix.lower()}"
                 target.parent.mkdir(exist_ok=True)
-                with zf.open(p.info) as src:
-                    n, sha1 = _copy_bounded(src, target, min(p.info.file_size, limits.max_file_bytes, budget))
+                n, sha1 = _extract_one(zf, p.info, target, min(p.info.file_size, limits.max_file_bytes, budget))
                 budget -= n
                 bad = _usable(target, image_limits)
                 if bad:
@@ -295,11 +310,13 @@ def extract_zip(path: str | os.PathLike, dest: str | os.PathLike, limits: Upload
 
 
 def labelled_images(pairs: Sequence[tuple[str | os.PathLike, str]], limits: UploadLimits = UploadLimits(),
-                    image_limits: ImageLimits | None = None) -> UploadedImages:
+                    image_limits: ImageLimits | None = None, check: Callable[[], None] = lambda: None
+                    ) -> UploadedImages:
     """Single uploaded images, each with a class name typed by the visitor.
 
     Args:
         pairs: ``(file path, label)``; the paths must already be confined to the upload folder.
+        check: called before each image is decoded (it raises to stop: a Stop, a time cap).
 
     Raises:
         UploadError: an empty label, more than ``limits.max_images`` images, fewer than two classes,
@@ -314,13 +331,16 @@ def labelled_images(pairs: Sequence[tuple[str | os.PathLike, str]], limits: Uplo
     if any(len(label) > 100 for label in labels):
         raise UploadError("class names have at most 100 characters")
     classnames = tuple(sorted(set(labels)))
-    items, skipped, counts = [], [], {}
+    items, skipped, counts, seen = [], [], {}, {}
     for (path, _), label in zip(pairs, labels):
-        bad = _usable(Path(path), image_limits)
+        check()
+        if str(path) not in seen:  # a file named many times is decoded and hashed once
+            bad = _usable(Path(path), image_limits)
+            seen[str(path)] = (bad, None if bad else hashlib.sha1(Path(path).read_bytes()).hexdigest())
+        bad, sha1 = seen[str(path)]
         if bad:
             skipped.append((_short(Path(path).name), bad))
             continue
-        sha1 = hashlib.sha1(Path(path).read_bytes()).hexdigest()
         items.append(ImageItem(str(path), classnames.index(label), "train", sha1))
         counts[label] = counts.get(label, 0) + 1
     _check_classes(classnames, counts, limits, "the labelled images")

@@ -53,7 +53,7 @@ from croft_app.service import explain as explain_text
 from croft_app.service import present
 from croft_core.data.benchmarks import BENCHMARKS as REGISTERED_BENCHMARKS
 from croft_core.data.images import ImageError, load_image
-from croft_app.service.limits import JobTimeout, deadline, prune_lru, return_freed_memory
+from croft_app.service.limits import BodyLimit, JobTimeout, deadline, prune_lru, return_freed_memory
 from croft_app.service.classifier import ZERO_SHOT
 from croft_core.clip.prompts import get_vocabulary, list_vocabularies
 from croft_app.service.decision import Decisions, NegativeRules, classify_open, decide_batch, plot_reference
@@ -506,9 +506,29 @@ def build_demo(resources: Resources) -> gr.Blocks:
             train_tab(train, model_menus=[shared["model"], compare_b, lab_model],
                       listing_menus=[compare_a, lab_other])
         document_api(demo, resources.examples[0][0] if resources.examples else None)  # the API page
+    # api_open=False: POST /gradio_api/run/<name> may not skip the queue (Gradio opens it whenever
+    # SPACE_ID is unset, i.e. on every self-hosted server); every queued event goes through the queue
     demo.queue(default_concurrency_limit=resources.settings.concurrency,
-               max_size=resources.settings.queue_size)
+               max_size=resources.settings.queue_size, api_open=False)
     return demo
+
+
+def bound_kept_inputs(max_bytes: int) -> None:
+    """Gradio keeps every session's last input values (for deep links) until the session is
+    evicted; a value larger than ``max_bytes`` (as text) is kept as ``None`` instead, so what a
+    visitor sends does not outlive the request. Installed once per process, on Gradio's
+    ``SessionState`` (the app has no deep links)."""
+    from gradio.state_holder import SessionState
+
+    original = getattr(SessionState._update_value_in_config, "__wrapped__", SessionState._update_value_in_config)
+
+    def update_value_in_config(self, key: int, value: Any) -> None:
+        if value is not None and len(value if isinstance(value, str) else json.dumps(value, default=str)) > max_bytes:
+            value = None
+        original(self, key, value)
+
+    update_value_in_config.__wrapped__ = original
+    SessionState._update_value_in_config = update_value_in_config
 
 
 def create_app(settings: AppSettings | None = None) -> tuple[gr.Blocks, Resources]:
@@ -521,7 +541,13 @@ def create_app(settings: AppSettings | None = None) -> tuple[gr.Blocks, Resource
 
 
 def launch(app: gr.Blocks, resources: Resources, **kwargs: Any) -> Any:
-    """``app.launch`` with the upload size limit and the session capacity; tests pass the address."""
+    """``app.launch`` with the upload and request-body size limits, the session capacity and the
+    bound on kept inputs; tests pass the address."""
+    from starlette.middleware import Middleware
+
     settings = resources.settings
+    bound_kept_inputs(settings.max_kept_input)
+    body_limit = Middleware(BodyLimit, max_bytes=settings.max_body_size, exempt=("/gradio_api/upload",))
     return app.launch(max_file_size=settings.max_file_size, css=CSS,
-                      state_session_capacity=settings.session_capacity, **kwargs)
+                      state_session_capacity=settings.session_capacity,
+                      app_kwargs={"middleware": [body_limit]}, **kwargs)

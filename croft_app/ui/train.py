@@ -19,12 +19,15 @@ Hooking it into ``app.py`` (the whole change: /work/notes/issue13_app_integratio
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 import tempfile
+import threading
+import time
+import uuid
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -34,7 +37,7 @@ from croft_core.data.benchmarks import BENCHMARKS, get_benchmark
 from croft_app.service.finetune import (METHOD_LABELS, TRAINABLE_METHODS, FinetuneLimits, FinetuneRequest,
                                  FinetuneStopped, finetune, push_finetuned, save_checkpoint, slug, zip_checkpoint)
 from croft_app.service.security import check_number, file_path, is_hub_id, short_repr
-from croft_app.service.sessions import SessionRegistry, TrainingQueue, stream_job
+from croft_app.service.sessions import QueueFull, SessionRegistry, TrainingQueue, stream_job
 from croft_app.service.uploads import UploadLimits, extract_zip, labelled_images
 from croft_app.service.userdata import benchmark_data, hub_data, upload_data
 
@@ -92,13 +95,17 @@ class TrainHandlers:
                                                            max_classes=self.limits.max_classes)
         self.queue = queue or TrainingQueue()
         self._folders: OrderedDict[str, Path] = OrderedDict()  # session -> its latest checkpoint
+        self._jobs: dict[str, Path] = {}  # session -> the stop flag of its one job (queued or running)
+        self._jobs_lock = threading.Lock()
 
     # -- inputs ------------------------------------------------------------------------------
     def upload_path(self, payload: Any) -> str | None:
         """The local path of an uploaded file, confined to the upload folder, or None."""
         return file_path(payload, self.upload_root)
 
-    def _data(self, source: str, value: Any, labels: str, shots: int, seed: int, work: Path):
+    def _data(self, source: str, value: Any, labels: str, shots: int, seed: int, work: Path,
+              check: Callable[[], None] = lambda: None):
+        """The run's data; ``check`` is called before each image is checked (it raises to stop)."""
         common = dict(shots=shots, seed=seed, max_images=self.limits.max_images,
                       max_classes=self.limits.max_classes)
         if source == "benchmark":
@@ -110,35 +117,68 @@ class TrainHandlers:
         if source == "Hub dataset":
             return hub_data(value if isinstance(value, str) else "", **common)
         if source == "labelled images":
-            paths = [self.upload_path(f) for f in (value or [])]
+            value = value if isinstance(value, list) else [value] if value else []
+            if len(value) > self.upload_limits.max_images:  # before any per-file work
+                raise gr.Error(f"{len(value):,} images; at most {self.upload_limits.max_images:,} per "
+                               f"training run", print_exception=False)
+            paths = [self.upload_path(f) for f in value]
             names = [n.strip() for n in (labels or "").replace("\n", ",").split(",")]
             if len(names) != len(paths):
                 raise gr.Error(f"{len(paths)} images but {len(names)} labels: give one label per image, "
                                f"in order, separated by commas", print_exception=False)
-            return upload_data(labelled_images(list(zip(paths, names)), self.upload_limits), "my images",
-                               **common)
+            return upload_data(labelled_images(list(zip(paths, names)), self.upload_limits, check=check),
+                               "my images", **common)
         path = self.upload_path(value)
         if path is None:
             raise gr.Error("No data: upload a zip of class folders or choose a benchmark", print_exception=False)
-        images = extract_zip(path, work / "images", self.upload_limits)
+        images = extract_zip(path, work / "images", self.upload_limits, check=check)
         name = Path(value.get("orig_name") or "") if isinstance(value, dict) else Path(path)
         return upload_data(images, slug(name.stem) or "my-data", **common)
 
     # -- the run -----------------------------------------------------------------------------
-    def _stop_flag(self, session: str) -> Path:
-        """A file, so that a Stop reaches a run in another process (a ZeroGPU worker) too."""
-        return self.cache_dir / "stop" / hashlib.sha1((session or "-").encode()).hexdigest()
+    def _claim(self, session: str) -> Path:
+        """The stop flag of a new job of ``session`` (a file, so that a Stop reaches a run in another
+        process, a ZeroGPU worker, too); each session holds at most one job, queued or running.
 
-    def _gpu_seconds(self, data, request: FinetuneRequest, stop_flag: str = "") -> int:
+        Raises:
+            QueueFull: the session has a job already.
+        """
+        with self._jobs_lock:
+            if session in self._jobs:
+                raise QueueFull("this session has a training job already (waiting or running); wait "
+                                "for it to end, or press Stop")
+            flag = self.cache_dir / "stop" / uuid.uuid4().hex
+            flag.parent.mkdir(parents=True, exist_ok=True)
+            self._jobs[session] = flag
+            return flag
+
+    def _release(self, session: str, flag: Path) -> None:
+        with self._jobs_lock:
+            if self._jobs.get(session) == flag:
+                del self._jobs[session]
+        flag.unlink(missing_ok=True)
+
+    def _checker(self, flag: Path, deadline: float) -> Callable[[], None]:
+        """Raises FinetuneStopped once Stop is pressed or the job's time is up (data checks)."""
+        def check() -> None:
+            if flag.exists() or time.monotonic() > deadline:
+                why = "was stopped" if flag.exists() else f"reached the time limit ({self.limits.max_seconds:.0f} s)"
+                raise FinetuneStopped(f"the run {why} while the data was being checked; nothing was kept")
+        return check
+
+    def _gpu_seconds(self, data, request: FinetuneRequest, stop_flag: str = "", seconds: float = 0.0) -> int:
         """The ZeroGPU duration of a run: its training views encoded, then its steps."""
         return train_seconds(request.steps, len(data.train) * request.views + len(data.val))
 
     @gpu(duration=_gpu_seconds)
-    def _train_on_gpu(self, data, request: FinetuneRequest, stop_flag: str) -> Iterator[dict]:
+    def _train_on_gpu(self, data, request: FinetuneRequest, stop_flag: str, seconds: float) -> Iterator[dict]:
         """The part that needs the accelerator, in one ``spaces.GPU`` call: progress events, then
-        ``{"stage": "done", "result": FinetuneResult}`` (the model on the CPU)."""
+        ``{"stage": "done", "result": FinetuneResult}`` (the model on the CPU). ``seconds``: what is
+        left of the job's time cap once its data was checked."""
+        limits = replace(self.limits, max_seconds=max(seconds, 0.0))
+
         def job(emit):
-            result = finetune(self.backbone, data, request, limits=self.limits, cache_dir=self.cache_dir,
+            result = finetune(self.backbone, data, request, limits=limits, cache_dir=self.cache_dir,
                               on_event=emit, should_stop=lambda: os.path.exists(stop_flag))
             result.model.cpu()
             return result
@@ -148,23 +188,33 @@ class TrainHandlers:
     def run_events(self, source: str, value: Any, labels: str, request: FinetuneRequest,
                    session: str) -> Iterator[dict]:
         """Queue, build the data, train (on the GPU when there is one), save and offer the model to
-        ``session``. Yields progress events; the last is ``{"stage": "done", "result": API JSON}``."""
+        ``session``. Yields progress events; the last is ``{"stage": "done", "result": API JSON}``.
+
+        One job per session; the time cap and Stop cover the data checks and the training. A job
+        that ends with its result keeps its checkpoint (for Push), whether or not the caller reads on.
+        """
         request.checked(self.limits)
-        flag = self._stop_flag(session)
-        flag.parent.mkdir(parents=True, exist_ok=True)
-        flag.unlink(missing_ok=True)
-        ticket, work = self.queue.join(), Path(tempfile.mkdtemp(prefix="croft-train-"))
+        session = session or "-"
+        flag = self._claim(session)
+        try:
+            ticket = self.queue.join()
+        except BaseException:
+            self._release(session, flag)
+            raise
+        work, finished = Path(tempfile.mkdtemp(prefix="croft-train-")), False
         try:
             while (position := self.queue.position(ticket)) > 0:
                 yield {"stage": "queued", "position": position}
                 if flag.exists():
                     raise FinetuneStopped("the training job was cancelled while it waited")
                 self.queue.wait(ticket, 0.5)
+            deadline = time.monotonic() + self.limits.max_seconds
             yield {"stage": "data"}
-            data = self._data(source, value, labels, request.shots, request.seed, work)
+            data = self._data(source, value, labels, request.shots, request.seed, work,
+                              check=self._checker(flag, deadline))
             try:
                 self._gpu_seconds(data, request)  # too long for one ZeroGPU call: refused now
-                for event in self._train_on_gpu(data, request, str(flag)):
+                for event in self._train_on_gpu(data, request, str(flag), deadline - time.monotonic()):
                     if event["stage"] == "done":
                         result = event["result"]
                     elif event["stage"] != "tick":
@@ -172,17 +222,20 @@ class TrainHandlers:
             finally:
                 data.cleanup()
             folder = save_checkpoint(result, work / "checkpoint")
-            name = self.registry.add(session or "-", result.name, result.model)
+            name = self.registry.add(session, result.name, result.model)
             self._keep_folder(session, work)
+            finished = True  # the caller may stop reading at the result: the checkpoint stays
             yield {"stage": "done", "result": {"model": name, "history": result.history,
                                                "results": result.results, "skipped": result.skipped,
                                                "folder": str(folder)}}
         except BaseException:  # an error, or the visitor left (GeneratorExit): stop the worker too
-            flag.touch()
-            shutil.rmtree(work, ignore_errors=True)
+            if not finished:
+                flag.touch()
+                shutil.rmtree(work, ignore_errors=True)
             raise
         finally:
             self.queue.leave(ticket)
+            self._release(session, flag)
 
     def _keep_folder(self, session: str, work: Path) -> None:
         """Keep one checkpoint folder per session (to download or push), for the newest sessions."""
@@ -243,10 +296,13 @@ class TrainHandlers:
                        out["model"])
 
     def stop(self, request: gr.Request = None) -> str:
-        """The Stop button: the run ends after its current epoch, keeping the best model so far."""
-        flag = self._stop_flag(_session(request))
-        flag.parent.mkdir(parents=True, exist_ok=True)
-        flag.touch()
+        """The Stop button: the run ends after its current epoch, keeping the best model so far.
+        Writes nothing unless this session has a job (its flag is deleted when the job ends)."""
+        with self._jobs_lock:
+            flag = self._jobs.get(_session(request) or "-")
+            if flag is None:
+                return "No training job of yours is running."
+            flag.touch()
         return "Stopping after the current epoch; the best model so far is kept."
 
     @user_errors
@@ -282,7 +338,12 @@ def _done_text(out: dict) -> str:
 def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = (),
               listing_menus: Sequence[gr.Dropdown] = ()) -> None:
     """Build the Train tab inside the current Blocks. Once a model is trained, every menu given
-    lists it; ``model_menus`` also select it, ``listing_menus`` keep their selection."""
+    lists it; ``model_menus`` also select it, ``listing_menus`` keep their selection.
+
+    The training events have no concurrency limit of their own in Gradio (TRAIN_QUEUE): each
+    request enters its handler at once, where :class:`TrainingQueue` runs one job, shows the others
+    their position and refuses one more than ``max_waiting`` at once -- so training requests never
+    wait in Gradio's shared queue, and a flood of them cannot fill it for other visitors."""
     with gr.Row():
         with gr.Column():
             source = gr.Radio(list(SOURCES), value="benchmark", label="data source")
@@ -327,14 +388,14 @@ def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = (),
     start.click(h.train_stream, [source, benchmark, zip_file, images, labels, hub_id, method, shots, seed,
                                  lambda1, lambda2, lr, steps],
                 [status, loss_plot, acc_plot, results, download, new_model], preprocess=False,
-                concurrency_limit=h.queue.max_waiting + 1, concurrency_id="train",
+                concurrency_limit=None, concurrency_id="train",  # TRAIN_QUEUE: its own queue
                 show_progress_on=[status], **private_api).failure(  # one status badge, not one per output
         failed("train_stream", "Training failed"), None, status, queue=False, **private_api)  # the reason stays
     stop.click(h.stop, None, status, queue=False, **private_api)
     push.click(h.push, [repo_id, token, private], pushed, **private_api).failure(
         failed("push", "Not pushed"), None, pushed, queue=False, **private_api)
     api_button.click(h.finetune, [api_data, method, shots, seed, steps], api_out, api_name="finetune",
-                     preprocess=False, concurrency_limit=h.queue.max_waiting + 1, concurrency_id="train")
+                     preprocess=False, concurrency_limit=None, concurrency_id="train")
     menus = [*model_menus, *listing_menus]
     if not menus:
         return

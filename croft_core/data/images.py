@@ -4,12 +4,18 @@ The app and the library accept images from strangers, so :func:`load_image` is s
 can go wrong and explicit about what it fixes:
 
 - **Rejected** with an :class:`ImageError` (a ``ValueError``) whose message says what to do: a
-  missing file, a file that is not an image, a truncated or corrupt image (the whole image is
+  missing file, a file that is not an image in one of :data:`FORMATS` (PNG, JPEG, WebP, GIF, BMP,
+  TIFF: formats whose decoding cost can be bounded; PIL's other plugins -- EPS, PSD, ICO, ... --
+  are never even asked to parse the file), a truncated or corrupt image (the whole image is
   decoded before it is accepted), and a *decompression bomb* — an image whose header announces more
-  than ``max_pixels`` pixels, a side longer than ``max_side``, or more than ``max_bytes`` bytes once
-  decoded (pixels x bytes per pixel of its mode: a 16-bit or float image costs 2-4x an 8-bit one).
+  than ``max_pixels`` pixels, a side longer than ``max_side``, or a decoding cost over
+  ``max_bytes``: the memory the decoder, the shrinking and the conversion to RGB will hold at once
+  (:func:`decoding_cost`: bytes per pixel of the mode x the copies the format's decoder keeps — a
+  lossless WebP of 38 bytes that declares 6300x6300 pixels costs 4 full-size RGBA buffers in
+  libwebp and PIL — plus the premultiplied copy of alpha images and the RGB result).
   All of it is checked from the header, **before** any pixel is decoded, so a 50-kB PNG that claims
-  10^10 pixels costs nothing.
+  10^10 pixels costs nothing. Only the first frame of an animated GIF, APNG or WebP, or the first
+  page of a TIFF, is decoded; the size PIL reports is the canvas every frame is drawn on.
 - **Bounded in memory**: JPEGs are decoded at a reduced scale (``draft``) when they are much larger
   than :data:`WORK_SIDE`; other formats are decoded, then shrunk by an integer factor (``reduce``)
   before any conversion, and 16-bit data is subsampled as a view. Very elongated images are
@@ -44,21 +50,28 @@ import PIL.ImageOps
 
 from croft_core.errors import CroftError
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_SIDE", "ImageError", "ImageLimits",
-           "ImageSource", "default_max_pixels", "load_image", "to_rgb"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_SIDE", "FORMATS", "ImageError",
+           "ImageLimits", "ImageSource", "decoding_cost", "default_max_pixels", "load_image", "to_rgb"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: larger than any phone photo, far below a bomb
 """Default pixel limit (width x height) of :func:`load_image`; ``CROFT_MAX_PIXELS`` overrides it."""
 DEFAULT_MAX_SIDE = 20_000  # longest side; ``CROFT_MAX_IMAGE_SIDE`` overrides it
-DEFAULT_MAX_BYTES = 192 * 2**20  # decoded size (PIL stores RGB as 4 bytes/pixel); ``CROFT_MAX_IMAGE_MB``
+DEFAULT_MAX_BYTES = 128 * 2**20  # memory to decode one image (decoding_cost); ``CROFT_MAX_IMAGE_MB``
 WORK_SIDE = 1024  # large images are shrunk to a shorter side of at least this before conversion
 MAX_ASPECT = 4  # longer side / shorter side kept; CLIP's centre crop uses the centre square only
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, PIL.Image.Image, np.ndarray, io.IOBase]
 
 _ALPHA_MODES = ("LA", "La", "RGBA", "RGBa", "PA")
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+"""The formats :func:`load_image` opens (JPEG includes MPO, the multi-picture JPEG of cameras)."""
+# Full-size buffers a format's decoder holds at once, besides PIL's image: libwebp's animation
+# decoder keeps two RGBA canvases and PIL copies the frame out as bytes (measured: a 6300x6300
+# WebP peaks at 3.8x its RGBA size); libtiff decodes through strip buffers (1.4x measured).
+_DECODER_COPIES = {"WEBP": 4.0, "TIFF": 1.5}
+_OVERHEAD = 8  # 1/8 more for the decoder's own state, zlib windows, the file's chunks
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError)
 
 
@@ -120,7 +133,8 @@ def _describe(source: Any) -> str:
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}  # else 4
 
 
-def _check_size(width: int, height: int, mode: str, limits: ImageLimits, what: str) -> None:
+def _check_size(width: int, height: int, mode: str, limits: ImageLimits, what: str,
+                cost: int | None = None) -> None:
     if width * height > limits.pixels:
         raise ImageError(f"{what} is {width}x{height} = {width * height:,} pixels, over the limit "
                          f"of {limits.pixels:,} pixels (a possible decompression bomb); resize it, or "
@@ -130,11 +144,33 @@ def _check_size(width: int, height: int, mode: str, limits: ImageLimits, what: s
     if max(width, height) > limits.side:
         raise ImageError(f"{what} is {width}x{height} pixels; sides longer than {limits.side:,} pixels "
                          f"are refused (CROFT_MAX_IMAGE_SIDE); resize it")
-    decoded = width * height * _BYTES_PER_PIXEL.get(mode, 4)
+    decoded = width * height * _BYTES_PER_PIXEL.get(mode, 4) if cost is None else cost
     if decoded > limits.decoded_bytes:
         raise ImageError(f"{what} ({width}x{height}, mode {mode}) needs {decoded / 2**20:,.0f} MB once "
                          f"decoded, over the limit of {limits.decoded_bytes / 2**20:,.0f} MB "
-                         f"(CROFT_MAX_IMAGE_MB); resize it or save it as 8-bit")
+                         f"(CROFT_MAX_IMAGE_MB); resize it, or save it as an 8-bit PNG or JPEG")
+
+
+def _shrunk_size(width: int, height: int) -> tuple[int, int]:
+    """The size :func:`_shrink` makes of a ``width`` x ``height`` image (crop, then reduce)."""
+    short, long_ = min(width, height), min(max(width, height), MAX_ASPECT * min(width, height))
+    factor = _shrink_factor(short, long_)
+    return short // factor, long_ // factor
+
+
+def decoding_cost(width: int, height: int, mode: str, format: str | None) -> int:
+    """Bytes :func:`load_image` holds at its peak for an image of this header, decoded in full.
+
+    The decoder's buffers (bytes per pixel of ``mode`` x the copies ``format``'s decoder keeps),
+    the premultiplied copy PIL makes to shrink an image with alpha, and the conversion of the
+    shrunk image to RGB (alpha and palette images through an RGBA copy).
+    """
+    pixels = width * height
+    decode = int(pixels * _BYTES_PER_PIXEL.get(mode, 4) * _DECODER_COPIES.get(format or "", 1.0))
+    w, h = _shrunk_size(width, height)
+    alpha = mode in _ALPHA_MODES or mode == "P"
+    shrink = pixels * 4 if mode in _ALPHA_MODES and (w, h) != (min(width, height), max(width, height)) else 0
+    return decode + decode // _OVERHEAD + shrink + w * h * 4 * (2 if alpha else 1)
 
 
 def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -199,10 +235,11 @@ def to_rgb(image: PIL.Image.Image, background: tuple[int, int, int] = (255, 255,
         mode = image.mode
         if mode == "RGB":
             return image
-    if mode in _ALPHA_MODES:
-        rgba = image.convert("RGBA")
-        canvas = PIL.Image.new("RGBA", rgba.size, background + (255,))
-        return PIL.Image.alpha_composite(canvas, rgba).convert("RGB")
+    if mode in _ALPHA_MODES:  # pasted on an RGB canvas through its alpha: one full-size copy
+        rgba = image if mode in ("RGBA", "LA") else image.convert("RGBA")
+        canvas = PIL.Image.new("RGB", rgba.size, background)
+        canvas.paste(rgba.convert("RGBA") if mode == "LA" else rgba, (0, 0), rgba)
+        return canvas
     if mode.startswith("I") or mode == "F":  # I;16, I;16B, I;16L, I;16N, I, F
         return _from_array(np.asarray(image)).convert("RGB")
     try:
@@ -243,9 +280,11 @@ def _shrink(image: PIL.Image.Image) -> PIL.Image.Image:
             image = image.resize((w // factor, h // factor), PIL.Image.Resampling.NEAREST)
         return _from_array(np.asarray(image))
     if factor > 1:
-        if image.mode in ("1", "P"):  # no reduce for these modes
-            image = image.convert("L" if image.mode == "1" else
-                                  "RGBA" if "transparency" in image.info else "RGB")
+        w, h = image.size
+        if image.mode == "P":  # no reduce: subsample, keeping the palette (no full-size RGB copy)
+            return image.resize((w // factor, h // factor), PIL.Image.Resampling.NEAREST)
+        if image.mode == "1":
+            image = image.convert("L")
         image = image.reduce(factor)
     return image
 
@@ -275,23 +314,29 @@ def _decode(fp: Any, limits: ImageLimits, what: str) -> PIL.Image.Image:
         with warnings.catch_warnings():
             # PIL warns from MAX_IMAGE_PIXELS on; our own limits below decide instead.
             warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-            image = PIL.Image.open(fp)  # lazy: reads the header only
+            PIL.Image.init()  # register every plugin, so that ``formats`` can name them
+            image = PIL.Image.open(fp, formats=FORMATS)  # lazy: reads the header only
     except PIL.Image.DecompressionBombError as err:
         raise ImageError(f"{what} announces more pixels than allowed; this looks like a "
                          f"decompression bomb; resize the image") from err
     except PIL.UnidentifiedImageError as err:
-        raise ImageError(f"{what} is not an image file (PIL could not identify it); upload a "
+        raise ImageError(f"{what} is not an image file in a format this server accepts; upload a "
                          f"PNG, JPEG, WebP, GIF, BMP or TIFF image") from err
     except _DECODE_ERRORS as err:
         raise ImageError(f"{what} could not be opened as an image; upload a PNG, JPEG, WebP, GIF, "
                          f"BMP or TIFF image") from err
-    _check_size(*image.size, image.mode, limits, what)  # before any pixel is decoded
+    _check_size(*image.size, image.mode, limits, what, cost=0)  # pixels and sides, from the header
     try:
         factor = _shrink_factor(*image.size)
-        if factor > 1 and image.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale
+        if factor > 1 and image.format in ("JPEG", "MPO"):  # decode at 1/2, 1/4 or 1/8 scale
             image.draft(image.mode, (image.size[0] // factor, image.size[1] // factor))
+        # the memory to decode, from the header (after draft: the size JPEG will decode at)
+        _check_size(*image.size, image.mode, limits, what,
+                    cost=decoding_cost(*image.size, image.mode, image.format))
         image.load()  # full decode: truncated or corrupt data fails here
         return PIL.ImageOps.exif_transpose(_shrink(image))
+    except ImageError:
+        raise
     except _DECODE_ERRORS as err:
         raise ImageError(f"{what} is truncated or corrupt; re-export or re-upload the image") from err
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
@@ -19,6 +21,7 @@ from urllib.parse import urlparse
 import pytest
 
 from test_app import app, app_files, image_files, server  # noqa: F401 (fixtures)
+from croft_app.ui import app as ui
 
 pytestmark = pytest.mark.browser
 
@@ -238,3 +241,59 @@ def test_train_tab_in_chromium(server, tmp_path):
         page.keyboard.press("Escape")
         assert page.get_by_label("model A", exact=True).input_value() == "zero-shot"
         assert page.get_by_label("model B", exact=True).input_value() == name
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23: what a visitor tripped over (each test failed on the code before the fix)
+# ---------------------------------------------------------------------------------------------
+
+SHOTS_23 = Path("/tmp/shots-23")
+
+
+def _both_widths(page, name: str) -> None:
+    """Screenshots of the current state at 1400 and 400 px (to look at), in /tmp/shots-23."""
+    SHOTS_23.mkdir(parents=True, exist_ok=True)
+    for width in (1400, 400):
+        page.set_viewport_size({"width": width, "height": 1100})
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(SHOTS_23 / f"{name}_{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1100})
+
+
+def _progress_text(page, where: str) -> str:
+    """The progress text Gradio draws over the element ``where`` ('' while none is shown)."""
+    return page.evaluate("""sel => { const el = document.querySelector(sel); if (!el) return '';
+        const wrap = el.querySelector('.wrap:not(.hide), .progress-text, .progress-level');
+        return wrap ? wrap.innerText : ''; }""", where)
+
+
+def test_lab_progress_shows_on_the_table_from_the_first_second_and_moves(server, monkeypatch):
+    """Issue 23 (1): the Lab's progress (a stage name and a moving time) appears on the results
+    table, where the visitor looks, within about a second; not inside the closed JSON accordion."""
+    slow = ui.Handlers._run_benchmark
+
+    def slowed(self, name, classifier, seed, tick):
+        tick.stage(0.0, 0.5, "rendering the test images")
+        time.sleep(4)  # a stage that reports nothing itself, like rendering a benchmark
+        return slow(self, name, classifier, seed, tick)
+
+    monkeypatch.setattr(ui.Handlers, "_run_benchmark", slowed)
+    with _chromium_pages(server) as open_page:
+        page = open_page(1400)
+        page.get_by_role("tab", name="Lab").click()
+        box = page.get_by_label("benchmark")
+        box.fill("tiny")
+        box.press("Enter")
+        page.locator("#lab-run").click()
+        started = time.monotonic()
+        page.wait_for_function("() => (document.querySelector('#lab-table')?.innerText || '')"
+                               ".includes('rendering the test images')", timeout=10_000, polling=50)
+        first = time.monotonic() - started
+        stage = re.compile(r"rendering the test images — (\d+) s")  # the stage's own clock (not Gradio's)
+        before = stage.search(page.locator("#lab-table").inner_text())
+        page.wait_for_timeout(1600)
+        after = stage.search(page.locator("#lab-table").inner_text())
+        _both_widths(page, "lab_progress")
+        assert before and after and int(after[1]) > int(before[1]), f"the stage did not move: {before}, {after}"
+        assert first < 3, f"the first progress appeared {first:.1f} s after the click"
+        page.locator("#lab-table").get_by_text("covariate (mean)").wait_for(timeout=120_000)

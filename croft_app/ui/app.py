@@ -256,6 +256,16 @@ class Handlers:
         return (explain_text.verdict_markdown(result), result["probabilities"],
                 PlotData(type="plotly", plot=plot))
 
+    def model_classes(self, model: str, request: gr.Request = None) -> Any:
+        """A trained model's own classes, for the vocabulary box once it is chosen (zero-shot, or a
+        model that cannot be loaded: the box is left as it is; Classify then says why)."""
+        try:
+            classifier = self._model(model, request)
+            classes = () if classifier.is_zero_shot else classifier.training_classes
+        except Exception:  # noqa: BLE001 - only a convenience: the Classify request reports errors
+            return gr.update()
+        return ", ".join(classes) if classes else gr.update()
+
     def pick_example(self, evt: gr.SelectData) -> tuple[str, str]:
         """A showcase thumbnail was clicked: its image and vocabulary go into the inputs."""
         index = int(evt.index) if isinstance(evt.index, int) else 0
@@ -271,6 +281,7 @@ class Handlers:
     @user_errors
     @torch.inference_mode()
     def classify_batch(self, files: Any, vocabulary: str, model: str, threshold: Any,
+                       progress: gr.Progress = gr.Progress(),
                        request: gr.Request = None) -> tuple[list[tuple[str, str]], list[list[Any]], Any]:
         """Several images: a captioned gallery, a table, and every score against the reference."""
         if files is not None and not isinstance(files, list):
@@ -285,7 +296,8 @@ class Handlers:
         classes, notes = self._vocabulary(vocabulary)
         present.parse_threshold(threshold)
         good, results, rows = [], [], []
-        for p in paths:  # one image in memory at a time
+        for i, p in enumerate(paths):  # one image in memory at a time
+            progress((i, len(paths)), desc=f"classifying image {i + 1} of {len(paths)}", unit="images")
             try:
                 image = load_image(p)
             except ImageError as err:

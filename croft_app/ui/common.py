@@ -9,6 +9,7 @@ the reason (:func:`failed`), the same text as the toast, which fades.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import html
 import inspect
@@ -163,6 +164,27 @@ def _clear(n: int) -> Any:
     return functools.partial(lambda k: tuple([None] * k) if k > 1 else None, n)
 
 
+STALE = "*The inputs changed: press **Classify** for a new verdict.*"
+
+
+def _stale_verdict(n: int, text: str = STALE) -> Callable:
+    """Outputs of a verdict made for other inputs: the panel (the second output) says so, the rest
+    are emptied."""
+    return functools.partial(lambda k: tuple(text if i == 1 else None for i in range(k)), n)
+
+
+def _mark_stale(outputs: list, batch: list, image, vocabulary, preset, threshold, images) -> None:
+    """Every Classify output that depends on an input is cleared the moment the visitor changes it
+    (an upload, a typed vocabulary, a preset, a threshold), so no verdict sits beside other inputs."""
+    verdict, both = _stale_verdict(len(outputs)), _stale_verdict(len(outputs) + len(batch))
+    for event in (image.upload, image.clear):
+        event(verdict, None, outputs, queue=False, **PRIVATE)
+    for event in (vocabulary.input, preset.input, threshold.input):
+        event(both, None, [*outputs, *batch], queue=False, **PRIVATE)
+    for event in (images.upload, images.clear):
+        event(_clear(len(batch)), None, batch, queue=False, **PRIVATE)
+
+
 def intro(resources) -> None:
     """The first screen: what the model knows, what to try, what "unknown" means."""
     embedded = resources.registry.embedded_world
@@ -226,8 +248,13 @@ def classify_tab(resources, h) -> dict[str, Any]:
         batch_plot = gr.Plot(label="your images' scores")
 
     outputs = [result, decision, probabilities, plot]
+    _mark_stale(outputs, [gallery, batch_table, batch_plot], image, vocabulary, preset, threshold, images)
     preset.input(preset_text, preset, vocabulary, queue=False, **PRIVATE)
     vocabulary.input(preset_of, vocabulary, preset, queue=False, **PRIVATE)
+    # a trained model brings its own classes: choosing it (or training it) fills the vocabulary
+    model.change(h.model_classes, model, vocabulary, queue=False, **PRIVATE).then(
+        preset_of, vocabulary, preset, queue=False, **PRIVATE).then(
+        _stale_verdict(len(outputs)), None, outputs, queue=False, **PRIVATE)
     run = dict(concurrency_id="infer")
     classified = button.click(_clear(4), None, outputs, queue=False, **PRIVATE).then(
         h.classify, [image, vocabulary, model, threshold], result, api_name="classify", preprocess=False, **run)
@@ -258,6 +285,8 @@ def compare_tab(resources, h, shared: dict[str, Any]) -> tuple[gr.Dropdown, gr.D
             examples = _examples(resources, "compare-examples", columns=2)
             image = gr.Image(label="image (carried over from Classify)", type="filepath", height=220,
                              elem_id="compare-image")
+            preset = gr.Dropdown(label="preset", choices=presets(), value=preset_of(resources.default_vocabulary)["value"],
+                                 elem_id="compare-preset", info="fills the class list")
             vocabulary = gr.Textbox(label="vocabulary", value=resources.default_vocabulary, lines=2,
                                     elem_id="compare-vocabulary")
             with gr.Row():
@@ -275,9 +304,16 @@ def compare_tab(resources, h, shared: dict[str, Any]) -> tuple[gr.Dropdown, gr.D
                     decision_b = gr.Markdown(elem_id="card-b")
                     probs_b = gr.Label(label="B: probabilities", num_top_classes=3, show_heading=False)
             plot = gr.Plot(label="both models: distance from their own threshold", elem_id="compare-plot")
-    for src, dst in ((shared["image"], image), (shared["vocabulary"], vocabulary), (shared["threshold"], threshold)):
-        src.change(lambda v: v, src, dst, queue=False, **PRIVATE)
     outputs = [decision_a, probs_a, decision_b, probs_b, plot]
+    stale = functools.partial(lambda k, v=None: (v, *(STALE.replace("Classify", "Compare"), *[None] * (k - 1))),
+                              len(outputs))
+    for src, dst in ((shared["image"], image), (shared["vocabulary"], vocabulary), (shared["threshold"], threshold)):
+        src.change(stale, src, [dst, *outputs], queue=False, **PRIVATE)  # carried over: old cards go
+    vocabulary.change(preset_of, vocabulary, preset, queue=False, **PRIVATE)
+    preset.input(preset_text, preset, vocabulary, queue=False, **PRIVATE)
+    for event in (image.upload, image.clear, vocabulary.input, preset.input, threshold.input, model_a.input,
+                  model_b.input):
+        event(lambda: stale()[1:], None, outputs, queue=False, **PRIVATE)
     # progress (and a failure's badge) on the first card only, not one "Error" box per output
     go = dict(preprocess=False, concurrency_id="infer", show_progress_on=[decision_a], **PRIVATE)
     button.click(_clear(5), None, outputs, queue=False, **PRIVATE).then(
@@ -315,13 +351,18 @@ def lab_tab(resources, h, benchmarks, no_comparison: str) -> tuple[gr.Dropdown, 
         download = gr.DownloadButton("download results JSON", value=None)
     state, state_b = gr.State(), gr.State()  # results and energies, kept on the server
     outputs = [table, hist, roc, download]
-    # two slots: one evaluation runs, the second slot refuses others at once (see Handlers.evaluate)
-    button.click(lambda: (None, None, None, None, None, None), None, [*outputs, state, state_b], queue=False,
-                 **PRIVATE).then(
+    cleared = [*outputs, results, state, state_b]
+    # the progress bar (stage, seconds, fraction) sits on the table, where the visitor looks, not on
+    # the JSON inside the closed accordion; two slots: one evaluation runs, the second slot refuses
+    # others at once (see Handlers.evaluate)
+    shown = dict(show_progress_on=[table], concurrency_id="lab")
+    button.click(_clear(len(cleared)), None, cleared, queue=False, **PRIVATE).then(
         h.evaluate, [benchmark, model, seed], [results, state], api_name="evaluate", concurrency_limit=2,
-        concurrency_id="lab", preprocess=False).success(
-        h.evaluate_other, [benchmark, model, seed, other], state_b, concurrency_id="lab", **PRIVATE).success(
-        h.explain_evaluation, [state, state_b], outputs, **PRIVATE)
+        preprocess=False, **shown).success(
+        h.evaluate_other, [benchmark, model, seed, other], state_b, **shown, **PRIVATE).success(
+        h.explain_evaluation, [state, state_b], outputs, show_progress_on=[table], **PRIVATE)
+    for box in (benchmark, model, other, seed):  # results of other inputs are not left beside new ones
+        box.input(_clear(len(cleared)), None, cleared, queue=False, **PRIVATE)
     return model, other
 
 
@@ -334,7 +375,6 @@ class Ticker:
         self.progress, self.prefix = progress, prefix
         self._stage = (0.0, 0.1, "starting")
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def stage(self, start: float, end: float, desc: str) -> None:
         self._stage = (start, end, desc)
@@ -356,6 +396,9 @@ class Ticker:
     def __enter__(self) -> "Ticker":
         self._began = time.monotonic()
         self._report()
+        # Gradio finds the request's progress bar through context variables, which a new thread
+        # does not inherit: without this copy every report from the thread was silently dropped
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,), daemon=True)
         self._thread.start()
         return self
 

@@ -297,3 +297,51 @@ def test_lab_progress_shows_on_the_table_from_the_first_second_and_moves(server,
         assert before and after and int(after[1]) > int(before[1]), f"the stage did not move: {before}, {after}"
         assert first < 3, f"the first progress appeared {first:.1f} s after the click"
         page.locator("#lab-table").get_by_text("covariate (mean)").wait_for(timeout=120_000)
+
+
+def _upload_image(page, path: str) -> None:
+    before = page.locator("#image img").get_attribute("src") if page.locator("#image img").count() else ""
+    page.locator("#image input[type=file]").set_input_files(path)
+    page.wait_for_function(
+        "src => { const i = document.querySelector('#image img'); return i && i.src && i.src !== src; }",
+        arg=before, timeout=30_000)
+
+
+def _choose(page, label: str, option: str, nth: int = 0) -> None:
+    menu = page.get_by_label(label, exact=True).nth(nth)
+    menu.click()
+    page.get_by_role("listbox").get_by_role("option", name=option, exact=True).click()
+
+
+def test_stale_verdicts_go_and_a_model_brings_its_classes(server, app, image_files):
+    """Issue 23 (4, 6): a new upload or a typed vocabulary clears the previous verdict (it said
+    "circle 87%" beside a new image or "cat, dog, car"); choosing a trained model fills the
+    vocabulary with its own classes; Compare has the preset menu."""
+    croft = next(n for n in app.RESOURCES.registry.names() if n not in ("zero-shot", app.RESOURCES.default_model))
+    with _chromium_pages(server) as open_page:
+        page = open_page(1400)
+        page.locator("#examples .thumbnail-item").first.click()
+        page.locator("#decision h2").wait_for(timeout=60_000)
+        _upload_image(page, image_files["circle"])
+        page.locator("#decision", has_text="inputs changed").wait_for(timeout=15_000)
+        assert page.locator("#decision h2").count() == 0 and page.locator("#score-plot .js-plotly-plot").count() == 0
+        _both_widths(page, "stale_after_upload")
+
+        page.locator("#classify").click()
+        page.locator("#decision h2").wait_for(timeout=60_000)
+        page.locator("#vocabulary textarea").press_sequentially(", dog")
+        page.locator("#decision", has_text="inputs changed").wait_for(timeout=15_000)
+        assert page.locator("#decision h2").count() == 0
+
+        page.locator("#vocabulary textarea").fill("cat, dog, car")
+        _choose(page, "model", croft)
+        page.wait_for_function("() => document.querySelector('#vocabulary textarea').value === "
+                               "'circle, square, triangle'", timeout=10_000)
+        _both_widths(page, "model_fills_vocabulary")
+
+        page.get_by_role("tab", name="Compare").click()
+        page.locator("#compare-preset").wait_for(timeout=10_000)
+        _choose(page, "preset", "shapes", nth=1)
+        page.wait_for_function("() => document.querySelector('#compare-vocabulary textarea').value"
+                               ".startsWith('circle, square')", timeout=10_000)
+        _both_widths(page, "compare_preset")

@@ -251,8 +251,9 @@ def classify_tab(resources, h) -> dict[str, Any]:
     _mark_stale(outputs, [gallery, batch_table, batch_plot], image, vocabulary, preset, threshold, images)
     preset.input(preset_text, preset, vocabulary, queue=False, **PRIVATE)
     vocabulary.input(preset_of, vocabulary, preset, queue=False, **PRIVATE)
-    # a trained model brings its own classes: choosing it (or training it) fills the vocabulary
-    model.change(h.model_classes, model, vocabulary, queue=False, **PRIVATE).then(
+    # a trained model brings its own classes: choosing it (or training it) fills the vocabulary;
+    # .input too: Gradio's menu sends no .change when an option is clicked (only .select, .input)
+    gr.on([model.change, model.input], h.model_classes, model, vocabulary, queue=False, **PRIVATE).then(
         preset_of, vocabulary, preset, queue=False, **PRIVATE).then(
         _stale_verdict(len(outputs)), None, outputs, queue=False, **PRIVATE)
     run = dict(concurrency_id="infer")

@@ -345,3 +345,73 @@ def test_stale_verdicts_go_and_a_model_brings_its_classes(server, app, image_fil
         page.wait_for_function("() => document.querySelector('#compare-vocabulary textarea').value"
                                ".startsWith('circle, square')", timeout=10_000)
         _both_widths(page, "compare_preset")
+
+
+def _train(page, steps: int) -> None:
+    page.get_by_label("steps").fill(str(steps))
+    page.get_by_role("button", name="Train", exact=True).click()
+
+
+@pytest.mark.slow
+def test_train_uses_the_shown_source_says_what_it_trained_on_and_stops(server, tmp_path):
+    """Issue 23 (2, 3, 4, 6): only the chosen source's inputs are shown and used; the summary says
+    what the run trained on, warns about a tiny validation set, and names the model by the shots
+    it had (2 per class, not the 16 asked for); the new model fills Classify's vocabulary; a failed
+    run leaves none of the previous run's outputs; a long run keeps the page responsive, Stop acts
+    within seconds, and the final status is the last word."""
+    from test_finetune import make_zip
+
+    upload = make_zip(tmp_path / "three-shapes.zip", per_class=3)
+    with _chromium_pages(server) as open_page:
+        page = open_page(1400)
+        page.get_by_role("tab", name="Train").click()
+        assert page.locator("#train-benchmark").is_visible() and not page.locator("#train-zip").is_visible()
+        page.get_by_label("zip of class folders").check()
+        page.locator("#train-zip").wait_for(state="visible", timeout=10_000)
+        assert not page.locator("#train-benchmark").is_visible() and not page.locator("#train-hub").is_visible()
+        page.locator("#train-zip input[type=file]").set_input_files(str(upload))
+        page.locator("#train-zip", has_text="three-shapes.zip").wait_for(timeout=30_000)
+        page.get_by_text("Advanced").click()
+        _train(page, 20)
+        status = page.locator("#train-status")
+        status.get_by_text("is ready").wait_for(timeout=180_000)
+        text = status.inner_text()
+        _both_widths(page, "train_done")
+        assert "three-shapes" in text and "3 classes" in text and "2 training images per class" in text, text
+        assert "Careful" in text, text
+        name = page.get_by_label("new model").input_value()
+        assert "2-shot" in name and "16-shot" not in name, name
+        page.get_by_role("tab", name="Classify").click()
+        page.wait_for_function("() => document.querySelector('#vocabulary textarea').value === "
+                               "'circle, square, triangle'", timeout=10_000)
+        page.get_by_role("tab", name="Train").click()
+
+        page.get_by_label("Hub dataset").first.check()  # a failed run: nothing of the last one stays
+        page.locator("#train-hub textarea, #train-hub input").first.fill("org/no-such-dataset")
+        _train(page, 20)
+        status.get_by_text("Training failed").wait_for(timeout=60_000)
+        assert page.get_by_label("new model").input_value() == ""
+        assert page.locator("#train-loss .js-plotly-plot").count() == 0
+        _both_widths(page, "train_failed")
+
+        page.get_by_label("zip of class folders").check()
+        _train(page, 3000)  # a long run: the page must stay responsive and Stop must act at once
+        status.get_by_text("epoch").wait_for(timeout=120_000)
+        lags = []
+        for _ in range(10):
+            t0 = time.monotonic()
+            page.evaluate("() => new Promise(r => requestAnimationFrame(() => r(1)))")
+            lags.append(time.monotonic() - t0)
+            page.wait_for_timeout(200)
+        t0 = time.monotonic()
+        page.get_by_role("button", name="Stop").click()
+        status.get_by_text("stopped early").wait_for(timeout=20_000)
+        stopped_after = time.monotonic() - t0
+        page.wait_for_timeout(2000)
+        final = status.inner_text()
+        _both_widths(page, "train_stopped")
+        # the server trains on the same 2 cores as the browser here: a lenient bound (the number of
+        # redraws is checked exactly in test_finetune_app.py)
+        assert max(lags) < 2.5, f"the page froze for {max(lags):.1f} s while training"
+        assert stopped_after < 5, f"Stop took {stopped_after:.1f} s"
+        assert "stopped early" in final and "stopping after" not in final.lower(), final

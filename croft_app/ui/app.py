@@ -312,7 +312,7 @@ class Handlers:
         extra = {f"{Path(p).name} ({r['label']})": _rule_score(r) for p, r in zip(good[1:], results[1:])}
         _, plot = self._plot(classifier, classifier.prepare_vocabulary(classes)[0], results[0],
                              "Your images vs the reference", extra)
-        gallery = [(p, f"{Path(p).name}: {explain_text.caption(r)}") for p, r in zip(good, results)]
+        gallery = [(p, f"{explain_text.caption(r)} · {Path(p).name}") for p, r in zip(good, results)]  # verdict first
         first = json.dumps(f"{_short(Path(good[0]).name, 24)} ({results[0]['label']}): ")[1:-1]
         return gallery, rows, PlotData(type="plotly", plot=plot.replace('"this image: ', f'"{first}', 1))
 
@@ -461,8 +461,20 @@ def _rule_score(result: dict) -> float:
 # ---------------------------------------------------------------------------------------------
 
 CSS = """
-#known-classes .caption-label, #examples .caption-label, #compare-examples .caption-label {white-space: normal;}
+#known-classes .caption-label {white-space: normal;}
 #decision h2 {margin-bottom: 0.2em;}
+/* example and verdict captions under their thumbnails, not over them (they covered most of the
+   picture and were cut on a phone) */
+#examples .thumbnail-item, #compare-examples .thumbnail-item, #batch-gallery .thumbnail-item {
+  aspect-ratio: auto; height: auto; display: flex; flex-direction: column;}
+#examples .thumbnail-item img, #compare-examples .thumbnail-item img, #batch-gallery .thumbnail-item img {
+  height: 96px; flex: none; object-fit: contain;}
+#examples .caption-label, #compare-examples .caption-label, #batch-gallery .caption-label {
+  position: static; max-width: 100%; white-space: normal; border: none; border-radius: 0;
+  font-size: 12px; line-height: 1.25; background: none;}
+/* table headers stay whole words: the table scrolls sideways inside its box instead */
+#batch-table th, #lab-table th {min-width: 7em; word-break: normal; overflow-wrap: normal;}
+#lab-table th:first-child, #batch-table th:first-child {min-width: 9em;}
 """
 
 

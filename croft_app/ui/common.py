@@ -185,6 +185,17 @@ def _mark_stale(outputs: list, batch: list, image, vocabulary, preset, threshold
         event(_clear(len(batch)), None, batch, queue=False, **PRIVATE)
 
 
+def _vocabulary_inputs(h, preset, vocabulary, model, outputs: list) -> None:
+    """The preset menu and the vocabulary box stay in sync; a trained model brings its own classes:
+    choosing it (or training it) fills the vocabulary, and the old verdict goes."""
+    preset.input(preset_text, preset, vocabulary, queue=False, **PRIVATE)
+    vocabulary.input(preset_of, vocabulary, preset, queue=False, **PRIVATE)
+    # .input too: Gradio's menu sends no .change when an option is clicked (only .select and .input)
+    gr.on([model.change, model.input], h.model_classes, model, vocabulary, queue=False, **PRIVATE).then(
+        preset_of, vocabulary, preset, queue=False, **PRIVATE).then(
+        _stale_verdict(len(outputs)), None, outputs, queue=False, **PRIVATE)
+
+
 def intro(resources) -> None:
     """The first screen: what the model knows, what to try, what "unknown" means."""
     embedded = resources.registry.embedded_world
@@ -244,18 +255,13 @@ def classify_tab(resources, h) -> dict[str, Any]:
             images = gr.File(label="images", file_count="multiple", file_types=["image"], scale=1)
             batch_button = gr.Button("Classify all", scale=0)
         gallery = gr.Gallery(label="verdicts", columns=4, height="auto", elem_id="batch-gallery")
-        batch_table = gr.Dataframe(label="per image", headers=explain_text.BATCH_HEADERS, wrap=True)
+        batch_table = gr.Dataframe(label="per image", headers=explain_text.BATCH_HEADERS, wrap=True,
+                                   elem_id="batch-table")
         batch_plot = gr.Plot(label="your images' scores")
 
     outputs = [result, decision, probabilities, plot]
     _mark_stale(outputs, [gallery, batch_table, batch_plot], image, vocabulary, preset, threshold, images)
-    preset.input(preset_text, preset, vocabulary, queue=False, **PRIVATE)
-    vocabulary.input(preset_of, vocabulary, preset, queue=False, **PRIVATE)
-    # a trained model brings its own classes: choosing it (or training it) fills the vocabulary;
-    # .input too: Gradio's menu sends no .change when an option is clicked (only .select, .input)
-    gr.on([model.change, model.input], h.model_classes, model, vocabulary, queue=False, **PRIVATE).then(
-        preset_of, vocabulary, preset, queue=False, **PRIVATE).then(
-        _stale_verdict(len(outputs)), None, outputs, queue=False, **PRIVATE)
+    _vocabulary_inputs(h, preset, vocabulary, model, outputs)
     run = dict(concurrency_id="infer")
     classified = button.click(_clear(4), None, outputs, queue=False, **PRIVATE).then(
         h.classify, [image, vocabulary, model, threshold], result, api_name="classify", preprocess=False, **run)
@@ -309,7 +315,8 @@ def compare_tab(resources, h, shared: dict[str, Any]) -> tuple[gr.Dropdown, gr.D
     stale = functools.partial(lambda k, v=None: (v, *(STALE.replace("Classify", "Compare"), *[None] * (k - 1))),
                               len(outputs))
     for src, dst in ((shared["image"], image), (shared["vocabulary"], vocabulary), (shared["threshold"], threshold)):
-        src.change(stale, src, [dst, *outputs], queue=False, **PRIVATE)  # carried over: old cards go
+        # carried over as sent (no preprocessing: a non-image renamed .png made a 500 with a traceback)
+        src.change(stale, src, [dst, *outputs], queue=False, preprocess=False, postprocess=False, **PRIVATE)
     vocabulary.change(preset_of, vocabulary, preset, queue=False, **PRIVATE)
     preset.input(preset_text, preset, vocabulary, queue=False, **PRIVATE)
     for event in (image.upload, image.clear, vocabulary.input, preset.input, threshold.input, model_a.input,

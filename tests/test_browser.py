@@ -128,13 +128,26 @@ def test_classify_in_chromium(server, image_files, tmp_path):
             arg=before, timeout=30_000)
         page.locator("#vocabulary textarea").fill("circle\nsquare\ntriangle")
         page.get_by_text("threshold (optional)").click()
-        _type(page.locator("#threshold input, #threshold textarea").first, "1000000")
+        box = page.locator("#threshold input, #threshold textarea").first
+        assert not box.is_visible()  # issue 23 (5): the box belongs to the energy rule, hidden until chosen
+        page.get_by_label("my energy threshold").check()
+        page.wait_for_function("() => { const b = document.querySelector('#threshold input, #threshold textarea');"
+                               " return b && b.value !== ''; }", timeout=10_000)
+        suggested = float(box.input_value())  # a value on the energy's own scale, not blank
+        assert "score" in page.locator("#threshold").inner_text() and suggested == suggested
+        _both_widths(page, "energy_rule")
+        _type(box, "1000000")
         page.locator("#classify").click()
         try:
             page.locator("#decision h2", has_text="unknown").wait_for(timeout=90_000)
         finally:
             _shot(page, tmp_path, "user_threshold")
         assert "below your threshold" in page.locator("#decision").inner_text()
+        page.locator("#score-plot .js-plotly-plot").wait_for(timeout=30_000)
+        assert "energy" in page.locator("#score-plot .xtitle").text_content()  # the plot: that rule's score
+        page.get_by_label("automatic").check()  # back: the box goes, and its value with it
+        box.wait_for(state="hidden", timeout=10_000)
+        page.locator("#decision", has_text="inputs changed").wait_for(timeout=10_000)
 
         page.locator("#vocabulary textarea").fill("circl")  # one class: an error
         page.locator("#vocabulary textarea").press_sequentially("e")  # typed: fill() fires no .input
@@ -415,3 +428,32 @@ def test_train_uses_the_shown_source_says_what_it_trained_on_and_stops(server, t
         assert max(lags) < 2.5, f"the page froze for {max(lags):.1f} s while training"
         assert stopped_after < 5, f"Stop took {stopped_after:.1f} s"
         assert "stopped early" in final and "stopping after" not in final.lower(), final
+
+
+def test_layout_at_400px_and_a_non_image_png(server, image_files):
+    """Issue 23 (8): example captions sit under their thumbnails (they covered them), the batch
+    table's headers stay whole words (they wrapped letter by letter at 400 px), and a non-image
+    renamed .png is explained in the panel without a server error (it made a 500)."""
+    with _chromium_pages(server) as open_page:
+        page = open_page(400)
+        failures = []
+        page.on("response", lambda r: failures.append(r.url) if r.status >= 500 else None)
+        item = page.locator("#examples .thumbnail-item").first
+        img, caption = item.locator("img").bounding_box(), item.locator(".caption-label").bounding_box()
+        assert caption["y"] >= img["y"] + img["height"] - 1, (img, caption)
+        page.locator("#batch-gallery").scroll_into_view_if_needed()
+        page.locator("input[type=file][multiple]").first.set_input_files([image_files["circle"], image_files["gray"]])
+        page.get_by_role("button", name="Classify all").click()
+        page.locator("#batch-gallery .thumbnail-item").first.wait_for(timeout=60_000)
+        header = page.locator("#batch-table th").first.bounding_box()
+        assert header["height"] < 80, f"the table's header is {header['height']:.0f} px tall"
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 420, f"the page scrolls sideways at 400 px ({width} px wide)"
+        _both_widths(page, "batch")
+
+        page.locator("#image input[type=file]").set_input_files(image_files["text"])
+        page.wait_for_timeout(1500)
+        page.locator("#classify").click()
+        page.locator("#decision h3", has_text="No result").wait_for(timeout=30_000)
+        _both_widths(page, "non_image")
+        assert not failures, f"server errors: {failures}"

@@ -48,6 +48,7 @@ from croft_app.service import explain as explain_text
 from croft_app.service import present
 from croft_core.data.benchmarks import BENCHMARKS as REGISTERED_BENCHMARKS
 from croft_core.data.images import ImageError, load_image
+from croft_core.errors import CroftError
 from croft_app.service.limits import JobTimeout, deadline, prune_lru, return_freed_memory
 from croft_app.service.classifier import ZERO_SHOT
 from croft_core.clip.prompts import get_vocabulary, list_vocabularies
@@ -265,6 +266,28 @@ class Handlers:
         except Exception:  # noqa: BLE001 - only a convenience: the Classify request reports errors
             return gr.update()
         return ", ".join(classes) if classes else gr.update()
+
+    def threshold_box(self, rule: str, vocabulary: str, model: str, request: gr.Request = None) -> dict:
+        """The threshold box of the chosen rule: hidden and empty for the automatic rule; for the
+        energy rule, shown with a value on the energy's own scale (the checkpoint's calibrated
+        threshold, else the 5th percentile of the reference images' energies) and their range, so
+        that a visitor does not type 0.1 on a scale around 9."""
+        from croft_app.ui.common import ENERGY
+
+        if rule != ENERGY:
+            return gr.update(visible=False, value="")
+        try:
+            classifier = self._model(model, request)
+            ref = classifier.reference(classifier.prepare_vocabulary(self._vocabulary(vocabulary)[0])[0])
+        except (ValueError, CroftError):
+            return gr.update(visible=True, info="an energy score; images below it are 'unknown'")
+        scores = None if ref.scores is None or not len(ref.scores) else np.asarray(ref.scores, dtype=np.float64)
+        value = ref.threshold if ref.threshold is not None else (
+            float(np.percentile(scores, 5)) if scores is not None else None)
+        span = (f" (your classes' reference images score {scores.min():.1f} to {scores.max():.1f})"
+                if scores is not None else "")
+        return gr.update(visible=True, value="" if value is None else f"{value:.2f}",
+                         info=f"an energy score{span}; images below it are 'unknown'")
 
     def pick_example(self, evt: gr.SelectData) -> tuple[str, str]:
         """A showcase thumbnail was clicked: its image and vocabulary go into the inputs."""

@@ -164,6 +164,8 @@ def _clear(n: int) -> Any:
     return functools.partial(lambda k: tuple([None] * k) if k > 1 else None, n)
 
 
+AUTOMATIC, ENERGY = "automatic", "my energy threshold"
+RULES = (AUTOMATIC, ENERGY)
 STALE = "*The inputs changed: press **Classify** for a new verdict.*"
 
 
@@ -183,6 +185,20 @@ def _mark_stale(outputs: list, batch: list, image, vocabulary, preset, threshold
         event(both, None, [*outputs, *batch], queue=False, **PRIVATE)
     for event in (images.upload, images.clear):
         event(_clear(len(batch)), None, batch, queue=False, **PRIVATE)
+
+
+def _threshold_inputs() -> tuple[gr.Radio, gr.Textbox]:
+    """Who decides "unknown", and the threshold box that belongs to that rule (one unit per rule:
+    the box was an energy while the plot showed the word-list score on a 0-1 scale)."""
+    rule = gr.Radio(list(RULES), value=AUTOMATIC, label="who decides 'unknown'", elem_id="rule",
+                    info="automatic: the model's own rule (named under the verdict), or your threshold "
+                         "on the energy score")
+    # a Textbox, not gr.Number: Number turns "empty" into 0, and empty means "automatic"; shown
+    # only with the energy rule, filled with a value on that rule's own scale
+    threshold = gr.Textbox(label="energy threshold", value="", max_lines=1, elem_id="threshold",
+                           placeholder="automatic", visible=False,
+                           info="an energy score; images below it are 'unknown'")
+    return rule, threshold
 
 
 def _vocabulary_inputs(h, preset, vocabulary, model, outputs: list) -> None:
@@ -238,10 +254,7 @@ def classify_tab(resources, h) -> dict[str, Any]:
             vocabulary = gr.Textbox(label="vocabulary", value=resources.default_vocabulary, lines=2,
                                     elem_id="vocabulary", info="your classes, separated by commas or new lines")
             with gr.Accordion("threshold (optional)", open=False):
-                # a Textbox, not gr.Number: Number turns "empty" into 0, and empty means "automatic"
-                threshold = gr.Textbox(label="threshold", value="", max_lines=1, elem_id="threshold",
-                                       placeholder="automatic",
-                                       info="an energy score; images below it are 'unknown'. Empty: automatic")
+                rule, threshold = _threshold_inputs()
             button = gr.Button("Classify", variant="primary", elem_id="classify")
         with gr.Column(scale=1):
             decision = gr.Markdown("*Click an example, or upload an image and press Classify.*", elem_id="decision")
@@ -261,6 +274,8 @@ def classify_tab(resources, h) -> dict[str, Any]:
 
     outputs = [result, decision, probabilities, plot]
     _mark_stale(outputs, [gallery, batch_table, batch_plot], image, vocabulary, preset, threshold, images)
+    rule.input(h.threshold_box, [rule, vocabulary, model], threshold, queue=False, **PRIVATE).then(
+        _stale_verdict(len(outputs)), None, outputs, queue=False, **PRIVATE)
     _vocabulary_inputs(h, preset, vocabulary, model, outputs)
     run = dict(concurrency_id="infer")
     classified = button.click(_clear(4), None, outputs, queue=False, **PRIVATE).then(
@@ -312,11 +327,13 @@ def compare_tab(resources, h, shared: dict[str, Any]) -> tuple[gr.Dropdown, gr.D
                     probs_b = gr.Label(label="B: probabilities", num_top_classes=3, show_heading=False)
             plot = gr.Plot(label="both models: distance from their own threshold", elem_id="compare-plot")
     outputs = [decision_a, probs_a, decision_b, probs_b, plot]
-    stale = functools.partial(lambda k, v=None: (v, *(STALE.replace("Classify", "Compare"), *[None] * (k - 1))),
-                              len(outputs))
+    stale = _stale_verdict(len(outputs) + 1, STALE.replace("Classify", "Compare"))  # (nothing, card A, ...)
     for src, dst in ((shared["image"], image), (shared["vocabulary"], vocabulary), (shared["threshold"], threshold)):
-        # carried over as sent (no preprocessing: a non-image renamed .png made a 500 with a traceback)
-        src.change(stale, src, [dst, *outputs], queue=False, preprocess=False, postprocess=False, **PRIVATE)
+        # carried over unprocessed (decoding the image made a 500 for a non-image renamed .png), an
+        # image only from the upload folder; the old cards go
+        src.change(functools.partial(_carried, h) if src is shared["image"] else (lambda v: v), src, dst,
+                   queue=False, preprocess=False, **PRIVATE)
+        src.change(lambda: stale()[1:], None, outputs, queue=False, **PRIVATE)
     vocabulary.change(preset_of, vocabulary, preset, queue=False, **PRIVATE)
     preset.input(preset_text, preset, vocabulary, queue=False, **PRIVATE)
     for event in (image.upload, image.clear, vocabulary.input, preset.input, threshold.input, model_a.input,
@@ -332,6 +349,14 @@ def compare_tab(resources, h, shared: dict[str, Any]) -> tuple[gr.Dropdown, gr.D
         h.compare, [image, vocabulary, model_a, model_b, threshold], outputs, **go).failure(
         failed("compare"), None, decision_a, queue=False, **PRIVATE)
     return model_a, model_b
+
+
+def _carried(h, payload: Any) -> str | None:
+    """The Classify image's path for Compare's box: only a file in the upload folder."""
+    try:
+        return h._path(payload)
+    except ValueError:
+        return None
 
 
 def lab_tab(resources, h, benchmarks, no_comparison: str) -> tuple[gr.Dropdown, gr.Dropdown]:

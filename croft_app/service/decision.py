@@ -275,7 +275,8 @@ def classify_open(classifier: Any, rules: NegativeRules | None, images: Sequence
             d.update(threshold=None, threshold_source=verdict.rule)
             d["notes"] = [n for n in d["notes"] if "threshold" not in n]
         if negs is not None and negs.removed:
-            d["notes"].append(f"{', '.join(negs.removed)} also in the word list for 'unknown': removed from it")
+            d["notes"].append(f"{', '.join(negs.removed)}: one of your classes, so taken off the list of other "
+                              f"words used for 'unknown'")
         out.append(d)
     return out
 

@@ -325,7 +325,9 @@ def compare_tab(resources, h, shared: dict[str, Any]) -> tuple[gr.Dropdown, gr.D
                 with gr.Column(variant="panel", min_width=160):
                     decision_b = gr.Markdown(elem_id="card-b")
                     probs_b = gr.Label(label="B: probabilities", num_top_classes=3, show_heading=False)
-            plot = gr.Plot(label="both models: distance from their own threshold", elem_id="compare-plot")
+            plot = gr.Plot(label="both models: how far above (accepted) or below (unknown) its own threshold "
+                                 "each model is; each uses its own rule and scale, so this is in units of "
+                                 "its usual spread", elem_id="compare-plot")
     outputs = [decision_a, probs_a, decision_b, probs_b, plot]
     stale = _stale_verdict(len(outputs) + 1, STALE.replace("Classify", "Compare"))  # (nothing, card A, ...)
     for src, dst in ((shared["image"], image), (shared["vocabulary"], vocabulary), (shared["threshold"], threshold)):
@@ -359,6 +361,14 @@ def _carried(h, payload: Any) -> str | None:
         return None
 
 
+LAB_READING = (
+    "**How to read it.** AUROC is the chance that an unseen shape scores lower than a known one: 100% is "
+    "perfect, 50% is guessing. *Full spectrum* counts the new styles of the known shapes as known too, "
+    "which is much harder: a value under 50% there means the model finds the new styles less familiar "
+    "than the unseen shapes, not that it is broken. A ROC curve under the diagonal says the same for one "
+    "set: that set scores *higher* than the known images.")
+
+
 def lab_tab(resources, h, benchmarks, no_comparison: str) -> tuple[gr.Dropdown, gr.Dropdown]:
     """A benchmark evaluation of one model, or two compared; the public ``/evaluate`` endpoint.
     Returns the model menu and the "compare with" menu."""
@@ -379,6 +389,7 @@ def lab_tab(resources, h, benchmarks, no_comparison: str) -> tuple[gr.Dropdown, 
     with gr.Row():  # side by side on a wide screen; one above the other below ~1000 px (min_width)
         hist = gr.Plot(label="score distributions", elem_id="lab-hist", min_width=480)
         roc = gr.Plot(label="ROC curves", elem_id="lab-roc", min_width=480)
+    gr.Markdown(LAB_READING, elem_id="lab-reading")
     with gr.Accordion("results JSON", open=False):
         results = gr.JSON(label="results")
         download = gr.DownloadButton("download results JSON", value=None)

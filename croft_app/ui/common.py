@@ -266,7 +266,7 @@ def classify_tab(resources, h) -> dict[str, Any]:
     with gr.Accordion("Several images at once", open=True):
         with gr.Row():
             images = gr.File(label="images", file_count="multiple", file_types=["image"], scale=1)
-            batch_button = gr.Button("Classify all", scale=0)
+            batch_button = gr.Button("Classify all", scale=0, elem_id="classify-all")
         gallery = gr.Gallery(label="verdicts", columns=4, height="auto", elem_id="batch-gallery")
         batch_table = gr.Dataframe(label="per image", headers=explain_text.BATCH_HEADERS, wrap=True,
                                    elem_id="batch-table")

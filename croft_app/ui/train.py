@@ -47,7 +47,7 @@ logger = logging.getLogger("croft.app.train")
 TRAIN_BENCHMARKS = tuple(b for b in ("shapes", "shapes_dg") if b in BENCHMARKS)
 SOURCES = ("benchmark", "zip of class folders", "labelled images", "Hub dataset")
 UPDATE_SECONDS = 0.5  # the Train tab's status changes at most this often while it trains,
-PLOT_SECONDS = 1.0  # its curves at most this often (each redraw costs the browser tens of ms),
+PLOT_SECONDS = 2.0  # its curves at most this often (redraws cost the browser, on a shared CPU, most of a short run's time: bench/finetune.py),
 MAX_POINTS = 200  # with at most this many points each (a 3000-epoch history froze the page)
 STOPPING = " — stopping after this epoch; the best model so far is kept."
 STOP_NOTE = "*Stopping after the current epoch; the best model so far is kept.*"
@@ -243,8 +243,9 @@ class TrainHandlers:
             if event["stage"] == "epoch":
                 history.append(event)
                 now = time.monotonic()
-                if now - sent[0] >= UPDATE_SECONDS:  # the status: at most twice a second
-                    plots = now - sent[1] >= PLOT_SECONDS  # the curves: at most once a second
+                sent = sent if len(history) > 1 else (0.0, now)  # the first curves after PLOT_SECONDS
+                if now - sent[0] >= UPDATE_SECONDS:  # the status (with the numbers): twice a second
+                    plots = now - sent[1] >= PLOT_SECONDS  # the curves: far less often
                     sent = (now, now if plots else sent[1])
                     yield (self._epoch_status(event, session),
                            *(_curves(history) if plots else [gr.update()] * 2), *[gr.update()] * 3)
@@ -257,7 +258,9 @@ class TrainHandlers:
                        str(zip_checkpoint(folder, folder.parent / f"{slug(out['model'])}.zip")), out["model"])
 
     def _epoch_status(self, event: dict, session: str) -> str:
-        text = f"Training: epoch {event['epoch']} of {event['epochs']}"
+        numbers = [f"{k.replace('val_', 'validation ')} {event[k]:.3g}" for k in ("loss", "val_accuracy")
+                   if isinstance(event.get(k), (int, float))]
+        text = f"Training: epoch {event['epoch']} of {event['epochs']}" + (f" ({', '.join(numbers)})" if numbers else "")
         return text + STOPPING if self._stop_flag(session).exists() else text
 
     def stop(self, request: gr.Request = None) -> None:
@@ -353,7 +356,7 @@ def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = (),
                 lr = gr.Textbox(label="learning rate", value="", placeholder="the method's default", max_lines=1)
                 steps = gr.Number(label="steps", value=200, precision=0)
             with gr.Row():
-                start = gr.Button("Train", variant="primary")
+                start = gr.Button("Train", variant="primary", elem_id="train-run")
                 stop = gr.Button("Stop")
             stop_note = gr.Markdown(elem_id="train-stop-note")
         with gr.Column():

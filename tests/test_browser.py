@@ -310,6 +310,11 @@ def test_lab_progress_shows_on_the_table_from_the_first_second_and_moves(server,
         assert before and after and int(after[1]) > int(before[1]), f"the stage did not move: {before}, {after}"
         assert first < 3, f"the first progress appeared {first:.1f} s after the click"
         page.locator("#lab-table").get_by_text("covariate (mean)").wait_for(timeout=120_000)
+        _both_widths(page, "lab_results")
+        page.set_viewport_size({"width": 400, "height": 1100})
+        page.wait_for_timeout(300)
+        header = page.locator("#lab-table th").nth(1).bounding_box()  # it was ~600 px tall at 400 px
+        assert header["height"] < 120, f"the Lab table's header is {header['height']:.0f} px tall at 400 px"
 
 
 def _upload_image(page, path: str) -> None:

@@ -497,6 +497,7 @@ CSS = """
   font-size: 12px; line-height: 1.25; background: none;}
 /* table headers stay whole words: the table scrolls sideways inside its box instead */
 #batch-table th, #lab-table th {min-width: 7em; word-break: normal; overflow-wrap: normal;}
+#lab-table th {min-width: 11em;}
 #lab-table th:first-child, #batch-table th:first-child {min-width: 9em;}
 """
 

@@ -10,8 +10,16 @@ embedded world's small centred shapes do not survive random crops, see croft_cor
 
     python bench/finetune.py            # targets: <= 60 s cold, <= 15 s cached, on 2 cores
     BENCH_DEVICE=cuda python bench/finetune.py
+    BENCH_BROWSER=1 python bench/finetune.py   # the browser path (issue 23), see below
 
 Prints both times and the validation accuracy.
+
+With ``BENCH_BROWSER=1`` it serves the app (the embedded backbone) on 127.0.0.1 and trains on the
+same zip through the Train tab in headless Chromium (Playwright, the system ``chromium``) and
+through ``/finetune`` (``gradio_client``), features cached for both (one warm-up run first), and
+prints the browser / API ratio (target <= 1.5x) and the time from a click to the first visible
+progress for Train, the Lab and "Classify all" (target <= 1 s). ``BENCH_WARM_PAGE=1`` first clicks
+an example (its plot loads plotly.js, as for a visitor who classified before training).
 """
 
 from __future__ import annotations
@@ -83,5 +91,87 @@ def main() -> None:
             print(f"    features cached:         {warm:6.1f} s (target <= 15 s)  val accuracy {acc2:.3f}")
 
 
+def _first_progress(page, click: str, where: str) -> float:
+    """Seconds from clicking ``click`` to a visible progress bar or status text over ``where``."""
+    page.locator(click).click()
+    t0 = time.perf_counter()
+    page.wait_for_function("sel => { const el = document.querySelector(sel); return !!el && ("
+                           "!!el.querySelector('.progress-text, .progress-level, .eta-bar, .meta-text') || "
+                           "/Starting|Checking|Encoding|Training/.test(el.innerText)); }",
+                           arg=where, timeout=60_000, polling=20)
+    return time.perf_counter() - t0
+
+
+def _browser_train(page, upload: Path) -> tuple[float, float]:
+    """The Train tab on the zip: (seconds to the first progress, seconds to "is ready")."""
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_label("zip of class folders").check()
+    page.locator("#train-zip input[type=file]").set_input_files(str(upload))
+    page.locator("#train-zip", has_text=upload.name).wait_for(timeout=60_000)
+    page.get_by_text("Advanced").click()
+    page.get_by_label("steps").fill(str(STEPS))
+    t0 = time.perf_counter()
+    first = _first_progress(page, "#train-run", "#train-status")
+    page.locator("#train-status").get_by_text("is ready").wait_for(timeout=600_000)
+    return first, time.perf_counter() - t0
+
+
+def browser_main() -> None:
+    """The Train tab in Chromium vs ``/finetune`` on the same server, and click-to-progress times."""
+    from gradio_client import Client, handle_file
+    from playwright.sync_api import sync_playwright
+
+    from croft_app.ui.app import create_app, launch
+
+    demo, resources = create_app()
+    launch(demo, resources, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    url = demo.local_url
+    with tempfile.TemporaryDirectory() as tmp:
+        upload = make_upload(Path(tmp) / "my-shapes.zip")
+        client = Client(url, verbose=False)
+        client.predict(handle_file(str(upload)), "croft", SHOTS, 1, STEPS, api_name="/finetune")  # warm-up
+        t0 = time.perf_counter()
+        client.predict(handle_file(str(upload)), "croft", SHOTS, 1, STEPS, api_name="/finetune")
+        api = time.perf_counter() - t0
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(url)
+            page.locator("#classify").wait_for(timeout=120_000)
+            if os.environ.get("BENCH_WARM_PAGE"):  # a visitor who clicked an example first: plotly.js loaded
+                page.locator("#examples .thumbnail-item").first.click()
+                page.locator("#score-plot .js-plotly-plot").wait_for(timeout=120_000)
+            train_first, ui = _browser_train(page, upload)
+            page.get_by_role("tab", name="Classify").click()
+            page.locator("input[type=file][multiple]").first.set_input_files(_images(Path(tmp)))
+            batch_first = _first_progress(page, "#classify-all", "#batch-gallery")
+            page.get_by_role("tab", name="Lab").click()
+            lab_first = _first_progress(page, "#lab-run", "#lab-table")
+            page.locator("#lab-table").get_by_text("covariate (mean)").wait_for(timeout=600_000)
+            browser.close()
+    print(f"Train tab in Chromium vs /finetune, {SHOTS}-shot x {len(ID_CLASSES)} classes, {STEPS} steps, "
+          f"features cached:")
+    print(f"  /finetune {api:6.1f} s   Train tab {ui:6.1f} s   ratio {ui / api:.2f}x (target <= 1.5x)")
+    print(f"  click -> first visible progress: Train {train_first:.2f} s, Classify all {batch_first:.2f} s, "
+          f"Lab {lab_first:.2f} s (target <= 1 s)")
+    demo.close()
+
+
+def _images(folder: Path) -> list[str]:
+    rng = np.random.default_rng(1)
+    paths = []
+    for i, c in enumerate(ID_CLASSES[:8]):
+        path = folder / f"{c}-{i}.png"
+        render(c, "photo", rng, size=64).save(path)
+        paths.append(str(path))
+    return paths
+
+
 if __name__ == "__main__":
-    main()
+    if os.environ.get("BENCH_BROWSER"):
+        logging.basicConfig(level=logging.WARNING)
+        torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+        browser_main()
+    else:
+        main()

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
@@ -19,6 +21,7 @@ from urllib.parse import urlparse
 import pytest
 
 from test_app import app, app_files, image_files, server  # noqa: F401 (fixtures)
+from croft_app.ui import app as ui
 
 pytestmark = pytest.mark.browser
 
@@ -125,13 +128,26 @@ def test_classify_in_chromium(server, image_files, tmp_path):
             arg=before, timeout=30_000)
         page.locator("#vocabulary textarea").fill("circle\nsquare\ntriangle")
         page.get_by_text("threshold (optional)").click()
-        _type(page.locator("#threshold input, #threshold textarea").first, "1000000")
+        box = page.locator("#threshold input, #threshold textarea").first
+        assert not box.is_visible()  # issue 23 (5): the box belongs to the energy rule, hidden until chosen
+        page.get_by_label("my energy threshold").check()
+        page.wait_for_function("() => { const b = document.querySelector('#threshold input, #threshold textarea');"
+                               " return b && b.value !== ''; }", timeout=10_000)
+        suggested = float(box.input_value())  # a value on the energy's own scale, not blank
+        assert "score" in page.locator("#threshold").inner_text() and suggested == suggested
+        _both_widths(page, "energy_rule")
+        _type(box, "1000000")
         page.locator("#classify").click()
         try:
             page.locator("#decision h2", has_text="unknown").wait_for(timeout=90_000)
         finally:
             _shot(page, tmp_path, "user_threshold")
         assert "below your threshold" in page.locator("#decision").inner_text()
+        page.locator("#score-plot .js-plotly-plot").wait_for(timeout=30_000)
+        assert "energy" in page.locator("#score-plot .xtitle").text_content()  # the plot: that rule's score
+        page.get_by_label("automatic").check()  # back: the box goes, and its value with it
+        box.wait_for(state="hidden", timeout=10_000)
+        page.locator("#decision", has_text="inputs changed").wait_for(timeout=10_000)
 
         page.locator("#vocabulary textarea").fill("circl")  # one class: an error
         page.locator("#vocabulary textarea").press_sequentially("e")  # typed: fill() fires no .input
@@ -238,3 +254,211 @@ def test_train_tab_in_chromium(server, tmp_path):
         page.keyboard.press("Escape")
         assert page.get_by_label("model A", exact=True).input_value() == "zero-shot"
         assert page.get_by_label("model B", exact=True).input_value() == name
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23: what a visitor tripped over (each test failed on the code before the fix)
+# ---------------------------------------------------------------------------------------------
+
+SHOTS_23 = Path("/tmp/shots-23")
+
+
+def _both_widths(page, name: str) -> None:
+    """Screenshots of the current state at 1400 and 400 px (to look at), in /tmp/shots-23."""
+    SHOTS_23.mkdir(parents=True, exist_ok=True)
+    for width in (1400, 400):
+        page.set_viewport_size({"width": width, "height": 1100})
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(SHOTS_23 / f"{name}_{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1100})
+
+
+def _progress_text(page, where: str) -> str:
+    """The progress text Gradio draws over the element ``where`` ('' while none is shown)."""
+    return page.evaluate("""sel => { const el = document.querySelector(sel); if (!el) return '';
+        const wrap = el.querySelector('.wrap:not(.hide), .progress-text, .progress-level');
+        return wrap ? wrap.innerText : ''; }""", where)
+
+
+def test_lab_progress_shows_on_the_table_from_the_first_second_and_moves(server, monkeypatch):
+    """Issue 23 (1): the Lab's progress (a stage name and a moving time) appears on the results
+    table, where the visitor looks, within about a second; not inside the closed JSON accordion."""
+    slow = ui.Handlers._run_benchmark
+
+    def slowed(self, name, classifier, seed, tick):
+        tick.stage(0.0, 0.5, "rendering the test images")
+        time.sleep(4)  # a stage that reports nothing itself, like rendering a benchmark
+        return slow(self, name, classifier, seed, tick)
+
+    monkeypatch.setattr(ui.Handlers, "_run_benchmark", slowed)
+    with _chromium_pages(server) as open_page:
+        page = open_page(1400)
+        page.get_by_role("tab", name="Lab").click()
+        box = page.get_by_label("benchmark")
+        box.fill("tiny")
+        box.press("Enter")
+        page.locator("#lab-run").click()
+        started = time.monotonic()
+        page.wait_for_function("() => (document.querySelector('#lab-table')?.innerText || '')"
+                               ".includes('rendering the test images')", timeout=10_000, polling=50)
+        first = time.monotonic() - started
+        stage = re.compile(r"rendering the test images — (\d+) s")  # the stage's own clock (not Gradio's)
+        before = stage.search(page.locator("#lab-table").inner_text())
+        page.wait_for_timeout(1600)
+        after = stage.search(page.locator("#lab-table").inner_text())
+        _both_widths(page, "lab_progress")
+        assert before and after and int(after[1]) > int(before[1]), f"the stage did not move: {before}, {after}"
+        assert first < 3, f"the first progress appeared {first:.1f} s after the click"
+        page.locator("#lab-table").get_by_text("covariate (mean)").wait_for(timeout=120_000)
+        _both_widths(page, "lab_results")
+        page.set_viewport_size({"width": 400, "height": 1100})
+        page.wait_for_timeout(300)
+        header = page.locator("#lab-table th").nth(1).bounding_box()  # it was ~600 px tall at 400 px
+        assert header["height"] < 120, f"the Lab table's header is {header['height']:.0f} px tall at 400 px"
+
+
+def _upload_image(page, path: str) -> None:
+    before = page.locator("#image img").get_attribute("src") if page.locator("#image img").count() else ""
+    page.locator("#image input[type=file]").set_input_files(path)
+    page.wait_for_function(
+        "src => { const i = document.querySelector('#image img'); return i && i.src && i.src !== src; }",
+        arg=before, timeout=30_000)
+
+
+def _choose(page, label: str, option: str, nth: int = 0) -> None:
+    menu = page.get_by_label(label, exact=True).nth(nth)
+    menu.click()
+    page.get_by_role("listbox").get_by_role("option", name=option, exact=True).click()
+
+
+def test_stale_verdicts_go_and_a_model_brings_its_classes(server, app, image_files):
+    """Issue 23 (4, 6): a new upload or a typed vocabulary clears the previous verdict (it said
+    "circle 87%" beside a new image or "cat, dog, car"); choosing a trained model fills the
+    vocabulary with its own classes; Compare has the preset menu."""
+    croft = next(n for n in app.RESOURCES.registry.names() if n not in ("zero-shot", app.RESOURCES.default_model))
+    with _chromium_pages(server) as open_page:
+        page = open_page(1400)
+        page.locator("#examples .thumbnail-item").first.click()
+        page.locator("#decision h2").wait_for(timeout=60_000)
+        _upload_image(page, image_files["circle"])
+        page.locator("#decision", has_text="inputs changed").wait_for(timeout=15_000)
+        assert page.locator("#decision h2").count() == 0 and page.locator("#score-plot .js-plotly-plot").count() == 0
+        _both_widths(page, "stale_after_upload")
+
+        page.locator("#classify").click()
+        page.locator("#decision h2").wait_for(timeout=60_000)
+        page.locator("#vocabulary textarea").press_sequentially(", dog")
+        page.locator("#decision", has_text="inputs changed").wait_for(timeout=15_000)
+        assert page.locator("#decision h2").count() == 0
+
+        page.locator("#vocabulary textarea").fill("cat, dog, car")
+        _choose(page, "model", croft)
+        page.wait_for_function("() => document.querySelector('#vocabulary textarea').value === "
+                               "'circle, square, triangle'", timeout=10_000)
+        _both_widths(page, "model_fills_vocabulary")
+
+        page.get_by_role("tab", name="Compare").click()
+        page.locator("#compare-preset").wait_for(timeout=10_000)
+        _choose(page, "preset", "shapes", nth=1)
+        page.wait_for_function("() => document.querySelector('#compare-vocabulary textarea').value"
+                               ".startsWith('circle, square')", timeout=10_000)
+        _both_widths(page, "compare_preset")
+
+
+def _train(page, steps: int) -> None:
+    page.get_by_label("steps").fill(str(steps))
+    page.get_by_role("button", name="Train", exact=True).click()
+
+
+@pytest.mark.slow
+def test_train_uses_the_shown_source_says_what_it_trained_on_and_stops(server, tmp_path):
+    """Issue 23 (2, 3, 4, 6): only the chosen source's inputs are shown and used; the summary says
+    what the run trained on, warns about a tiny validation set, and names the model by the shots
+    it had (2 per class, not the 16 asked for); the new model fills Classify's vocabulary; a failed
+    run leaves none of the previous run's outputs; a long run keeps the page responsive, Stop acts
+    within seconds, and the final status is the last word."""
+    from test_finetune import make_zip
+
+    upload = make_zip(tmp_path / "three-shapes.zip", per_class=3)
+    with _chromium_pages(server) as open_page:
+        page = open_page(1400)
+        page.get_by_role("tab", name="Train").click()
+        assert page.locator("#train-benchmark").is_visible() and not page.locator("#train-zip").is_visible()
+        page.get_by_label("zip of class folders").check()
+        page.locator("#train-zip").wait_for(state="visible", timeout=10_000)
+        assert not page.locator("#train-benchmark").is_visible() and not page.locator("#train-hub").is_visible()
+        page.locator("#train-zip input[type=file]").set_input_files(str(upload))
+        page.locator("#train-zip", has_text="three-shapes.zip").wait_for(timeout=30_000)
+        page.get_by_text("Advanced").click()
+        _train(page, 20)
+        status = page.locator("#train-status")
+        status.get_by_text("is ready").wait_for(timeout=180_000)
+        text = status.inner_text()
+        _both_widths(page, "train_done")
+        assert "three-shapes" in text and "3 classes" in text and "2 training images per class" in text, text
+        assert "Careful" in text, text
+        name = page.get_by_label("new model").input_value()
+        assert "2-shot" in name and "16-shot" not in name, name
+        page.get_by_role("tab", name="Classify").click()
+        page.wait_for_function("() => document.querySelector('#vocabulary textarea').value === "
+                               "'circle, square, triangle'", timeout=10_000)
+        page.get_by_role("tab", name="Train").click()
+
+        page.get_by_label("Hub dataset").first.check()  # a failed run: nothing of the last one stays
+        page.locator("#train-hub textarea, #train-hub input").first.fill("org/no-such-dataset")
+        _train(page, 20)
+        status.get_by_text("Training failed").wait_for(timeout=60_000)
+        assert page.get_by_label("new model").input_value() == ""
+        assert page.locator("#train-loss .js-plotly-plot").count() == 0
+        _both_widths(page, "train_failed")
+
+        page.get_by_label("zip of class folders").check()
+        _train(page, 3000)  # a long run: the page must stay responsive and Stop must act at once
+        status.get_by_text("epoch").wait_for(timeout=120_000)
+        lags = []
+        for _ in range(10):
+            t0 = time.monotonic()
+            page.evaluate("() => new Promise(r => requestAnimationFrame(() => r(1)))")
+            lags.append(time.monotonic() - t0)
+            page.wait_for_timeout(200)
+        t0 = time.monotonic()
+        page.get_by_role("button", name="Stop").click()
+        status.get_by_text("stopped early").wait_for(timeout=20_000)
+        stopped_after = time.monotonic() - t0
+        page.wait_for_timeout(2000)
+        final = status.inner_text()
+        _both_widths(page, "train_stopped")
+        # the server trains on the same 2 cores as the browser here: a lenient bound (the number of
+        # redraws is checked exactly in test_finetune_app.py)
+        assert max(lags) < 2.5, f"the page froze for {max(lags):.1f} s while training"
+        assert stopped_after < 5, f"Stop took {stopped_after:.1f} s"
+        assert "stopped early" in final and "stopping after" not in final.lower(), final
+
+
+def test_layout_at_400px_and_a_non_image_png(server, image_files):
+    """Issue 23 (8): example captions sit under their thumbnails (they covered them), the batch
+    table's headers stay whole words (they wrapped letter by letter at 400 px), and a non-image
+    renamed .png is explained in the panel without a server error (it made a 500)."""
+    with _chromium_pages(server) as open_page:
+        page = open_page(400)
+        failures = []
+        page.on("response", lambda r: failures.append(r.url) if r.status >= 500 else None)
+        item = page.locator("#examples .thumbnail-item").first
+        img, caption = item.locator("img").bounding_box(), item.locator(".caption-label").bounding_box()
+        assert caption["y"] >= img["y"] + img["height"] - 1, (img, caption)
+        page.locator("#batch-gallery").scroll_into_view_if_needed()
+        page.locator("input[type=file][multiple]").first.set_input_files([image_files["circle"], image_files["gray"]])
+        page.get_by_role("button", name="Classify all").click()
+        page.locator("#batch-gallery .thumbnail-item").first.wait_for(timeout=60_000)
+        header = page.locator("#batch-table th").first.bounding_box()
+        assert header["height"] < 80, f"the table's header is {header['height']:.0f} px tall"
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 420, f"the page scrolls sideways at 400 px ({width} px wide)"
+        _both_widths(page, "batch")
+
+        page.locator("#image input[type=file]").set_input_files(image_files["text"])
+        page.wait_for_timeout(1500)
+        page.locator("#classify").click()
+        page.locator("#decision h3", has_text="No result").wait_for(timeout=30_000)
+        _both_widths(page, "non_image")
+        assert not failures, f"server errors: {failures}"

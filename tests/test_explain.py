@@ -16,7 +16,7 @@ REJECTED = {"label": "unknown", "accepted": False, "score": 9.0, "threshold": No
 def test_one_verdict_with_reason_and_rule():
     text = verdict_markdown(REJECTED)
     assert text.startswith("## unknown") and "'circle' (not in your list)" in text
-    assert "**Decided by:** negative labels" in text and "horse" in text  # closest class, secondary
+    assert "**Decided by:** a list of thousands of other words" in text and "horse" in text  # closest class, secondary
     assert "<details>" in text and "90%" not in text.split("<details>")[0]  # no competing headline
     ok = {**REJECTED, "label": "horse", "accepted": True, "reason": ""}
     assert verdict_markdown(ok).startswith("## horse") and "90% of the probability" in verdict_markdown(ok)

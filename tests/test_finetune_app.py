@@ -133,6 +133,33 @@ def test_finetune_on_shapes_then_classify(served, files):
     assert np.isfinite(pred["score"])
 
 
+def test_live_curves_are_sent_at_most_once_a_second_with_few_points(served, files):
+    """Issue 23 (3): a curve redraw per epoch blocked the browser (a 400-epoch run could not be
+    stopped); the stream now sends the status at most twice and the curves at most once a second,
+    each curve with at most MAX_POINTS points, and the final curves reach the last epoch."""
+    import time
+
+    from croft_app.ui.train import MAX_POINTS, PLOT_SECONDS, UPDATE_SECONDS
+
+    _, h = served
+    payload = {"path": str(files / "my-data.zip"), "orig_name": "my-data.zip"}
+    h.upload_path = lambda p: p["path"] if isinstance(p, dict) else p
+    try:
+        t0 = time.monotonic()
+        outs = list(h.train_stream("zip of class folders", None, payload, None, "", "", "croft", 4, 1,
+                                   None, None, None, 600, request=None))
+        elapsed = time.monotonic() - t0
+    finally:
+        del h.upload_path
+    epochs = outs[-1][3]["epochs_done"]
+    live = [o for o in outs[:-1] if str(o[0]).startswith("Training: epoch")]
+    plots = [o for o in live if hasattr(o[1], "data")]
+    assert epochs > 50 and len(live) <= elapsed / UPDATE_SECONDS + 2, (epochs, len(live), elapsed)
+    assert len(plots) <= elapsed / PLOT_SECONDS + 2, (len(plots), elapsed)
+    last = outs[-1][1].data[0]
+    assert len(last.x) <= MAX_POINTS + 1 and last.x[-1] == epochs
+
+
 def test_stop_and_the_queue_position(served, files):
     from croft_app.service.finetune import FinetuneRequest, FinetuneStopped
 

@@ -322,3 +322,13 @@ def test_no_module_is_shadowed_by_a_public_name():
                 if value is not None and not inspect.ismodule(value):
                     shadowed.append(f"{name}.{sub}")
     assert not shadowed, f"names that hide a submodule: {shadowed}"
+
+
+def test_app_functions_stay_short():
+    """Functions of the app (ui and service) are under 60 lines: a longer one is doing two jobs."""
+    long = []
+    for path in sorted((REPO / "croft_app").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 59:
+                long.append(f"{path.relative_to(REPO)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long

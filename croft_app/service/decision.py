@@ -291,7 +291,8 @@ def _result(pred: Any, verdict: Verdict, negs: NegativeLabels | None) -> dict[st
         d.update(threshold=None, threshold_source=verdict.rule)
         d["notes"] = [n for n in d["notes"] if "threshold" not in n]
     if negs is not None and negs.removed:
-        d["notes"].append(f"{', '.join(negs.removed)} also in the word list for 'unknown': removed from it")
+        d["notes"].append(f"{', '.join(negs.removed)}: one of your classes, so taken off the list of other "
+                          f"words used for 'unknown'")
     return d
 
 

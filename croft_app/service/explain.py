@@ -27,12 +27,19 @@ def _esc(text: Any) -> str:
     return html.escape(str(text), quote=False)
 
 
-RULE_WORDS = {
+RULE_WORDS = {  # plain words first; the terms are explained in the fold under the verdict (GLOSSARY)
     RULE_USER: "your energy threshold",
-    RULE_CALIBRATED: "the checkpoint's threshold, calibrated on its own classes (95% of their images pass)",
-    RULE_NEGATIVES: "negative labels: your classes against thousands of other words (no calibration needed)",
-    RULE_NONE: "no rule (closed-set answer)",
+    RULE_CALIBRATED: "the model's own threshold, set on its training classes (95% of their images pass)",
+    RULE_NEGATIVES: "a list of thousands of other words: the image is 'unknown' when it looks more like "
+                    "one of them than like your classes",
+    RULE_NONE: "no rule yet (the answer is simply the closest of your classes)",
 }
+GLOSSARY = (
+    ("energy score", "how strongly the image matches any of your classes (higher: more familiar)."),
+    ("threshold", "the score below which the image is called 'unknown'."),
+    ("negative labels", "the list of other words used for 'unknown'; your own classes are taken off it."),
+    ("probability", "shared among your classes only, so it is high even for an unknown image."),
+)
 
 
 def verdict_markdown(result: Mapping[str, Any]) -> str:
@@ -59,6 +66,8 @@ def verdict_markdown(result: Mapping[str, Any]) -> str:
     if extra:
         items = "".join(f"<li>{_esc(str(x))}</li>" for x in extra)
         lines.append(f"\n\n<details><summary>details ({len(extra)})</summary><ul>{items}</ul></details>")
+    words = "".join(f"<li><b>{term}</b>: {text}</li>" for term, text in GLOSSARY)
+    lines.append(f"\n\n<details><summary>what the words mean</summary><ul>{words}</ul></details>")
     return "".join(lines)
 
 

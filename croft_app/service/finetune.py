@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 
 from croft_core.clip.backbones import build_text_classifier
@@ -145,6 +146,15 @@ def display_name(method: str, data_name: str, shots: int | None) -> str:
     data = " ".join(re.sub(r"[^\w.\-/ ]+", " ", str(data_name)).split())[:40] or "data"
     shot = f"{shots}-shot" if shots else "all images"
     return f"{METHOD_LABELS.get(method, method)} · {data} · {shot}"
+
+
+def shots_used(data: TrainingData) -> int | None:
+    """The training images per class the run really had: the most any class had, never more than
+    the shots asked for (a zip with 2 images per class trains a "2-shot" model, not "16-shot")."""
+    labels = np.asarray(data.train.labels, dtype=np.int64)
+    if data.shots is None or labels.size == 0:
+        return data.shots
+    return int(min(data.shots, np.bincount(labels).max()))
 
 
 def train_config(request: FinetuneRequest, n_train: int) -> TrainConfig:
@@ -289,7 +299,7 @@ def finetune(backbone, data: TrainingData, request: FinetuneRequest, *,
     if not result.history and METHODS[cfg.method]["step"] not in (None, "lbfgs"):
         raise FinetuneStopped("the run was stopped before its first epoch ended; nothing was kept")
     calibrate(result.model, text, val_set)
-    name = display_name(request.method, data.name, data.shots)
+    name = display_name(request.method, data.name, shots_used(data))
     results = _results(data, request, cfg, result, val_set, stopped, "time" if timed_out else "user")
     results["seconds"] = round(time.perf_counter() - t0, 2)
     result.model.update_config(metrics={"val_accuracy": results["val_accuracy"] or 0.0})
@@ -301,7 +311,7 @@ def _results(data: TrainingData, request: FinetuneRequest, cfg: TrainConfig, res
              val_set: FeatureSet, stopped: bool, reason: str) -> dict[str, Any]:
     config = result.model.config
     return {"data": data.describe(), "classes": list(data.classnames), "method": request.method,
-            "shots": data.shots, "seed": request.seed, "steps": request.steps,
+            "shots": data.shots, "shots_used": shots_used(data), "seed": request.seed, "steps": request.steps,
             "epochs_done": len(result.history), "best_epoch": result.best_epoch,
             "val_accuracy": result.best_val_accuracy, "val_n": len(val_set),
             "threshold": {"score": "energy", "tpr": config.threshold_tpr, "value": config.threshold,
@@ -324,7 +334,7 @@ def model_card(model: CroftModel, name: str, data: dict[str, Any], results: dict
     acc = results.get("val_accuracy")
     lines = ["", f"## Fine-tuning: {name}", "",
              f"- Data: {data['source']} `{data['name']}`, {data['classes']} classes, {data['train_images']} "
-             f"training images ({results.get('shots')} per class), {data['val_images']} validation images "
+             f"training images ({results.get('shots_used', results.get('shots'))} per class), {data['val_images']} validation images "
              f"({data['validation']})" + (f"; {data['skipped_files']} files skipped" if data.get('skipped_files') else ""),
              f"- Method: `{results.get('method')}` ({METHOD_LABELS.get(results.get('method'), '')})",
              "- Hyper-parameters: " + ", ".join(f"{k}={hp[k]}" for k in _HPARAMS if k in hp),

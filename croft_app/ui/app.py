@@ -53,6 +53,7 @@ from croft_app.service import explain as explain_text
 from croft_app.service import present
 from croft_core.data.benchmarks import BENCHMARKS as REGISTERED_BENCHMARKS
 from croft_core.data.images import ImageError, load_image
+from croft_core.errors import CroftError
 from croft_app.service.limits import BodyLimit, JobTimeout, deadline, prune_lru, return_freed_memory
 from croft_app.service.classifier import ZERO_SHOT
 from croft_core.clip.prompts import get_vocabulary, list_vocabularies
@@ -276,6 +277,38 @@ class Handlers:
         return (explain_text.verdict_markdown(result), result["probabilities"],
                 PlotData(type="plotly", plot=plot))
 
+    def model_classes(self, model: str, request: gr.Request = None) -> Any:
+        """A trained model's own classes, for the vocabulary box once it is chosen (zero-shot, or a
+        model that cannot be loaded: the box is left as it is; Classify then says why)."""
+        try:
+            classifier = self._model(model, request)
+            classes = () if classifier.is_zero_shot else classifier.training_classes
+        except Exception:  # noqa: BLE001 - only a convenience: the Classify request reports errors
+            return gr.update()
+        return ", ".join(classes) if classes else gr.update()
+
+    def threshold_box(self, rule: str, vocabulary: str, model: str, request: gr.Request = None) -> dict:
+        """The threshold box of the chosen rule: hidden and empty for the automatic rule; for the
+        energy rule, shown with a value on the energy's own scale (the checkpoint's calibrated
+        threshold, else the 5th percentile of the reference images' energies) and their range, so
+        that a visitor does not type 0.1 on a scale around 9."""
+        from croft_app.ui.common import ENERGY
+
+        if rule != ENERGY:
+            return gr.update(visible=False, value="")
+        try:
+            classifier = self._model(model, request)
+            ref = classifier.reference(classifier.prepare_vocabulary(self._vocabulary(vocabulary)[0])[0])
+        except (ValueError, CroftError):
+            return gr.update(visible=True, info="an energy score; images below it are 'unknown'")
+        scores = None if ref.scores is None or not len(ref.scores) else np.asarray(ref.scores, dtype=np.float64)
+        value = ref.threshold if ref.threshold is not None else (
+            float(np.percentile(scores, 5)) if scores is not None else None)
+        span = (f" (your classes' reference images score {scores.min():.1f} to {scores.max():.1f})"
+                if scores is not None else "")
+        return gr.update(visible=True, value="" if value is None else f"{value:.2f}",
+                         info=f"an energy score{span}; images below it are 'unknown'")
+
     def pick_example(self, evt: gr.SelectData) -> tuple[str, str]:
         """A showcase thumbnail was clicked: its image and vocabulary go into the inputs."""
         index = int(evt.index) if isinstance(evt.index, int) else 0
@@ -292,6 +325,7 @@ class Handlers:
     @user_errors
     @torch.inference_mode()
     def classify_batch(self, files: Any, vocabulary: str, model: str, threshold: Any,
+                       progress: gr.Progress = gr.Progress(),
                        request: gr.Request = None) -> tuple[list[tuple[str, str]], list[list[Any]], Any]:
         """Several images: a captioned gallery, a table, and every score against the reference."""
         if files is not None and not isinstance(files, list):
@@ -305,7 +339,8 @@ class Handlers:
         classifier = self._model(model, request)
         classes, notes = self._vocabulary(vocabulary)
         good, decided, rows = [], [], []
-        for p in paths:  # one image in memory at a time
+        for i, p in enumerate(paths):  # one image in memory at a time
+            progress((i, len(paths)), desc=f"classifying image {i + 1} of {len(paths)}", unit="images")
             try:
                 image = load_image(p)
             except ImageError as err:
@@ -320,7 +355,7 @@ class Handlers:
         rows = [explain_text.batch_row(Path(p).name, r) for p, r in zip(good, results)] + rows
         extra = {f"{Path(p).name} ({r['label']})": _rule_score(r) for p, r in zip(good[1:], results[1:])}
         _, plot = _plot(results[0], decided[0].reference, "Your images vs the reference", extra)
-        gallery = [(p, f"{Path(p).name}: {explain_text.caption(r)}") for p, r in zip(good, results)]
+        gallery = [(p, f"{explain_text.caption(r)} · {Path(p).name}") for p, r in zip(good, results)]  # verdict first
         first = json.dumps(f"{_short(Path(good[0]).name, 24)} ({results[0]['label']}): ")[1:-1]
         return gallery, rows, PlotData(type="plotly", plot=plot.replace('"this image: ', f'"{first}', 1))
 
@@ -478,8 +513,21 @@ def _rule_score(result: dict) -> float:
 # ---------------------------------------------------------------------------------------------
 
 CSS = """
-#known-classes .caption-label, #examples .caption-label, #compare-examples .caption-label {white-space: normal;}
+#known-classes .caption-label {white-space: normal;}
 #decision h2 {margin-bottom: 0.2em;}
+/* example and verdict captions under their thumbnails, not over them (they covered most of the
+   picture and were cut on a phone) */
+#examples .thumbnail-item, #compare-examples .thumbnail-item, #batch-gallery .thumbnail-item {
+  aspect-ratio: auto; height: auto; display: flex; flex-direction: column;}
+#examples .thumbnail-item img, #compare-examples .thumbnail-item img, #batch-gallery .thumbnail-item img {
+  height: 96px; flex: none; object-fit: contain;}
+#examples .caption-label, #compare-examples .caption-label, #batch-gallery .caption-label {
+  position: static; max-width: 100%; white-space: normal; border: none; border-radius: 0;
+  font-size: 12px; line-height: 1.25; background: none;}
+/* table headers stay whole words: the table scrolls sideways inside its box instead */
+#batch-table th, #lab-table th {min-width: 7em; word-break: normal; overflow-wrap: normal;}
+#lab-table th {min-width: 11em;}
+#lab-table th:first-child, #batch-table th:first-child {min-width: 9em;}
 """
 
 

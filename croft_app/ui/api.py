@@ -102,7 +102,7 @@ def document_api(demo: gr.Blocks, example_image: str | None) -> None:
                 component.data_model = ImageUpload
                 if example_image:
                     _typed(component, None, example_file(example_image))
-            elif label and label.startswith("threshold"):
+            elif label and "threshold" in label:  # "energy threshold" (Classify), "threshold ..." (Compare)
                 _typed(component, THRESHOLD_TYPE, None)
             elif label == "benchmark":
                 _typed(component, BENCHMARK_TYPE, "shapes")

@@ -181,20 +181,22 @@ def load_resources(settings: AppSettings | None = None, checkpoints: Sequence[st
         except ValueError as err:
             logger.warning("could not prepare model %s: %s", name, err)
             default_model = ZERO_SHOT
-    shown = _answered_examples(registry, negatives, default_model, folder) if registry.embedded_world else []
+    # another backbone (a real CLIP, a test's tiny one) answers the fixed examples; no pair is scanned for
+    shown = _answered_examples(registry, negatives, default_model, folder, pair=registry.embedded_world)
     return Resources(backbone, registry, negatives, [(str(p), c) for _, p, c in shown], render_classes(folder),
                      ", ".join(get_vocabulary(preset)), default_model, settings, Path(cache_dir),
                      showcase=[e for e, _, _ in shown])
 
 
-def _answered_examples(registry, negatives: NegativeRules, default_model: str, folder: Path) -> list:
+def _answered_examples(registry, negatives: NegativeRules, default_model: str, folder: Path,
+                       pair: bool = True) -> list:
     """The showcase (test images picked by a rule) captioned with each model's real answer."""
     def answer(model: str, images: list, vocabulary: str) -> list:
         classes = resolve_vocabulary(vocabulary)[0]
         return classify_open(registry.get(model), negatives, images, classes, None)
 
     try:
-        return answered_examples(answer, list(dict.fromkeys([ZERO_SHOT, default_model])), folder)
+        return answered_examples(answer, list(dict.fromkeys([ZERO_SHOT, default_model])), folder, pair=pair)
     except ValueError as err:
         logger.warning("examples: %s", err)
         return []

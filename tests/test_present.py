@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from croft_app.service import present
+from croft_app.service.classifier import check_threshold
 from croft_app.service.classifier import Prediction
 
 
@@ -86,14 +87,14 @@ def test_results_file_name_is_safe(tmp_path):
 
 @pytest.mark.parametrize("value, expected", [(None, None), ("", None), ("  ", None), ("12.5", 12.5),
                                              (3, 3.0), (-1.0, -1.0), (np.float32(2.0), 2.0)])
-def test_parse_threshold(value, expected):
-    assert present.parse_threshold(value) == expected
+def test_check_threshold(value, expected):
+    assert check_threshold(value) == expected
 
 
 @pytest.mark.parametrize("value", ["abc", "inf", "nan", float("-inf"), 10**400, True, [1], {"a": 1}])
-def test_parse_threshold_refuses(value):
+def test_check_threshold_refuses(value):
     with pytest.raises(ValueError, match="threshold must be a finite number"):
-        present.parse_threshold(value)
+        check_threshold(value)
 
 
 @pytest.mark.parametrize("value, expected", [(None, 1), ("", 1), (0, 0), ("7", 7), (3.0, 3),

@@ -20,12 +20,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from croft_app.service.classifier import Prediction
-from croft_app.service.classifier import check_threshold as parse_threshold
 from croft_app.service.security import check_number, scrub_paths, short_repr
 from croft_core.seeds import EXAMPLE_STREAM
 
 __all__ = ["BATCH_HEADERS", "EXAMPLES", "MAX_SEED", "TABLE_HEADERS", "batch_rows", "caption", "check_result",
-           "decision_markdown", "energy_groups", "json_safe", "parse_seed", "parse_threshold",
+           "decision_markdown", "energy_groups", "json_safe", "parse_seed",
            "render_examples", "results_filename", "results_table", "roc_sets", "without_paths"]
 
 BATCH_HEADERS = ["file", "label", "closest class", "energy", "probability", "error"]

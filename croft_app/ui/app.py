@@ -285,7 +285,7 @@ class Handlers:
         try:
             classifier = self._model(model, request)
             classes = () if classifier.is_zero_shot else classifier.training_classes
-        except Exception:  # noqa: BLE001 - only a convenience: the Classify request reports errors
+        except (ValueError, CroftError, OSError):  # only a convenience: Classify reports the error
             return gr.update()
         return ", ".join(classes) if classes else gr.update()
 
@@ -303,12 +303,11 @@ class Handlers:
             ref = classifier.reference(classifier.prepare_vocabulary(self._vocabulary(vocabulary)[0])[0])
         except (ValueError, CroftError):
             return gr.update(visible=True, info="an energy score; images below it are 'unknown'")
-        scores = None if ref.scores is None or not len(ref.scores) else np.asarray(ref.scores, dtype=np.float64)
-        value = ref.threshold if ref.threshold is not None else (
-            float(np.percentile(scores, 5)) if scores is not None else None)
-        span = (f" (your classes' reference images score {scores.min():.1f} to {scores.max():.1f})"
-                if scores is not None else "")
-        return gr.update(visible=True, value="" if value is None else f"{value:.2f}",
+        # only a reference of these very classes suggests a value (a checkpoint's scores on its
+        # training classes are on another scale once the vocabulary differs: decision.py's policy)
+        own = ref.source in ("checkpoint", "rendered") and ref.scores is not None and len(ref.scores)
+        span = f" (your classes' reference images score {min(ref.scores):.1f} to {max(ref.scores):.1f})" if own else ""
+        return gr.update(visible=True, value="" if ref.threshold is None else f"{ref.threshold:.2f}",
                          info=f"an energy score{span}; images below it are 'unknown'")
 
     def pick_example(self, evt: gr.SelectData) -> tuple[str, str]:
@@ -499,8 +498,10 @@ def _roc_curves(energies: dict, per_set: bool) -> dict[str, tuple[np.ndarray, np
 
 def _plot(result: dict, reference, title: str, extra: dict | None = None) -> tuple[explain_text.PlotInputs, str]:
     """The score plot of a result: a pure function of the result and its reference."""
-    what = "rendered photos of these classes" if reference.source == "rendered" else "the checkpoint's validation images"
-    name = f"your classes, {what}" if reference.energies is not None else ""
+    name = {"rendered": "your classes, rendered photos of these classes",
+            "checkpoint": "your classes, the checkpoint's validation images",
+            "none": "the checkpoint's training classes (another vocabulary)"}.get(reference.source, "")
+    name = name if reference.energies is not None else ""
     inputs = explain_text.plot_inputs(result, reference, name)
     return inputs, score_plot_json(inputs.reference, inputs.score, inputs.threshold, log_x=inputs.log_x,
                                    xaxis=inputs.xaxis, title=title, extra_scores=extra)

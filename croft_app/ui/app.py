@@ -291,9 +291,9 @@ class Handlers:
 
     def threshold_box(self, rule: str, vocabulary: str, model: str, request: gr.Request = None) -> dict:
         """The threshold box of the chosen rule: hidden and empty for the automatic rule; for the
-        energy rule, shown with a value on the energy's own scale (the checkpoint's calibrated
-        threshold, else the 5th percentile of the reference images' energies) and their range, so
-        that a visitor does not type 0.1 on a scale around 9."""
+        energy rule, shown with a threshold calibrated on these very classes (the checkpoint's own,
+        or the rendered reference's) and their reference range, so that a visitor does not type 0.1
+        on a scale around 9; empty when no reference of these classes exists."""
         from croft_app.ui.common import ENERGY
 
         if rule != ENERGY:

@@ -19,7 +19,8 @@ get several hundred). The commands are printed before they run; ``--dry-run`` on
 ``python bench/shapes_results.py RUNS_DIR`` turns the results into the tables.
 
 ``--search N`` runs issue 21's protocol instead: one ``croft bench`` per benchmark with every method,
-N configurations per method and seed drawn from its declared space (``SEARCH_SPACES``), seeds 1-5,
+N configurations per method and seed drawn from its declared space (``SEARCH_SPACES``), seeds 1-5
+(``--methods a,b`` for a subset),
 so the summary holds the 95% intervals and the paired differences of every method against
 zero-shot and the best other method (``RUNS_DIR/<benchmark>/search``).
 """
@@ -45,7 +46,7 @@ ALL_METHODS = "zeroshot,linear_probe,clip_adapter,tip_adapter,croft,croft_noedr,
 SEARCH_SEEDS = "1,2,3,4,5"
 
 
-def commands(runs_dir: str, benchmark: str, search: int = 0) -> list[list[str]]:
+def commands(runs_dir: str, benchmark: str, search: int = 0, methods: str = ALL_METHODS) -> list[list[str]]:
     """The ``croft`` argument lists of one benchmark's comparison (one ``--search N`` bench when
     ``search``, else the three fixed-grid groups)."""
     if benchmark == "shapes_dg":
@@ -56,11 +57,11 @@ def commands(runs_dir: str, benchmark: str, search: int = 0) -> list[list[str]]:
         bench_args = ["--benchmark", benchmark]
     if search:
         common = [a if a != "1,2,3" else SEARCH_SEEDS for a in COMMON]
-        return [["bench", *bench_args, "--methods", ALL_METHODS, "--search", str(search), *common,
+        return [["bench", *bench_args, "--methods", methods, "--search", str(search), *common,
                  "--cache-dir", f"{runs_dir}/cache", "--out", f"{runs_dir}/{benchmark}/search"]]
     out = []
-    for name, methods, grid in GROUPS:
-        out.append(["bench", *bench_args, "--methods", methods, *grid, *COMMON,
+    for name, group_methods, grid in GROUPS:
+        out.append(["bench", *bench_args, "--methods", group_methods, *grid, *COMMON,
                     "--cache-dir", f"{runs_dir}/cache", "--out", f"{runs_dir}/{benchmark}/{name}"])
     return out
 
@@ -71,12 +72,16 @@ def main(argv: list[str]) -> int:
     if "--search" in argv:
         i = argv.index("--search")
         search, argv = int(argv[i + 1]), argv[:i] + argv[i + 2:]
+    methods = ALL_METHODS
+    if "--methods" in argv:
+        i = argv.index("--methods")
+        methods, argv = argv[i + 1], argv[:i] + argv[i + 2:]
     args = [a for a in argv if a != "--dry-run"]
     runs_dir, benchmarks = args[0], args[1:] or ["shapes", "shapes_dg_painting"]
     from croft_core.cli import main as croft
 
     for benchmark in benchmarks:
-        for cmd in commands(runs_dir, benchmark, search):
+        for cmd in commands(runs_dir, benchmark, search, methods):
             print("croft " + shlex.join(cmd), flush=True)
             if not dry and not (Path(cmd[-1]) / "summary.json").is_file():
                 code = croft(cmd)

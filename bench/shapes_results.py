@@ -6,9 +6,14 @@ RUNS_DIR holds one folder per benchmark: ``shapes/`` (Setup-I miniature) and, fo
 either ``shapes_dg/`` (`croft bench` sweeps ``heldout=[...]``, one sub-folder per style) or
 ``shapes_dg_<style>/`` (one held-out style each); each holds one or more `croft bench --out` folders
 (one per method group, e.g. per grid), whose results are merged. Every number is mean ± std over the
-seeds, in %. The ``shapes_dg`` tables are the library's sweep tables
+seeds with its 95% t-interval, in % (``mean [low, high]``; "(1 seed)" where there is one). The
+``shapes_dg`` tables come from the library's sweep summary
 (:func:`croft_core.runs.report.sweep_summary`): a column per held-out style (from its own runs) and the
-average over the styles present, taken per seed and then mean ± std over seeds.
+average over the styles present, taken per seed and then over seeds. After each benchmark's tables come
+the library's statistics (:func:`croft_core.runs.report.statistics_markdown`): paired differences
+against zero-shot and the best other method ("better"/"worse" only where the paired interval excludes
+zero) and, for ``--search`` runs, the configuration chosen per seed; for ``shapes_dg`` also the paired
+held-out accuracy differences per style.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import json
 import sys
 from pathlib import Path
 
-METHOD_ORDER = ("zeroshot", "linear_probe", "clip_adapter", "tip_adapter", "croft", "croft_noedr", "croft_clean")
+METHOD_ORDER = ("zeroshot", "linear_probe", "clip_adapter", "tip_adapter", "coop", "cocoop", "locoop",
+                "croft", "croft_noedr", "croft_clean")
 STYLES = ("photo", "sketch", "cartoon", "painting")
 COMMON = (("id.accuracy", "ID acc"), ("semantic_all.energy.auroc", "energy AUROC"),
           ("semantic_all.energy.fpr95", "energy FPR95"), ("full_spectrum.energy.auroc", "full-spectrum AUROC"),
@@ -28,7 +34,9 @@ DG_METRICS = (("covariate.mean_accuracy", "Held-out-style accuracy"), ("id.accur
 
 
 def _cell(stat: dict | None) -> str:
-    return "–" if stat is None else f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
+    from croft_core.runs.report import _interval_cell
+
+    return _interval_cell(stat)
 
 
 def _methods(summary: dict) -> list[str]:
@@ -49,13 +57,27 @@ def shapes_table(summary: dict) -> str:
 
 def dg_tables(runs_by_style: dict[str, list[dict]]) -> str:
     """Leave-one-style-out: per metric, a column per held-out style and their average."""
-    from croft_core.runs.report import sweep_markdown, sweep_summary
+    from croft_core.runs.report import sweep_summary
 
     styles = [s for s in STYLES if s in runs_by_style] + [s for s in runs_by_style if s not in STYLES]
     rank = {m: i for i, m in enumerate(METHOD_ORDER)}
     ordered = {s: sorted(runs_by_style[s], key=lambda r: (rank.get(r["method"], len(rank)), r["method"]))
                for s in styles}
-    return sweep_markdown(sweep_summary("heldout", ordered, metrics=DG_METRICS))
+    from croft_core.runs.report import paired_markdown, statistics_markdown
+
+    summary = sweep_summary("heldout", ordered, metrics=DG_METRICS)
+    parts = []
+    for table in summary["tables"].values():
+        lines = [f"{table['label']}, by held-out style (mean [95% interval], %):", "",
+                 "| method | " + " | ".join(styles) + " | average |", "|---" * (len(styles) + 2) + "|"]
+        for method, row in table["methods"].items():
+            lines.append(f"| {method} | " + " | ".join(_cell(row[c]) for c in [*styles, "average"]) + " |")
+        parts.append("\n".join(lines))
+    parts.append(statistics_markdown(summary))
+    for style in styles:
+        one = {"paired": {k: v for k, v in summary["runs"][style]["paired"].items() if k == "covariate.mean_accuracy"}}
+        parts.append(f"Held-out accuracy, {style} held out, paired differences in points:\n\n" + paired_markdown(one))
+    return "\n\n".join(parts)
 
 
 def dg_runs(root: Path) -> dict[str, list[dict]]:
@@ -90,6 +112,9 @@ def main(runs_dir: str) -> None:
     if shapes is not None:
         print("## shapes (Setup-I miniature)\n")
         print(shapes_table(shapes) + "\n")
+        from croft_core.runs.report import statistics_markdown
+
+        print(statistics_markdown(shapes) + "\n")
     dg = dg_runs(root)
     if dg:
         print("## shapes_dg (Setup-II miniature, leave-one-style-out)\n")

@@ -129,15 +129,17 @@ def test_bench_search_stacks_croft_and_no_vectorise_gives_the_same_selection(tin
     chosen = {}
     for vectorise in (True, False):
         out = tmp_path / str(vectorise)
-        run_bench(tiny_backbone, "shapes_dg", ["croft_clean"], [1], out, shots=3,
+        run_bench(tiny_backbone, "shapes_dg", ["croft", "croft_clean"], [1], out, shots=3,
                   config_for=lambda m, s: method_config(m, seed=s, epochs=2, batch_size=8),
                   views=1, cache_dir=tmp_path / "cache", progress=False, search=3,
                   benchmark_args={"heldout": "painting", "root": str(tiny_world)}, vectorise=vectorise)
-        run = json.loads((out / "croft_clean_seed1.json").read_text())
-        chosen[vectorise] = (run["search"]["tried"], run["search"]["chosen"], run["id"]["accuracy"])
-        # the sequential loop keeps a resumable state per configuration; the stacked path has none
-        assert (out / "croft_clean_seed1" / "search" / "000").is_dir() == (not vectorise)
-    assert chosen[True] == chosen[False]
+        for method in ("croft", "croft_clean"):
+            run = json.loads((out / f"{method}_seed1.json").read_text())
+            chosen[vectorise, method] = (run["search"]["tried"], run["search"]["chosen"], run["id"]["accuracy"])
+            # the sequential loop keeps a resumable state per configuration; the stacked path has none
+            assert (out / f"{method}_seed1" / "search" / "000").is_dir() == (not vectorise)
+    assert chosen[True, "croft"] == chosen[False, "croft"]
+    assert chosen[True, "croft_clean"] == chosen[False, "croft_clean"]
 
 
 def test_cli_no_vectorise_flag():

@@ -27,6 +27,7 @@ from croft_core.runs.evaluate import (BenchmarkFeatures, benchmark_text_features
 from croft_core.heads.checkpoint import CroftModel
 from croft_core.runs.train import (METHODS, SEARCH_SPACES, TrainConfig, init_model, on_edge, search_configs,
                                    train)
+from croft_core.runs.vectorised import supports_vectorised, train_many
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +41,31 @@ def fit(backbone: Backbone, benchmark, cfg: TrainConfig, feats: BenchmarkFeature
         text_features: torch.Tensor, *, out_dir: str | Path | None = None, resume: bool = True,
         progress: bool = True) -> tuple[CroftModel, list[dict]]:
     """Train ``cfg.method`` on prepared features and calibrate its threshold on validation."""
-    model = init_model(cfg, embed_dim=backbone.embed_dim, logit_scale=backbone.logit_scale,
-                       classnames=benchmark.classnames, train_set=feats.train,
-                       text_features=text_features, backbone=backbone.spec,
-                       templates=_templates(benchmark), text_mode=benchmark.text_mode, clip=backbone)
-    model = model.to(backbone.device)
+    model = _new_model(backbone, benchmark, cfg, feats, text_features)
     result = train(model, feats.train, text_features, cfg, val_set=feats.val, out_dir=out_dir,
                    resume=resume, progress=progress)
     calibrate(result.model, text_features, feats.val)
     return result.model, result.history
+
+
+def _new_model(backbone: Backbone, benchmark, cfg: TrainConfig, feats: BenchmarkFeatures,
+               text_features: torch.Tensor) -> CroftModel:
+    model = init_model(cfg, embed_dim=backbone.embed_dim, logit_scale=backbone.logit_scale,
+                       classnames=benchmark.classnames, train_set=feats.train,
+                       text_features=text_features, backbone=backbone.spec,
+                       templates=_templates(benchmark), text_mode=benchmark.text_mode, clip=backbone)
+    return model.to(backbone.device)
+
+
+def fit_many(backbone: Backbone, benchmark, cfgs: Sequence[TrainConfig], feats: BenchmarkFeatures,
+             text_features: torch.Tensor, *, progress: bool = True) -> list[tuple[CroftModel, list[dict]]]:
+    """:func:`fit` for many configurations at once (:func:`~croft_core.runs.vectorised.train_many`:
+    CRoFT's configurations stacked, other methods one by one); no training state is saved."""
+    models = [_new_model(backbone, benchmark, cfg, feats, text_features) for cfg in cfgs]
+    results = train_many(models, cfgs, feats.train, text_features, val_set=feats.val, progress=progress)
+    for result in results:
+        calibrate(result.model, text_features, feats.val)
+    return [(r.model, r.history) for r in results]
 
 
 def _templates(benchmark) -> tuple[str, ...]:
@@ -78,7 +95,7 @@ def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots
                        progress: bool = True, num_workers: int = 0,
                        grid: dict[str, Sequence[Any]] | None = None,
                        detection_id: str | None = None, search: int = 0, wise: Sequence[float] = (),
-                       local: bool = False) -> dict[str, Any]:
+                       local: bool = False, vectorise: bool = True) -> dict[str, Any]:
     """``croft train``: features -> train -> calibrate -> evaluate -> save everything in ``out_dir``.
 
     ``wise`` (alphas in [0, 1]) adds ``results["wise"]``, the WiSE curve of a head with a zero-shot
@@ -92,6 +109,11 @@ def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots
     are drawn from the method's :data:`~croft_core.runs.train.SEARCH_SPACES` (seeded by method and
     seed) and selected the same way; ``results["search"]`` records every configuration tried, the
     chosen one and which of its options lie on the edge of the space.
+
+    With ``vectorise`` (the default), the candidates of a method with a stacked step (CRoFT's; see
+    :mod:`croft_core.runs.vectorised`) are trained at once, with the same result as one by one but
+    without a resumable training state; ``vectorise=False`` (``--no-vectorise``) forces the
+    sequential loop, which saves each candidate's state in ``out_dir/search/NNN`` (or ``grid/NNN``).
 
     Returns:
         The results dict (also written to ``out_dir/results.json``).
@@ -115,10 +137,12 @@ def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots
         candidates = [replace(cfg, **c) for c in drawn] if drawn else grid_configs(cfg, grid)
         keys = list(drawn[0]) if drawn else list(grid or {})
         best = None
+        stacked = vectorise and len(candidates) > 1 and all(supports_vectorised(c) for c in candidates)
+        trained = fit_many(backbone, benchmark, candidates, feats, text, progress=progress) if stacked else None
         for i, candidate in enumerate(candidates):
             run_dir = out_dir if len(candidates) == 1 else out_dir / ("search" if drawn else "grid") / f"{i:03d}"
-            model_i, history_i = fit(backbone, benchmark, candidate, feats, text, out_dir=run_dir,
-                                     resume=resume, progress=progress)
+            model_i, history_i = trained[i] if trained else fit(backbone, benchmark, candidate, feats, text,
+                                                                out_dir=run_dir, resume=resume, progress=progress)
             val = _best_val(history_i)
             selection.append({**{k: getattr(candidate, k) for k in keys}, "val_accuracy": val})
             if best is None or val > best[0]:
@@ -263,7 +287,8 @@ def run_bench(backbone: Backbone, benchmark: str | Path | Callable[[int], Any], 
               cache_dir: str | Path | None = DEFAULT_CACHE_DIR, progress: bool = True,
               num_workers: int = 0, grid: dict[str, Sequence[Any]] | None = None,
               benchmark_args: Mapping[str, Any] | None = None, detection_id: str | None = None,
-              search: int = 0, wise: Sequence[float] = (), local: bool = False) -> dict[str, Any]:
+              search: int = 0, wise: Sequence[float] = (), local: bool = False,
+              vectorise: bool = True) -> dict[str, Any]:
     """``croft bench``: every method x seed on shared cached features, then summary and report.
 
     A sweep (see :func:`sweep_axis`), e.g. ``benchmark_args={"heldout": ["photo", "sketch"]}``,
@@ -282,6 +307,8 @@ def run_bench(backbone: Backbone, benchmark: str | Path | Callable[[int], Any], 
         search: N > 0 draws N configurations per method and seed from
             :data:`~croft_core.runs.train.SEARCH_SPACES`, selected on validation (the summary's
             ``search`` lists the chosen one per seed and whether it lies on the edge of the space).
+        vectorise: train a grid's or search's configurations stacked where the method allows it
+            (see :func:`train_and_evaluate`); False forces the sequential loop.
 
     Returns:
         The summary dict (also written to ``out_dir/summary.json``; ``report.html`` beside it).
@@ -289,7 +316,7 @@ def run_bench(backbone: Backbone, benchmark: str | Path | Callable[[int], Any], 
     axis = sweep_axis(benchmark, benchmark_args or {}) if not callable(benchmark) else None
     settings = dict(methods=methods, seeds=seeds, shots=shots, config_for=config_for, views=views,
                     cache_dir=cache_dir, progress=progress, num_workers=num_workers, grid=grid,
-                    detection_id=detection_id, search=search, wise=wise, local=local)
+                    detection_id=detection_id, search=search, wise=wise, local=local, vectorise=vectorise)
     if axis is None:
         return _bench_once(backbone, _factory(benchmark, benchmark_args), Path(out_dir), **settings)[0]
     from croft_core.runs.report import sweep_summary, write_sweep_report
@@ -313,7 +340,7 @@ def _bench_once(backbone: Backbone, benchmark_factory: Callable[[int], Any], out
                 cache_dir: str | Path | None, progress: bool, num_workers: int,
                 grid: dict[str, Sequence[Any]] | None, detection_id: str | None,
                 search: int, wise: Sequence[float] = (),
-                local: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                local: bool = False, vectorise: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One bench (every method x seed) in ``out_dir``; returns its summary and its runs."""
     from croft_core.runs.report import summarize, write_report
 
@@ -332,7 +359,7 @@ def _bench_once(backbone: Backbone, benchmark_factory: Callable[[int], Any], out
             results = train_and_evaluate(backbone, benchmark, cfg, shots=shots, out_dir=run_dir,
                                          views=views, feats=feats, cache_dir=cache_dir,
                                          progress=progress, grid=grid, detection_id=detection_id,
-                                         search=search, wise=wise)
+                                         search=search, wise=wise, vectorise=vectorise)
             write_results(out_dir / f"{method}_seed{seed}.json", results)
             runs.append(results)
             if seed == seeds[0]:

@@ -47,6 +47,8 @@ croft eval --backbone embedded --benchmark shapes_dg --benchmark-arg heldout=pai
 ```
 
 {note}
+
+`zeroshot.json` beside it holds zero-shot's numbers on the same benchmark, from the command it records (`bench/install_shapes_checkpoint.py --zeroshot-only EVAL_JSON` writes it); the app's first screen quotes the two painting accuracies from these files.
 """
 
 

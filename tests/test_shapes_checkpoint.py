@@ -59,3 +59,36 @@ def test_croft_eval_reproduces_the_card_numbers(tmp_path, monkeypatch):
     for key, value in card.items():
         assert reproduced[key] == pytest.approx(value, abs=1e-6), key
 
+
+
+def _zeroshot() -> dict:
+    return json.loads((EMBEDDED_CHECKPOINT / "zeroshot.json").read_text())
+
+
+def test_zeroshot_baseline_is_recorded_beside_the_checkpoint():
+    """The app's first screen quotes zero-shot's held-out accuracy from here (showcase.heldout_numbers)."""
+    recorded = _zeroshot()
+    assert set(recorded["metrics"]) == set(_config()["metrics"])  # the same headline metrics
+    assert recorded["command"].startswith("croft eval") and "--method zeroshot" in recorded["command"]
+    assert "--benchmark shapes_dg --benchmark-arg heldout=painting" in recorded["command"]
+
+
+@pytest.mark.slow
+def test_croft_eval_reproduces_the_zeroshot_baseline(tmp_path, monkeypatch):
+    import shlex
+
+    from croft_core.data.benchmarks import BENCHMARKS
+    from croft_core.data.benchmarks.shapes import shapes_dg
+    from croft_core.cli import main
+    from croft_core.runs.evaluate import headline_metrics
+
+    monkeypatch.setitem(BENCHMARKS, "shapes_dg", BENCHMARKS.get("shapes_dg", shapes_dg))
+    recorded = _zeroshot()
+    out = tmp_path / "eval.json"
+    args = shlex.split(recorded["command"])[1:]  # its own command, with the output in tmp_path
+    args[args.index("--json") + 1] = str(out)
+    assert main([*args, "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    reproduced = headline_metrics(json.loads(out.read_text()))
+    assert set(reproduced) == set(recorded["metrics"])
+    for key, value in recorded["metrics"].items():
+        assert reproduced[key] == pytest.approx(value, abs=1e-6), key

@@ -49,9 +49,9 @@ def test_rule_picks_the_first_disagreement_and_agreement(tmp_path) -> None:
     assert (disagree.shape, disagree.style, disagree.index) == ("square", showcase.HELDOUT_STYLE, 0)
     assert (agree.shape, agree.style, agree.index) == ("circle", showcase.HELDOUT_STYLE, 0)
     captions = [c for _, _, c in shown]
-    assert captions[1].endswith("→ zero-shot: circle · fine-tuned: square")
-    assert captions[2].endswith("→ zero-shot: circle · fine-tuned: circle")
-    assert captions[-1] == "not a shape at all → zero-shot: unknown ('noise'?) · fine-tuned: unknown ('noise'?)"
+    assert captions[1] == f"square, {showcase.HELDOUT_STYLE} (held-out style)\nzero-shot: circle\nfine-tuned: square"
+    assert captions[2].endswith("\nzero-shot: circle\nfine-tuned: circle")
+    assert captions[-1] == "not a shape at all\nzero-shot: unknown ('noise'?)\nfine-tuned: unknown ('noise'?)"
     assert all(p.is_file() for _, p, _ in shown)
     scans = [c for c in calls if c[1] > 1]
     assert len(scans) == 2 and all(c[1] == len(ID_CLASSES) for c in scans)  # one batch was enough
@@ -65,7 +65,7 @@ def test_a_disagreement_where_one_model_is_right_comes_first(tmp_path) -> None:
         return [{"accepted": True, "label": label if len(images) > 1 else "unknown"} for _ in images]
 
     shown = answered_examples(answer, ["zero-shot", "ckpt"], tmp_path)
-    assert shown[1][0].shape == "star" and shown[1][2].endswith("zero-shot: heart · fine-tuned: star")
+    assert shown[1][0].shape == "star" and shown[1][2].endswith("\nzero-shot: heart\nfine-tuned: star")
 
 
 def test_two_rejections_agree_whatever_word_explains_them(tmp_path) -> None:
@@ -75,7 +75,7 @@ def test_two_rejections_agree_whatever_word_explains_them(tmp_path) -> None:
 
     shown = answered_examples(answer, ["zero-shot", "ckpt"], tmp_path)
     assert shown[1][0].shape == ID_CLASSES[0]  # the first image: an agreement (both say unknown)
-    assert shown[1][2].endswith("zero-shot: unknown ('texture'?) · fine-tuned: unknown ('clutter'?)")
+    assert shown[1][2].endswith("\nzero-shot: unknown ('texture'?)\nfine-tuned: unknown ('clutter'?)")
     assert len(shown) == len(SHOWCASE) + 1  # no disagreement in the whole scan: only the agreement
 
 
@@ -98,3 +98,58 @@ def test_caption_of_a_rejection_names_the_nearest_word() -> None:
     assert example_caption(example, {"zero-shot": result}) == "not a shape at all → unknown ('static'?)"
     with pytest.raises(KeyError):
         example_caption(example, {"zero-shot": {"accepted": True}})
+
+
+def test_captions_name_the_models_as_told(tmp_path) -> None:
+    shown = answered_examples(_fake_answer([]), ["zero-shot", "CRoFT · shapes"], tmp_path,
+                              short={"CRoFT · shapes": "CRoFT"})
+    assert shown[1][2].endswith("\nzero-shot: circle\nCRoFT: square")
+
+
+def _folder(tmp_path, model_metrics, zero_shot_metrics):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({"metrics": model_metrics}))
+    if zero_shot_metrics is not None:
+        (tmp_path / showcase.ZERO_SHOT_RESULTS).write_text(json.dumps({"metrics": zero_shot_metrics}))
+    return tmp_path
+
+
+def test_heldout_numbers_come_from_the_checkpoint_folder() -> None:
+    import json
+
+    from croft_core.data.synth import EMBEDDED_CHECKPOINT
+
+    card = json.loads((EMBEDDED_CHECKPOINT / "config.json").read_text())["metrics"]
+    zero_shot = json.loads((EMBEDDED_CHECKPOINT / showcase.ZERO_SHOT_RESULTS).read_text())["metrics"]
+    numbers = showcase.heldout_numbers(EMBEDDED_CHECKPOINT)
+    assert numbers == showcase.HeldoutNumbers("painting", card["accuracy/painting"], zero_shot["accuracy/painting"])
+    assert zero_shot["id_accuracy"] != card["id_accuracy"]  # two evaluations, not one copied
+
+
+def test_context_line_puts_each_number_beside_its_model(tmp_path) -> None:
+    numbers = showcase.heldout_numbers(_folder(tmp_path, {"id_accuracy": 0.9, "accuracy/sketch": 0.5},
+                                               {"id_accuracy": 0.7, "accuracy/sketch": 0.25}))
+    assert numbers == showcase.HeldoutNumbers("sketch", 0.5, 0.25)
+    line = showcase.context_line(numbers)
+    assert line.startswith("On sketches (never seen in fine-tuning)")
+    assert "CRoFT is right 50.0% of the time, zero-shot 25.0%" in line
+
+
+@pytest.mark.parametrize("model, zero_shot", [
+    ({"accuracy/painting": 0.5}, None),  # no zero-shot results in the folder
+    ({"accuracy/painting": 0.5}, {"accuracy/sketch": 0.4}),  # another style
+    ({"accuracy/painting": 0.5, "accuracy/sketch": 0.4}, {"accuracy/painting": 0.5, "accuracy/sketch": 0.4}),
+    ({"id_accuracy": 0.9}, {"id_accuracy": 0.8}),  # no held-out style
+])
+def test_no_context_line_without_one_held_out_style_in_both(tmp_path, model, zero_shot) -> None:
+    assert showcase.heldout_numbers(_folder(tmp_path, model, zero_shot)) is None
+
+
+def test_a_broken_results_file_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(ValueError, match="not an accuracy"):
+        showcase.heldout_numbers(_folder(tmp_path, {"accuracy/painting": 48.7}, {"accuracy/painting": 0.4}))
+    _folder(tmp_path, {"accuracy/painting": 0.487}, None)
+    (tmp_path / showcase.ZERO_SHOT_RESULTS).write_text("{not json")
+    with pytest.raises(ValueError, match="unreadable"):
+        showcase.heldout_numbers(tmp_path)

@@ -11,11 +11,15 @@ not by hand, and captioned with each model's real ``/classify`` answer (computed
 4. the first photo test image of a shape it was never taught (an unseen class);
 5. the first non-shape test image (noise: the far-OOD set), which should come back "unknown".
 
-:data:`WHAT_IT_KNOWS` is the one line that tells a visitor what the embedded model can know.
+:data:`WHAT_IT_KNOWS` is the one line that tells a visitor what the embedded model can know;
+:func:`heldout_numbers` and :func:`context_line` give the line of context under the examples (the
+checkpoint's and zero-shot's accuracy on the held-out style), read from the checkpoint folder.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +27,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["HELDOUT_STYLE", "SHOWCASE", "WHAT_IT_KNOWS", "Example", "answered_examples", "example_caption",
-           "example_image", "render_classes", "render_showcase", "shown_image"]
+__all__ = ["HELDOUT_STYLE", "SHOWCASE", "WHAT_IT_KNOWS", "ZERO_SHOT_RESULTS", "Example", "HeldoutNumbers",
+           "answered_examples", "context_line", "example_caption", "example_image", "heldout_numbers",
+           "render_classes", "render_showcase", "shown_image"]
 
 SHOWCASE_SEED = 7  # rendering seed of the class thumbnails (fixed)
 DATASET_SEED = 0  # the examples are this render seed's test images (the benchmark's default dataset)
@@ -32,7 +37,8 @@ THUMB_SIZE = 96  # class thumbnails
 EXAMPLE_SIZE = 224  # shown size (the 64 px test image, upscaled)
 HELDOUT_STYLE = "painting"  # the style the shipped checkpoint never trained on
 SCAN = 30  # test indices scanned per class for a (dis)agreement
-FINE_TUNED = "fine-tuned"  # how a caption names the second model (the default checkpoint)
+FINE_TUNED = "fine-tuned"  # how a caption names the second model unless told (the shown checkpoint)
+ZERO_SHOT_RESULTS = "zeroshot.json"  # in a checkpoint folder: zero-shot's `croft eval` metrics, same benchmark
 
 WHAT_IT_KNOWS = ("It knows only **drawn shapes in four styles** (photo, sketch, cartoon, painting) and "
                  "was taught the **ten shapes** below by name; anything else — a real photo, noise, a "
@@ -131,9 +137,12 @@ def _said(result: Mapping[str, Any]) -> str:
 
 
 def example_caption(example: Example, results: Mapping[str, Mapping[str, Any]]) -> str:
-    """``"star, painting → zero-shot: circle · fine-tuned: star"`` from each model's real ``/classify`` result."""
-    said = [f"{name}: {_said(r)}" if len(results) > 1 else _said(r) for name, r in results.items()]
-    return f"{example.title} → {' · '.join(said)}"
+    """The caption from each model's real ``/classify`` result: ``"star, painting → circle"`` for one
+    model; for several, the title then one line per model (``"star, painting\nzero-shot: circle\nCRoFT:
+    star"``; the app shows the line breaks)."""
+    if len(results) == 1:
+        return f"{example.title} → {_said(next(iter(results.values())))}"
+    return "\n".join([example.title, *(f"{name}: {_said(r)}" for name, r in results.items())])
 
 
 def _pair(answer: Answer, models: Sequence[str]) -> tuple[dict, dict]:
@@ -142,7 +151,7 @@ def _pair(answer: Answer, models: Sequence[str]) -> tuple[dict, dict]:
 
     found: dict[Any, tuple[Example, dict]] = {}
     for index in range(SCAN):
-        batch = [Example(c, HELDOUT_STYLE, "shapes", f"{c}, {HELDOUT_STYLE} (a style it was not tuned on)", index)
+        batch = [Example(c, HELDOUT_STYLE, "shapes", f"{c}, {HELDOUT_STYLE} (held-out style)", index)
                  for c in ID_CLASSES]
         images = [shown_image(e) for e in batch]
         by_model = {m: answer(m, images, "shapes") for m in models}
@@ -156,8 +165,8 @@ def _pair(answer: Answer, models: Sequence[str]) -> tuple[dict, dict]:
     return found.get("right", found.get(False)), found.get(True)
 
 
-def answered_examples(answer: Answer, models: Sequence[str], folder: str | Path, *, pair: bool = True
-                      ) -> list[tuple[Example, Path, str]]:
+def answered_examples(answer: Answer, models: Sequence[str], folder: str | Path, *, pair: bool = True,
+                      short: Mapping[str, str] | None = None) -> list[tuple[Example, Path, str]]:
     """The examples of the rule, rendered into ``folder``, each captioned with every model's answer.
 
     Args:
@@ -166,12 +175,14 @@ def answered_examples(answer: Answer, models: Sequence[str], folder: str | Path,
         folder: where the images are written (once).
         pair: scan the held-out style for the disagree / agree pair (a backbone that knows the shapes
             world); without it, the fixed examples alone.
+        short: how a caption names each model (default: the first by its name, the second
+            :data:`FINE_TUNED`).
 
     Returns:
         ``[(example, image path, caption)]``: the known photo, the held-out-style pair (disagree, agree;
         a pair is left out when the scan finds none), the unseen shape and the non-shape.
     """
-    short = {m: (FINE_TUNED if i else m) for i, m in enumerate(models)}
+    short = {m: (FINE_TUNED if i else m) for i, m in enumerate(models)} | dict(short or {})
     disagree, agree = _pair(answer, models) if pair else (None, None)
     chosen = [(SHOWCASE[0], None), *(p for p in (disagree, agree) if p), *((e, None) for e in SHOWCASE[1:])]
     out = []
@@ -181,3 +192,60 @@ def answered_examples(answer: Answer, models: Sequence[str], folder: str | Path,
         caption = example_caption(example, {short[m]: r for m, r in results.items()})
         out.append((example, render_showcase(folder, [example])[0], caption))
     return out
+
+
+@dataclass(frozen=True)
+class HeldoutNumbers:
+    """A checkpoint's and zero-shot's accuracy on its held-out style's test split (fractions)."""
+
+    style: str
+    model: float
+    zero_shot: float
+
+
+def _accuracies(metrics: Any) -> dict[str, float]:
+    """``{style: accuracy}`` of the ``accuracy/<style>`` entries (the covariate-shifted test splits)."""
+    if not isinstance(metrics, dict):
+        return {}
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(key, str) and key.startswith("accuracy/") and isinstance(value, (int, float)):
+            if not 0 <= value <= 1 or not math.isfinite(value):
+                raise ValueError(f"{key} = {value!r} is not an accuracy between 0 and 1")
+            out[key.split("/", 1)[1]] = float(value)
+    return out
+
+
+def heldout_numbers(folder: str | Path) -> HeldoutNumbers | None:
+    """The held-out style's accuracies of a checkpoint folder, or ``None`` when it does not hold them.
+
+    The checkpoint's is its card's (``config.json`` ``metrics``, what ``croft eval --checkpoint``
+    reproduces); zero-shot's is :data:`ZERO_SHOT_RESULTS` (``metrics`` of ``croft eval --method
+    zeroshot`` on the same benchmark). Both must name one and the same style (a leave-one-style-out
+    benchmark has one covariate test split).
+
+    Raises:
+        ValueError: a file that is not JSON, or an accuracy outside [0, 1].
+    """
+    folder = Path(folder)
+    try:
+        model = _accuracies(json.loads((folder / "config.json").read_text()).get("metrics"))
+        zero_shot = _accuracies(json.loads((folder / ZERO_SHOT_RESULTS).read_text()).get("metrics"))
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise ValueError(f"{folder.name}: unreadable results ({err})") from None
+    if len(model) != 1 or set(model) != set(zero_shot):
+        return None
+    (style, accuracy), = model.items()
+    return HeldoutNumbers(style, accuracy, zero_shot[style])
+
+
+def _plural(style: str) -> str:
+    return style + ("es" if style.endswith(("sh", "ch", "s", "x")) else "s")
+
+
+def context_line(numbers: HeldoutNumbers, model: str = "CRoFT") -> str:
+    """``"On paintings (never seen in fine-tuning) CRoFT is right 48.7% of the time, zero-shot 41.3%."``"""
+    return (f"On {_plural(numbers.style)} (never seen in fine-tuning) {model} is right "
+            f"{numbers.model:.1%} of the time, zero-shot {numbers.zero_shot:.1%}.")

@@ -64,7 +64,8 @@ from croft_app.service.security import check_benchmark, check_benchmark_file, di
 from croft_app.service.settings import AppSettings
 from croft_core.data.synth import EMBEDDED_CHECKPOINT
 from croft_app.service.vocabulary import resolve_vocabulary
-from croft_app.service.showcase import answered_examples, render_classes, render_showcase
+from croft_app.service.showcase import (FINE_TUNED, answered_examples, context_line, heldout_numbers,
+                                        render_classes, render_showcase)
 from croft_core.runs.figures import margin_comparison_json, score_plot_json
 from croft_app.ui.api import refuse_plain_string
 from croft_app.ui.common import Ticker, user_errors
@@ -123,6 +124,8 @@ class Resources:
     cache_dir: Path = DEFAULT_CACHE_DIR
     upload_root: Path = field(default_factory=lambda: Path(gradio_utils.get_upload_folder()))
     showcase: list = field(default_factory=list)  # the Example of each entry of ``examples``
+    compared: tuple[str, ...] = (ZERO_SHOT,)  # the models the captions answer for; Compare's default A, B
+    context: str = ""  # the line under the examples: held-out-style accuracy, from the checkpoint folder
 
 
 def default_checkpoints(settings: AppSettings) -> tuple[str, ...]:
@@ -173,22 +176,48 @@ def load_resources(settings: AppSettings | None = None, checkpoints: Sequence[st
     # in Gradio's upload folder: an example put into the image box is then an upload like any other
     folder = Path(gradio_utils.get_upload_folder()) / "croft-examples"
     default_model = default_model or (registry.checkpoints[0] if registry.checkpoints else ZERO_SHOT)
-    for name in dict.fromkeys([ZERO_SHOT, default_model]):  # warm the caches of the first request
+    # the captions and Compare show zero-shot beside a checkpoint: the default one, else the first listed
+    other = default_model if default_model != ZERO_SHOT else next(iter(registry.checkpoints), ZERO_SHOT)
+    compared = tuple(dict.fromkeys([ZERO_SHOT, other]))
+    for name in dict.fromkeys([*compared, default_model]):  # warm the caches of the first request
         try:
             classifier = registry.get(name)
             classes, _, _ = classifier.prepare_vocabulary(get_vocabulary(preset))
             classifier.reference(classes)
         except ValueError as err:
             logger.warning("could not prepare model %s: %s", name, err)
-            default_model = ZERO_SHOT
+            default_model = ZERO_SHOT if name == default_model else default_model
+            compared = tuple(m for m in compared if m != name)
     # another backbone (a real CLIP, a test's tiny one) answers the fixed examples; no pair is scanned for
-    shown = _answered_examples(registry, negatives, default_model, folder, pair=registry.embedded_world)
+    shown = _answered_examples(registry, negatives, compared, folder, pair=registry.embedded_world)
     return Resources(backbone, registry, negatives, [(str(p), c) for _, p, c in shown], render_classes(folder),
                      ", ".join(get_vocabulary(preset)), default_model, settings, Path(cache_dir),
-                     showcase=[e for e, _, _ in shown])
+                     showcase=[e for e, _, _ in shown], compared=compared,
+                     context=_context(registry, compared))
 
 
-def _answered_examples(registry, negatives: NegativeRules, default_model: str, folder: Path,
+def _short_name(registry, model: str) -> str:
+    """How a caption names a model: zero-shot; "CRoFT" for a CRoFT head; else "fine-tuned"."""
+    if model == ZERO_SHOT:
+        return ZERO_SHOT
+    return "CRoFT" if registry.get(model).model.config.method == "croft" else FINE_TUNED
+
+
+def _context(registry, compared: Sequence[str]) -> str:
+    """The line under the examples: the compared checkpoint's and zero-shot's accuracy on its held-out
+    style, read from the checkpoint folder (its card's metrics and ``zeroshot.json``); empty without."""
+    entry = registry.listed.get(compared[-1]) if len(compared) > 1 else None
+    if entry is None or entry.kind != "folder":
+        return ""
+    try:
+        numbers = heldout_numbers(entry.source)
+    except ValueError as err:
+        logger.warning("held-out numbers of %s: %s", entry.name, err)
+        return ""
+    return context_line(numbers, _short_name(registry, entry.name)) if numbers else ""
+
+
+def _answered_examples(registry, negatives: NegativeRules, models: Sequence[str], folder: Path,
                        pair: bool = True) -> list:
     """The showcase (test images picked by a rule) captioned with each model's real answer."""
     def answer(model: str, images: list, vocabulary: str) -> list:
@@ -196,7 +225,8 @@ def _answered_examples(registry, negatives: NegativeRules, default_model: str, f
         return classify_open(registry.get(model), negatives, images, classes, None)
 
     try:
-        return answered_examples(answer, list(dict.fromkeys([ZERO_SHOT, default_model])), folder, pair=pair)
+        return answered_examples(answer, list(models), folder, pair=pair,
+                                 short={m: _short_name(registry, m) for m in models})
     except ValueError as err:
         logger.warning("examples: %s", err)
         return []
@@ -527,6 +557,8 @@ CSS = """
 #examples .caption-label, #compare-examples .caption-label, #batch-gallery .caption-label {
   position: static; max-width: 100%; white-space: normal; border: none; border-radius: 0;
   font-size: 12px; line-height: 1.25; background: none;}
+/* an example's caption: its title, then one line per model */
+#examples .caption-label, #compare-examples .caption-label {white-space: pre-line; text-align: left;}
 /* table headers stay whole words: the table scrolls sideways inside its box instead */
 #batch-table th, #lab-table th {min-width: 7em; word-break: normal; overflow-wrap: normal;}
 #lab-table th {min-width: 11em;}

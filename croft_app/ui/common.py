@@ -234,10 +234,17 @@ def _model_menu(resources, label: str, value: str) -> gr.Dropdown:
                        info="zero-shot CLIP, or a fine-tuned checkpoint")
 
 
-def _examples(resources, elem_id: str, columns: int = 4) -> gr.Gallery:
-    return gr.Gallery(resources.examples, label="try an example (the caption is what the model answers)",
-                      columns=columns, height=230 if columns == 4 else 380, allow_preview=False, elem_id=elem_id, object_fit="contain",
-                      buttons=[])
+def _examples(resources, elem_id: str, columns: int = 5) -> gr.Gallery:
+    """The clickable examples, each captioned with the compared models' answers, and under them the
+    line of context (the held-out style's accuracies, read from the checkpoint folder)."""
+    both = len(resources.compared) > 1
+    gallery = gr.Gallery(resources.examples, label="try an example (the caption is what "
+                         f"{'each model answers' if both else 'the model answers'})",
+                         columns=columns, height=260 if columns == 5 else 440, allow_preview=False, elem_id=elem_id, object_fit="contain",
+                         buttons=[])
+    if resources.context:
+        gr.Markdown(resources.context, elem_id=f"{elem_id}-context", elem_classes="examples-context")
+    return gallery
 
 
 def classify_tab(resources, h) -> dict[str, Any]:
@@ -302,10 +309,11 @@ def compare_tab(resources, h, shared: dict[str, Any]) -> tuple[gr.Dropdown, gr.D
     """Two models on the same image, side by side; the Classify image and vocabulary are carried over.
     Returns the model menus A and B."""
     names = resources.registry.names()
-    default_b = SHIPPED_NAME if SHIPPED_NAME in names else names[-1]
+    # the pair the examples' captions answer for (zero-shot, the shown checkpoint)
+    default_a, default_b = resources.compared[0], resources.compared[-1] if len(resources.compared) > 1 else names[-1]
     with gr.Row():
         with gr.Column(scale=1):
-            examples = _examples(resources, "compare-examples", columns=2)
+            examples = _examples(resources, "compare-examples", columns=3)
             image = gr.Image(label="image (carried over from Classify)", type="filepath", height=220,
                              elem_id="compare-image")
             preset = gr.Dropdown(label="preset", choices=presets(), value=preset_of(resources.default_vocabulary)["value"],
@@ -313,7 +321,7 @@ def compare_tab(resources, h, shared: dict[str, Any]) -> tuple[gr.Dropdown, gr.D
             vocabulary = gr.Textbox(label="vocabulary", value=resources.default_vocabulary, lines=2,
                                     elem_id="compare-vocabulary")
             with gr.Row():
-                model_a = _model_menu(resources, "model A", ZERO_SHOT)
+                model_a = _model_menu(resources, "model A", default_a)
                 model_b = _model_menu(resources, "model B", default_b)
             threshold = gr.Textbox(label="threshold (optional, both models)", value="", max_lines=1,
                                    placeholder="automatic")

@@ -474,6 +474,13 @@ def test_server_limits_are_set(app, server):
     assert app.demo.state_session_capacity == 300 and app.demo.delete_cache == (3600, 3600)
 
 
+def test_session_models_memory_limit_comes_from_the_settings(app, tiny_spec):
+    # the bytes all visitors' trained models may hold together (CROFT_SESSION_MODELS_MB)
+    resources = ui.load_resources(ui.AppSettings(backbone=tiny_spec, session_models_bytes=5 * 2**20), [])
+    assert resources.registry.sessions.max_bytes == 5 * 2**20
+    assert app.RESOURCES.registry.sessions.max_bytes == app.RESOURCES.settings.session_models_bytes == 128 * 2**20
+
+
 def test_request_bodies_are_bounded_and_no_route_skips_the_queue(app, server, client):
     # before (issue 25): no body limit -- 20 sessions that each sent a 20 MB vocabulary held
     # +436 MB after the requests, Gradio keeping every session's last inputs -- and

@@ -17,7 +17,8 @@ from croft_core.errors import CroftError, HubError
 from croft_app.service.finetune import (FinetuneError, FinetuneLimits, FinetuneRequest, FinetuneStopped,
                                  display_name, finetune, push_finetuned, save_checkpoint, train_config,
                                  zip_checkpoint)
-from croft_app.service.sessions import QueueFull, SessionModels, TrainingQueue, stream_job
+from croft_app.service.sessions import (ModelTooLarge, QueueFull, SessionModels, TrainingQueue, held_bytes,
+                                       stream_job)
 from croft_app.service.uploads import UploadError, UploadLimits, extract_zip, inspect_zip, labelled_images
 from croft_app.service.userdata import DataError, benchmark_data, holdout_rows, hub_data, upload_data
 from tests.datagen import make_image, tiny_benchmark
@@ -421,6 +422,68 @@ def test_session_models_are_bounded_and_expire():
     assert store.get("b", "N") is None  # another session never sees it
     now["t"] = 11
     assert store.names("a") == []
+
+
+def test_session_models_are_bounded_in_bytes_least_recently_used_first():
+    # before: only counts bounded them (3 per session, 200 sessions): 600 models of a real backbone's
+    # width (a CRoFT head of ViT-B/16: 3 MB), and their classifiers' caches, could be kept for an hour
+    now = {"t": 0.0}
+    kb4 = 32 * 32 * 4  # a Linear(32, 32) holds 4 kB
+    store = SessionModels(max_bytes=3 * kb4, clock=lambda: now["t"])
+    for k, session in enumerate("abc"):
+        now["t"] = k
+        store.add(session, "M", torch.nn.Linear(32, 32, bias=False))
+    assert store.nbytes == 3 * kb4 and all(store.names(s) == ["M"] for s in "abc")
+    now["t"] = 3
+    store.get("a", "M")  # "a" is used again: "b" is now the least recently used
+    now["t"] = 4
+    store.add("d", "M", torch.nn.Linear(32, 32, bias=False))
+    assert store.names("b") == [] and store.names("a") == store.names("c") == store.names("d") == ["M"]
+    assert store.nbytes == 3 * kb4
+    # a classifier's cached text features count once it has them (its next use)
+    entry = store.get("a", "M")
+    entry.classifier = type("Classifier", (), {"_text": {("x",): torch.zeros(32, 32)}, "_references": {}})()
+    now["t"] = 5
+    store.get("a", "M")
+    assert store.names("c") == [] and store.nbytes == 3 * kb4  # "c" (least recent) made room
+    with pytest.raises(ModelTooLarge, match="CROFT_SESSION_MODELS_MB"):
+        store.add("e", "big", torch.nn.Linear(64, 64, bias=False))
+    assert store.names("e") == [] and store.names("d") == ["M"]
+
+
+def test_a_kept_model_holds_its_weights_only(tiny_backbone, zip_data):
+    # what a session keeps of a run: its parameters and buffers; never the training features, the
+    # optimizer's state, the history or the backbone's weights (a prompt head's text tower is the
+    # backbone's, shared)
+    import gc
+    import types
+
+    from croft_core.clip.features import FeatureSet
+
+    def tensors_reachable(root) -> dict[int, int]:
+        seen, stack, found = set(), [root], {}
+        while stack:
+            obj = stack.pop()
+            if id(obj) in seen or isinstance(obj, (type, types.ModuleType, types.FunctionType)):
+                continue
+            seen.add(id(obj))
+            if isinstance(obj, torch.Tensor):
+                found[obj.untyped_storage().data_ptr()] = obj.untyped_storage().nbytes()
+            elif isinstance(obj, (FeatureSet, torch.optim.Optimizer)):
+                raise AssertionError(f"the kept model reaches a {type(obj).__name__}")
+            else:
+                stack.extend(gc.get_referents(obj))
+        return found
+
+    backbone = tensors_reachable(tiny_backbone)
+    for method in ("croft", "tip_adapter", "coop"):
+        r = finetune(tiny_backbone, zip_data, FinetuneRequest(method=method, steps=4, views=1, batch_size=4))
+        own = {p: n for p, n in tensors_reachable(r.model).items() if p not in backbone}
+        weights = sum(t.untyped_storage().nbytes() for t in [*r.model.parameters(), *r.model.buffers()])
+        assert sum(own.values()) == weights == held_bytes(r.model), method
+        del r
+        gc.collect()
+        assert not [o for o in gc.get_objects() if type(o) is FeatureSet], method
 
 
 def test_queue_runs_one_job_at_a_time_and_shows_positions():

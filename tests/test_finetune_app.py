@@ -341,3 +341,23 @@ def test_training_requests_never_wait_in_the_shared_queue(tiny_backbone, tmp_pat
     demo, h = build_demo(tiny_backbone, tmp_path)
     train_fns = [fn for fn in demo.fns.values() if fn.concurrency_id == "train"]
     assert len(train_fns) == 2 and all(fn.concurrency_limit is None for fn in train_fns)
+
+
+def test_a_finished_job_hands_its_freed_memory_back(tiny_backbone, files, tmp_path, monkeypatch):
+    # before: a run's features and autograd buffers, freed in the training thread's malloc arena,
+    # stayed in the server process after the job (what a Train flood left held)
+    import croft_app.ui.train as train
+    from croft_app.service.finetune import FinetuneLimits, FinetuneRequest, FinetuneStopped
+
+    trims = []
+    monkeypatch.setattr(train, "return_freed_memory", lambda **kw: trims.append(kw) or True)
+    h = train.TrainHandlers(tiny_backbone, SessionRegistry(ClassifierRegistry(tiny_backbone, cache_dir=tmp_path)),
+                            cache_dir=tmp_path)
+    h.upload_path = lambda p: p
+    req = FinetuneRequest(shots=4, steps=4, views=1, batch_size=4)
+    events = list(h.run_events("zip of class folders", str(files / "my-data.zip"), "", req, "done"))
+    assert events[-1]["stage"] == "done" and trims == [{"trim": True}]
+    h.limits = FinetuneLimits(max_seconds=1e-6)  # stopped by the time cap: trimmed all the same
+    with pytest.raises(FinetuneStopped):
+        list(h.run_events("zip of class folders", str(files / "my-data.zip"), "", req, "stopped"))
+    assert trims == [{"trim": True}] * 2

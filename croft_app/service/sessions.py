@@ -1,8 +1,10 @@
 """Models a visitor trained, kept for their session, and the one-at-a-time training queue.
 
 - :class:`SessionModels` keeps fine-tuned models in memory per session (Gradio's ``session_hash``;
-  ``gradio_client`` keeps one per client), at most ``max_per_session`` each (the oldest goes) and
-  for ``ttl_seconds`` after their last use; nothing is written to disk.
+  ``gradio_client`` keeps one per client), at most ``max_per_session`` each (the oldest goes), for
+  ``ttl_seconds`` after their last use, and at most ``max_bytes`` for all sessions together (the
+  least recently used go first; :func:`held_bytes` counts what an entry holds); nothing is written
+  to disk.
 - :class:`SessionRegistry` puts them in front of the server's
   :class:`~croft_app.service.models.ClassifierRegistry`: ``get(name, session)`` answers a session's own
   model names first and everything else as the registry does, so ``/classify`` and ``/evaluate``
@@ -24,10 +26,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import numpy as np
+import torch
+
 from croft_core.errors import CroftError
 from croft_core.heads.checkpoint import CroftModel
 
-__all__ = ["QueueFull", "SessionModels", "SessionRegistry", "TrainingQueue", "stream_job"]
+__all__ = ["ModelTooLarge", "QueueFull", "SessionModels", "SessionRegistry", "TrainingQueue", "held_bytes",
+           "stream_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,25 +42,48 @@ class QueueFull(CroftError, RuntimeError):
     """Too many training jobs are waiting; try again later."""
 
 
+class ModelTooLarge(CroftError, ValueError):
+    """A trained model larger than the memory the server keeps for all visitors' models together."""
+
+
+def held_bytes(model: CroftModel, classifier: Any = None) -> int:
+    """Bytes of the tensors a kept model holds: its parameters and buffers (each storage once; a
+    prompt head's frozen text tower is the backbone's, shared, and not counted) and, once it has
+    one, its classifier's cached text features and reference scores."""
+    storages: dict[tuple, int] = {}
+    tensors = [*model.parameters(), *model.buffers()] if isinstance(model, torch.nn.Module) else []
+    if classifier is not None:
+        tensors += [t for t in getattr(classifier, "_text", {}).values() if isinstance(t, torch.Tensor)]
+    for t in tensors:
+        storage = t.untyped_storage()
+        storages[(t.device.type, storage.data_ptr())] = storage.nbytes()
+    scores = [getattr(r, "scores", None) for r in getattr(classifier, "_references", {}).values()]
+    return sum(storages.values()) + sum(a.nbytes for a in scores if isinstance(a, np.ndarray))
+
+
 @dataclass
 class _Entry:
     model: CroftModel
     classifier: Any  # OpenSetClassifier, built on first use
     used: float
+    nbytes: int = 0  # held_bytes, counted when added and at each use
 
 
 class SessionModels:
-    """Fine-tuned models by (session, display name), in memory, bounded in count and time.
+    """Fine-tuned models by (session, display name), in memory, bounded in count, bytes and time.
 
     Args:
         max_per_session: models one session keeps (adding one more drops its oldest).
         ttl_seconds: a model unused this long is dropped.
         max_sessions: sessions kept at once (the least recently active go first).
+        max_bytes: the bytes all kept models may hold together (:func:`held_bytes`); the least
+            recently used models, of any session, are dropped first; ``None``: no bound.
     """
 
     def __init__(self, max_per_session: int = 3, ttl_seconds: float = 3600.0, max_sessions: int = 200,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, max_bytes: int | None = 128 * 2**20):
         self.max_per_session, self.ttl, self.max_sessions = max_per_session, ttl_seconds, max_sessions
+        self.max_bytes = max_bytes
         self._clock = clock
         self._sessions: OrderedDict[str, OrderedDict[str, _Entry]] = OrderedDict()
         self._lock = threading.Lock()
@@ -68,10 +97,40 @@ class SessionModels:
             if not models:
                 del self._sessions[session]
 
+    @property
+    def nbytes(self) -> int:
+        """What the kept models hold together (as last counted)."""
+        with self._lock:
+            return sum(e.nbytes for models in self._sessions.values() for e in models.values())
+
+    def _fit_bytes(self) -> None:
+        """Drop the least recently used models until the rest fit in ``max_bytes``."""
+        if self.max_bytes is None:
+            return
+        entries = sorted((e.used, session, name, e.nbytes) for session, models in self._sessions.items()
+                         for name, e in models.items())
+        total = sum(n for *_, n in entries)
+        for _, session, name, n in entries:
+            if total <= self.max_bytes:
+                break
+            del self._sessions[session][name]
+            total -= n
+            if not self._sessions[session]:
+                del self._sessions[session]
+
     def add(self, session: str, name: str, model: CroftModel) -> str:
-        """Keep ``model`` for ``session`` under ``name`` (made unique: ``name (2)``); returns the name."""
+        """Keep ``model`` for ``session`` under ``name`` (made unique: ``name (2)``); returns the name.
+
+        Raises:
+            ModelTooLarge: the model alone holds more than ``max_bytes``.
+        """
         if not session:
             raise ValueError("a session is needed to keep a model")
+        nbytes = held_bytes(model)
+        if self.max_bytes is not None and nbytes > self.max_bytes:
+            raise ModelTooLarge(f"the trained model holds {nbytes / 2**20:.1f} MB, more than this server keeps "
+                                f"for visitors' models ({self.max_bytes / 2**20:.0f} MB, CROFT_SESSION_MODELS_MB); "
+                                f"train on fewer classes")
         with self._lock:
             self._expire()
             models = self._sessions.setdefault(session, OrderedDict())
@@ -79,11 +138,12 @@ class SessionModels:
             unique, n = name, 2
             while unique in models:
                 unique, n = f"{name} ({n})", n + 1
-            models[unique] = _Entry(model, None, self._clock())
+            models[unique] = _Entry(model, None, self._clock(), nbytes)
             while len(models) > self.max_per_session:
                 models.popitem(last=False)
             while len(self._sessions) > self.max_sessions:
                 self._sessions.popitem(last=False)
+            self._fit_bytes()  # the new model is the most recently used: it stays
             return unique
 
     def names(self, session: str | None) -> list[str]:
@@ -99,6 +159,8 @@ class SessionModels:
             entry = self._sessions.get(session or "", {}).get(name)
             if entry is not None:
                 entry.used = self._clock()
+                entry.nbytes = held_bytes(entry.model, entry.classifier)  # its classifier's caches grow
+                self._fit_bytes()
             return entry
 
 

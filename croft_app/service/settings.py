@@ -68,6 +68,9 @@ class AppSettings:
         session_capacity: browser sessions whose state is kept in memory, oldest dropped first
             (``CROFT_SESSION_CAPACITY``; Gradio keeps ~150 kB per session and 10,000 by default, so
             a client that opens a new session per request would otherwise grow the server by GBs).
+        session_models_bytes: memory all visitors' trained models may hold together, their
+            classifiers' caches included; the least recently used are dropped first
+            (``CROFT_SESSION_MODELS_MB``; besides 3 models per session, 200 sessions, one hour).
     """
 
     backbone: str = "embedded"
@@ -85,6 +88,7 @@ class AppSettings:
     max_checkpoint_bytes: int = 128 * 2**20
     delete_cache_after: int = 3600
     session_capacity: int = 300
+    session_models_bytes: int = 128 * 2**20
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "AppSettings":
@@ -113,4 +117,5 @@ class AppSettings:
                                                d.max_checkpoint_bytes // mb) * mb,
             delete_cache_after=_positive_int(env, "CROFT_DELETE_CACHE_AFTER", d.delete_cache_after),
             session_capacity=_positive_int(env, "CROFT_SESSION_CAPACITY", d.session_capacity),
+            session_models_bytes=_positive_int(env, "CROFT_SESSION_MODELS_MB", d.session_models_bytes // mb) * mb,
         )

@@ -59,7 +59,7 @@ from croft_app.service.classifier import ZERO_SHOT
 from croft_core.clip.prompts import get_vocabulary, list_vocabularies
 from croft_app.service.decision import Decisions, NegativeRules, classify_open, decide_batch, plot_reference
 from croft_app.service.models import ClassifierRegistry
-from croft_app.service.sessions import SessionRegistry
+from croft_app.service.sessions import SessionModels, SessionRegistry
 from croft_app.service.security import check_benchmark, check_benchmark_file, display_spec, file_path
 from croft_app.service.settings import AppSettings
 from croft_core.data.synth import EMBEDDED_CHECKPOINT
@@ -169,7 +169,8 @@ def load_resources(settings: AppSettings | None = None, checkpoints: Sequence[st
     registry = SessionRegistry(ClassifierRegistry(
         backbone, checkpoints, policy=settings.policy, max_checkpoint_bytes=settings.max_checkpoint_bytes,
         max_classes=settings.max_classes, embedded_world=embedded_world,
-        cache_dir=Path(cache_dir) / "app-text", text_cache_bytes=settings.text_cache_bytes))
+        cache_dir=Path(cache_dir) / "app-text", text_cache_bytes=settings.text_cache_bytes),
+        SessionModels(max_bytes=settings.session_models_bytes))
     negatives = NegativeRules(backbone, Path(cache_dir) / "app-text", shipped=shipped_lexicon())
     negatives.start()  # a real CLIP's ~20k-word lexicon encodes in the background
     preset = "shapes" if registry.embedded_world else "cifar10"

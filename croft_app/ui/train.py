@@ -37,6 +37,7 @@ import gradio as gr
 from croft_core.data.benchmarks import BENCHMARKS, get_benchmark
 from croft_app.service.finetune import (METHOD_LABELS, TRAINABLE_METHODS, FinetuneLimits, FinetuneRequest,
                                  FinetuneStopped, finetune, push_finetuned, save_checkpoint, slug, zip_checkpoint)
+from croft_app.service.limits import return_freed_memory
 from croft_app.service.security import check_number, file_path, is_hub_id, short_repr
 from croft_app.service.sessions import QueueFull, SessionRegistry, TrainingQueue, stream_job
 from croft_app.service.uploads import UploadLimits, extract_zip, labelled_images
@@ -227,6 +228,7 @@ class TrainHandlers:
                         yield event
             finally:
                 data.cleanup()
+                data = None  # noqa: F841 -- nothing of the run's data outlives it (see the trim below)
             folder = save_checkpoint(result, work / "checkpoint")
             name = self.registry.add(session, result.name, result.model)
             self._keep_folder(session, work)
@@ -242,6 +244,7 @@ class TrainHandlers:
         finally:
             self.queue.leave(ticket)
             self._release(session, flag)
+            return_freed_memory(trim=True)  # what the job freed (features, buffers, images) goes back to the OS
 
     def _keep_folder(self, session: str, work: Path) -> None:
         """Keep one checkpoint folder per session (to download or push), for the newest sessions."""

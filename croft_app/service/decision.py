@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from croft_core.clip.backbones import DEFAULT_CACHE_DIR, Backbone
-from croft_core.runs.evaluate import text_map
+from croft_core.runs.evaluate import negative_label_scores, text_map
 from croft_core.ood.negatives import (LexiconError, NegativeLabels, encode_lexicon, lexicon_path,
                                      load_lexicon_embeddings, read_lexicon)
 
@@ -229,20 +229,26 @@ class NegativeRules:
 
 
 @torch.inference_mode()
-def negative_evidence(model: Any, negatives: NegativeLabels,
-                      features: torch.Tensor) -> tuple[list[float], list[str]]:
+def negative_evidence(classifier: Any, negatives: NegativeLabels, features: torch.Tensor,
+                      classes: Sequence[str]) -> tuple[list[float], list[str]]:
     """Negative-label scores and nearest negative words of raw image features ``[N, d]``.
 
+    The score is the library's (:func:`croft_core.runs.evaluate.negative_label_scores`, the path
+    ``evaluate`` takes): the head's embedded image, its own class cosines over the classifier's text
+    features of ``classes``, the negatives through its text map.
+
     Args:
-        model: the head (:class:`~croft_core.heads.checkpoint.CroftModel`; ``embed_image`` maps raw features
-            into the space of its text map).
+        classifier: the :class:`~croft_app.service.classifier.OpenSetClassifier` (model and text features).
         negatives: from :meth:`NegativeRules.get` for the same head.
         features: ``[N, d]`` raw image features.
+        classes: the cleaned vocabulary.
 
     Returns:
         ``(scores, words)``, one of each per image.
     """
-    scores, nearest = negatives.score(model.embed_image(features.float()))
+    features = features.float().to(classifier.backbone.device)
+    scores, nearest = negative_label_scores(classifier.model, features, classifier.text_features(classes),
+                                            negatives)
     return [float(s) for s in scores], [negatives.words[int(i)] for i in nearest]
 
 
@@ -275,11 +281,12 @@ class Decisions:
     reference: PlotReference
 
 
-def _neg_reference(negs: NegativeLabels | None, model: Any, features: torch.Tensor | None) -> np.ndarray | None:
+def _neg_reference(negs: NegativeLabels | None, classifier: Any, features: torch.Tensor | None,
+                   classes: Sequence[str]) -> np.ndarray | None:
     """Negative-label scores of the rendered reference images (None without both)."""
     if negs is None or features is None:
         return None
-    return np.asarray(negative_evidence(model, negs, features)[0])
+    return np.asarray(negative_evidence(classifier, negs, features, classes)[0])
 
 
 def _result(pred: Any, verdict: Verdict, negs: NegativeLabels | None) -> dict[str, Any]:
@@ -321,7 +328,8 @@ def decide_batch(classifier: Any, rules: NegativeRules | None, images: Sequence[
     ref = scored.reference
     calibrated = ref.threshold if ref.source == "checkpoint" else None
     negs = _negatives(rules, classifier, scored.classes)  # also explains an energy rejection
-    scores, words = negative_evidence(classifier.model, negs, scored.features) if negs is not None else ([], [])
+    scores, words = (negative_evidence(classifier, negs, scored.features, scored.classes) if negs is not None
+                     else ([], []))
     unavailable = rules.status.describe() if rules is not None else "no word list for 'unknown'"
     results = []
     for i, pred in enumerate(scored.predictions):
@@ -331,7 +339,7 @@ def decide_batch(classifier: Any, rules: NegativeRules | None, images: Sequence[
                          nearest_negative=words[i] if negs is not None else None,
                          neg_threshold=negs.threshold if negs is not None else None, unavailable=unavailable)
         results.append(_result(pred, verdict, negs))
-    neg_ref = _neg_reference(negs, classifier.model, scored.rendered_features)
+    neg_ref = _neg_reference(negs, classifier, scored.rendered_features, scored.classes)
     return Decisions(results, PlotReference(ref.scores, neg_ref, ref.source))
 
 
@@ -349,4 +357,4 @@ def plot_reference(classifier: Any, rules: NegativeRules | None, classes: Sequen
     ref = classifier.reference(classes)
     negs = _negatives(rules, classifier, classes) if rules is not None and rules.status.ready else None
     rendered = classifier.rendered_features(classes) if ref.source == "rendered" else None
-    return PlotReference(ref.scores, _neg_reference(negs, classifier.model, rendered), ref.source)
+    return PlotReference(ref.scores, _neg_reference(negs, classifier, rendered, classes), ref.source)

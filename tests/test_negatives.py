@@ -241,6 +241,15 @@ def test_default_is_the_papers_count_and_groups(monkeypatch, size, kept, groups)
     assert (numbers["num_negatives"], numbers["groups"], numbers["group_size"]) == (kept, *groups)
     assert (numbers["note"] == "the paper's numbers") == (size >= 10_000)
     assert negatives.OFFICIAL["num_negatives"] == 10_000 and negatives.OFFICIAL["groups"] == 100
+    lexicon = Lexicon(tuple((f"w{i}",) for i in range(size)), "constructed")
+    plan = negatives.planned_numbers(lexicon, ["x", "y"])  # the same numbers without encoding
+    assert (plan["num_negatives"], plan["groups"], plan["group_size"]) == (kept, *groups)
+
+
+def test_timm_lexicon_gets_the_papers_numbers():
+    """Real CLIPs (timm's 20,071 lemmas): the paper's 10,000 negatives in 100 groups of 100."""
+    plan = negatives.planned_numbers(read_lexicon(negatives.timm_lexicon_path()), ["cat", "dog"])
+    assert (plan["num_negatives"], plan["groups"], plan["group_size"], plan["threshold"]) == (10_000, 100, 100, 0.01)
 
 
 def test_paper_settings_ignore_the_lexicons_own(monkeypatch):

@@ -52,8 +52,9 @@ from croft_core.ood.scores import neglabel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_NEG_THRESHOLD", "Lexicon", "LexiconError", "NegativeLabels", "generic_words", "lexicon_path",
-           "load_lexicon_embeddings", "mine_negatives", "parse_lexicon", "read_lexicon", "save_lexicon_embeddings"]
+__all__ = ["DEFAULT_NEG_THRESHOLD", "OFFICIAL", "Lexicon", "LexiconError", "NegativeLabels", "generic_words",
+           "lexicon_path", "load_lexicon_embeddings", "mine_negatives", "parse_lexicon", "planned_numbers",
+           "read_lexicon", "save_lexicon_embeddings", "timm_lexicon_path"]
 
 DEFAULT_NEG_THRESHOLD = 0.01
 """Accept when ``S(x) >= DEFAULT_NEG_THRESHOLD``: reject only when the negatives hold >= 99% of the mass.
@@ -218,6 +219,15 @@ def lexicon_path(backbone: Backbone) -> Path:
         own = Path(name.removeprefix("local-dir:")).expanduser() / LEXICON_FILE
         if own.is_file():
             return own
+    return timm_lexicon_path()
+
+
+def timm_lexicon_path() -> Path:
+    """timm's ImageNet-21k WordNet lemmas, the lexicon of every backbone without its own.
+
+    Raises:
+        LexiconError: timm is not installed.
+    """
     spec = importlib.util.find_spec("timm")
     if spec is None or not spec.submodule_search_locations:
         raise LexiconError("no lexicon for negative labels: the backbone folder has no lexicon.txt and "
@@ -393,10 +403,33 @@ def _groups(num: int, n_groups: int, min_group: int, seed: int) -> torch.Tensor:
     group raise every score, so groups never shrink below ``min_group`` (the paper's size): fewer
     negatives give fewer groups, and a lexicon under ``2 * min_group`` words one group (the plain score).
     """
-    g_count = max(1, min(n_groups, num // max(1, min_group)))
+    g_count, size = _group_shape(num, n_groups, min_group)
     order = torch.randperm(num, generator=torch.Generator().manual_seed(seed))
-    size = num // g_count
     return order[:g_count * size].view(g_count, size)  # [G, g]
+
+
+def _group_shape(num: int, n_groups: int = NEG_GROUPS, min_group: int = NEG_MIN_GROUP) -> tuple[int, int]:
+    """``(G, g)`` of :func:`_groups` for ``num`` negatives."""
+    g_count = max(1, min(n_groups, num // max(1, min_group)))
+    return g_count, num // g_count
+
+
+def planned_numbers(lexicon: Lexicon, classnames: Sequence[str], settings: str = "lexicon") -> dict[str, Any]:
+    """M, G and g that :meth:`NegativeLabels.fit` would use, without encoding the lexicon (e.g.
+    timm's 20k words for a real CLIP, for ``bench/neglabel.py``'s table of the paper's numbers).
+
+    Raises:
+        LexiconError: the lexicon sets generic words aside (which ones depends on its embeddings:
+            use :meth:`NegativeLabels.fit` and :meth:`NegativeLabels.settings` there).
+    """
+    own = lexicon if settings == "lexicon" else replace(lexicon, fraction=None, generic_share=0.0, threshold=None)
+    if own.generic_share:
+        raise LexiconError("this lexicon sets generic words aside; fit it to see its numbers")
+    usable = len(_collisions(lexicon, classnames)[0])
+    num = _count(usable, own.fraction)
+    groups, size = _group_shape(num)
+    return {"num_negatives": num, "groups": groups, "group_size": size, "usable": usable,
+            "threshold": own.threshold or DEFAULT_NEG_THRESHOLD}
 
 
 def _collisions(lexicon: Lexicon, classnames: Sequence[str]) -> tuple[list[int], tuple[str, ...]]:

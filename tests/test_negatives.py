@@ -327,7 +327,8 @@ def test_app_and_evaluate_give_identical_negative_label_scores(lexicon_backbone,
     raw = NegativeLabels.fit(lexicon_backbone, classes, num_negatives=8, n_groups=2, min_group=4, cache_dir=None)
     mapped = NegativeLabels.fit(lexicon_backbone, classes, None if head == "zeroshot" else text_map(model),
                                 num_negatives=8, n_groups=2, min_group=4, cache_dir=None)  # as NegativeRules fits
-    app, _ = negative_evidence(classifier, mapped, features, classes)
+    scored = classifier.run([], classes, features=features)  # the app's one pass: text features included
+    app, _ = negative_evidence(classifier.model, mapped, features, scored.text_features)
     _, scores = compute_scores(model, features, classifier.text_features(classes), negatives=raw)
     assert app == pytest.approx(scores["neglabel"].tolist(), abs=1e-6)
     single = raw.with_text_map(text_map(model)).score(model.embed_image(features))[0]  # the old, one template

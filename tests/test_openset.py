@@ -95,7 +95,7 @@ def test_negatives_memoized_per_model_and_vocabulary(lexicon_backbone, tmp_path)
     assert len(calls) == 3
     classifier = OpenSetClassifier(lexicon_backbone, cache_dir=None)
     feats = torch.randn(2, lexicon_backbone.embed_dim)
-    scores, words = negative_evidence(classifier, a, feats, ["cat", "house"])
+    scores, words = negative_evidence(classifier.model, a, feats, classifier.text_features(["cat", "house"]))
     assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores) and set(words) <= set(a.words)
 
 

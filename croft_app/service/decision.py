@@ -238,26 +238,25 @@ class NegativeRules:
 
 
 @torch.inference_mode()
-def negative_evidence(classifier: Any, negatives: NegativeLabels, features: torch.Tensor,
-                      classes: Sequence[str]) -> tuple[list[float], list[str]]:
+def negative_evidence(model: Any, negatives: NegativeLabels, features: torch.Tensor,
+                      text_features: torch.Tensor) -> tuple[list[float], list[str]]:
     """Negative-label scores and nearest negative words of raw image features ``[N, d]``.
 
     The score is the library's (:func:`croft_core.runs.evaluate.negative_label_scores`, the path
-    ``evaluate`` takes): the head's embedded image, its own class cosines over the classifier's text
-    features of ``classes``, the negatives through its text map.
+    ``evaluate`` takes): the head's embedded image, its own class cosines over the text features
+    the classifier classified with, the negatives through its text map.
 
     Args:
-        classifier: the :class:`~croft_app.service.classifier.OpenSetClassifier` (model and text features).
+        model: the head (:class:`~croft_core.heads.checkpoint.CroftModel`).
         negatives: from :meth:`NegativeRules.get` for the same head.
         features: ``[N, d]`` raw image features.
-        classes: the cleaned vocabulary.
+        text_features: ``[K, d]`` the vocabulary's text features (``Scored.text_features``).
 
     Returns:
         ``(scores, words)``, one of each per image.
     """
-    features = features.float().to(classifier.backbone.device)
-    scores, nearest = negative_label_scores(classifier.model, features, classifier.text_features(classes),
-                                            negatives)
+    features = features.float().to(text_features.device)
+    scores, nearest = negative_label_scores(model, features, text_features, negatives)
     return [float(s) for s in scores], [negatives.words[int(i)] for i in nearest]
 
 
@@ -290,12 +289,12 @@ class Decisions:
     reference: PlotReference
 
 
-def _neg_reference(negs: NegativeLabels | None, classifier: Any, features: torch.Tensor | None,
-                   classes: Sequence[str]) -> np.ndarray | None:
+def _neg_reference(negs: NegativeLabels | None, model: Any, features: torch.Tensor | None,
+                   text_features: torch.Tensor) -> np.ndarray | None:
     """Negative-label scores of the rendered reference images (None without both)."""
     if negs is None or features is None:
         return None
-    return np.asarray(negative_evidence(classifier, negs, features, classes)[0])
+    return np.asarray(negative_evidence(model, negs, features, text_features)[0])
 
 
 def _result(pred: Any, verdict: Verdict, negs: NegativeLabels | None) -> dict[str, Any]:
@@ -373,8 +372,8 @@ def decide_batch(classifier: Any, rules: NegativeRules | None, images: Sequence[
     ref = scored.reference
     user, calibrated = _rule_thresholds(rule, scored.user_threshold, ref)
     negs = _negatives(rules, classifier, scored.classes)  # also explains an energy rejection
-    scores, words = (negative_evidence(classifier, negs, scored.features, scored.classes) if negs is not None
-                     else ([], []))
+    scores, words = (negative_evidence(classifier.model, negs, scored.features, scored.text_features)
+                     if negs is not None else ([], []))
     unavailable = rules.status.describe() if rules is not None else "no word list for 'unknown'"
     results = []
     for i, pred in enumerate(scored.predictions):
@@ -384,7 +383,7 @@ def decide_batch(classifier: Any, rules: NegativeRules | None, images: Sequence[
                          nearest_negative=words[i] if negs is not None else None,
                          neg_threshold=negs.threshold if negs is not None else None, unavailable=unavailable)
         results.append(_result(pred, verdict, negs))
-    neg_ref = _neg_reference(negs, classifier, scored.rendered_features, scored.classes)
+    neg_ref = _neg_reference(negs, classifier.model, scored.rendered_features, scored.text_features)
     return Decisions(results, PlotReference(ref.scores, neg_ref, ref.source))
 
 
@@ -402,4 +401,5 @@ def plot_reference(classifier: Any, rules: NegativeRules | None, classes: Sequen
     ref = classifier.reference(classes)
     negs = _negatives(rules, classifier, classes) if rules is not None and rules.status.ready else None
     rendered = classifier.rendered_features(classes) if ref.source == "rendered" else None
-    return PlotReference(ref.scores, _neg_reference(negs, classifier, rendered, classes), ref.source)
+    text = classifier.text_features(classes) if negs is not None and rendered is not None else None
+    return PlotReference(ref.scores, _neg_reference(negs, classifier.model, rendered, text), ref.source)

@@ -763,3 +763,16 @@ def test_a_classification_flows_down_once(handlers, image_files, monkeypatch):
     into = lambda name: [(a, f) for a, b, f in calls if b.endswith(name)]  # noqa: E731
     assert into("service/classifier.py") == [("croft_app/service/decision.py", "OpenSetClassifier.run")], calls
     assert into("service/decision.py") == [("croft_app/ui/app.py", "decide_batch")], calls
+
+
+def test_a_threshold_carried_from_classify_brings_its_rule_to_compare():
+    """Typed in Classify: Compare decides both models by it; emptied (Classify back to automatic):
+    Compare goes back to its default rule, never left on the energy rule with an empty box."""
+    from croft_app.service.decision import RULE_NEGATIVES, RULE_USER
+    from croft_app.ui.common import COMPARE_RULES, _carried_threshold
+
+    assert COMPARE_RULES[0][1] == RULE_NEGATIVES  # the default: the same kind of rule for both models
+    box, rule = _carried_threshold("8.5")
+    assert (box["value"], box["visible"], rule["value"]) == ("8.5", True, RULE_USER)
+    box, rule = _carried_threshold("  ")
+    assert (box["value"], box["visible"], rule["value"]) == ("", False, RULE_NEGATIVES)

@@ -381,9 +381,9 @@ def _compare_threshold_box(rule: str) -> dict:
 
 def _carried_threshold(value: Any) -> tuple[dict, dict]:
     """A threshold typed in Classify comes over with its rule: the user rule for both models; an
-    empty one leaves Compare's rule as it is."""
+    emptied one (Classify back to automatic) takes Compare back to its default rule."""
     if not str(value or "").strip():
-        return gr.update(value=""), gr.update()
+        return gr.update(value="", visible=False), gr.update(value=COMPARE_RULES[0][1])
     return gr.update(value=value, visible=True), gr.update(value=RULE_USER)
 
 

@@ -26,6 +26,10 @@ Typical use (``croft_app/service/classifier.py``, the evaluation)::
     negs = NegativeLabels.fit(backbone, ["cat", "dog"], text_map=None)   # or a CRoFT head's adapt_text
     scores, nearest = negs.score(image_features)       # [N] in (0, 1), [N] index into negs.words
     accepted = negs.accept(scores)                     # scores >= negs.threshold
+    negs.settings()                                    # M, groups, ... beside OFFICIAL, the paper's
+
+A head's score (its embedded image, its own class cosines, the negatives through its text map) is
+:func:`croft_core.runs.evaluate.negative_label_scores`, the one path of ``evaluate`` and the app.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ NEG_GROUPS = 100  # the paper's number of random groups (ngroup)
 NEG_MIN_GROUP = 100  # the paper's group size (10,000 / 100): fewer groups rather than smaller ones
 NEG_PERCENTILE = 0.95  # closeness of a candidate = this quantile of its cosines to the labels
 OFFICIAL = {"num_negatives": NEG_COUNT, "groups": NEG_GROUPS, "group_size": NEG_COUNT // NEG_GROUPS,
-            "percentile": NEG_PERCENTILE, "temperature": NEG_TEMPERATURE, "threshold": 0.01,
+            "percentile": NEG_PERCENTILE, "temperature": NEG_TEMPERATURE, "threshold": DEFAULT_NEG_THRESHOLD,
             "generic_words": 0, "lexicon": "WordNet nouns (~70k), 15% farthest kept"}
 """The official code's numbers for ImageNet (``custom_config/clip.py``), printed beside the project's
 (:meth:`NegativeLabels.settings`) by ``bench/neglabel.py`` and docs/NEGLABEL.md."""

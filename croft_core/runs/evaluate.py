@@ -16,7 +16,8 @@ Protocol (CROFT_SPEC.md §3, with the spec's §5 fixes as defaults):
   the test split), with the acceptance rates it gives on the test splits.
 
 Cosine-based scores (MCM, NegLabel) use the cosines of the head's embedded image to the head's
-(adapted) class texts, :func:`class_cosines`; NegLabel's negatives go through the same text map.
+(adapted) class texts, :func:`class_cosines`; NegLabel's negatives go through the same text map
+(:func:`negative_label_scores`, also the app's path).
 Features come from :func:`croft_core.runs.torchrun.prepare_features` (re-exported here).
 """
 

@@ -464,7 +464,8 @@ class NegativeLabels:
         temperature: T of the score on cosines.
         threshold: accept when ``score >= threshold``.
         generic: the lexicon's most generic words, set aside for every vocabulary (:func:`generic_words`).
-        usable: the lexicon's words left after removing class names and generic words (M's ceiling).
+        usable: the lexicon's words left after removing class names and generic words (M's ceiling;
+            None for hand-built negatives: M).
         percentile: the closeness quantile the words were mined with.
         settings_name: ``"lexicon"`` (its ``neglabel.json``) or ``"paper"`` (:data:`OFFICIAL`).
     """
@@ -480,7 +481,7 @@ class NegativeLabels:
     temperature: float = NEG_TEMPERATURE
     threshold: float = DEFAULT_NEG_THRESHOLD
     generic: tuple[str, ...] = ()
-    usable: int = 0
+    usable: int | None = None
     percentile: float = NEG_PERCENTILE
     settings_name: str = "lexicon"
 
@@ -569,14 +570,15 @@ class NegativeLabels:
         """The project's numbers for these negatives, keyed as :data:`OFFICIAL`, with a ``note``
         saying where they differ from the paper's and why (printed beside :data:`OFFICIAL`)."""
         count, size = self.groups.shape
+        usable = len(self.words) if self.usable is None else self.usable
         mine = {"num_negatives": len(self.words), "groups": int(count), "group_size": int(size),
                 "percentile": self.percentile, "temperature": self.temperature, "threshold": self.threshold,
                 "generic_words": len(self.generic), "lexicon": f"{lexicon_label(self.lexicon)}, "
-                                                              f"{self.usable} usable words"}
+                                                              f"{usable} usable words"}
         notes = []
         if len(self.words) < NEG_COUNT:
-            notes.append(f"the lexicon has {self.usable} usable words, fewer than the paper's {NEG_COUNT:,}: "
-                         + ("all are used" if len(self.words) == self.usable else f"{len(self.words)} are used"))
+            notes.append(f"the lexicon has {usable} usable words, fewer than the paper's {NEG_COUNT:,}: "
+                         + ("all are used" if len(self.words) == usable else f"{len(self.words)} are used"))
         if count < NEG_GROUPS:
             notes.append(f"{count} group(s) of {size} instead of {NEG_GROUPS} groups of {OFFICIAL['group_size']} "
                          f"(smaller groups would each raise the score: docs/NEGLABEL.md, deviation 6)")

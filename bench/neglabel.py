@@ -21,8 +21,12 @@ Runs on whatever embedded model is shipped (``croft_core/data/synth/embedded``) 
    (and ``shapes_dg`` when registered), from the library's own evaluation protocol.
 4. **Speed**: mining + encoding the negatives for a new vocabulary (lexicon cache warm and cold), and
    the cost of scoring one image with energy + NegLabel against energy only (image encoding included).
+0. **The paper's numbers and the project's** (printed first): the official code's number of negatives,
+   groups, group size, percentile, T and threshold beside the project's for the embedded lexicon (as
+   shipped, and with ``settings="paper"``) and for timm's lexicon (real CLIPs), with what differs and why.
 
     python bench/neglabel.py [--vocabularies 30] [--threshold T] [--select [--generic-shares ...]]
+    python bench/neglabel.py --numbers-only     # the table of 0. alone (seconds)
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ from croft_core.runs.torchrun import prepare_features  # noqa: E402
 from croft_core.runs.evaluate import benchmark_text_features, evaluate, zeroshot_model  # noqa: E402
 from croft_core.heads.checkpoint import CroftModel  # noqa: E402
 from croft_core.ood import negatives  # noqa: E402
-from croft_core.ood.negatives import DEFAULT_NEG_THRESHOLD, NegativeLabels, lexicon_path  # noqa: E402
+from croft_core.ood.negatives import (DEFAULT_NEG_THRESHOLD, OFFICIAL, NegativeLabels, lexicon_path,  # noqa: E402
+                                     planned_numbers, read_lexicon, timm_lexicon_path)
 from croft_core.clip.prompts import SINGLE_TEMPLATE  # noqa: E402
 from croft_core.ood.scores import energy  # noqa: E402
 from croft_core.data.synth import EMBEDDED_CHECKPOINT  # noqa: E402
@@ -205,6 +210,31 @@ def fmt(name: str, s: dict[str, float]) -> str:
             f" | reject {100 * s['rej_mean']:5.1f}% [{100 * s['rej_min']:5.1f}, {100 * s['rej_max']:5.1f}]")
 
 
+NUMBER_KEYS = ("num_negatives", "groups", "group_size", "percentile", "temperature", "threshold", "generic_words")
+
+
+def numbers(backbone, cache_dir) -> None:
+    """The official settings beside the project's, for the 10 classes of ``shapes``."""
+    classes = shapes_benchmark().classnames
+    rows = {"official code (ImageNet-1k, WordNet nouns)": dict(OFFICIAL)}
+    for label, settings in (("embedded lexicon, as shipped", "lexicon"), ("embedded lexicon, paper's settings", "paper")):
+        rows[label] = NegativeLabels.fit(backbone, classes, cache_dir=cache_dir, settings=settings).settings()
+    try:
+        plan = planned_numbers(read_lexicon(timm_lexicon_path()), classes)
+        rows["timm ImageNet-21k lemmas (real CLIPs)"] = {
+            **plan, "percentile": OFFICIAL["percentile"], "temperature": OFFICIAL["temperature"], "generic_words": 0,
+            "lexicon": f"timm ImageNet-21k lemmas, {plan['usable']} usable words",
+            "note": "the paper's numbers" if plan["num_negatives"] == OFFICIAL["num_negatives"] else "fewer words"}
+    except negatives.LexiconError as err:
+        print(f"timm's lexicon: {err}")
+    print(f"negative labels for the {len(classes)} classes of shapes, the paper's numbers and the project's:")
+    print(f"  {'':<44}" + "".join(f"{k:>14}" for k in NUMBER_KEYS))
+    for label, row in rows.items():
+        print(f"  {label:<44}" + "".join(f"{row[k]:>14,}" if isinstance(row[k], int) else f"{row[k]:>14g}"
+                                         for k in NUMBER_KEYS))
+        print(f"  {'':<44}lexicon: {row['lexicon']}" + (f"; {row['note']}" if "note" in row else ""))
+
+
 def detection(backbone, cache_dir) -> None:
     """Zero-shot (and the shipped CRoFT checkpoint's) AUROC / FPR95 on the shapes benchmarks."""
     models = {"zero-shot": lambda bench: zeroshot_model(backbone, bench)}
@@ -278,6 +308,7 @@ def main(argv=None) -> None:
                         help=f"NegLabel threshold to report (default: the lexicon's, else {DEFAULT_NEG_THRESHOLD})")
     parser.add_argument("--select", action="store_true", help="also sweep thresholds on validation images")
     parser.add_argument("--skip-detection", action="store_true")
+    parser.add_argument("--numbers-only", action="store_true", help="print the paper's and the project's numbers, then stop")
     parser.add_argument("--fractions", type=lambda v: [float(x) for x in v.split(",")],
                         help="with --select: shares of the lexicon to try, e.g. 0.15,0.5")
     parser.add_argument("--generic-shares", type=lambda v: [float(x) for x in v.split(",")],
@@ -289,16 +320,19 @@ def main(argv=None) -> None:
     backbone = load_backbone("embedded")
     cache_dir = os.environ.get("CROFT_CACHE") or None
     print(f"backbone: embedded ({backbone.cache_id})")
+    numbers(backbone, cache_dir)
+    if args.numbers_only:
+        return
     if args.select:
         select(backbone, args, cache_dir)
     images, vocabs = world_images(backbone, "test"), vocabularies(args.vocabularies, args.seed)
     runs = sweep(backbone, images, vocabs, cache_dir)
-    paper = sweep(backbone, images, vocabs, cache_dir, generic_share=0.0, threshold=DEFAULT_NEG_THRESHOLD)
+    paper = sweep(backbone, images, vocabs, cache_dir, settings="paper")
     print(f"{len(runs)} vocabularies of 3-10 classes (seed {args.seed}), photo test images:")
     default = summarize(runs, 2, args.threshold if args.threshold is not None else runs[0][4])
     print(fmt("neglabel @ fixed default", default))
     print(fmt("neglabel, paper's settings", summarize(paper, 2, DEFAULT_NEG_THRESHOLD))
-          + f"  (no generic words set aside, threshold {DEFAULT_NEG_THRESHOLD})")
+          + f"  (settings='paper': every usable word (< 10,000), none set aside, threshold {DEFAULT_NEG_THRESHOLD})")
     for label, r in (("lexicon's settings", runs), ("no generic words set aside", paper)):
         print(f"per-class acceptance over the vocabularies that hold the class, {label}: "
               + " ".join(f"{c} {100 * a:.0f}" for c, a in per_class(r, images[1])))

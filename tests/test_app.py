@@ -303,11 +303,43 @@ def test_batch_and_compare(handlers, image_files, app_files):
         handlers.classify_batch([up(image_files["text"])], VOCAB, "zero-shot", None)
     with pytest.raises(gr.Error, match="No images"):
         handlers.classify_batch(None, VOCAB, "zero-shot", None)
-    md_a, probs_a, md_b, probs_b, fig = handlers.compare(up(image_files["circle"]), VOCAB, "zero-shot",
-                                                         "croft")
+    md_a, probs_a, md_b, probs_b, fig, rule = handlers.compare(up(image_files["circle"]), VOCAB, "zero-shot",
+                                                               "croft")
     assert md_a.startswith("### A: zero-shot") and md_b.startswith("### B: croft") and probs_a and probs_b
     bars = json.loads(fig.plot)["data"][0]
     assert bars["y"] == ["A: zero-shot", "B: croft"] and len(bars["x"]) == 2  # both on one plot
+    assert rule.startswith("**Rule: the same for both models**, the negative labels")
+
+
+def test_compare_decides_both_models_by_the_same_rule_unless_asked(handlers, image_files, monkeypatch):
+    """croft has a calibrated energy threshold for VOCAB (its own classes) and zero-shot has not:
+    Classify's automatic rule gives them different kinds of rule; Compare gives both the same one
+    by default, the visitor's energy threshold when asked, and each model's own only when chosen,
+    then says the verdicts are not comparable."""
+    from collections import OrderedDict
+    from dataclasses import replace
+
+    from croft_app.service.decision import RULE_AUTOMATIC, RULE_NEGATIVES, RULE_USER
+    from croft_core.ood.negatives import NegativeLabels
+
+    rules = handlers.r.negatives  # the tiny random model's word-list scores are ~1e-6: let them accept,
+    monkeypatch.setattr(rules, "_memo", OrderedDict())  # so that croft's calibrated energy decides
+    monkeypatch.setattr(rules, "_fit", lambda *a, **k: replace(NegativeLabels.fit(*a, **k), threshold=1e-9))
+    image = up(image_files["circle"])
+    own = [handlers.classify(image, VOCAB, m, None)["rule"] for m in ("zero-shot", "croft")]
+    assert own == ["negative labels", "energy (calibrated)"]  # what Compare used to put side by side
+    *_, default = handlers.compare(image, VOCAB, "zero-shot", "croft")
+    *_, negatives = handlers.compare(image, VOCAB, "zero-shot", "croft", None, RULE_NEGATIVES)
+    assert default == negatives and "not directly comparable" not in default
+    *_, typed = handlers.compare(image, VOCAB, "zero-shot", "croft", "-1e9", RULE_USER)
+    assert typed.startswith("**Rule: the same for both models**, your energy threshold -1000000000.0")
+    *_, each = handlers.compare(image, VOCAB, "zero-shot", "croft", None, RULE_AUTOMATIC)
+    assert each.startswith("**Rule: each model's own** (A: zero-shot: negative labels; B: croft: energy "
+                           "(calibrated))") and "not directly comparable" in each
+    with pytest.raises(gr.Error, match="needs a threshold"):
+        handlers.compare(image, VOCAB, "zero-shot", "croft", "", RULE_USER)
+    with pytest.raises(gr.Error, match="unknown rule"):
+        handlers.compare(image, VOCAB, "zero-shot", "croft", None, "whichever")
 
 
 def test_evaluate_and_its_downloads(handlers, app_files):
@@ -610,7 +642,8 @@ def test_failed_compare_and_train_show_their_reason(app, image_files):
     assert len(compares) == 2  # the Compare button and a click on an example
     for block_fn in compares:
         with pytest.raises(gr.Error, match="Enter at least two class names"):
-            _event(demo, block_fn, [up(image_files["circle"]), "circle", "zero-shot", "croft", None], session)
+            _event(demo, block_fn, [up(image_files["circle"]), "circle", "zero-shot", "croft", None,
+                                    "negative labels"], session)
         follow = _failure_of(demo, block_fn)
         assert [o.elem_id for o in follow.outputs] == ["card-a"]
         (text,) = _event(demo, follow, [], session)
@@ -737,3 +770,16 @@ def test_a_classification_flows_down_once(handlers, image_files, monkeypatch):
     into = lambda name: [(a, f) for a, b, f in calls if b.endswith(name)]  # noqa: E731
     assert into("service/classifier.py") == [("croft_app/service/decision.py", "OpenSetClassifier.run")], calls
     assert into("service/decision.py") == [("croft_app/ui/app.py", "decide_batch")], calls
+
+
+def test_a_threshold_carried_from_classify_brings_its_rule_to_compare():
+    """Typed in Classify: Compare decides both models by it; emptied (Classify back to automatic):
+    Compare goes back to its default rule, never left on the energy rule with an empty box."""
+    from croft_app.service.decision import RULE_NEGATIVES, RULE_USER
+    from croft_app.ui.common import COMPARE_RULES, _carried_threshold
+
+    assert COMPARE_RULES[0][1] == RULE_NEGATIVES  # the default: the same kind of rule for both models
+    box, rule = _carried_threshold("8.5")
+    assert (box["value"], box["visible"], rule["value"]) == ("8.5", True, RULE_USER)
+    box, rule = _carried_threshold("  ")
+    assert (box["value"], box["visible"], rule["value"]) == ("", False, RULE_NEGATIVES)

@@ -167,6 +167,8 @@ def test_classify_in_chromium(server, image_files, tmp_path):
         page.locator("#card-b h3").wait_for(timeout=60_000)
         assert page.locator("#card-a h3").inner_text().startswith("A: zero-shot")
         page.locator("#compare-plot .js-plotly-plot").wait_for(timeout=30_000)
+        page.locator("#compare-rule", has_text="Rule: the same for both models").wait_for(timeout=10_000)
+        assert page.locator("#compare-threshold").count() == 0 or not page.locator("#compare-threshold").is_visible()
         _shot(page, tmp_path, "compare")
 
 

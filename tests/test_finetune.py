@@ -555,3 +555,20 @@ def test_prompt_learners_fine_tune_in_the_app(tiny_backbone, zip_data, method, l
     assert r.name.startswith(f"{label} · ") and r.model.config.threshold is not None
     assert r.history and all(np.isfinite(row["loss"]) for row in r.history)
     assert "head.ctx" in r.model.state_dict() and len(r.model.state_dict()) <= 6  # never the backbone
+
+
+def test_finetune_results_name_the_split_the_threshold_was_fitted_on(tiny_backbone, zip_data, tmp_path, monkeypatch):
+    """The results' ``threshold`` names the split calibrate() was given (role, name, size), not a
+    hand-written "val": moved to another split, the record follows it."""
+    from croft_app.service import finetune as ft
+
+    used, real = [], ft.calibrate
+    monkeypatch.setattr(ft, "calibrate", lambda model, text, split, **kw: used.append(split) or real(model, text, split, **kw))
+    request = FinetuneRequest(steps=2, views=1, batch_size=4)
+    thr = finetune(tiny_backbone, zip_data, request, cache_dir=tmp_path / "cache").results["threshold"]
+    assert (thr["fitted_on"], thr["fitted_on_split"], thr["n"]) == ("val", used[0].name, len(zip_data.val))
+    assert used[0].name == "my-data val"
+    monkeypatch.setattr(ft, "CALIBRATION_ROLE", "train")
+    used.clear()
+    thr = finetune(tiny_backbone, zip_data, request, cache_dir=tmp_path / "cache").results["threshold"]
+    assert (thr["fitted_on"], thr["fitted_on_split"]) == ("train", "my-data train") and used[0].name == "my-data train"

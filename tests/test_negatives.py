@@ -84,7 +84,8 @@ def test_fit_removes_class_names_and_reports_them(lexicon_backbone, tmp_path):
     assert negs.embeddings.shape == (10, 16) and negs.id_embeddings.shape == (3, 16)
     assert negs.groups.shape == (4, 2) and len(set(negs.groups.flatten().tolist())) == 8
     default = NegativeLabels.fit(lexicon_backbone, ["Cat", "violin", "unicorn"], cache_dir=tmp_path)
-    assert len(default.words) == int(0.15 * 18) and default.groups.shape == (1, 2)  # too few to group
+    assert len(default.words) == 18 and default.groups.shape == (1, 18)  # fewer than 10,000: all, one group
+    assert "18 usable words, fewer than the paper's 10,000: all are used" in default.settings()["note"]
     few = NegativeLabels.fit(lexicon_backbone, ["dog"], num_negatives=7, n_groups=100, min_group=3, cache_dir=tmp_path)
     assert few.groups.shape == (2, 3)  # G = 7 // 3, the remainder dropped
 
@@ -207,3 +208,128 @@ def test_lexicon_label_names_no_server_path(tmp_path):
     assert lexicon_label(tmp_path.joinpath("site-packages", "timm", *TIMM_LEXICON)) == "timm ImageNet-21k lemmas"
     label = lexicon_label(tmp_path / "embedded" / "lexicon.txt")
     assert label == "embedded/lexicon.txt" and str(tmp_path) not in label
+
+
+# ---- the paper's numbers, the group average and the mining, on constructed cases ------------------
+
+def _unit(*cosines: float, d: int = 8) -> torch.Tensor:
+    """A unit vector with the given cosines to the first axes (the rest of its norm on the last axis)."""
+    v = torch.zeros(d)
+    v[:len(cosines)] = torch.tensor(cosines)
+    v[-1] = (1 - float((v ** 2).sum())) ** 0.5
+    return v
+
+
+def _constructed(monkeypatch, labels: torch.Tensor, candidates: torch.Tensor, **fit):
+    """NegativeLabels.fit on hand-made label and lexicon embeddings (no text encoder involved)."""
+    monkeypatch.setattr(negatives, "build_text_classifier", lambda *a, **k: labels)
+    lexicon = Lexicon(tuple((f"w{i}",) for i in range(len(candidates))), "constructed")
+    return NegativeLabels.fit(None, ["x", "y", "z"][:len(labels)], lexicon=lexicon, lexicon_embeddings=candidates,
+                              cache_dir=None, **fit)
+
+
+@pytest.mark.parametrize("size, kept, groups", [(25_000, 10_000, (100, 100)), (5_000, 5_000, (50, 100)),
+                                                (150, 150, (1, 150))])
+def test_default_is_the_papers_count_and_groups(monkeypatch, size, kept, groups):
+    """The paper keeps 10,000 negatives in 100 groups of 100; a smaller lexicon gives all its words,
+    in groups never smaller than the paper's 100 (one group under 200)."""
+    candidates = torch.nn.functional.normalize(torch.randn(size, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    negs = _constructed(monkeypatch, torch.eye(8)[:2], candidates)
+    assert len(negs.words) == kept and tuple(negs.groups.shape) == groups
+    assert len(set(negs.groups.flatten().tolist())) == groups[0] * groups[1]  # no negative twice
+    numbers = negs.settings()
+    assert (numbers["num_negatives"], numbers["groups"], numbers["group_size"]) == (kept, *groups)
+    assert (numbers["note"] == "the paper's numbers") == (size >= 10_000)
+    assert negatives.OFFICIAL["num_negatives"] == 10_000 and negatives.OFFICIAL["groups"] == 100
+    lexicon = Lexicon(tuple((f"w{i}",) for i in range(size)), "constructed")
+    plan = negatives.planned_numbers(lexicon, ["x", "y"])  # the same numbers without encoding
+    assert (plan["num_negatives"], plan["groups"], plan["group_size"]) == (kept, *groups)
+
+
+def test_timm_lexicon_gets_the_papers_numbers():
+    """Real CLIPs (timm's 20,071 lemmas): the paper's 10,000 negatives in 100 groups of 100."""
+    plan = negatives.planned_numbers(read_lexicon(negatives.timm_lexicon_path()), ["cat", "dog"])
+    assert (plan["num_negatives"], plan["groups"], plan["group_size"], plan["threshold"]) == (10_000, 100, 100, 0.01)
+
+
+def test_paper_settings_ignore_the_lexicons_own(monkeypatch):
+    candidates = torch.nn.functional.normalize(torch.randn(300, 8, generator=torch.Generator().manual_seed(1)), dim=-1)
+    monkeypatch.setattr(negatives, "build_text_classifier", lambda *a, **k: torch.eye(8)[:2])
+    own = Lexicon(tuple((f"w{i}",) for i in range(300)), "own", fraction=0.5, generic_share=0.3, threshold=0.1)
+    kw = dict(lexicon=own, lexicon_embeddings=candidates, cache_dir=None)
+    lexicon = NegativeLabels.fit(None, ["x", "y"], **kw)
+    paper = NegativeLabels.fit(None, ["x", "y"], settings="paper", **kw)
+    assert (len(lexicon.words), len(lexicon.generic), lexicon.threshold) == (105, 90, 0.1)  # 0.5 of 210
+    assert (len(paper.words), len(paper.generic), paper.threshold) == (300, 0, DEFAULT_NEG_THRESHOLD)
+    assert paper.settings()["settings"] == "paper" and tuple(paper.groups.shape) == (3, 100)
+    with pytest.raises(LexiconError, match="settings must be one of"):
+        NegativeLabels.fit(None, ["x"], settings="official", **kw)
+
+
+def test_fit_keeps_the_farthest_words_by_the_95th_percentile(monkeypatch):
+    """Three labels, six words whose order differs by the 95th percentile, the maximum and the mean
+    of their cosines to the labels: the four farthest by the 95th percentile are known."""
+    words = {  # cosines to the 3 labels -> (95th percentile, max, mean)
+        "A": (0.5, 0.5, 0.5),  # .5, .5, .5
+        "B": (0.0, 0.0, 0.52),  # .468, .52, .173
+        "C": (0.45, 0.45, 0.45),  # .45, .45, .45
+        "D": (0.0, 0.4, 0.4),  # .4, .4, .267
+        "E": (-0.5, -0.5, 0.6),  # .49, .6, -.133
+        "F": (0.2, 0.2, 0.2),  # .2, .2, .2
+    }
+    candidates = torch.stack([_unit(*c) for c in words.values()])
+    negs = _constructed(monkeypatch, torch.eye(8)[:3], candidates, num_negatives=4)
+    names = dict(zip((f"w{i}" for i in range(6)), words))
+    assert [names[w] for w in negs.words] == ["F", "D", "C", "B"]  # the maximum would keep A, the mean E
+    assert negs.percentile == 0.95
+
+
+def test_score_is_the_mean_over_groups(monkeypatch):
+    """One image, two groups of two negatives: the score is the mean of the two groups' ratios, not
+    the ratio against all four negatives."""
+    import math
+
+    labels = torch.eye(8)[:2]
+    candidates = torch.stack([_unit(0, 0, 0.9), _unit(0, 0, 0, 0.1), _unit(0, 0, 0, 0, 0.5), _unit(0, 0, 0, 0, 0, -0.2)])
+    negs = _constructed(monkeypatch, labels, candidates, num_negatives=4, n_groups=2, min_group=2, temperature=0.1)
+    image = _unit(0.8, 0.1, 0.3, 0.2, 0.1, 0.1).unsqueeze(0)
+    cos_id = (image @ labels.T)[0]
+    cos_neg = {w: float(image[0] @ candidates[int(w[1:])]) for w in negs.words}
+    pos = float(torch.exp(cos_id / 0.1).sum())
+    per_group = [pos / (pos + sum(math.exp(cos_neg[negs.words[i]] / 0.1) for i in g)) for g in negs.groups.tolist()]
+    whole = pos / (pos + sum(math.exp(c / 0.1) for c in cos_neg.values()))
+    score, nearest = negs.score(image)
+    assert float(score) == pytest.approx(sum(per_group) / 2, rel=1e-5)
+    assert abs(float(score) - whole) > 0.01  # the grouping matters on this case
+    assert negs.words[int(nearest)] == max(cos_neg, key=cos_neg.get)
+
+
+# ---- one scoring path: the app and evaluate ------------------------------------------------------
+
+@pytest.mark.parametrize("head", ["zeroshot", "croft"])
+def test_app_and_evaluate_give_identical_negative_label_scores(lexicon_backbone, head):
+    """The app's verdict score (decision.negative_evidence) and evaluate's ``neglabel`` score
+    (compute_scores) are one path: identical on the same images, model and classes, also for a head
+    with its own template set and text map (the app once used one template for the ID side)."""
+    from croft_app.service.classifier import OpenSetClassifier
+    from croft_app.service.decision import negative_evidence
+    from croft_core.heads.checkpoint import CroftModel, HeadConfig
+    from croft_core.runs.evaluate import compute_scores, text_map
+
+    torch.manual_seed(0)
+    classes = ["dog", "harp", "kayak"]
+    model = CroftModel(HeadConfig(head=head, embed_dim=lexicon_backbone.embed_dim, logit_scale=20.0,
+                                  templates=("a photo of a {}.", "a drawing of a {}.")))
+    for p in model.parameters():
+        p.data.normal_(0, 0.3)
+    classifier = OpenSetClassifier(lexicon_backbone, model, cache_dir=None)
+    features = torch.randn(6, lexicon_backbone.embed_dim)
+    raw = NegativeLabels.fit(lexicon_backbone, classes, num_negatives=8, n_groups=2, min_group=4, cache_dir=None)
+    mapped = NegativeLabels.fit(lexicon_backbone, classes, None if head == "zeroshot" else text_map(model),
+                                num_negatives=8, n_groups=2, min_group=4, cache_dir=None)  # as NegativeRules fits
+    scored = classifier.run([], classes, features=features)  # the app's one pass: text features included
+    app, _ = negative_evidence(classifier.model, mapped, features, scored.text_features)
+    _, scores = compute_scores(model, features, classifier.text_features(classes), negatives=raw)
+    assert app == pytest.approx(scores["neglabel"].tolist(), abs=1e-6)
+    single = raw.with_text_map(text_map(model)).score(model.embed_image(features))[0]  # the old, one template
+    assert not torch.allclose(single, torch.tensor(app, dtype=single.dtype), atol=1e-4)

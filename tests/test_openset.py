@@ -76,7 +76,7 @@ def lexicon_backbone(tmp_path_factory):
 
 
 def test_negatives_memoized_per_model_and_vocabulary(lexicon_backbone, tmp_path):
-    from croft_core.runs.evaluate import zeroshot_model
+    from croft_app.service.classifier import OpenSetClassifier
 
     calls = []
 
@@ -93,9 +93,9 @@ def test_negatives_memoized_per_model_and_vocabulary(lexicon_backbone, tmp_path)
     rules.get("zero-shot", ["dog", "house"])
     rules.get("other", ["cat", "house"])
     assert len(calls) == 3
-    model = zeroshot_model(lexicon_backbone)
+    classifier = OpenSetClassifier(lexicon_backbone, cache_dir=None)
     feats = torch.randn(2, lexicon_backbone.embed_dim)
-    scores, words = negative_evidence(model, a, feats)
+    scores, words = negative_evidence(classifier.model, a, feats, classifier.text_features(["cat", "house"]))
     assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores) and set(words) <= set(a.words)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 
 from croft_core.runs.report import markdown_table, sweep_summary
@@ -128,3 +130,28 @@ def test_statistics_markdown_shows_intervals_verdicts_and_search():
     assert "| croft | 72.0 [" in text  # mean [interval]
     assert "+2.0 [+2.0, +2.0] better" in text
     assert "| croft | 1 | lr=0.02, lambda2=5 | lr | 80.0 |" in text
+
+
+def test_report_gives_each_unseen_sets_rejection_at_95_acceptance():
+    """Constructed scores with a known answer: 100 known images scored 0..99 (95% accepted at >= 5);
+    the set 'far' scores below every known image (all rejected), the set 'half' has 50 (seed 1) and
+    25 (seed 2) of 100 images above the threshold: rejected 0.5 and 0.75, mean 0.625."""
+    from croft_core.ood.metrics import ood_metrics
+    from croft_core.runs.report import rejection_at_tpr95, statistics_markdown, summarize, sweep_summary
+
+    known = np.arange(100.0)
+    runs = []
+    for seed, above in ((1, 50), (2, 25)):
+        half = np.r_[np.full(above, 50.0), np.full(100 - above, 4.0)]  # 4 < the threshold 5
+        semantic = [{"name": "far", "scores": {"energy": ood_metrics(known, np.full(30, -1.0))}},
+                    {"name": "half", "scores": {"energy": ood_metrics(known, half)}}]
+        runs.append({**_run("croft", seed, 0.8, 0.0), "semantic": semantic})
+    table = rejection_at_tpr95(runs)["croft"]["energy"]
+    assert table["far"]["mean"] == 1.0 and table["half"]["mean"] == pytest.approx(0.625)
+    assert table["half"]["n"] == 2 and table["half"]["std"] == pytest.approx(np.std([0.5, 0.75], ddof=1))
+    summary = summarize(runs)
+    assert summary["rejection_at_tpr95"]["croft"]["energy"]["half"]["mean"] == pytest.approx(0.625)
+    text = statistics_markdown(summary)
+    assert "| method | score | far | half |" in text and "| croft | energy | 100.0 [100.0, 100.0] | 62.5 [" in text
+    swept = sweep_summary("heldout", {"a": runs, "b": runs})
+    assert swept["rejection_at_tpr95"]["croft"]["energy"]["half (heldout=b)"]["mean"] == pytest.approx(0.625)

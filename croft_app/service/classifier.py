@@ -421,7 +421,7 @@ class OpenSetClassifier:
                 predicted_class=predicted, threshold_source=source, notes=list(notes),
                 warnings=list(warnings)))
         rendered = self.rendered_features(classes) if ref.source == "rendered" else None
-        return Scored(classes, features, out, ref, user_threshold, rendered)
+        return Scored(classes, features, out, ref, user_threshold, rendered, self.text_features(classes))
 
     def classify(self, images: Sequence[PIL.Image.Image], classnames: Sequence[str],
                  threshold: Any = None, top_k: int = 5,
@@ -446,6 +446,7 @@ class Scored:
     reference: Reference  # ID reference energies and threshold of this (model, vocabulary)
     user_threshold: float | None
     rendered_features: torch.Tensor | None = None  # [M, d] the rendered reference's raw features
+    text_features: torch.Tensor | None = None  # [K, d] the classes' text features the logits used
 
 
 def _same_set(a: Sequence[str], b: Sequence[str]) -> bool:

@@ -19,6 +19,11 @@ The rendered reference of the embedded world (photos of the vocabulary's shapes,
 classifier) is drawn on the plot but never decides: 20 rendered photos per class are a thin
 calibration set, and the negative labels are the better rule there. This is the one statement of
 the threshold policy; :func:`decide_batch` applies it.
+
+**Compare** (two models on one image) must not put a calibrated-energy verdict beside a
+negative-label one: it asks :func:`decide_batch` for one rule for both (:data:`SHARED_RULES`), the
+negative labels by default, the visitor's energy threshold, or, when the visitor picks it, each
+model's own rule as above; :func:`rule_statement` says under the result which rule decided.
 """
 
 from __future__ import annotations
@@ -34,19 +39,23 @@ import numpy as np
 import torch
 
 from croft_core.clip.backbones import DEFAULT_CACHE_DIR, Backbone
-from croft_core.runs.evaluate import text_map
+from croft_core.runs.evaluate import negative_label_scores, text_map
 from croft_core.ood.negatives import (LexiconError, NegativeLabels, encode_lexicon, lexicon_path,
                                      load_lexicon_embeddings, read_lexicon)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RULE_CALIBRATED", "RULE_NEGATIVES", "RULE_NONE", "RULE_USER", "LexiconStatus",
-           "NegativeRules", "Verdict", "decide"]
+__all__ = ["RULE_AUTOMATIC", "RULE_CALIBRATED", "RULE_NEGATIVES", "RULE_NONE", "RULE_USER", "SHARED_RULES",
+           "LexiconStatus", "NegativeRules", "Verdict", "decide", "rule_statement"]
 
 RULE_USER = "user threshold"
 RULE_CALIBRATED = "energy (calibrated)"
 RULE_NEGATIVES = "negative labels"
 RULE_NONE = "none"  # no open-set rule available (yet): the answer is closed-set
+RULE_AUTOMATIC = "automatic"  # each model's own: the first of the rules above that applies (Classify)
+SHARED_RULES = (RULE_NEGATIVES, RULE_USER, RULE_AUTOMATIC)
+"""What Compare may ask for, its default first: two models' "unknown" come from the same kind of
+rule unless the visitor picks each model's own (:func:`rule_statement` says which under the result)."""
 SYNC_LEXICON_WORDS = 2048  # a lexicon up to this size is encoded in the request (one cache chunk)
 MEMO_SIZE = 32  # (model, vocabulary) negatives kept in memory
 
@@ -229,20 +238,25 @@ class NegativeRules:
 
 
 @torch.inference_mode()
-def negative_evidence(model: Any, negatives: NegativeLabels,
-                      features: torch.Tensor) -> tuple[list[float], list[str]]:
+def negative_evidence(model: Any, negatives: NegativeLabels, features: torch.Tensor,
+                      text_features: torch.Tensor) -> tuple[list[float], list[str]]:
     """Negative-label scores and nearest negative words of raw image features ``[N, d]``.
 
+    The score is the library's (:func:`croft_core.runs.evaluate.negative_label_scores`, the path
+    ``evaluate`` takes): the head's embedded image, its own class cosines over the text features
+    the classifier classified with, the negatives through its text map.
+
     Args:
-        model: the head (:class:`~croft_core.heads.checkpoint.CroftModel`; ``embed_image`` maps raw features
-            into the space of its text map).
+        model: the head (:class:`~croft_core.heads.checkpoint.CroftModel`).
         negatives: from :meth:`NegativeRules.get` for the same head.
         features: ``[N, d]`` raw image features.
+        text_features: ``[K, d]`` the vocabulary's text features (``Scored.text_features``).
 
     Returns:
         ``(scores, words)``, one of each per image.
     """
-    scores, nearest = negatives.score(model.embed_image(features.float()))
+    features = features.float().to(text_features.device)
+    scores, nearest = negative_label_scores(model, features, text_features, negatives)
     return [float(s) for s in scores], [negatives.words[int(i)] for i in nearest]
 
 
@@ -275,11 +289,12 @@ class Decisions:
     reference: PlotReference
 
 
-def _neg_reference(negs: NegativeLabels | None, model: Any, features: torch.Tensor | None) -> np.ndarray | None:
+def _neg_reference(negs: NegativeLabels | None, model: Any, features: torch.Tensor | None,
+                   text_features: torch.Tensor) -> np.ndarray | None:
     """Negative-label scores of the rendered reference images (None without both)."""
     if negs is None or features is None:
         return None
-    return np.asarray(negative_evidence(model, negs, features)[0])
+    return np.asarray(negative_evidence(model, negs, features, text_features)[0])
 
 
 def _result(pred: Any, verdict: Verdict, negs: NegativeLabels | None) -> dict[str, Any]:
@@ -296,13 +311,48 @@ def _result(pred: Any, verdict: Verdict, negs: NegativeLabels | None) -> dict[st
     return d
 
 
+def _rule_thresholds(rule: str, user: float | None, ref: Any) -> tuple[float | None, float | None]:
+    """``(user threshold, calibrated threshold)`` that :func:`decide` may use under ``rule``.
+
+    Raises:
+        ValueError: an unknown rule, or the user rule without a threshold.
+    """
+    if rule not in SHARED_RULES:
+        raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(SHARED_RULES)}")
+    if rule == RULE_USER and user is None:
+        raise ValueError("the rule 'your energy threshold' needs a threshold: type one (an energy score "
+                         "such as 8.5), or choose the negative labels")
+    if rule == RULE_NEGATIVES:
+        return None, None
+    return user, (ref.threshold if rule == RULE_AUTOMATIC and ref.source == "checkpoint" else None)
+
+
+def rule_statement(rule: str, results: Sequence[dict[str, Any]], names: Sequence[str]) -> str:
+    """One sentence under a comparison: which rule decided each model's "unknown", and whether the
+    verdicts are comparable (the same kind of rule for every model)."""
+    used = [r["rule"] for r in results]
+    if len(set(used)) > 1:  # read from the verdicts themselves, whatever was asked
+        each = "; ".join(f"{n}: {u}" for n, u in zip(names, used))
+        return (f"**Rule: each model's own** ({each}). These are different kinds of rule, so the verdicts "
+                f"are not directly comparable; choose one rule for both to compare them.")
+    if used and used[0] == RULE_NONE:
+        return f"**Rule: none available yet** for either model: closed-set answers ({results[0]['reason']})."
+    kind = {RULE_NEGATIVES: "the negative labels: a model accepts an image when its word-list score is at or "
+                            f"above {results[0].get('neg_threshold')}",
+            RULE_USER: f"your energy threshold {results[0].get('threshold')} for both models",
+            RULE_CALIBRATED: "each model's energy threshold calibrated on these classes"}.get(used[0], used[0])
+    return f"**Rule: the same for both models**, {kind}."
+
+
 @torch.inference_mode()
 def decide_batch(classifier: Any, rules: NegativeRules | None, images: Sequence[Any], classes: Sequence[str],
-                 threshold: Any = None, top_k: int = 5) -> Decisions:
+                 threshold: Any = None, top_k: int = 5, rule: str = "automatic") -> Decisions:
     """Images against a vocabulary, decided: the classifier runs once, then the rule for each image.
 
-    The rule of each image is the first of this module's rules that applies (its docstring is
-    the one statement of the threshold policy).
+    With ``rule="automatic"`` (Classify) the rule of each image is the first of this module's
+    rules that applies (its docstring is the one statement of the threshold policy); Compare asks
+    for one rule for both models (:data:`SHARED_RULES`): ``"negative labels"`` only, or
+    ``"user threshold"`` only.
 
     Args:
         classifier: a :class:`~croft_app.service.classifier.OpenSetClassifier`.
@@ -311,27 +361,29 @@ def decide_batch(classifier: Any, rules: NegativeRules | None, images: Sequence[
         classes: the vocabulary (raw names; cleaned by the classifier).
         threshold: a user energy threshold (number or text), or None / blank.
         top_k: classes in ``probabilities``.
+        rule: one of :data:`SHARED_RULES`.
 
     Returns:
         :class:`Decisions`: per image the :class:`~croft_app.service.classifier.Prediction` keys
         (``label``, ``accepted``, ``threshold`` and ``threshold_source`` follow the rule that decided)
         plus ``rule``, ``reason``, ``nearest_negative``, ``neg_score``, ``neg_threshold``.
     """
-    scored = classifier.run(images, classes, threshold, top_k)
+    scored = classifier.run(images, classes, None if rule == RULE_NEGATIVES else threshold, top_k)
     ref = scored.reference
-    calibrated = ref.threshold if ref.source == "checkpoint" else None
+    user, calibrated = _rule_thresholds(rule, scored.user_threshold, ref)
     negs = _negatives(rules, classifier, scored.classes)  # also explains an energy rejection
-    scores, words = negative_evidence(classifier.model, negs, scored.features) if negs is not None else ([], [])
+    scores, words = (negative_evidence(classifier.model, negs, scored.features, scored.text_features)
+                     if negs is not None else ([], []))
     unavailable = rules.status.describe() if rules is not None else "no word list for 'unknown'"
     results = []
     for i, pred in enumerate(scored.predictions):
-        verdict = decide(pred.predicted_class, pred.score, user_threshold=scored.user_threshold,
+        verdict = decide(pred.predicted_class, pred.score, user_threshold=user,
                          calibrated_threshold=calibrated,
                          neg_score=scores[i] if negs is not None else None,
                          nearest_negative=words[i] if negs is not None else None,
                          neg_threshold=negs.threshold if negs is not None else None, unavailable=unavailable)
         results.append(_result(pred, verdict, negs))
-    neg_ref = _neg_reference(negs, classifier.model, scored.rendered_features)
+    neg_ref = _neg_reference(negs, classifier.model, scored.rendered_features, scored.text_features)
     return Decisions(results, PlotReference(ref.scores, neg_ref, ref.source))
 
 
@@ -349,4 +401,5 @@ def plot_reference(classifier: Any, rules: NegativeRules | None, classes: Sequen
     ref = classifier.reference(classes)
     negs = _negatives(rules, classifier, classes) if rules is not None and rules.status.ready else None
     rendered = classifier.rendered_features(classes) if ref.source == "rendered" else None
-    return PlotReference(ref.scores, _neg_reference(negs, classifier.model, rendered), ref.source)
+    text = classifier.text_features(classes) if negs is not None and rendered is not None else None
+    return PlotReference(ref.scores, _neg_reference(negs, classifier.model, rendered, text), ref.source)

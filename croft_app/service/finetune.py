@@ -248,6 +248,17 @@ def _encode(backbone, data: TrainingData, request: FinetuneRequest, cache_dir, p
     return train, val
 
 
+CALIBRATION_ROLE = "val"  # the split the energy threshold is fitted on (the results name the split used)
+
+
+def _calibrated(model: CroftModel, text, splits: dict[str, FeatureSet]) -> dict[str, Any]:
+    """Fit the energy threshold on the :data:`CALIBRATION_ROLE` split; what the results say about it
+    is read from the split actually used (its role, name and size), never written by hand."""
+    split = splits[CALIBRATION_ROLE]
+    calibrate(model, text, split)
+    return {"fitted_on": CALIBRATION_ROLE, "fitted_on_split": split.name, "n": len(split)}
+
+
 def finetune(backbone, data: TrainingData, request: FinetuneRequest, *,
              limits: FinetuneLimits = FinetuneLimits(), cache_dir: str | Path | None = None,
              on_event: Callable[[Event], None] = lambda event: None,
@@ -298,9 +309,10 @@ def finetune(backbone, data: TrainingData, request: FinetuneRequest, *,
                                            on_epoch=epoch_done, should_stop=stop)
     if not result.history and METHODS[cfg.method]["step"] not in (None, "lbfgs"):
         raise FinetuneStopped("the run was stopped before its first epoch ended; nothing was kept")
-    calibrate(result.model, text, val_set)
+    fitted = _calibrated(result.model, text, {"train": train_set, "val": val_set})
     name = display_name(request.method, data.name, shots_used(data))
     results = _results(data, request, cfg, result, val_set, stopped, "time" if timed_out else "user")
+    results["threshold"].update(fitted)
     results["seconds"] = round(time.perf_counter() - t0, 2)
     result.model.update_config(metrics={"val_accuracy": results["val_accuracy"] or 0.0})
     card = model_card(result.model, name, data.describe(), results)
@@ -314,8 +326,7 @@ def _results(data: TrainingData, request: FinetuneRequest, cfg: TrainConfig, res
             "shots": data.shots, "shots_used": shots_used(data), "seed": request.seed, "steps": request.steps,
             "epochs_done": len(result.history), "best_epoch": result.best_epoch,
             "val_accuracy": result.best_val_accuracy, "val_n": len(val_set),
-            "threshold": {"score": "energy", "tpr": config.threshold_tpr, "value": config.threshold,
-                          "fitted_on": "val"},
+            "threshold": {"score": "energy", "tpr": config.threshold_tpr, "value": config.threshold},
             "stopped": stopped, "stop_reason": reason if stopped else None,
             "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("method",)}}
 

@@ -57,7 +57,8 @@ from croft_core.errors import CroftError
 from croft_app.service.limits import BodyLimit, JobTimeout, deadline, prune_lru, return_freed_memory
 from croft_app.service.classifier import ZERO_SHOT
 from croft_core.clip.prompts import get_vocabulary, list_vocabularies
-from croft_app.service.decision import Decisions, NegativeRules, classify_open, decide_batch, plot_reference
+from croft_app.service.decision import (RULE_AUTOMATIC, RULE_NEGATIVES, Decisions, NegativeRules, classify_open,
+                                       decide_batch, plot_reference, rule_statement)
 from croft_app.service.models import ClassifierRegistry
 from croft_app.service.sessions import SessionModels, SessionRegistry
 from croft_app.service.security import check_benchmark, check_benchmark_file, display_spec, file_path
@@ -263,9 +264,9 @@ class Handlers:
         return self.r.registry.get(name, _session(request))
 
     def _decide(self, classifier, images: list, classes: Sequence[str], notes: list[str],
-                threshold: Any) -> Decisions:
+                threshold: Any, rule: str = RULE_AUTOMATIC) -> Decisions:
         """One pass down: classifier, then the open-set rule; results ready for the caller."""
-        decided = decide_batch(classifier, self.r.negatives, images, classes, threshold, top_k=TOP_K)
+        decided = decide_batch(classifier, self.r.negatives, images, classes, threshold, top_k=TOP_K, rule=rule)
         results = [present.without_paths({"model": classifier.name, **out, "notes": notes + out["notes"]})
                    for out in decided.results]
         return Decisions(results, decided.reference)
@@ -397,24 +398,28 @@ class Handlers:
     @user_errors
     @torch.inference_mode()
     def compare(self, image: Any, vocabulary: str, model_a: str, model_b: str, threshold: Any = None,
-                request: gr.Request = None) -> tuple[str, dict, str, dict, Any]:
-        """The same image through two models: a verdict card each and both margins on one plot."""
+                rule: str = RULE_NEGATIVES, request: gr.Request = None) -> tuple[str, dict, str, dict, Any, str]:
+        """The same image through two models, decided by the same kind of rule (``rule``, one of
+        :data:`~croft_app.service.decision.SHARED_RULES`): a verdict card each, both margins on one
+        plot, and the sentence that names the rule."""
         path = self._path(image)
         if path is None:
             raise gr.Error("No image: upload an image first (or pick an example).", print_exception=False)
         classifiers = [self._model(name, request) for name in (model_a, model_b)]
         classes, notes = self._vocabulary(vocabulary)
         img = load_image(path)
-        out, rows = [], []
+        out, rows, results = [], [], []
         for tag, classifier in zip("AB", classifiers):
-            decided = self._decide(classifier, [img], classes, notes, threshold)
+            decided = self._decide(classifier, [img], classes, notes, threshold, rule or RULE_NEGATIVES)
             result = decided.results[0]
+            results.append(result)
             inputs = _plot(result, decided.reference, "")[0]
             rows.append({"name": f"{tag}: {classifier.name}", "margin": explain_text.margin(inputs),
                          "label": result["label"]})
             out += [f"### {tag}: {classifier.name}\n\n" + explain_text.verdict_markdown(result).replace(
                 "## ", "#### ", 1), result["probabilities"]]
-        return (*out, PlotData(type="plotly", plot=margin_comparison_json(rows)))
+        statement = rule_statement(rule or RULE_NEGATIVES, results, [f"{t}: {c.name}" for t, c in zip("AB", classifiers)])
+        return (*out, PlotData(type="plotly", plot=margin_comparison_json(rows)), statement)
 
     # -- Lab -------------------------------------------------------------------------------
     @user_errors

@@ -25,6 +25,7 @@ import gradio as gr
 from croft_app.service import explain as explain_text
 from croft_core.errors import CroftError
 from croft_app.service.classifier import ZERO_SHOT
+from croft_app.service.decision import RULE_AUTOMATIC, RULE_NEGATIVES, RULE_USER
 from croft_app.service.showcase import WHAT_IT_KNOWS
 from croft_core.clip.prompts import get_vocabulary, list_vocabularies
 from croft_app.service.security import display_spec, scrub_paths
@@ -323,8 +324,7 @@ def compare_tab(resources, h, shared: dict[str, Any]) -> tuple[gr.Dropdown, gr.D
             with gr.Row():
                 model_a = _model_menu(resources, "model A", default_a)
                 model_b = _model_menu(resources, "model B", default_b)
-            threshold = gr.Textbox(label="threshold (optional, both models)", value="", max_lines=1,
-                                   placeholder="automatic")
+            rule, threshold = _compare_rule_inputs()
             button = gr.Button("Compare", variant="primary", elem_id="compare")
         with gr.Column(scale=2):
             with gr.Row(equal_height=True):
@@ -334,32 +334,65 @@ def compare_tab(resources, h, shared: dict[str, Any]) -> tuple[gr.Dropdown, gr.D
                 with gr.Column(variant="panel", min_width=160):
                     decision_b = gr.Markdown(elem_id="card-b")
                     probs_b = gr.Label(label="B: probabilities", num_top_classes=3, show_heading=False)
-            plot = gr.Plot(label="both models: how far above (accepted) or below (unknown) its own threshold "
-                                 "each model is; each uses its own rule and scale, so this is in units of "
-                                 "its usual spread", elem_id="compare-plot")
-    outputs = [decision_a, probs_a, decision_b, probs_b, plot]
+            plot = gr.Plot(label="both models: how far above (accepted) or below (unknown) its threshold "
+                                 "each model is, in units of its usual spread", elem_id="compare-plot")
+            statement = gr.Markdown(elem_id="compare-rule")  # which rule decided, under the result
+    outputs = [decision_a, probs_a, decision_b, probs_b, plot, statement]
     stale = _stale_verdict(len(outputs) + 1, STALE.replace("Classify", "Compare"))  # (nothing, card A, ...)
-    for src, dst in ((shared["image"], image), (shared["vocabulary"], vocabulary), (shared["threshold"], threshold)):
+    for src, dst in ((shared["image"], image), (shared["vocabulary"], vocabulary)):
         # carried over unprocessed (decoding the image made a 500 for a non-image renamed .png), an
         # image only from the upload folder; the old cards go
         src.change(functools.partial(_carried, h) if src is shared["image"] else (lambda v: v), src, dst,
                    queue=False, preprocess=False, **PRIVATE)
+    shared["threshold"].change(_carried_threshold, shared["threshold"], [threshold, rule], queue=False, **PRIVATE)
+    for src in (shared["image"], shared["vocabulary"], shared["threshold"]):
         src.change(lambda: stale()[1:], None, outputs, queue=False, **PRIVATE)
+    rule.input(_compare_threshold_box, rule, threshold, queue=False, **PRIVATE)
     vocabulary.change(preset_of, vocabulary, preset, queue=False, **PRIVATE)
     preset.input(preset_text, preset, vocabulary, queue=False, **PRIVATE)
-    for event in (image.upload, image.clear, vocabulary.input, preset.input, threshold.input, model_a.input,
-                  model_b.input):
+    for event in (image.upload, image.clear, vocabulary.input, preset.input, threshold.input, rule.input,
+                  model_a.input, model_b.input):
         event(lambda: stale()[1:], None, outputs, queue=False, **PRIVATE)
     # progress (and a failure's badge) on the first card only, not one "Error" box per output
     go = dict(preprocess=False, concurrency_id="infer", show_progress_on=[decision_a], **PRIVATE)
-    button.click(_clear(5), None, outputs, queue=False, **PRIVATE).then(
-        h.compare, [image, vocabulary, model_a, model_b, threshold], outputs, **go).failure(
+    inputs = [image, vocabulary, model_a, model_b, threshold, rule]
+    button.click(_clear(len(outputs)), None, outputs, queue=False, **PRIVATE).then(
+        h.compare, inputs, outputs, **go).failure(
         failed("compare"), None, decision_a, queue=False, **PRIVATE)  # the reason, in the first card
     examples.select(h.pick_example, None, [image, vocabulary], queue=False, **PRIVATE).then(
-        _clear(5), None, outputs, queue=False, **PRIVATE).then(
-        h.compare, [image, vocabulary, model_a, model_b, threshold], outputs, **go).failure(
+        _clear(len(outputs)), None, outputs, queue=False, **PRIVATE).then(
+        h.compare, inputs, outputs, **go).failure(
         failed("compare"), None, decision_a, queue=False, **PRIVATE)
     return model_a, model_b
+
+
+COMPARE_RULES = ((f"same for both: {RULE_NEGATIVES}", RULE_NEGATIVES),
+                 ("same for both: my energy threshold", RULE_USER),
+                 ("each model's own rule (may differ)", RULE_AUTOMATIC))  # (label, value); the first is the default
+
+
+def _compare_rule_inputs() -> tuple[gr.Radio, gr.Textbox]:
+    """Compare's one control for the rule of both models, and the energy box of the user rule."""
+    rule = gr.Radio(list(COMPARE_RULES), value=COMPARE_RULES[0][1], label="who decides 'unknown'",
+                    elem_id="compare-rule-choice",
+                    info="one kind of rule for both models, so that their verdicts can be compared")
+    threshold = gr.Textbox(label="energy threshold (both models)", value="", max_lines=1, visible=False,
+                           elem_id="compare-threshold", placeholder="e.g. 8.5",
+                           info="an energy score; images below it are 'unknown'")
+    return rule, threshold
+
+
+def _compare_threshold_box(rule: str) -> dict:
+    """The energy box is shown only with the user rule."""
+    return gr.update(visible=rule == RULE_USER)
+
+
+def _carried_threshold(value: Any) -> tuple[dict, dict]:
+    """A threshold typed in Classify comes over with its rule: the user rule for both models; an
+    emptied one (Classify back to automatic) takes Compare back to its default rule."""
+    if not str(value or "").strip():
+        return gr.update(value="", visible=False), gr.update(value=COMPARE_RULES[0][1])
+    return gr.update(value=value, visible=True), gr.update(value=RULE_USER)
 
 
 def _carried(h, payload: Any) -> str | None:

@@ -4,11 +4,12 @@ After NegLabel (Jiang, Liu, Wang, Yang, Han. "Negative Label Guided OOD Detectio
 Vision-Language Models", ICLR 2024; official code ``XueJiang16/NegLabel``). From a lexicon of
 words, the negative labels are the words farthest from the vocabulary: a candidate's closeness is a
 high percentile (the 95th) of its cosines to the vocabulary's label texts, and the M least close
-words are kept (15% of the lexicon by default). An image then scores
+words are kept (the paper's 10,000, or every word of a smaller lexicon). An image then scores
 
     S(x) = sum_ID exp(cos(x, t_k) / T) / sum_{ID u negatives} exp(cos(x, t_j) / T),   T = 0.01,
 
-averaged over 100 seeded random groups of the negatives (the paper's grouping strategy). The
+averaged over seeded random groups of the negatives (the paper's grouping strategy: 100 groups of
+100 for 10,000 negatives; fewer groups of at least 100 for fewer negatives, one below 200). The
 score is in (0, 1), higher = more in-distribution; an image is accepted when ``S(x)`` is at or
 above one fixed threshold for every vocabulary (the lexicon's own, else ``DEFAULT_NEG_THRESHOLD``;
 ``bench/neglabel.py``, README), and the nearest negative word explains a rejection.
@@ -25,6 +26,10 @@ Typical use (``croft_app/service/classifier.py``, the evaluation)::
     negs = NegativeLabels.fit(backbone, ["cat", "dog"], text_map=None)   # or a CRoFT head's adapt_text
     scores, nearest = negs.score(image_features)       # [N] in (0, 1), [N] index into negs.words
     accepted = negs.accept(scores)                     # scores >= negs.threshold
+    negs.settings()                                    # M, groups, ... beside OFFICIAL, the paper's
+
+A head's score (its embedded image, its own class cosines, the negatives through its text map) is
+:func:`croft_core.runs.evaluate.negative_label_scores`, the one path of ``evaluate`` and the app.
 """
 
 from __future__ import annotations
@@ -51,8 +56,9 @@ from croft_core.ood.scores import neglabel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_NEG_THRESHOLD", "Lexicon", "LexiconError", "NegativeLabels", "generic_words", "lexicon_path",
-           "load_lexicon_embeddings", "mine_negatives", "parse_lexicon", "read_lexicon", "save_lexicon_embeddings"]
+__all__ = ["DEFAULT_NEG_THRESHOLD", "OFFICIAL", "Lexicon", "LexiconError", "NegativeLabels", "generic_words",
+           "lexicon_path", "load_lexicon_embeddings", "mine_negatives", "parse_lexicon", "planned_numbers",
+           "read_lexicon", "save_lexicon_embeddings", "timm_lexicon_path"]
 
 DEFAULT_NEG_THRESHOLD = 0.01
 """Accept when ``S(x) >= DEFAULT_NEG_THRESHOLD``: reject only when the negatives hold >= 99% of the mass.
@@ -64,10 +70,16 @@ images of the shapes world (docs/NEGLABEL.md, "Measured").
 """
 
 NEG_TEMPERATURE = 0.01  # the paper's T on cosines (the official t=1 on 100 * cos)
-NEG_GROUPS = 100  # the paper's number of random groups
-NEG_MIN_GROUP = 30  # negatives per group at least: 100 groups for timm's lexicon, 1 for a small one
-NEG_FRACTION = 0.15  # share of the lexicon kept as negatives (the paper's 10,000 of ~70,000)
+NEG_COUNT = 10_000  # the paper's M: neg_topk = 0.15 of its ~70k WordNet nouns (all words of a smaller lexicon)
+NEG_GROUPS = 100  # the paper's number of random groups (ngroup)
+NEG_MIN_GROUP = 100  # the paper's group size (10,000 / 100): fewer groups rather than smaller ones
 NEG_PERCENTILE = 0.95  # closeness of a candidate = this quantile of its cosines to the labels
+OFFICIAL = {"num_negatives": NEG_COUNT, "groups": NEG_GROUPS, "group_size": NEG_COUNT // NEG_GROUPS,
+            "percentile": NEG_PERCENTILE, "temperature": NEG_TEMPERATURE, "threshold": DEFAULT_NEG_THRESHOLD,
+            "generic_words": 0, "lexicon": "WordNet nouns (~70k), 15% farthest kept"}
+"""The official code's numbers for ImageNet (``custom_config/clip.py``), printed beside the project's
+(:meth:`NegativeLabels.settings`) by ``bench/neglabel.py`` and docs/NEGLABEL.md."""
+SETTINGS = ("lexicon", "paper")  # NegativeLabels.fit(settings=): the lexicon's neglabel.json, or the paper's
 NEG_TEMPLATES = SINGLE_TEMPLATE  # one prompt for labels and negatives, as the official code
 LEXICON_FILE = "lexicon.txt"  # next to a local-dir model: the backbone's own lexicon
 LEXICON_SETTINGS = "neglabel.json"  # optional, next to a lexicon file: see Lexicon
@@ -94,7 +106,8 @@ class Lexicon:
         entries: ``(("dog", "domestic dog"), ("pentagon",), ...)``; ``entry[0]`` is the word
             encoded and shown, every synonym counts when a class name collides with the entry.
         source: where it was read from.
-        fraction: the share of this lexicon kept as negatives; None = :data:`NEG_FRACTION`.
+        fraction: the share of this lexicon kept as negatives; None = the paper's count,
+            ``min(NEG_COUNT, usable words)``.
         generic_share: the share of the lexicon's most generic words (:func:`generic_words`)
             never used as negatives; 0 = none (the official code).
         threshold: the acceptance threshold of the score; None = :data:`DEFAULT_NEG_THRESHOLD`.
@@ -210,6 +223,15 @@ def lexicon_path(backbone: Backbone) -> Path:
         own = Path(name.removeprefix("local-dir:")).expanduser() / LEXICON_FILE
         if own.is_file():
             return own
+    return timm_lexicon_path()
+
+
+def timm_lexicon_path() -> Path:
+    """timm's ImageNet-21k WordNet lemmas, the lexicon of every backbone without its own.
+
+    Raises:
+        LexiconError: timm is not installed.
+    """
     spec = importlib.util.find_spec("timm")
     if spec is None or not spec.submodule_search_locations:
         raise LexiconError("no lexicon for negative labels: the backbone folder has no lexicon.txt and "
@@ -370,18 +392,48 @@ def generic_words(embeddings: torch.Tensor, share: float) -> torch.Tensor:
     return torch.argsort(mean_cos, descending=True, stable=True)[:count].cpu()
 
 
+def _count(usable: int, fraction: float | None) -> int:
+    """M: ``fraction`` of the usable words when set, else the paper's count (every word of a smaller
+    lexicon, as the paper would keep all of its 10,000 if it had no more)."""
+    return max(1, int(fraction * usable)) if fraction else min(NEG_COUNT, usable)
+
+
 def _groups(num: int, n_groups: int, min_group: int, seed: int) -> torch.Tensor:
     """``[G, g]`` random groups of ``range(num)``, each of at least ``min_group`` negatives.
 
     G = min(n_groups, num // min_group), at least 1; the remainder ``num % G`` is dropped from the
-    score (as the official code does). A negative that matches an image only lowers its own group's
-    score, so groups must stay large enough to each hold some close negative: a small lexicon gets
-    one group (the plain score).
+    score (as the official code does). With the paper's 10,000 negatives this is its 100 groups of
+    100. A negative that matches an image only lowers its own group's score, and fewer negatives per
+    group raise every score, so groups never shrink below ``min_group`` (the paper's size): fewer
+    negatives give fewer groups, and a lexicon under ``2 * min_group`` words one group (the plain score).
     """
-    g_count = max(1, min(n_groups, num // max(1, min_group)))
+    g_count, size = _group_shape(num, n_groups, min_group)
     order = torch.randperm(num, generator=torch.Generator().manual_seed(seed))
-    size = num // g_count
     return order[:g_count * size].view(g_count, size)  # [G, g]
+
+
+def _group_shape(num: int, n_groups: int = NEG_GROUPS, min_group: int = NEG_MIN_GROUP) -> tuple[int, int]:
+    """``(G, g)`` of :func:`_groups` for ``num`` negatives."""
+    g_count = max(1, min(n_groups, num // max(1, min_group)))
+    return g_count, num // g_count
+
+
+def planned_numbers(lexicon: Lexicon, classnames: Sequence[str], settings: str = "lexicon") -> dict[str, Any]:
+    """M, G and g that :meth:`NegativeLabels.fit` would use, without encoding the lexicon (e.g.
+    timm's 20k words for a real CLIP, for ``bench/neglabel.py``'s table of the paper's numbers).
+
+    Raises:
+        LexiconError: the lexicon sets generic words aside (which ones depends on its embeddings:
+            use :meth:`NegativeLabels.fit` and :meth:`NegativeLabels.settings` there).
+    """
+    own = lexicon if settings == "lexicon" else replace(lexicon, fraction=None, generic_share=0.0, threshold=None)
+    if own.generic_share:
+        raise LexiconError("this lexicon sets generic words aside; fit it to see its numbers")
+    usable = len(_collisions(lexicon, classnames)[0])
+    num = _count(usable, own.fraction)
+    groups, size = _group_shape(num)
+    return {"num_negatives": num, "groups": groups, "group_size": size, "usable": usable,
+            "threshold": own.threshold or DEFAULT_NEG_THRESHOLD}
 
 
 def _collisions(lexicon: Lexicon, classnames: Sequence[str]) -> tuple[list[int], tuple[str, ...]]:
@@ -412,6 +464,10 @@ class NegativeLabels:
         temperature: T of the score on cosines.
         threshold: accept when ``score >= threshold``.
         generic: the lexicon's most generic words, set aside for every vocabulary (:func:`generic_words`).
+        usable: the lexicon's words left after removing class names and generic words (M's ceiling;
+            None for hand-built negatives: M).
+        percentile: the closeness quantile the words were mined with.
+        settings_name: ``"lexicon"`` (its ``neglabel.json``) or ``"paper"`` (:data:`OFFICIAL`).
     """
 
     words: tuple[str, ...]
@@ -425,12 +481,15 @@ class NegativeLabels:
     temperature: float = NEG_TEMPERATURE
     threshold: float = DEFAULT_NEG_THRESHOLD
     generic: tuple[str, ...] = ()
+    usable: int | None = None
+    percentile: float = NEG_PERCENTILE
+    settings_name: str = "lexicon"
 
     @classmethod
     @torch.no_grad()
     def fit(cls, backbone: Backbone, classnames: Sequence[str],
             text_map: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
-            lexicon: Lexicon | str | Path | None = None, num_negatives: int | None = None,
+            lexicon: Lexicon | str | Path | None = None, settings: str = "lexicon", num_negatives: int | None = None,
             fraction: float | None = None, generic_share: float | None = None, threshold: float | None = None,
             percentile: float = NEG_PERCENTILE, n_groups: int = NEG_GROUPS, min_group: int = NEG_MIN_GROUP,
             temperature: float = NEG_TEMPERATURE, seed: int = 0, cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
@@ -444,16 +503,20 @@ class NegativeLabels:
             text_map: a class-agnostic head's text map (e.g. a CRoFT head's ``adapt_text``),
                 applied to labels and negatives alike; None = normalised CLIP text.
             lexicon: a :class:`Lexicon` or a lexicon file; default the backbone's.
-            num_negatives: M; default ``fraction`` of the lexicon (after removing class names).
-            fraction: share of the lexicon kept when ``num_negatives`` is None; default the
-                lexicon's own (``neglabel.json``), else :data:`NEG_FRACTION`.
+            settings: ``"lexicon"``: the lexicon's own ``neglabel.json`` fills what is not given;
+                ``"paper"``: it is ignored, and the paper's settings apply (:data:`OFFICIAL`: M =
+                ``min(NEG_COUNT, usable words)``, no generic words set aside, threshold 0.01).
+            num_negatives: M; default ``fraction`` of the usable words, else the paper's
+                ``min(NEG_COUNT, usable words)`` (every word of a smaller lexicon).
+            fraction: share of the usable words kept when ``num_negatives`` is None; default the
+                lexicon's own (``neglabel.json``, ``settings="lexicon"``), else the paper's count.
             generic_share: share of the lexicon's most generic words never used as negatives
                 (:func:`generic_words`); default the lexicon's own, else 0.
             threshold: accept when ``score >= threshold``; default the lexicon's own, else
                 :data:`DEFAULT_NEG_THRESHOLD`.
             percentile: closeness quantile of :func:`mine_negatives`.
             n_groups: the grouping strategy's G, at most ``M // min_group`` (at least 1).
-            min_group: the fewest negatives in a group.
+            min_group: the fewest negatives in a group (the paper's 100).
             temperature: T of the score on cosines.
             seed: seeds the random groups.
             cache_dir: text cache root for the lexicon and the labels (None disables it).
@@ -462,26 +525,28 @@ class NegativeLabels:
                 with an app: :func:`load_lexicon_embeddings`); default: :func:`encode_lexicon`.
 
         Raises:
-            LexiconError: empty lexicon, or fewer words than M once the class names (and the
-                generic words) are removed.
+            LexiconError: empty lexicon, an unknown ``settings``, or fewer words than M once the
+                class names (and the generic words) are removed.
         """
         classnames = [str(c) for c in classnames]
         if not classnames:
             raise LexiconError("the vocabulary is empty; give at least one class name")
+        if settings not in SETTINGS:
+            raise LexiconError(f"settings must be one of {SETTINGS}, got {settings!r}")
         if not isinstance(lexicon, Lexicon):
             lexicon = read_lexicon(lexicon if lexicon is not None else lexicon_path(backbone))
+        own = lexicon if settings == "lexicon" else replace(lexicon, fraction=None, generic_share=0.0, threshold=None)
         all_words = lexicon.words
         keep, removed = _collisions(lexicon, classnames)
         if removed:
             logger.info("class names also in the lexicon, removed from the negatives: %s", ", ".join(removed))
         lex = lexicon_embeddings if lexicon_embeddings is not None else \
             encode_lexicon(backbone, lexicon, cache_dir=cache_dir, progress=progress)
-        generic_share = lexicon.generic_share if generic_share is None else generic_share
+        generic_share = own.generic_share if generic_share is None else generic_share
         generic = generic_words(lex, generic_share).tolist()  # the same for every vocabulary
         keep = sorted(set(keep) - set(generic))
         if num_negatives is None:
-            share = fraction or lexicon.fraction or NEG_FRACTION
-            num_negatives = max(1, int(share * len(keep)))
+            num_negatives = _count(len(keep), fraction or own.fraction)
         if not keep or num_negatives > len(keep):
             raise LexiconError(f"lexicon {lexicon.source} has {len(keep)} usable words (after removing "
                                f"{len(removed)} class names and {len(generic)} generic words), fewer than "
@@ -491,12 +556,35 @@ class NegativeLabels:
         raw_id = build_text_classifier(backbone, classnames, NEG_TEMPLATES, cache_dir=cache_dir)
         chosen = keep_t[mine_negatives(raw_id, lex[keep_t], num_negatives, percentile)]
         words = tuple(all_words[i] for i in chosen.tolist())
-        threshold = threshold if threshold is not None else lexicon.threshold or DEFAULT_NEG_THRESHOLD
+        threshold = threshold if threshold is not None else own.threshold or DEFAULT_NEG_THRESHOLD
         negs = cls(words=words, embeddings=lex[chosen], id_embeddings=raw_id, removed=removed,
                    groups=_groups(len(words), n_groups, min_group, seed), lexicon=lexicon.source,
                    raw=lex[chosen], raw_id=raw_id, temperature=temperature, threshold=threshold,
-                   generic=tuple(all_words[i] for i in generic))
+                   generic=tuple(all_words[i] for i in generic), usable=len(keep), percentile=percentile,
+                   settings_name=settings)
+        if len(keep) < NEG_COUNT and len(words) == len(keep):
+            logger.info("%s", negs.settings()["note"])
         return negs.with_text_map(text_map)
+
+    def settings(self) -> dict[str, Any]:
+        """The project's numbers for these negatives, keyed as :data:`OFFICIAL`, with a ``note``
+        saying where they differ from the paper's and why (printed beside :data:`OFFICIAL`)."""
+        count, size = self.groups.shape
+        usable = len(self.words) if self.usable is None else self.usable
+        mine = {"num_negatives": len(self.words), "groups": int(count), "group_size": int(size),
+                "percentile": self.percentile, "temperature": self.temperature, "threshold": self.threshold,
+                "generic_words": len(self.generic), "lexicon": f"{lexicon_label(self.lexicon)}, "
+                                                              f"{usable} usable words"}
+        notes = []
+        if len(self.words) < NEG_COUNT:
+            notes.append(f"the lexicon has {usable} usable words, fewer than the paper's {NEG_COUNT:,}: "
+                         + ("all are used" if len(self.words) == usable else f"{len(self.words)} are used"))
+        if count < NEG_GROUPS:
+            notes.append(f"{count} group(s) of {size} instead of {NEG_GROUPS} groups of {OFFICIAL['group_size']} "
+                         f"(smaller groups would each raise the score: docs/NEGLABEL.md, deviation 6)")
+        if self.generic:
+            notes.append(f"{len(self.generic)} generic words set aside (the lexicon's neglabel.json)")
+        return {**mine, "settings": self.settings_name, "note": "; ".join(notes) or "the paper's numbers"}
 
     def with_text_map(self, text_map: Callable[[torch.Tensor], torch.Tensor] | None) -> NegativeLabels:
         """The same negatives seen through a head's text map (None: normalised CLIP text)."""

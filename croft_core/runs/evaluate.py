@@ -16,7 +16,8 @@ Protocol (CROFT_SPEC.md §3, with the spec's §5 fixes as defaults):
   the test split), with the acceptance rates it gives on the test splits.
 
 Cosine-based scores (MCM, NegLabel) use the cosines of the head's embedded image to the head's
-(adapted) class texts, :func:`class_cosines`; NegLabel's negatives go through the same text map.
+(adapted) class texts, :func:`class_cosines`; NegLabel's negatives go through the same text map
+(:func:`negative_label_scores`, also the app's path).
 Features come from :func:`croft_core.runs.torchrun.prepare_features` (re-exported here).
 """
 
@@ -39,15 +40,15 @@ from croft_core.runs.torchrun import BenchmarkFeatures, prepare_features
 from croft_core.clip.features import FeatureSet
 from croft_core.clip.features import l2n
 from croft_core.heads.checkpoint import CroftModel, HeadConfig
-from croft_core.ood.negatives import NegativeLabels, lexicon_label
+from croft_core.ood.negatives import OFFICIAL, NegativeLabels, lexicon_label
 from croft_core.clip.prompts import get_templates
 from croft_core.data.benchmarks.spec import DETECTION_IDS
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["BenchmarkFeatures", "benchmark_text_features", "calibrate", "class_cosines", "compute_scores",
-           "evaluate", "global_local_cosines", "headline_metrics", "prepare_features", "text_map", "write_results",
-           "zeroshot_model"]
+           "evaluate", "global_local_cosines", "headline_metrics", "negative_label_scores", "prepare_features",
+           "text_map", "write_results", "zeroshot_model"]
 
 
 def benchmark_text_features(backbone: Backbone, benchmark, classnames: Sequence[str] | None = None,
@@ -90,6 +91,34 @@ def global_local_cosines(model: CroftModel, features: torch.Tensor, text_feature
 
 
 @torch.no_grad()
+def negative_label_scores(model: CroftModel, features: torch.Tensor, text_features: torch.Tensor,
+                          negatives: NegativeLabels, *,
+                          cosines: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """NegLabel scores and nearest negative words of raw image features: the one scoring path of
+    :func:`evaluate` and of the app (``croft_app.service.decision``).
+
+    The image side is the head's embedding, the ID side the head's own class cosines
+    (:func:`class_cosines`: its text map over ``text_features``, or its learned prompts), the
+    negatives go through the head's text map (:meth:`NegativeLabels.with_text_map`, from their raw
+    CLIP text, so negatives fitted with or without the map give the same score).
+
+    Args:
+        model: any :class:`CroftModel`.
+        features: ``[N, d]`` raw image features.
+        text_features: ``[K, d]`` the class text features the model classifies with.
+        negatives: NegLabel's negatives for these classes.
+        cosines: ``[N, K]`` :func:`class_cosines` when the caller has them already.
+
+    Returns:
+        ``(scores [N] in (0, 1), nearest [N] long indices into negatives.words)``.
+    """
+    if cosines is None:
+        cosines = class_cosines(model, features, text_features)
+    adapted = negatives.with_text_map(text_map(model))
+    return adapted.score(model.embed_image(features), cosines=cosines)
+
+
+@torch.no_grad()
 def compute_scores(model: CroftModel, features: torch.Tensor, text_features: torch.Tensor, *,
                    bank: torch.Tensor | None = None, knn_k: int = 1, mcm_temperature: float = 1.0,
                    negatives: NegativeLabels | None = None,
@@ -111,16 +140,14 @@ def compute_scores(model: CroftModel, features: torch.Tensor, text_features: tor
         ``(logits [N, K], {score name: float64 [N]})``, higher = more in-distribution.
     """
     embedded = model.embed_image(features)  # [N, d] unit rows
-    neg: dict[str, Any] = {}
-    if negatives is not None:
-        adapted = negatives.with_text_map(text_map(model))
-        neg = {"negative_cosines": embedded @ adapted.embeddings.to(embedded.device).T,  # [N, M]
-               "negative_groups": adapted.groups, "neg_temperature": adapted.temperature}
     cosines, local_cosines = global_local_cosines(model, features, text_features, local)
     inputs = scoring.ScoreInputs(
         logits=model(features, text_features), cosines=cosines, local_cosines=local_cosines,
-        embedded=embedded, bank=bank, knn_k=knn_k, mcm_temperature=mcm_temperature, **neg)
+        embedded=embedded, bank=bank, knn_k=knn_k, mcm_temperature=mcm_temperature)
     scores = scoring.score_all(inputs)
+    if negatives is not None:  # the app's path too (negative_label_scores)
+        scores["neglabel"] = negative_label_scores(model, features, text_features, negatives, cosines=cosines)[0]
+    scores = {k: scores[k] for k in scoring.SCORES if k in scores}
     return inputs.logits, {k: v.detach().cpu().numpy().astype(np.float64) for k, v in scores.items()}
 
 
@@ -219,7 +246,8 @@ def _neglabel_rule(negs: NegativeLabels, id_scores: dict, cov_scores: list, sem_
         return float(negs.accept(sc["neglabel"]).mean())
 
     return {"lexicon": lexicon_label(negs.lexicon), "num_negatives": len(negs.words), "removed": list(negs.removed),
-            "threshold": negs.threshold, "id_accept_rate": rate(id_scores),
+            "threshold": negs.threshold, "settings": negs.settings(), "official": dict(OFFICIAL),
+            "id_accept_rate": rate(id_scores),
             "covariate_accept_rate": [rate(c) for c in cov_scores],
             "semantic_accept_rate": [rate(s) for s in sem_scores]}
 

@@ -128,6 +128,43 @@ def _search_records(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, 
     return out
 
 
+REJECTION_SCORES = ("energy", "neglabel")
+"""Scores whose per-set rejection at 95% acceptance the report gives (where the results have them)."""
+
+
+def rejection_at_tpr95(runs: Sequence[dict[str, Any]],
+                       scores: Sequence[str] = REJECTION_SCORES) -> dict[str, dict[str, dict[str, dict]]]:
+    """Per method, score and unseen (semantic) set: the share of the set rejected while 95% of the
+    known images (the detection's ID side) are accepted, ``1 - fpr95`` of that set, over seeds.
+
+    Returns:
+        ``{method: {score: {set name: {"mean", "std", "n", "ci95"}}}}``; a score or set the results
+        lack is left out.
+    """
+    values: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for r in runs:
+        for entry in r.get("semantic", []):
+            for score in scores:
+                fpr = entry.get("scores", {}).get(score, {}).get("fpr95")
+                if fpr is not None and not math.isnan(fpr):
+                    values.setdefault(r["method"], {}).setdefault(score, {}).setdefault(
+                        entry["name"], []).append(1.0 - fpr)
+    return {m: {sc: {name: _stat(v) for name, v in sets.items()} for sc, sets in per.items()}
+            for m, per in values.items()}
+
+
+def rejection_markdown(summary: dict[str, Any]) -> str:
+    """:func:`rejection_at_tpr95` as one table: a row per method and score, a column per unseen set,
+    mean [95% t-interval over seeds] in %."""
+    table = summary.get("rejection_at_tpr95", {})
+    sets = list(dict.fromkeys(n for per in table.values() for s in per.values() for n in s))
+    lines = ["| method | score | " + " | ".join(sets) + " |", "|---" * (len(sets) + 2) + "|"]
+    for method, per in table.items():
+        for score, row in per.items():
+            lines.append(f"| {method} | {score} | " + " | ".join(_interval_cell(row.get(n)) for n in sets) + " |")
+    return "\n".join(lines)
+
+
 def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Mean, standard deviation and 95% t-interval over seeds of every metric, per method; paired
     differences of the headline metrics (against zero-shot and the best other method); the
@@ -150,6 +187,9 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out = {"benchmark": first.get("benchmark"), "backbone": first.get("backbone"),
            "shots": first.get("shots"), "seeds": sorted({r["seed"] for r in runs}),
            "methods": methods, "paired": paired_comparisons(per_seed, [k for k, _ in HEADLINE])}
+    rejection = rejection_at_tpr95(runs)
+    if rejection:
+        out["rejection_at_tpr95"] = rejection
     if "detection" in first:
         out["detection"] = first["detection"]
     search = _search_records(runs)
@@ -220,6 +260,14 @@ def sweep_summary(arg: str, runs_by_value: dict[str, Sequence[dict[str, Any]]], 
                      "columns": list(runs_by_value)}, "tables": tables,
            "methods": averages, "runs": per_value,
            "paired": paired_comparisons(per_seed, [k for k, _ in metrics])}
+    rejection: dict[str, dict[str, dict[str, dict]]] = {}
+    for value, runs in runs_by_value.items():  # one column per (unseen set, swept value)
+        for method, per in rejection_at_tpr95(runs).items():
+            for score, sets in per.items():
+                rejection.setdefault(method, {}).setdefault(score, {}).update(
+                    {f"{name} ({arg}={value})": stat for name, stat in sets.items()})
+    if rejection:
+        out["rejection_at_tpr95"] = rejection
     if "detection" in first:
         out["detection"] = first["detection"]
     search: dict[str, list] = {}
@@ -325,6 +373,10 @@ def statistics_markdown(summary: dict[str, Any]) -> str:
     parts.append("Paired differences (same seed, same split), in points, with 95% t-intervals"
                  + (" (per seed, averaged over the swept values)" if "sweep" in summary else "") + ":\n\n"
                  + paired_markdown(summary))
+    if summary.get("rejection_at_tpr95"):
+        parts.append("Share of each unseen set rejected while 95% of the known images (the detection's ID "
+                     "side) are accepted, 1 - FPR95 per set, mean [95% t-interval over seeds], in %:\n\n"
+                     + rejection_markdown(summary))
     if summary.get("search"):
         parts.append("Configurations chosen on validation (`--search`):\n\n" + search_markdown(summary))
     return "\n\n".join(parts)

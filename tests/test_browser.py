@@ -462,3 +462,37 @@ def test_layout_at_400px_and_a_non_image_png(server, image_files):
         page.locator("#decision h3", has_text="No result").wait_for(timeout=30_000)
         _both_widths(page, "non_image")
         assert not failures, f"server errors: {failures}"
+
+
+_CUT_MENUS = """names => Array.from(document.querySelectorAll('.model-menu input')).filter(i => i.offsetParent)
+    .flatMap(i => { const shown = i.value, cut = [];
+        for (const name of [shown, ...names]) {
+            i.value = name;  // the box's own text only: no event, the app does not see it
+            if (i.scrollWidth > i.clientWidth) cut.push([i.getAttribute('aria-label'), name, i.scrollWidth, i.clientWidth]);
+        }
+        i.value = shown; return cut; })"""
+
+
+def test_model_names_are_whole_in_the_menus_at_laptop_and_phone_widths(server):
+    """Issue 23 (8): a long model name ("CRoFT · shapes · painting held out", or a trained model's
+    "CRoFT · my-data · 16-shot") fits its menu box in Classify, Compare and the Lab at 1280x800 and
+    390x844 (Compare's side-by-side menus cut it at 141 px of 197)."""
+    from croft_app.service.finetune import display_name
+    from croft_app.ui.common import SHIPPED_NAME
+
+    names = [SHIPPED_NAME, display_name("croft", "three-shapes", 16)]
+    with _chromium_pages(server) as open_page:
+        page = open_page(1280)
+        for width, height in ((1280, 800), (390, 844)):
+            page.set_viewport_size({"width": width, "height": height})
+            for tab in ("Classify", "Compare", "Lab"):
+                page.get_by_role("tab", name=tab).click()
+                page.locator(".model-menu input").locator("visible=true").first.wait_for(timeout=10_000)
+                page.wait_for_timeout(300)  # the layout settles after the tab is shown
+                menus = page.locator(".model-menu input").locator("visible=true")
+                assert menus.count() >= 1, f"no model menu on {tab}"
+                menus.last.scroll_into_view_if_needed()
+                SHOTS_23.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(SHOTS_23 / f"model_menus_{tab}_{width}.png"))
+                cut = page.evaluate(_CUT_MENUS, names)
+                assert not cut, f"model names cut at {width} px on {tab} (menu, name, text px, box px): {cut}"

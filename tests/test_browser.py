@@ -367,6 +367,16 @@ def test_stale_verdicts_go_and_a_model_brings_its_classes(server, app, image_fil
         _both_widths(page, "compare_preset")
 
 
+LONG_TASKS_JS = """() => { window.__longTasks = []; new PerformanceObserver(list => window.__longTasks.push(
+    ...list.getEntries().map(e => e.duration))).observe({type: 'longtask'}); }"""  # main thread blocked > 50 ms
+
+
+def _last_drawn_epoch(page) -> float:
+    """The last epoch on the live loss curve (0 before it is drawn)."""
+    return page.evaluate("""() => { const gd = document.querySelector('#train-loss .js-plotly-plot');
+        const x = gd && gd.data && gd.data[0] ? gd.data[0].x : []; return x.length ? x[x.length - 1] : 0; }""")
+
+
 def _train(page, steps: int) -> None:
     page.get_by_label("steps").fill(str(steps))
     page.get_by_role("button", name="Train", exact=True).click()
@@ -415,14 +425,16 @@ def test_train_uses_the_shown_source_says_what_it_trained_on_and_stops(server, t
         _both_widths(page, "train_failed")
 
         page.get_by_label("zip of class folders").check()
+        page.evaluate(LONG_TASKS_JS)
         _train(page, 3000)  # a long run: the page must stay responsive and Stop must act at once
         status.get_by_text("epoch").wait_for(timeout=120_000)
-        lags = []
-        for _ in range(10):
-            t0 = time.monotonic()
-            page.evaluate("() => new Promise(r => requestAnimationFrame(() => r(1)))")
-            lags.append(time.monotonic() - t0)
-            page.wait_for_timeout(200)
+        first = _last_drawn_epoch(page)
+        page.wait_for_timeout(3000)
+        shown = int(re.search(r"epoch (\d+) of", status.inner_text())[1])
+        page.wait_for_timeout(300)
+        drawn = _last_drawn_epoch(page)
+        # the live curves grow by the new points only (sent with each status, appended here)
+        assert first < drawn and drawn >= shown, (first, drawn, shown)
         t0 = time.monotonic()
         page.get_by_role("button", name="Stop").click()
         status.get_by_text("stopped early").wait_for(timeout=20_000)
@@ -430,9 +442,10 @@ def test_train_uses_the_shown_source_says_what_it_trained_on_and_stops(server, t
         page.wait_for_timeout(2000)
         final = status.inner_text()
         _both_widths(page, "train_stopped")
-        # the server trains on the same 2 cores as the browser here: a lenient bound (the number of
-        # redraws is checked exactly in test_finetune_app.py)
-        assert max(lags) < 5.0, f"the page froze for {max(lags):.1f} s while training"
+        # the page's own main thread, not wall time (the server trains on the same cores): no task
+        # blocked it for a second (redrawing the whole curves did, up to 1.6 s at a time)
+        blocked = page.evaluate("() => window.__longTasks")
+        assert max(blocked, default=0) < 1000, f"the page was blocked for {max(blocked) / 1000:.1f} s at once: {blocked}"
         assert stopped_after < 5, f"Stop took {stopped_after:.1f} s"
         assert "stopped early" in final and "stopping after" not in final.lower(), final
 
@@ -464,3 +477,37 @@ def test_layout_at_400px_and_a_non_image_png(server, image_files):
         page.locator("#decision h3", has_text="No result").wait_for(timeout=30_000)
         _both_widths(page, "non_image")
         assert not failures, f"server errors: {failures}"
+
+
+_CUT_MENUS = """names => Array.from(document.querySelectorAll('.model-menu input')).filter(i => i.offsetParent)
+    .flatMap(i => { const shown = i.value, cut = [];
+        for (const name of [shown, ...names]) {
+            i.value = name;  // the box's own text only: no event, the app does not see it
+            if (i.scrollWidth > i.clientWidth) cut.push([i.getAttribute('aria-label'), name, i.scrollWidth, i.clientWidth]);
+        }
+        i.value = shown; return cut; })"""
+
+
+def test_model_names_are_whole_in_the_menus_at_laptop_and_phone_widths(server):
+    """Issue 23 (8): a long model name ("CRoFT · shapes · painting held out", or a trained model's
+    "CRoFT · my-data · 16-shot") fits its menu box in Classify, Compare and the Lab at 1280x800 and
+    390x844 (Compare's side-by-side menus cut it at 141 px of 197)."""
+    from croft_app.service.finetune import display_name
+    from croft_app.ui.common import SHIPPED_NAME
+
+    names = [SHIPPED_NAME, display_name("croft", "three-shapes", 16)]
+    with _chromium_pages(server) as open_page:
+        page = open_page(1280)
+        for width, height in ((1280, 800), (390, 844)):
+            page.set_viewport_size({"width": width, "height": height})
+            for tab in ("Classify", "Compare", "Lab"):
+                page.get_by_role("tab", name=tab).click()
+                page.locator(".model-menu input").locator("visible=true").first.wait_for(timeout=10_000)
+                page.wait_for_timeout(300)  # the layout settles after the tab is shown
+                menus = page.locator(".model-menu input").locator("visible=true")
+                assert menus.count() >= 1, f"no model menu on {tab}"
+                menus.last.scroll_into_view_if_needed()
+                SHOTS_23.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(SHOTS_23 / f"model_menus_{tab}_{width}.png"))
+                cut = page.evaluate(_CUT_MENUS, names)
+                assert not cut, f"model names cut at {width} px on {tab} (menu, name, text px, box px): {cut}"

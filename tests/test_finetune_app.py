@@ -133,13 +133,16 @@ def test_finetune_on_shapes_then_classify(served, files):
     assert np.isfinite(pred["score"])
 
 
-def test_live_curves_are_sent_at_most_once_a_second_with_few_points(served, files):
+def test_live_curves_are_drawn_once_then_sent_as_new_points_only(served, files):
     """Issue 23 (3): a curve redraw per epoch blocked the browser (a 400-epoch run could not be
-    stopped); the stream now sends the status at most twice and the curves at most once a second,
-    each curve with at most MAX_POINTS points, and the final curves reach the last epoch."""
+    stopped), and the whole curves were re-sent on every update (its size grew with the run). The
+    stream now sends at most two updates a second; the curves whole once (the first epoch), then
+    only the epochs since the previous update, each once and in order; the final curves reach the
+    last epoch with at most MAX_POINTS points."""
+    import json
     import time
 
-    from croft_app.ui.train import MAX_POINTS, PLOT_SECONDS, UPDATE_SECONDS
+    from croft_app.ui.train import MAX_POINTS, UPDATE_SECONDS
 
     _, h = served
     payload = {"path": str(files / "my-data.zip"), "orig_name": "my-data.zip"}
@@ -153,9 +156,17 @@ def test_live_curves_are_sent_at_most_once_a_second_with_few_points(served, file
         del h.upload_path
     epochs = outs[-1][3]["epochs_done"]
     live = [o for o in outs[:-1] if str(o[0]).startswith("Training: epoch")]
-    plots = [o for o in live if hasattr(o[1], "data")]
-    assert epochs > 50 and len(live) <= elapsed / UPDATE_SECONDS + 2, (epochs, len(live), elapsed)
-    assert len(plots) <= elapsed / PLOT_SECONDS + 2, (len(plots), elapsed)
+    assert epochs > 50 and 3 <= len(live) <= elapsed / UPDATE_SECONDS + 2, (epochs, len(live), elapsed)
+    assert [hasattr(o[1], "data") for o in live] == [True] + [False] * (len(live) - 1)  # drawn once
+    drawn = list(live[0][1].data[0].x)
+    live = live[:1] + [(*o[:6], json.loads(o[6])) for o in live[1:]]  # the new points, sent as JSON text
+    for o in live[1:]:
+        new = [e for e, _ in o[6]["loss"]]
+        assert new and new[0] == drawn[-1] + 1 and new == list(range(new[0], new[0] + len(new))), (drawn[-1], new)
+        assert f"epoch {new[-1]} of" in o[0]  # up to the epoch the status names, not beyond
+        assert o[6]["run"] == live[1][6]["run"] and len(o[6]["val_accuracy"]) <= len(new)
+        drawn += new
+    assert len({o[6]["run"] for o in live[1:]}) == 1
     last = outs[-1][1].data[0]
     assert len(last.x) <= MAX_POINTS + 1 and last.x[-1] == epochs
 

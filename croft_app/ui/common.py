@@ -230,9 +230,14 @@ def intro(resources) -> None:
                    elem_id="known-classes", object_fit="contain", buttons=[])
 
 
+MENU_WIDTH = 300  # px: a model menu never narrower (a row wraps it onto its own line instead), so
+# that a name such as SHIPPED_NAME or a trained "CRoFT · my-data · 16-shot" is shown whole
+
+
 def _model_menu(resources, label: str, value: str) -> gr.Dropdown:
     return gr.Dropdown(label=label, value=value, choices=resources.registry.names(), allow_custom_value=True,
-                       info="zero-shot CLIP, or a fine-tuned checkpoint")
+                       info="zero-shot CLIP, or a fine-tuned checkpoint", min_width=MENU_WIDTH,
+                       elem_classes=["model-menu"])
 
 
 def _examples(resources, elem_id: str, columns: int = 5) -> gr.Gallery:
@@ -422,8 +427,9 @@ def lab_tab(resources, h, benchmarks, no_comparison: str) -> tuple[gr.Dropdown, 
         benchmark = gr.Dropdown(label="benchmark", choices=list(benchmarks), value="shapes",
                                 allow_custom_value=True)
         model = _model_menu(resources, "model", ZERO_SHOT)
-        other = gr.Dropdown(label="compare with", choices=[no_comparison, *names],
-                            value=SHIPPED_NAME if SHIPPED_NAME in names else no_comparison, allow_custom_value=True)
+        other = gr.Dropdown(label="compare with", choices=[no_comparison, *names], min_width=MENU_WIDTH,
+                            value=SHIPPED_NAME if SHIPPED_NAME in names else no_comparison, allow_custom_value=True,
+                            elem_classes=["model-menu"])
         seed = gr.Number(label="seed", value=1, precision=0, minimum=0)
     button = gr.Button("Run evaluation", variant="primary", elem_id="lab-run")
     table = gr.Dataframe(label="results (%)", headers=explain_text.lab_headers([ZERO_SHOT]), wrap=True,

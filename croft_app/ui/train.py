@@ -51,9 +51,11 @@ logger = logging.getLogger("croft.app.train")
 
 TRAIN_BENCHMARKS = tuple(b for b in ("shapes", "shapes_dg") if b in BENCHMARKS)
 SOURCES = ("benchmark", "zip of class folders", "labelled images", "Hub dataset")
-UPDATE_SECONDS = 0.5  # the Train tab's status changes at most this often while it trains,
-PLOT_SECONDS = 2.0  # its curves at most this often (redraws cost the browser, on a shared CPU, most of a short run's time: bench/finetune.py),
-MAX_POINTS = 200  # with at most this many points each (a 3000-epoch history froze the page)
+UPDATE_SECONDS = 0.5  # the Train tab's status and curves change at most this often while it trains:
+# the curves are drawn once, at the first epoch, then only the epochs since the last update are sent
+# and appended in the browser (Plotly.extendTraces, LIVE_POINTS_JS): an update's size does not grow
+# with the run (bench/finetune.py, BENCH_BROWSER=1, prints the bytes per update)
+MAX_POINTS = 200  # the final curves (sent whole, once) have at most this many points each
 STOPPING = " — stopping after this epoch; the best model so far is kept."
 STOP_NOTE = "*Stopping after the current epoch; the best model so far is kept.*"
 MAX_KEPT_FOLDERS = 100  # checkpoint folders kept on disk for downloads and pushes (newest sessions)
@@ -288,25 +290,28 @@ class TrainHandlers:
         blocked the browser (a 400-epoch run could not be stopped); the final curves come with
         the result."""
         value = {"benchmark": benchmark, "Hub dataset": hub_id, "labelled images": images}.get(source, zip_file)
-        session, history, sent = _session(request), [], (0.0, 0.0)
+        session, history, sent, drawn, run = _session(request), [], 0.0, 0, uuid.uuid4().hex
         req = self._request(method, shots, seed, steps, lambda1, lambda2, lr)
+        same = [gr.update()] * 3
         for event in self.run_events(source, value, labels, req, session):
             if event["stage"] == "epoch":
                 history.append(event)
                 now = time.monotonic()
-                sent = sent if len(history) > 1 else (0.0, now)  # the first curves after PLOT_SECONDS
-                if now - sent[0] >= UPDATE_SECONDS:  # the status (with the numbers): twice a second
-                    plots = now - sent[1] >= PLOT_SECONDS  # the curves: far less often
-                    sent = (now, now if plots else sent[1])
-                    yield (self._epoch_status(event, session),
-                           *(_curves(history) if plots else [gr.update()] * 2), *[gr.update()] * 3)
+                if now - sent >= UPDATE_SECONDS:  # the status (with the numbers): twice a second
+                    status, sent = self._epoch_status(event, session), now
+                    if not drawn:  # the curves, drawn once; then only the epochs since the last update
+                        yield status, *_curves(history), *same, gr.update()
+                    else:
+                        yield status, gr.update(), gr.update(), *same, _new_points(run, history[drawn:])
+                    drawn = len(history)
             elif event["stage"] in ("queued", "extract", "data"):
-                yield (_status(event), *[gr.update()] * 5)
+                yield (_status(event), *[gr.update()] * 6)
             elif event["stage"] == "done":
                 out = event["result"]
                 folder = Path(out["folder"])
                 yield (_done_text(out), *_curves(history), out["results"],
-                       str(zip_checkpoint(folder, folder.parent / f"{slug(out['model'])}.zip")), out["model"])
+                       str(zip_checkpoint(folder, folder.parent / f"{slug(out['model'])}.zip")), out["model"],
+                       gr.update())
 
     def _stopping(self, session: str) -> bool:
         """Whether Stop was pressed for this session's job."""
@@ -360,11 +365,51 @@ def _curves(history: list[dict]) -> tuple[Any, Any]:
     """The loss and validation-accuracy curves of the epochs so far."""
     from croft_core.runs.figures import training_curves
 
-    stride = -(-len(history) // MAX_POINTS)  # every epoch up to MAX_POINTS, then every k-th (and the last)
+    stride = max(-(-len(history) // MAX_POINTS), 1)  # every epoch up to MAX_POINTS, then every k-th (and the last)
     rows = history[::stride] + ([history[-1]] if (len(history) - 1) % stride else [])
     return (training_curves([{"epoch": r["epoch"], "loss": r.get("loss")} for r in rows], title="loss"),
             training_curves([{"epoch": r["epoch"], "val_accuracy": r.get("val_accuracy")} for r in rows],
                             title="validation accuracy"))
+
+
+def _new_points(run: str, rows: list[dict]) -> str:
+    """The epochs since the last update, per curve, as ``[epoch, value]`` pairs, in JSON (``run``
+    tells the browser a new run from more points of the same one)."""
+    def pairs(key: str) -> list:
+        return [[r["epoch"], round(r[key], 5)] for r in rows if isinstance(r.get(key), (int, float))]
+    return json.dumps({"run": run, "loss": pairs("loss"), "val_accuracy": pairs("val_accuracy")},
+                      separators=(",", ":"))
+
+
+# Appends the new points to the curves already drawn. The points of the run are kept in the page, and
+# each curve gets those after its last drawn epoch: points that arrive before plotly has drawn the
+# first curves (it loads with them) are drawn at the next update, and none twice.
+LIVE_POINTS_JS = """(text) => {
+  const p = text ? JSON.parse(text) : null;
+  if (!p || !p.run) return;
+  const s = window.__croftCurves = window.__croftCurves || {};
+  if (s.run !== p.run) { s.run = p.run; s.loss = []; s.val_accuracy = []; }
+  s.loss.push(...p.loss); s.val_accuracy.push(...p.val_accuracy);
+  if (!window.Plotly) return;
+  for (const [sel, key] of [['#train-loss', 'loss'], ['#train-acc', 'val_accuracy']]) {
+    const gd = document.querySelector(sel + ' .js-plotly-plot');
+    if (!gd || !gd.data) continue;
+    const xs = (gd.data[0] && gd.data[0].x) || [];
+    const last = xs.length ? xs[xs.length - 1] : -Infinity;
+    const add = s[key].filter(q => q[0] > last);
+    if (!add.length) continue;
+    const x = add.map(q => q[0]), y = add.map(q => q[1]);
+    if (gd.data.length) window.Plotly.extendTraces(gd, {x: [x], y: [y]}, [0]);
+    else window.Plotly.addTraces(gd, {x, y, mode: 'lines+markers', name: key});
+  }
+}"""
+
+
+def _waiting(figure):
+    """An empty curve's figure before a run: no axes, a line saying what will be drawn."""
+    figure.update_layout(height=220, xaxis_visible=False, yaxis_visible=False, annotations=[dict(
+        text="drawn here while a model trains", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)])
+    return figure
 
 
 def _per_class(total: int, classes: int) -> str:
@@ -395,8 +440,9 @@ def _done_text(out: dict) -> str:
             f"Compare (this session only): its classes fill the vocabulary.{skipped}")
 
 
-def _clear_run() -> tuple:
-    return ("Starting ...", None, None, None, None, "", "")
+# what the Train click clears at once, in the browser (no round trip to the server before the run):
+# status, curves, results, zip, model name, Stop's note
+CLEAR_RUN_JS = """() => ["Starting ...", null, null, null, null, "", ""]"""
 
 
 def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = (),
@@ -427,22 +473,26 @@ def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = (),
             stop_note = gr.Markdown(elem_id="train-stop-note")
         with gr.Column():
             status = gr.Markdown(elem_id="train-status")
-            loss_plot = gr.Plot(label="loss (CRoFT's can go below zero: one of its terms is an energy "
-                                      "bonus; lower is still better)", elem_id="train-loss")
-            acc_plot = gr.Plot(label="validation accuracy")
+            # empty axes at first: plotly.js loads when the tab is opened, not after the Train click
+            # (on a fresh page its first load blocked the page for seconds in the run: bench/finetune.py)
+            empty = [_waiting(f) for f in _curves([])]
+            loss_plot = gr.Plot(empty[0], label="loss (CRoFT's can go below zero: one of its terms is an energy "
+                                             "bonus; lower is still better)", elem_id="train-loss")
+            acc_plot = gr.Plot(empty[1], label="validation accuracy", elem_id="train-acc")
             results = gr.JSON(label="validation results")
             download = gr.File(label="checkpoint (zip)")
             new_model = gr.Textbox(label="new model", interactive=False)
             _push_box(h)
+    points = _live_points()
     api_data = gr.JSON(label="data", visible=False)  # /finetune: a benchmark name or an uploaded zip
     api_out = gr.JSON(visible=False, label="finetune")
     api_button = gr.Button(visible=False)
     private_api = dict(api_visibility="private")
     run_outputs = [loss_plot, acc_plot, results, download, new_model]  # cleared: a failure leaves none stale
-    trained = start.click(_clear_run, None, [status, *run_outputs, stop_note], queue=False, **private_api).then(
+    trained = start.click(None, None, [status, *run_outputs, stop_note], js=CLEAR_RUN_JS, **private_api).then(
                 h.train_stream, [source, benchmark, zip_file, images, labels, hub_id, method, shots, seed,
                                  lambda1, lambda2, lr, steps],
-                [status, loss_plot, acc_plot, results, download, new_model], preprocess=False,
+                [status, loss_plot, acc_plot, results, download, new_model, points], preprocess=False,
                 concurrency_limit=None, concurrency_id="train",  # TRAIN_QUEUE: its own queue
                 show_progress_on=[status], **private_api)
     trained.failure(  # one status badge, not one per output
@@ -453,6 +503,14 @@ def train_tab(h: TrainHandlers, model_menus: Sequence[gr.Dropdown] = (),
     api_button.click(h.finetune, [api_data, method, shots, seed, steps], api_out, api_name="finetune",
                      preprocess=False, concurrency_limit=None, concurrency_id="train")
     _offer_models(h, new_model, model_menus, listing_menus)
+
+
+def _live_points() -> gr.Textbox:
+    """The new curve points of a run, as JSON text, drawn by LIVE_POINTS_JS (a hidden JSON
+    component's tree view would cost the page more than the points themselves)."""
+    points = gr.Textbox(visible="hidden", elem_id="train-points")
+    points.change(None, points, None, js=LIVE_POINTS_JS, queue=False, api_visibility="private")
+    return points
 
 
 def _push_box(h: TrainHandlers) -> None:

@@ -9,7 +9,7 @@ therefore::
 
 (``batches``: the encoder calls, each set of images encoded apart in batches of 64) with the three
 rates measured once, at start-up, on the loaded backbone and
-this host (:func:`measure_throughput`: a few images and prompts timed), so a ViT-B/16 on two CPU
+this host (:func:`measure_throughput`: a batch of 8 and one of 64 timed, images and prompts), so a ViT-B/16 on two CPU
 cores and the embedded model get their own numbers without any table of model names. The heads
 themselves (zero-shot, CRoFT, a baseline) add no measurable cost: a Lab job trains nothing, and a
 head's scores are a few small matrix products on the features.
@@ -157,29 +157,35 @@ class _NoiseSplit:
 def _rate(run: Callable[[int], None], largest: int, budget: float) -> tuple[float, float]:
     """``(seconds per item, seconds per call)`` of ``run(n)``, a line fitted to timed calls.
 
-    After a warm-up call, batches of 4, 8, 16, ... up to ``largest`` items are timed while the time
-    spent stays under ``budget`` (at least two). A fast backbone reaches the batch size the Lab
-    encodes with, and its per-call cost (a data loader, small-batch inefficiency) shows; a slow one
-    stops early, where its per-item work dominates. A fit that a busy host makes meaningless (a
-    slope <= 0) falls back to the slowest per-item rate, with no per-call cost.
+    After a warm-up call, a batch of 8 items and one of ``largest`` (the batch size the Lab encodes
+    with) are always timed: on a CPU a large batch can cost more per image than a small one, so
+    the rate is measured where the Lab works. Batches of 16, 32, ... in between are timed too when
+    they fit in ``budget`` seconds (a fast backbone: more points, a steadier line). A fit that a
+    busy host makes meaningless (a slope <= 0) falls back to the largest batch's per-item rate.
     """
     import numpy as np
 
-    run(2)  # warm-up: first-call allocations are not part of the rate
-    sizes, times, n = [], [], min(4, largest)
-    while True:
+    sizes: list[int] = []
+    times: list[float] = []
+
+    def timed(n: int) -> None:
         start = time.perf_counter()
         run(n)
         sizes.append(n)
         times.append(time.perf_counter() - start)
-        if n >= largest or (len(sizes) >= 2 and sum(times) + 2 * times[-1] > budget):
-            break
-        n = min(2 * n, largest)
+
+    run(2)  # warm-up: first-call allocations are not part of the rate
+    timed(min(8, largest))
+    between = [k for k in (16, 32, 64, 128, 256) if sizes[0] < k < largest]
+    if times[0] / sizes[0] * sum(between) > budget:
+        between = []
+    for n in between + ([largest] if largest > sizes[0] else []):
+        timed(n)
     if len(sizes) >= 2:
         slope, intercept = np.polyfit(sizes, times, 1)
         if slope > 0:
             return float(slope), float(max(intercept, 0.0))
-    return max(t / k for t, k in zip(times, sizes)), 0.0
+    return times[-1] / sizes[-1], 0.0
 
 
 def measure_throughput(backbone, *, budget: float = 3.0, batch_size: int = 64,
@@ -188,9 +194,10 @@ def measure_throughput(backbone, *, budget: float = 3.0, batch_size: int = 64,
     (PNG files in a dataset, decoded, preprocessed, image tower: ``encode_split``) and prompts
     (tokenizer, text tower: ``build_text_classifier``).
 
-    Wall-clock seconds per item, measured on batches of up to ``batch_size`` (the Lab's
-    extraction batch) within about ``budget`` seconds each (:func:`_rate`). A measurement on a busy
-    host is slower, so the Lab then offers less, never more.
+    Wall-clock seconds per item and per call, from a batch of 8 and one of ``batch_size`` (the
+    Lab's extraction batch), with batches in between when they fit in ``budget`` seconds
+    (:func:`_rate`): about 74 images' and prompts' worth of work. A measurement on a busy host is
+    slower, so the Lab then offers less, never more.
     """
     import torch
 

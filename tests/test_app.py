@@ -501,6 +501,91 @@ def test_lab_jobs_are_stopped_at_their_time_limit(app, handlers, monkeypatch):
     capped._lab.release()
 
 
+SLOW_HOST_WORK = {"tiny": (12, 6), "shapes": (1990, 20)}  # (images, prompts) a Lab job encodes
+
+
+def _slow_lab(resources, limit: int = 300):
+    """The resources with a Lab planner for a ViT-B/16 on two CPU cores (0.42 s per image, injected)."""
+    import dataclasses
+
+    from croft_app.service.labcost import LabPlanner, LabWork, Throughput
+
+    planner = LabPlanner(limit, Throughput(image_seconds=0.42, text_seconds=0.02),
+                         count=lambda name: LabWork(*SLOW_HOST_WORK[name]))
+    return dataclasses.replace(resources, lab=planner)
+
+
+def _lab_menu(demo) -> tuple[list, "gr.Markdown"]:
+    blocks = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    return [value for _, value in blocks["lab-benchmark"].choices], blocks["lab-limits"]
+
+
+def test_lab_on_a_slow_host_offers_only_what_fits_and_says_why(app, handlers, monkeypatch):
+    monkeypatch.setattr(ui, "BENCHMARKS", ("tiny", "shapes"))
+    demo = ui.build_demo(_slow_lab(handlers.r))
+    offered, note = _lab_menu(demo)
+    assert offered == ["tiny"]  # 5 s fits in 80% of 5 min; 14 min does not
+    assert note.visible and "'shapes' would take ~14 min on this host" in note.value
+    assert "the Lab's limit is 5 min" in note.value
+
+
+def test_lab_evaluate_refuses_a_job_over_the_limit_before_it_starts(app, handlers, monkeypatch):
+    import time
+
+    slow = ui.Handlers(_slow_lab(handlers.r))
+    slow.r.lab.offer(["shapes"])  # as the Lab tab does at start-up on a slow host: counted ahead
+    started = []
+    monkeypatch.setattr(slow, "_run_benchmark", lambda *args: started.append(args))
+    t0 = time.perf_counter()
+    with pytest.raises(gr.Error, match=r"'shapes' would take ~14 min on this host \(1,990 images\); "
+                                       r"the Lab's limit is 5 min"):
+        slow.evaluate("shapes", "zero-shot", 1)
+    assert started == [] and time.perf_counter() - t0 < 5  # refused at once, nothing started
+    assert slow._lab.acquire(blocking=False)  # the Lab is free for the next job
+    slow._lab.release()
+
+
+def test_lab_evaluate_counts_a_new_benchmark_and_refuses_it_before_encoding(app, handlers, monkeypatch):
+    import croft_core.runs.pipeline as pipeline
+
+    slow = ui.Handlers(_slow_lab(handlers.r))
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the job started encoding")
+
+    monkeypatch.setattr(pipeline, "evaluate_checkpoint", no_encoding)
+    with pytest.raises(gr.Error, match=r"'shapes' would take ~14 min"):
+        slow.evaluate("shapes", "zero-shot", 1)  # not counted ahead: counted at the job's first stage
+
+
+def test_lab_jobs_that_fit_run_on_a_slow_host(app, handlers):
+    results, _ = ui.Handlers(_slow_lab(handlers.r)).evaluate("tiny", "zero-shot", 1)
+    assert results["benchmark"] == "tiny"
+
+
+def test_lab_on_the_default_app_offers_everything(app, handlers):
+    lab = app.RESOURCES.lab
+    assert lab is not None and lab.throughput is not None  # measured at start-up
+    assert lab.throughput.image_seconds > 0 and lab.limit == app.RESOURCES.settings.lab_time_limit
+    offered, note = _lab_menu(app.demo)
+    assert offered == list(ui.BENCHMARKS) and not note.visible
+    assert lab.check("tiny").fits  # the tiny model on the tiny benchmark: nothing refused
+
+
+@pytest.mark.slow
+def test_lab_with_the_embedded_model_refuses_nothing():
+    """The default app's backbone, measured on this host, fits every Lab benchmark in the default
+    limit (the shapes benchmarks are rendered to be counted: about a minute the first time)."""
+    from croft_app.service.labcost import LabPlanner, measure_throughput
+    from croft_core.clip.backbones import load_backbone
+
+    planner = LabPlanner(ui.AppSettings().lab_time_limit, measure_throughput(load_backbone("embedded")))
+    assert planner.offer(("shapes", "shapes_dg")) == (["shapes", "shapes_dg"], [])
+    for name in ("shapes", "shapes_dg"):
+        estimate = planner.check(name)
+        assert estimate.fits and estimate.work.images > 1000
+
+
 def test_server_limits_are_set(app, server):
     assert app.demo._queue.max_size == 32 and app.demo.max_file_size == 10 * 2**20
     assert app.demo.state_session_capacity == 300 and app.demo.delete_cache == (3600, 3600)

@@ -265,14 +265,35 @@ def test_shipped_lexicon_of_other_weights_is_not_used(tiny_backbone, tmp_path):
 
     lexicon = read_lexicon(lexicon_path(tiny_backbone))
     good = save_lexicon_embeddings(tiny_backbone, lexicon, tmp_path / "good.safetensors")
-    assert torch.allclose(load_lexicon_embeddings(tiny_backbone, lexicon, good).cpu(),
-                          negatives_of(tiny_backbone, lexicon), atol=1e-5)
+    fresh = negatives_of(tiny_backbone, lexicon)  # before loading: loading keeps the shipped ones in memory
+    assert torch.allclose(load_lexicon_embeddings(tiny_backbone, lexicon, good).cpu(), fresh, atol=1e-5)
     other = load_backbone(write_tiny_model(tmp_path / Path(tiny_backbone.spec.removeprefix("local-dir:")).name,
                                            seed=1))
     assert other.spec != tiny_backbone.spec
     bad = save_lexicon_embeddings(other, lexicon, tmp_path / "other.safetensors")
     assert load_lexicon_embeddings(tiny_backbone, lexicon, bad) is None  # same folder name, other weights
     assert load_lexicon_embeddings(tiny_backbone, lexicon, tmp_path / "missing.safetensors") is None
+
+
+def test_shipped_lexicon_spares_the_labs_mining_an_encoding(tiny_backbone, tmp_path, monkeypatch):
+    """A Lab job mines negatives with ``encode_lexicon``: once the shipped embeddings are loaded it
+    finds them in memory instead of encoding the lexicon again (a real CLIP's ~20k words were
+    minutes of CPU inside the Lab's time limit)."""
+    from collections import OrderedDict
+
+    from croft_core.ood import negatives
+    from croft_core.ood.negatives import encode_lexicon, load_lexicon_embeddings, lexicon_path, read_lexicon
+
+    lexicon = read_lexicon(lexicon_path(tiny_backbone))
+    path = negatives.save_lexicon_embeddings(tiny_backbone, lexicon, tmp_path / "lexicon.safetensors")
+    monkeypatch.setattr(negatives, "_memo", OrderedDict())  # a fresh process
+    shipped = load_lexicon_embeddings(tiny_backbone, lexicon, path)
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the lexicon was encoded again")
+
+    monkeypatch.setattr(negatives, "build_text_classifier", no_encoding)
+    assert encode_lexicon(tiny_backbone, read_lexicon(lexicon_path(tiny_backbone)), cache_dir=None) is shipped
 
 
 def negatives_of(backbone, lexicon) -> torch.Tensor:

@@ -34,7 +34,8 @@ DESCRIPTIONS = {
     "evaluate": "Evaluate a model on a registered benchmark and return the results JSON: ID and covariate "
                 "accuracy, semantic-shift detection (AUROC, FPR95, AUPR) per score, full-spectrum detection "
                 "and the deployment threshold. benchmark: a registered name such as \"shapes\" (a string). "
-                "model: a name of the model menu. seed: a whole number.",
+                "model: a name of the model menu. seed: a whole number. A benchmark this server cannot "
+                "evaluate within its Lab time limit is refused at once, with its estimate and the limit.",
     "finetune": "Fine-tune a head and return {model, history, results}; model is a name /classify and "
                 "/evaluate accept in this client session (other clients do not see it). data: a benchmark "
                 "name such as \"shapes\", a Hub dataset id ORG/NAME with image and label columns, or "

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 # first: on ZeroGPU, ``spaces`` must be imported before anything touches torch / CUDA
 from croft_app.ui.zerogpu import GPU as gpu  # isort: skip
-from croft_app.ui.zerogpu import classify_seconds, lab_seconds  # isort: skip
+from croft_app.ui.zerogpu import ZERO_GPU, classify_seconds, lab_seconds  # isort: skip
 
 import json
 import logging
@@ -54,6 +54,7 @@ from croft_app.service import present
 from croft_core.data.benchmarks import BENCHMARKS as REGISTERED_BENCHMARKS
 from croft_core.data.images import ImageError, load_image
 from croft_core.errors import CroftError
+from croft_app.service.labcost import LabPlanner, measure_throughput
 from croft_app.service.limits import BodyLimit, JobTimeout, deadline, prune_lru, return_freed_memory
 from croft_app.service.classifier import ZERO_SHOT
 from croft_core.clip.prompts import get_vocabulary, list_vocabularies
@@ -127,6 +128,7 @@ class Resources:
     showcase: list = field(default_factory=list)  # the Example of each entry of ``examples``
     compared: tuple[str, ...] = (ZERO_SHOT,)  # the models the captions answer for; Compare's default A, B
     context: str = ""  # the line under the examples: held-out-style accuracy, from the checkpoint folder
+    lab: LabPlanner | None = None  # what a Lab job costs here, against the limit (None: not estimated)
 
 
 def default_checkpoints(settings: AppSettings) -> tuple[str, ...]:
@@ -145,6 +147,21 @@ def shipped_lexicon() -> Path:
     persistent storage, ``/data/...``), else the bundle's :data:`SHIPPED_LEXICON`."""
     configured = os.environ.get("CROFT_LEXICON_EMBEDDINGS", "").strip()
     return Path(configured) if configured else Path(__file__).resolve().parents[2] / SHIPPED_LEXICON
+
+
+def lab_planner(backbone: Backbone, settings: AppSettings, negatives: NegativeRules) -> LabPlanner:
+    """The Lab's cost estimates: the backbone's speed measured here and now (a few seconds at most).
+    On ZeroGPU nothing is measured at start-up (no GPU is attached then); its per-call GPU budget
+    (:func:`lab_seconds`) bounds the Lab instead."""
+    def pending_words() -> int:  # a job mines negatives itself until the app's lexicon is in memory
+        status = negatives.status
+        return 0 if status.ready else status.total
+
+    throughput = None if ZERO_GPU else measure_throughput(backbone)
+    if throughput is not None:
+        logger.info("Lab cost on this host: %.4f s per image, %.4f s per prompt (limit %d s)",
+                    throughput.image_seconds, throughput.text_seconds, settings.lab_time_limit)
+    return LabPlanner(settings.lab_time_limit, throughput, pending_words=pending_words)
 
 
 def default_device() -> str:
@@ -195,7 +212,7 @@ def load_resources(settings: AppSettings | None = None, checkpoints: Sequence[st
     return Resources(backbone, registry, negatives, [(str(p), c) for _, p, c in shown], render_classes(folder),
                      ", ".join(get_vocabulary(preset)), default_model, settings, Path(cache_dir),
                      showcase=[e for e, _, _ in shown], compared=compared,
-                     context=_context(registry, compared))
+                     context=_context(registry, compared), lab=lab_planner(backbone, settings, negatives))
 
 
 def _short_name(registry, model: str) -> str:
@@ -435,6 +452,8 @@ class Handlers:
         name = check_benchmark(benchmark or "shapes", REGISTERED_BENCHMARKS, self.r.settings.policy)
         seed = present.parse_seed(seed)
         classifier = self._model(model, request)
+        if self.r.lab is not None:  # a job known not to finish in time is refused before it starts
+            self.r.lab.check(name, known_only=True)
         limit = self.r.settings.lab_time_limit
         if not self._lab.acquire(blocking=False):
             raise gr.Error("The Lab is busy with another evaluation (one runs at a time); try again "
@@ -469,6 +488,8 @@ class Handlers:
             check_benchmark_file(name)
         try:
             tick.stage(0.0, 0.5, f"rendering the {name!r} images (first run only, about a minute)")
+            if self.r.lab is not None:  # counted once (rendered first, as the job needs): refused before encoding
+                self.r.lab.check(name)
             bench = get_benchmark(name, seed=seed)
             head = zeroshot_model(self.r.backbone, bench) if classifier.is_zero_shot else classifier.model
             tick.stage(0.5, 0.95, "encoding images and scoring them (cached after the first run)")

@@ -26,6 +26,7 @@ from croft_app.service import explain as explain_text
 from croft_core.errors import CroftError
 from croft_app.service.classifier import ZERO_SHOT
 from croft_app.service.decision import RULE_AUTOMATIC, RULE_NEGATIVES, RULE_USER
+from croft_app.service.labcost import lab_note
 from croft_app.service.showcase import WHAT_IT_KNOWS
 from croft_core.clip.prompts import get_vocabulary, list_vocabularies
 from croft_app.service.security import display_spec, scrub_paths
@@ -420,17 +421,20 @@ def lab_tab(resources, h, benchmarks, no_comparison: str) -> tuple[gr.Dropdown, 
     """A benchmark evaluation of one model, or two compared; the public ``/evaluate`` endpoint.
     Returns the model menu and the "compare with" menu."""
     names = resources.registry.names()
+    # only what finishes within the Lab's time limit on this host (croft_app.service.labcost)
+    offered, left_out = resources.lab.offer(benchmarks) if resources.lab else (list(benchmarks), [])
     gr.Markdown("Run a whole benchmark: accuracy on the known shapes (photos, then new styles) and how "
                 "well each unseen shape is told apart (AUROC: higher is better; FPR95: lower is better). "
                 "The first run renders the images (about a minute); later runs take seconds.")
     with gr.Row():
-        benchmark = gr.Dropdown(label="benchmark", choices=list(benchmarks), value="shapes",
-                                allow_custom_value=True)
+        benchmark = gr.Dropdown(label="benchmark", choices=offered, value=(offered or [None])[0],
+                                allow_custom_value=True, elem_id="lab-benchmark")
         model = _model_menu(resources, "model", ZERO_SHOT)
         other = gr.Dropdown(label="compare with", choices=[no_comparison, *names], min_width=MENU_WIDTH,
                             value=SHIPPED_NAME if SHIPPED_NAME in names else no_comparison, allow_custom_value=True,
                             elem_classes=["model-menu"])
         seed = gr.Number(label="seed", value=1, precision=0, minimum=0)
+    gr.Markdown(lab_note(left_out), visible=bool(left_out), elem_id="lab-limits")
     button = gr.Button("Run evaluation", variant="primary", elem_id="lab-run")
     table = gr.Dataframe(label="results (%)", headers=explain_text.lab_headers([ZERO_SHOT]), wrap=True,
                          elem_id="lab-table")

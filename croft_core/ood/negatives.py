@@ -251,7 +251,7 @@ def encode_lexicon(backbone: Backbone, lexicon: Lexicon, *, cache_dir: str | Pat
         progress: called as ``progress(words_done, words_total)`` after each chunk.
     """
     words, chunks = lexicon.words, []
-    key = (backbone.cache_id, str(backbone.device), lexicon.source, hash(words))
+    key = _lexicon_key(backbone, lexicon)
     with _memo_lock:
         if backbone.cache_id is not None and key in _memo:  # the app re-mines per request: skip the disk
             _memo.move_to_end(key)
@@ -262,12 +262,22 @@ def encode_lexicon(backbone: Backbone, lexicon: Lexicon, *, cache_dir: str | Pat
         if progress is not None:
             progress(min(start + _ENCODE_CHUNK, len(words)), len(words))
     embeddings = torch.cat(chunks)  # [L, d]
-    if backbone.cache_id is not None:
-        with _memo_lock:
-            _memo[key] = embeddings
-            while len(_memo) > _MEMO_SIZE:
-                _memo.popitem(last=False)
+    _remember(backbone, lexicon, embeddings)
     return embeddings
+
+
+def _lexicon_key(backbone: Backbone, lexicon: Lexicon) -> tuple:
+    return (backbone.cache_id, str(backbone.device), lexicon.source, hash(lexicon.words))
+
+
+def _remember(backbone: Backbone, lexicon: Lexicon, embeddings: torch.Tensor) -> None:
+    """Keep a lexicon's embeddings in memory, where :func:`encode_lexicon` finds them."""
+    if backbone.cache_id is None:
+        return
+    with _memo_lock:
+        _memo[_lexicon_key(backbone, lexicon)] = embeddings
+        while len(_memo) > _MEMO_SIZE:
+            _memo.popitem(last=False)
 
 
 SHIPPED_PROBE_WORDS = 4  # words re-encoded when shipped embeddings are loaded (the weights check)
@@ -341,7 +351,9 @@ def load_lexicon_embeddings(backbone: Backbone, lexicon: Lexicon, path: str | Pa
         logger.warning("shipped lexicon embeddings %s were computed with other weights (cosine %.3f); "
                        "encoding the lexicon instead", path.name, float(cosine.min()))
         return None
-    return emb.to(backbone.device)
+    emb = emb.to(backbone.device)
+    _remember(backbone, lexicon, emb)  # every later encode_lexicon of it (a Lab job's mining) is free
+    return emb
 
 
 def mine_negatives(label_text: torch.Tensor, candidates: torch.Tensor, num: int,

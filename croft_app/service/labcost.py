@@ -1,0 +1,310 @@
+"""What a Lab job costs on this host, and whether it finishes within the Lab's time limit.
+
+A Lab evaluation encodes every evaluation image of a benchmark (validation, ID test, covariate and
+semantic sets) through the frozen image tower, the benchmark's prompts through the text tower, and
+-- while the app's negative-label lexicon is not yet in memory -- that lexicon too. Its cost is
+therefore::
+
+    seconds = images x image_seconds + batches x batch_seconds + prompts x text_seconds
+
+(``batches``: the encoder calls, each set of images encoded apart in batches of 64) with the three
+rates measured once, at start-up, on the loaded backbone and
+this host (:func:`measure_throughput`: a batch of 8 and one of 64 timed, images and prompts), so a ViT-B/16 on two CPU
+cores and the embedded model get their own numbers without any table of model names. The heads
+themselves (zero-shot, CRoFT, a baseline) add no measurable cost: a Lab job trains nothing, and a
+head's scores are a few small matrix products on the features.
+
+:class:`LabPlanner` holds the measured :class:`Throughput` and the limit; a job *fits* when its
+estimate is at most :data:`MARGIN` of the limit (measurements on a busy host vary, and a job the
+cap would stop is worse than one not offered). The Lab's menu offers what fits
+(:meth:`LabPlanner.offer`) and ``/evaluate`` refuses the rest before any work starts
+(:meth:`LabPlanner.check`, :class:`LabTooLong`) with the estimate in the message. Everything here
+is pure given a throughput and a counter, and tests inject both.
+
+``bench/lab_cost.py`` prints the measured throughput and each benchmark's estimate for a backbone,
+and (``--check N``) times a real feature extraction of N images against the estimate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+from croft_core.errors import CroftError
+
+__all__ = ["MARGIN", "LabEstimate", "LabPlanner", "LabTooLong", "LabWork", "Throughput", "benchmark_work",
+           "describe_seconds", "lab_note", "measure_throughput"]
+
+logger = logging.getLogger(__name__)
+
+LAB_BATCH = 64  # images per encoder call of a Lab job (prepare_features' batch_size)
+MARGIN = 0.8  # a job is offered when its estimate is at most this share of the time limit
+COUNT_AHEAD_IMAGES = 100_000  # below this many images fitting in the limit, benchmarks are counted at start-up
+
+
+class LabTooLong(CroftError, ValueError):
+    """A Lab job whose estimate does not fit the time limit; the message gives both."""
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Measured wall-clock costs on this host: seconds per image (decode, preprocess, image tower),
+    per batch of images (an encoder call's own cost, paid again by every small set), and per
+    prompt (tokenize, text tower)."""
+
+    image_seconds: float
+    text_seconds: float
+    batch_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("image_seconds", "text_seconds", "batch_seconds"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"Throughput.{name} must be a finite number >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LabWork:
+    """The work of one Lab evaluation: images through the image tower (in ``batches`` encoder
+    calls: each set is encoded apart, in batches of :data:`LAB_BATCH`), prompts through the text tower."""
+
+    images: int
+    prompts: int
+    batches: int = 0
+
+
+@dataclass(frozen=True)
+class LabEstimate:
+    """The estimated wall-clock seconds of one Lab job against the limit."""
+
+    benchmark: str
+    work: LabWork
+    seconds: float
+    limit: int
+    margin: float = MARGIN
+
+    @property
+    def fits(self) -> bool:
+        """The central comparison: the estimate is within ``margin`` of the limit."""
+        return self.seconds <= self.margin * self.limit
+
+    @property
+    def reason(self) -> str:
+        """Why a job that does not fit is not offered (the estimate and the limit, in words)."""
+        return (f"{self.benchmark!r} would take ~{describe_seconds(self.seconds)} on this host "
+                f"({self.work.images:,} images); the Lab's limit is {describe_seconds(self.limit)} "
+                f"(CROFT_LAB_TIME_LIMIT) and a job is offered up to {self.margin:.0%} of it. "
+                f"Run it with `croft evaluate` on your own machine.")
+
+
+def describe_seconds(seconds: float) -> str:
+    """``42 s``, ``14 min``, ``2.5 h``: rounded up, so an estimate is never shown smaller."""
+    if seconds < 90:
+        return f"{max(1, math.ceil(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{math.ceil(seconds / 60)} min"
+    return f"{math.ceil(seconds / 360) / 10:g} h"
+
+
+def benchmark_work(name: str, seed: int = 1) -> LabWork:
+    """The images and prompts a Lab evaluation of a registered benchmark (or JSON file) encodes.
+
+    Materializes the benchmark's evaluation sets (reading row lists, not decoding images; a
+    rendered benchmark such as ``shapes`` is rendered first, as the Lab's first run would).
+    """
+    from croft_core.clip.prompts import get_templates
+    from croft_core.data.benchmarks import EVAL_ROLES, get_benchmark, materialize
+
+    bench = get_benchmark(name, seed=seed)
+    sizes = []
+    for role in ("val", *EVAL_ROLES):
+        split = materialize(bench, role, shots=None, seed=seed)
+        sizes += [len(s) for s in split] if isinstance(split, list) else [len(split)]
+    prompts = len(bench.classnames) * (1 + len(get_templates(bench.templates)))  # labels + the class texts
+    return LabWork(images=sum(sizes), prompts=prompts, batches=sum(math.ceil(n / LAB_BATCH) for n in sizes))
+
+
+class _NoiseSplit:
+    """``count`` PNG files of noise in a ``datasets.Dataset``, read as the Lab reads a benchmark's
+    split (``image(i)``: the row's decoding included), for :func:`croft_core.clip.features.encode_split`."""
+
+    def __init__(self, count: int, size: int):
+        import io
+
+        import datasets
+        import numpy as np
+        from PIL import Image
+
+        rng, files = np.random.default_rng(0), []
+        for _ in range(count):
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buffer, format="PNG")
+            files.append({"bytes": buffer.getvalue(), "path": None})
+        self.dataset = datasets.Dataset.from_dict({"image": files},
+                                                  features=datasets.Features({"image": datasets.Image()}))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def image(self, i: int):
+        return self.dataset[int(i)]["image"].convert("RGB")
+
+
+def _rate(run: Callable[[int], None], largest: int, budget: float) -> tuple[float, float]:
+    """``(seconds per item, seconds per call)`` of ``run(n)``, a line fitted to timed calls.
+
+    After a warm-up call, a batch of 8 items and one of ``largest`` (the batch size the Lab encodes
+    with) are always timed: on a CPU a large batch can cost more per image than a small one, so
+    the rate is measured where the Lab works. Batches of 16, 32, ... in between are timed too when
+    they fit in ``budget`` seconds (a fast backbone: more points, a steadier line). A fit that a
+    busy host makes meaningless (a slope <= 0) falls back to the largest batch's per-item rate.
+    """
+    import numpy as np
+
+    sizes: list[int] = []
+    times: list[float] = []
+
+    def timed(n: int) -> None:
+        start = time.perf_counter()
+        run(n)
+        sizes.append(n)
+        times.append(time.perf_counter() - start)
+
+    run(2)  # warm-up: first-call allocations are not part of the rate
+    timed(min(8, largest))
+    between = [k for k in (16, 32, 64, 128, 256) if sizes[0] < k < largest]
+    if times[0] / sizes[0] * sum(between) > budget:
+        between = []
+    for n in between + ([largest] if largest > sizes[0] else []):
+        timed(n)
+    if len(sizes) >= 2:
+        slope, intercept = np.polyfit(sizes, times, 1)
+        if slope > 0:
+            return float(slope), float(max(intercept, 0.0))
+    return times[-1] / sizes[-1], 0.0
+
+
+def measure_throughput(backbone, *, budget: float = 3.0, batch_size: int = 64,
+                       image_size: int = 96) -> Throughput:
+    """Time images and prompts on the loaded backbone, through the Lab's own code paths: images
+    (PNG files in a dataset, decoded, preprocessed, image tower: ``encode_split``) and prompts
+    (tokenizer, text tower: ``build_text_classifier``).
+
+    Wall-clock seconds per item and per call, from a batch of 8 and one of ``batch_size`` (the
+    Lab's extraction batch), with batches in between when they fit in ``budget`` seconds
+    (:func:`_rate`): about 74 images' and prompts' worth of work. A measurement on a busy host is
+    slower, so the Lab then offers less, never more.
+    """
+    import torch
+
+    from croft_core.clip.backbones import build_text_classifier
+    from croft_core.clip.features import encode_split
+
+    split = _NoiseSplit(batch_size, image_size)
+    words = [f"object number {i}" for i in range(batch_size)]
+
+    def images(n: int) -> None:  # the Lab's own extraction loop, one batch of n
+        encode_split(backbone, split, backbone.preprocess, batch_size=n, rows=range(n), desc="measuring")
+
+    def prompts(n: int) -> None:
+        build_text_classifier(backbone, words[:n], ("{}",), cache_dir=None)
+
+    with torch.inference_mode():
+        image_seconds, batch_seconds = _rate(images, batch_size, budget)
+        text_seconds, text_call = _rate(prompts, batch_size, budget)
+    return Throughput(image_seconds=image_seconds, text_seconds=text_seconds + text_call / batch_size,
+                      batch_seconds=batch_seconds)
+
+
+class LabPlanner:
+    """The Lab's estimates against its limit, for a measured (or injected) :class:`Throughput`.
+
+    Args:
+        limit: seconds a Lab job may run (``CROFT_LAB_TIME_LIMIT``).
+        throughput: measured costs; ``None`` means no estimate (everything is offered: e.g. on
+            ZeroGPU, whose own per-call budget applies).
+        count: ``benchmark name -> LabWork`` (default :func:`benchmark_work`), memoized.
+        pending_words: lexicon words a job would still have to encode (the app's lexicon not yet
+            in memory); called at each estimate.
+        margin: the share of the limit an estimate may use.
+    """
+
+    def __init__(self, limit: int, throughput: Throughput | None, *,
+                 count: Callable[[str], LabWork] = benchmark_work,
+                 pending_words: Callable[[], int] = lambda: 0, margin: float = MARGIN):
+        self.limit, self.throughput, self.margin = int(limit), throughput, float(margin)
+        self._count, self._pending = count, pending_words
+        self._work: dict[str, LabWork] = {}
+        self._lock = threading.Lock()
+
+    def _work_of(self, name: str) -> LabWork:
+        with self._lock:
+            if name not in self._work:
+                self._work[name] = self._count(name)
+            return self._work[name]
+
+    def estimate(self, name: str, known_only: bool = False) -> LabEstimate | None:
+        """The estimate of evaluating benchmark ``name`` (counted once), or None without a
+        throughput (or, with ``known_only``, when it has not been counted yet)."""
+        if self.throughput is None or (known_only and name not in self._work):
+            return None
+        work, speed = self._work_of(name), self.throughput
+        prompts = work.prompts + max(0, int(self._pending()))
+        seconds = (work.images * speed.image_seconds + work.batches * speed.batch_seconds
+                   + prompts * speed.text_seconds)
+        return LabEstimate(name, LabWork(work.images, prompts, work.batches), seconds, self.limit, self.margin)
+
+    def check(self, name: str, known_only: bool = False) -> LabEstimate | None:
+        """Refuse a job that would not finish in time, before it starts (``known_only``: only if
+        its benchmark has been counted already, so that the check costs nothing).
+
+        Raises:
+            LabTooLong: its estimate is over ``margin`` of the limit (the message gives both).
+        """
+        estimate = self.estimate(name, known_only)
+        if estimate is not None and not estimate.fits:
+            raise LabTooLong(estimate.reason)
+        return estimate
+
+    def counts_ahead(self) -> bool:
+        """Whether counting the offered benchmarks at start-up is worth it: the measured speed
+        leaves fewer than :data:`COUNT_AHEAD_IMAGES` images within the limit. Faster backbones
+        (the embedded model) are counted at their first job instead, and checked there."""
+        if self.throughput is None or self.throughput.image_seconds <= 0:
+            return False
+        return self.margin * self.limit / self.throughput.image_seconds < COUNT_AHEAD_IMAGES
+
+    def offer(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
+        """The benchmarks the Lab's menu offers, and the reasons of those it leaves out.
+
+        Benchmarks are counted here only when :meth:`counts_ahead`; otherwise all are offered and
+        each job is checked when it is asked for. One that cannot be counted stays offered (the
+        job then reports its own error).
+        """
+        names = list(names)
+        if not self.counts_ahead():
+            return names, []
+        offered, reasons = [], []
+        for name in names:
+            try:
+                estimate = self.estimate(name)
+            except (ValueError, OSError, KeyError) as err:
+                logger.warning("could not count the Lab benchmark %s: %s", name, err)
+                estimate = None
+            if estimate is None or estimate.fits:
+                offered.append(name)
+            else:
+                reasons.append(estimate.reason)
+        return offered, reasons
+
+
+def lab_note(reasons: Sequence[str]) -> str:
+    """The Lab tab's note on the benchmarks left out (empty when none is)."""
+    if not reasons:
+        return ""
+    return ("**Not offered on this host** (a job must finish within the Lab's time limit): "
+            + " ".join(f"{r}" for r in reasons))

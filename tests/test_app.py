@@ -350,14 +350,21 @@ def test_evaluate_and_its_downloads(handlers, app_files):
     assert {"benchmark", "backbone", "method", "seed", "id", "covariate", "semantic", "full_spectrum",
             "threshold"} <= set(results)
     assert results["method"] == "zeroshot" and results["seed"] == 1 and results["id"]["n"] > 0
-    table, hist, roc, path = handlers.explain_evaluation(state)
+    table, hist, roc, path, rule = handlers.explain_evaluation(state)
     assert list(table["set"][:2]) == ["ID", "covariate (mean)"] and set(table["kind"][:4]) == {"summary"}
     assert table.iloc[0, 3] == round(100 * results["id"]["accuracy"], 1)  # in %
     assert [t.name for t in hist.data] == ["ID: photo", "covariate: sketch", "semantic: all 1 unseen set(s)",
                                            "threshold"]
     assert roc.data[0].name.startswith("unseen-shapes (AUROC")
     assert json.loads(Path(path).read_text()) == results
-    two, hist2, roc2, _ = handlers.explain_evaluation(state, handlers.evaluate("tiny", "croft", 1)[1])
+    assert rule.startswith("**Rule:** the model's energy threshold") and "95%" in rule
+    other = handlers.evaluate("tiny", "croft", 1)[1]
+    two, hist2, roc2, _, rule2 = handlers.explain_evaluation(state, other)
+    # issue 21: by default both models' dashed thresholds are the same kind of rule, named under the table
+    assert rule2.startswith("**Rule: the same for both models**") and "not directly comparable" not in rule2
+    assert "AUROC and FPR95 do not depend on it" in rule2
+    lines = [float(t.x[0]) for t in hist2.data if t.name == "threshold"]
+    assert lines == [results["threshold"]["value"], other["results"]["threshold"]["value"]]
     assert list(two.columns[3::3]) == ["zero-shot: accuracy %", "croft: accuracy %"]
     # a row per model with three pooled groups each; a colour per model in the ROC, a dash per kind
     assert [(t.yaxis, t.name) for t in hist2.data] == [(y, g) for y in ("y", "y2")

@@ -191,6 +191,8 @@ def test_lab_and_a_400px_page_in_chromium(server, tmp_path):
         finally:
             _shot(page, tmp_path, "lab")
         assert page.locator("#lab-table").get_by_text("croft: accuracy %").count() >= 1
+        rule = page.locator("#lab-rule").inner_text()  # issue 21: the dashed thresholds' rule, named
+        assert "the same for both models" in rule and "do not depend on it" in rule, rule
         for plot in ("#lab-hist", "#lab-roc"):
             assert page.locator(f"{plot} .js-plotly-plot").count() == 1, f"{plot} was not drawn"
         # two models: a histogram row each (not one overlaid crowd), and the ROC legend names both

@@ -59,3 +59,22 @@ def test_pooled_groups_for_a_two_model_lab_figure():
                             "semantic: pentagon": [5.0], "semantic: ring": [6.0, 7.0]})
     assert {k: v.tolist() for k, v in groups.items()} == {"known": [1.0, 2.0], "new styles": [3.0, 4.0],
                                                           "unseen shapes": [5.0, 6.0, 7.0]}
+
+
+def test_lab_names_each_models_threshold_rule_and_flags_different_kinds():
+    from croft_app.service.explain import lab_rule_statement, lab_rules
+
+    def res(tpr=0.95, split="val", value=2.5):
+        return {"threshold": {"score": "energy", "tpr": tpr, "value": value, "fitted_on": split}}
+
+    same = lab_rules({"zero-shot": res(value=1.0), "croft": res(value=3.0)})
+    assert {r["rule"] for r in same.values()} == {"energy (calibrated)"}
+    assert [r["threshold"] for r in same.values()] == [1.0, 3.0]
+    text = lab_rule_statement(same)
+    assert text.startswith("**Rule: the same for both models**") and "95% of the benchmark's known 'val'" in text
+    assert "AUROC and FPR95 do not depend on it" in text
+    for other in (res(tpr=0.9), res(split="test"), {"threshold": {}}, {}):
+        rules = lab_rules({"zero-shot": res(), "croft": other})
+        assert len({r["rule"] for r in rules.values()}) == 2
+        assert "not directly comparable" in lab_rule_statement(rules)
+    assert lab_rule_statement(lab_rules({"zero-shot": {}})).startswith("**Rule: none**")

@@ -14,9 +14,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from croft_app.service.decision import RULE_CALIBRATED, RULE_NEGATIVES, RULE_NONE, RULE_USER
+from croft_app.service.decision import RULE_CALIBRATED, RULE_NEGATIVES, RULE_NONE, RULE_USER, rule_statement
 
-__all__ = ["BATCH_HEADERS", "PlotInputs", "batch_row", "caption", "lab_headers", "lab_rows", "margin",
+__all__ = ["BATCH_HEADERS", "PlotInputs", "batch_row", "caption", "lab_headers", "lab_rows", "lab_rules",
+           "lab_rule_statement", "margin",
            "plot_inputs", "pooled_groups", "verdict_markdown"]
 
 BATCH_HEADERS = ["file", "verdict", "accepted", "closest class", "score", "threshold", "rule", "reason"]
@@ -196,3 +197,55 @@ def lab_rows(runs: Mapping[str, Mapping[str, Any]], score: str = "energy") -> li
             row += t[i][3] if i < len(t) and t[i][0] == name else [None, None, None]
         out.append(row)
     return out
+
+
+# Lab verdicts (issue 21, "comparable verdicts"). Decision, after reading the Lab: its table shows only
+# threshold-free numbers (accuracy; AUROC and FPR95 sweep every threshold) and no "accepted" or
+# "rejected" share. The one rule it shows is each model's dashed line on the score plot:
+# ``results["threshold"]``, the energy at which 95% of the benchmark's known *validation* images are
+# accepted, fitted by croft_core.runs.evaluate with the same code for every model (zero-shot too; never
+# a checkpoint's stored threshold, never negative labels). So by default both lines are already the same
+# kind of rule; the minimal honest change is to name it under the table, through Compare's
+# :func:`~croft_app.service.decision.rule_statement`, and to say AUROC/FPR95 do not depend on it. The
+# dashed lines are drawn from :func:`lab_rules` too, so the plot and the sentence cannot disagree.
+
+def lab_rules(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per model, the rule of its results JSON's threshold as a verdict for ``rule_statement``:
+    ``rule`` (``RULE_CALIBRATED``, or ``RULE_NONE`` without an energy threshold), ``threshold``,
+    ``tpr``, ``fitted_on``. Two models fitted at different acceptance rates or on different splits
+    get different rule names (different kinds of rule), whatever their score."""
+    rules = {}
+    for name, results in runs.items():
+        t = results.get("threshold") or {}
+        if t.get("score") != "energy" or t.get("value") is None:
+            rules[name] = {"rule": RULE_NONE, "threshold": None, "reason": "the results give no threshold"}
+        else:
+            rules[name] = {"rule": RULE_CALIBRATED, "threshold": float(t["value"]), "tpr": t.get("tpr"),
+                           "fitted_on": t.get("fitted_on")}
+    fits = {(r.get("tpr"), r.get("fitted_on")) for r in rules.values() if r["rule"] == RULE_CALIBRATED}
+    if len(fits) > 1:  # one score, different operating points: not the same kind of rule
+        for r in rules.values():
+            if r["rule"] == RULE_CALIBRATED:
+                r["rule"] = f"{RULE_CALIBRATED}, {r['tpr']} of known '{r['fitted_on']}' images accepted"
+    return rules
+
+
+def lab_rule_statement(rules: Mapping[str, Mapping[str, Any]]) -> str:
+    """The sentence under the Lab table: which rule each dashed threshold is, whether the models' rules
+    are the same kind (:func:`~croft_app.service.decision.rule_statement`), and that the table's
+    numbers do not depend on it."""
+    names, verdicts = list(rules), list(rules.values())
+    first = verdicts[0] if verdicts else {}
+    if len(verdicts) > 1:
+        head = rule_statement(first.get("rule", RULE_NONE), verdicts, names)
+    elif first.get("rule") == RULE_CALIBRATED:
+        head = "**Rule:** the model's energy threshold calibrated on these classes."
+    else:
+        head = f"**Rule: none** ({first.get('reason', 'no results')})."
+    fitted = ""
+    if first.get("rule") == RULE_CALIBRATED and first.get("tpr") is not None:
+        fitted = (f" The dashed line of each model is its energy at which {float(first['tpr']):.0%} of the "
+                  f"benchmark's known '{first.get('fitted_on')}' images are accepted, fitted for that model "
+                  "on this benchmark (not a checkpoint's stored threshold).")
+    return (f"{head}{fitted} Accuracy, AUROC and FPR95 do not depend on it: AUROC and FPR95 are measured "
+            "over every threshold.")

@@ -499,9 +499,10 @@ class Handlers:
             raise ValueError(f"Evaluation of {name!r} failed: {err}") from err
 
     @user_errors
-    def explain_evaluation(self, state: dict | None, other: dict | None = None) -> tuple[Any, Any, Any, str | None]:
+    def explain_evaluation(self, state: dict | None, other: dict | None = None) -> tuple[Any, Any, Any, str | None, str]:
         """Results table (in %, summary rows first, one column group per model), score
-        distributions, ROC curves and the results JSON file to download.
+        distributions, ROC curves, the results JSON file to download and the sentence under the
+        table naming each model's threshold rule (:func:`explain_text.lab_rules`).
 
         Reads the server-side states of :meth:`evaluate` only (never a browser-sent JSON).
         """
@@ -509,9 +510,10 @@ class Handlers:
         from croft_core.runs.figures import lab_histograms, lab_roc
 
         if not isinstance(state, dict) or "results" not in state:
-            return None, None, None, None
+            return None, None, None, None, ""
         runs = [s for s in (state, other) if isinstance(s, dict) and "results" in s]
         models = [s["results"].get("model", f"model {i + 1}") for i, s in enumerate(runs)]
+        rules = explain_text.lab_rules({m: s["results"] for m, s in zip(models, runs)})  # lines and sentence
         table = pd.DataFrame(explain_text.lab_rows({m: s["results"] for m, s in zip(models, runs)}),
                              columns=explain_text.lab_headers(models))
         results, one = state["results"], len(runs) == 1
@@ -519,14 +521,14 @@ class Handlers:
         # a row per model; one model shows each style, two show three pooled groups each (detail: the table)
         hist = lab_histograms({m: present.energy_groups(e) if one else explain_text.pooled_groups(e)
                                for m, e in energies.items()},
-                              {m: s["results"].get("threshold", {}).get("value") for m, s in zip(models, runs)})
+                              {m: r["threshold"] for m, r in rules.items()})
         curves = {m: c for m, e in energies.items() if (c := _roc_curves(e, per_set=one))}
         roc = lab_roc(curves) if curves else None
         root = Path(self.r.upload_root) / "croft-results"  # Gradio serves files from its own folder only
         path = present.write_results(results if len(runs) == 1 else {**results, "compared_with": runs[1]["results"]},
                                      root / uuid.uuid4().hex)
         prune_lru(root, self.r.settings.results_cache_bytes)
-        return table, hist, roc, str(path)
+        return table, hist, roc, str(path), explain_text.lab_rule_statement(rules)
 
 
 NO_COMPARISON = "(none)"

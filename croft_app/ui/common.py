@@ -438,6 +438,7 @@ def lab_tab(resources, h, benchmarks, no_comparison: str) -> tuple[gr.Dropdown, 
     button = gr.Button("Run evaluation", variant="primary", elem_id="lab-run")
     table = gr.Dataframe(label="results (%)", headers=explain_text.lab_headers([ZERO_SHOT]), wrap=True,
                          elem_id="lab-table")
+    statement = gr.Markdown(elem_id="lab-rule")  # which rule each dashed threshold is (explain_text.lab_rules)
     with gr.Row():  # side by side on a wide screen; one above the other below ~1000 px (min_width)
         hist = gr.Plot(label="score distributions", elem_id="lab-hist", min_width=480)
         roc = gr.Plot(label="ROC curves", elem_id="lab-roc", min_width=480)
@@ -446,7 +447,7 @@ def lab_tab(resources, h, benchmarks, no_comparison: str) -> tuple[gr.Dropdown, 
         results = gr.JSON(label="results")
         download = gr.DownloadButton("download results JSON", value=None)
     state, state_b = gr.State(), gr.State()  # results and energies, kept on the server
-    outputs = [table, hist, roc, download]
+    outputs = [table, hist, roc, download, statement]
     cleared = [*outputs, results, state, state_b]
     # the progress bar (stage, seconds, fraction) sits on the table, where the visitor looks, not on
     # the JSON inside the closed accordion; two slots: one evaluation runs, the second slot refuses

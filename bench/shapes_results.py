@@ -63,7 +63,7 @@ def dg_tables(runs_by_style: dict[str, list[dict]]) -> str:
     rank = {m: i for i, m in enumerate(METHOD_ORDER)}
     ordered = {s: sorted(runs_by_style[s], key=lambda r: (rank.get(r["method"], len(rank)), r["method"]))
                for s in styles}
-    from croft_core.runs.report import paired_markdown, statistics_markdown
+    from croft_core.runs.report import paired_markdown, rejection_markdown, statistics_markdown
 
     summary = sweep_summary("heldout", ordered, metrics=DG_METRICS)
     parts = []
@@ -73,10 +73,14 @@ def dg_tables(runs_by_style: dict[str, list[dict]]) -> str:
         for method, row in table["methods"].items():
             lines.append(f"| {method} | " + " | ".join(_cell(row[c]) for c in [*styles, "average"]) + " |")
         parts.append("\n".join(lines))
-    parts.append(statistics_markdown(summary))
+    # the sweep's rejection table has a column per (style, unseen set): given per style below instead
+    parts.append(statistics_markdown({k: v for k, v in summary.items() if k != "rejection_at_tpr95"}))
     for style in styles:
         one = {"paired": {k: v for k, v in summary["runs"][style]["paired"].items() if k == "covariate.mean_accuracy"}}
         parts.append(f"Held-out accuracy, {style} held out, paired differences in points:\n\n" + paired_markdown(one))
+        if summary["runs"][style].get("rejection_at_tpr95"):
+            parts.append(f"{style} held out: share of each unseen set rejected at 95% acceptance of the known "
+                         "images (1 - FPR95), mean [95% interval], %:\n\n" + rejection_markdown(summary["runs"][style]))
     return "\n\n".join(parts)
 
 

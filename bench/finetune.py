@@ -19,7 +19,9 @@ same zip through the Train tab in headless Chromium (Playwright, the system ``ch
 through ``/finetune`` (``gradio_client``), features cached for both (one warm-up run first), and
 prints the browser / API ratio (target <= 1.5x) and the time from a click to the first visible
 progress for Train, the Lab and "Classify all" (target <= 1 s). ``BENCH_WARM_PAGE=1`` first clicks
-an example (its plot loads plotly.js, as for a visitor who classified before training).
+an example (its plot loads plotly.js, as for a visitor who classified before training). Before the
+runs it times the first screen on new pages with and without the app's idle preload of plotly.js
+(turned off in the page by ``window.__croftPlotly = 'off'``).
 
 It also prints the bytes of each live update of the Train tab's run as Gradio streams it (after its
 own diff against the previous update), and, for the same updates in the same run, what an update
@@ -204,6 +206,34 @@ def _fresh_page(browser, url: str):
     return page
 
 
+def _first_screen(browser, url: str, preload: bool) -> tuple[float, float, float, float]:
+    """A new page: (seconds to the first screen, i.e. ``#classify`` shown; then, 1 s later, seconds
+    from a click on the Compare tab to its examples shown, and from a click on Classify's first
+    example to its plot drawn; the longest main-thread block in the 8 s after the first screen).
+    ``preload=False`` turns the app's idle preload of plotly.js off."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.add_init_script(LONG_TASKS_JS.replace("() => {", "(() => {", 1) + ")();"
+                         + ("" if preload else "window.__croftPlotly = 'off';"))
+    t0 = time.perf_counter()
+    page.goto(url)
+    page.locator("#classify").wait_for(timeout=120_000)
+    shown = time.perf_counter()
+    page.wait_for_timeout(1000)
+    t1 = time.perf_counter()
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#compare-examples").wait_for(timeout=60_000)
+    compare = time.perf_counter() - t1
+    page.get_by_role("tab", name="Classify").click()
+    t1 = time.perf_counter()
+    page.locator("#examples .thumbnail-item").first.click()
+    page.locator("#score-plot .js-plotly-plot").wait_for(timeout=120_000)
+    example = time.perf_counter() - t1
+    page.wait_for_timeout(max(0.0, 8 - (time.perf_counter() - shown)) * 1000)
+    longest = max(page.evaluate("() => window.__longTasks"), default=0) / 1000
+    page.close()
+    return shown - t0, compare, example, longest
+
+
 def browser_main() -> None:
     """The Train tab in Chromium vs ``/finetune`` on the same server, and click-to-progress times.
 
@@ -225,6 +255,8 @@ def browser_main() -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                         args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            screens = [(preload, *_first_screen(browser, url, preload))
+                       for preload in [False, True] * int(os.environ.get("BENCH_REPEAT", "3"))]
             for wait_for_tab in [False, True] * int(os.environ.get("BENCH_REPEAT", "3")):
                 t0 = time.perf_counter()
                 history = client.predict(handle_file(str(upload)), "croft", SHOTS, 1, STEPS,
@@ -252,6 +284,12 @@ def browser_main() -> None:
     for waited, what in ((False, "as soon as the form is filled"), (True, "once the tab drew its curves")):
         ratios = [ui / api for w, api, ui, _, _ in rounds if w == waited]
         print(f"  median ratio, clicked {what}: {np.median(ratios):.2f}x (target <= 1.5x)")
+    for preload in (False, True):
+        shown, compare, example, longest = (np.median([r[i] for r in screens if r[0] == preload]) for i in (1, 2, 3, 4))
+        print(f"  first screen (new page, medians), plotly.js {'preloaded in idle time' if preload else 'not preloaded'}: "
+              f"shown after {shown:.2f} s; 1 s later a Compare-tab click answered in {compare:.2f} s, then "
+              f"an example's plot drawn {example:.2f} s after its click; longest main-thread block in the 8 s "
+              f"after the first screen {longest:.2f} s")
     print(f"  server seconds of the runs (warm-up, then /finetune and Train tab in turn): "
           f"{', '.join(f'{t:.1f}' for t in server)}")
     print(f"  click -> first visible progress: Train {train_first:.2f} s, Classify all {batch_first:.2f} s, "

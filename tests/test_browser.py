@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
+import gradio as gr
 import pytest
 
 from test_app import app, app_files, image_files, server  # noqa: F401 (fixtures)
@@ -219,6 +220,30 @@ def test_lab_and_a_400px_page_in_chromium(server, tmp_path):
         assert width <= 420, f"the error scrolls the page sideways at 400 px ({width} px wide)"
         narrow.locator("#decision").scroll_into_view_if_needed()
         _shot(narrow, tmp_path, "error_400px")
+
+
+PLOTLY_CHUNKS = "() => performance.getEntriesByType('resource').filter(e => e.name.includes('/PlotlyPlot-')).length"
+
+
+def test_train_curves_are_ready_before_the_train_tab_opens(server):
+    """plotly.js loads in the page's idle time after the first screen (the Train tab is not opened),
+    and is the very module the Train tab's curves then use: fetched once, the curves drawn at once."""
+    with _chromium_pages(server) as open_page:
+        page = open_page(1300)
+        page.wait_for_function("() => !!window.Plotly", timeout=60_000)  # the Train tab never opened
+        assert page.evaluate(PLOTLY_CHUNKS) == 1
+        page.get_by_role("tab", name="Train").click()
+        page.locator("#train-loss .js-plotly-plot").wait_for(timeout=5_000)
+        assert page.evaluate(PLOTLY_CHUNKS) == 1  # Gradio's own import found it loaded
+
+
+def test_train_preload_names_gradios_plotly_chunk():
+    from croft_app.ui.train import preload_plotly_head
+
+    head = preload_plotly_head()
+    chunk = re.search(r'"(PlotlyPlot-[\w-]+\.js)"', head)
+    assert chunk, head
+    assert (Path(gr.__file__).parent / "templates" / "frontend" / "assets" / chunk.group(1)).is_file()
 
 
 @pytest.mark.slow

@@ -653,13 +653,15 @@ def create_app(settings: AppSettings | None = None) -> tuple[gr.Blocks, Resource
 
 
 def launch(app: gr.Blocks, resources: Resources, **kwargs: Any) -> Any:
-    """``app.launch`` with the upload and request-body size limits, the session capacity and the
-    bound on kept inputs; tests pass the address."""
+    """``app.launch`` with the upload and request-body size limits, the session capacity, the
+    bound on kept inputs and plotly.js preloaded in the page's idle time; tests pass the address."""
     from starlette.middleware import Middleware
+
+    from croft_app.ui.train import preload_plotly_head
 
     settings = resources.settings
     bound_kept_inputs(settings.max_kept_input)
     body_limit = Middleware(BodyLimit, max_bytes=settings.max_body_size, exempt=("/gradio_api/upload",))
-    return app.launch(max_file_size=settings.max_file_size, css=CSS,
+    return app.launch(max_file_size=settings.max_file_size, css=CSS, head=preload_plotly_head(),
                       state_session_capacity=settings.session_capacity,
                       app_kwargs={"middleware": [body_limit]}, **kwargs)

@@ -405,6 +405,43 @@ LIVE_POINTS_JS = """(text) => {
 }"""
 
 
+# Loads plotly.js in the browser's idle time once the first screen is shown, so that the Train tab's
+# curves are ready when a visitor opens it (plotly.js is 4.6 MB and its first evaluation blocks the page
+# for seconds on a slow machine; docs/APP.md). It imports the very module Gradio's Plot component
+# imports (its chunk of Gradio's build, next to the page's own index script): the browser keeps one
+# copy per URL, so Gradio's import later finds it loaded and evaluated. __CHUNK__ is its file name;
+# a page that sets window.__croftPlotly first (bench/finetune.py: 'off') is left alone.
+PRELOAD_PLOTLY_JS = """<script>
+(() => {
+  const idle = window.requestIdleCallback || ((f) => setTimeout(f, 200));
+  const start = Date.now();
+  const preload = () => {
+    const index = document.querySelector('script[type="module"][src*="/assets/index-"]');
+    if (!document.querySelector('#classify') && Date.now() - start < 60000) {
+      setTimeout(() => idle(preload, {timeout: 2000}), 250);  // the first screen is not shown yet
+      return;
+    }
+    if (!index || window.__croftPlotly) return;
+    window.__croftPlotly = import(new URL('./' + __CHUNK__, index.src).href).catch(
+      (e) => console.warn('plotly.js preload failed; the Train tab loads it when opened', e));
+  };
+  if (document.readyState === 'complete') idle(preload, {timeout: 2000});  // Gradio adds this after load
+  else window.addEventListener('load', () => idle(preload, {timeout: 2000}));
+})();
+</script>"""
+
+
+def preload_plotly_head() -> str:
+    """The ``<head>`` script that preloads plotly.js (PRELOAD_PLOTLY_JS), or "" when this Gradio's
+    build has no single plotly chunk (the Train tab then loads plotly.js when it is opened)."""
+    assets = Path(gr.__file__).parent / "templates" / "frontend" / "assets"
+    chunks = sorted(assets.glob("PlotlyPlot-*.js"))
+    if len(chunks) != 1:
+        logger.warning("no single plotly.js chunk in %s (%d found): not preloaded", assets, len(chunks))
+        return ""
+    return PRELOAD_PLOTLY_JS.replace("__CHUNK__", json.dumps(chunks[0].name))
+
+
 def _waiting(figure):
     """An empty curve's figure before a run: no axes, a line saying what will be drawn."""
     figure.update_layout(height=220, xaxis_visible=False, yaxis_visible=False, annotations=[dict(

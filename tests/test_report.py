@@ -74,8 +74,11 @@ def test_shapes_results_uses_the_library_sweep_tables_for_both_run_layouts(tmp_p
     assert sorted(runs) == ["painting", "sketch"] and len(runs["sketch"]) == 4
     text = results.dg_tables(runs)
     assert "| method | sketch | painting | average |" in text
-    assert "| zeroshot | 50.0 ± 0.0 | – | – |" in text  # zero-shot was not run with painting held out
-    assert "| croft | 70.0 ± 14.1 | 50.0 ± 14.1 | 60.0 ± 14.1 |" in text
+    assert "| zeroshot | 50.0 [50.0, 50.0] | – | – |" in text  # zero-shot was not run with painting held out
+    # mean [95% t-interval] over 2 seeds: t(0.975, 1) = 12.706, standard error 0.1 (sketch 0.6, 0.8;
+    # painting 0.4, 0.6; the average per seed 0.5, 0.7)
+    assert "| croft | 70.0 [-57.1, 197.1] | 50.0 [-77.1, 177.1] | 60.0 [-67.1, 187.1] |" in text
+    assert "paired differences" in text.lower()
     assert text.index("| zeroshot |") < text.index("| croft |")  # the method order of the tables
 
 

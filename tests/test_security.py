@@ -488,7 +488,8 @@ def test_attack_4_file_arguments_outside_the_uploads(attack, tmp_path):
     answers = set()
     for path in (str(tmp_path / "server.png"), "/etc/hostname", "/no/such/image.png"):
         answers.add(_refused(attack, "classify", [{"path": path}, "a, b", "zero-shot", None]))
-        answers.add(_refused(attack, "compare", [{"path": path}, "a, b", "zero-shot", "zero-shot", None]))
+        answers.add(_refused(attack, "compare", [{"path": path}, "a, b", "zero-shot", "zero-shot", None,
+                                     "negative labels"]))
     assert answers == {NOT_AN_UPLOAD}
     # with Gradio's meta, Gradio itself refuses anything outside its upload folder (generic error)
     for path in (str(tmp_path / "server.png"), "/no/such/image.png"):
@@ -530,7 +531,7 @@ def test_attack_6_upload_size_and_a_bounded_queue(attack):
     ("evaluate", [5, "zero-shot", 1], "benchmark must be text"),
     ("evaluate", ["shapes", ["x"], 1], "model must be text"),
     ("explain", [{"score": "x"}, "a, b", "zero-shot"], "not a /classify result"),
-    ("compare", ["IMAGE", "a, b", "zero-shot", "/etc", None], "Local paths are not accepted"),
+    ("compare", ["IMAGE", "a, b", "zero-shot", "/etc", None, "negative labels"], "Local paths are not accepted"),
     ("evaluate_other", ["shapes", "zero-shot", 1, "/etc"], "Local paths are not accepted"),
 ])
 def test_attack_7_and_9_bad_values_get_clear_errors_in_every_handler(attack, circle, event, data, message):

@@ -63,16 +63,10 @@ def dg_tables(runs_by_style: dict[str, list[dict]]) -> str:
     rank = {m: i for i, m in enumerate(METHOD_ORDER)}
     ordered = {s: sorted(runs_by_style[s], key=lambda r: (rank.get(r["method"], len(rank)), r["method"]))
                for s in styles}
-    from croft_core.runs.report import paired_markdown, rejection_markdown, statistics_markdown
+    from croft_core.runs.report import paired_markdown, rejection_markdown, statistics_markdown, sweep_markdown
 
     summary = sweep_summary("heldout", ordered, metrics=DG_METRICS)
-    parts = []
-    for table in summary["tables"].values():
-        lines = [f"{table['label']}, by held-out style (mean [95% interval], %):", "",
-                 "| method | " + " | ".join(styles) + " | average |", "|---" * (len(styles) + 2) + "|"]
-        for method, row in table["methods"].items():
-            lines.append(f"| {method} | " + " | ".join(_cell(row[c]) for c in [*styles, "average"]) + " |")
-        parts.append("\n".join(lines))
+    parts = ["Cells: mean [95% t-interval over seeds], in %.", sweep_markdown(summary, cell=_cell)]
     # the sweep's rejection table has a column per (style, unseen set): given per style below instead
     parts.append(statistics_markdown({k: v for k, v in summary.items() if k != "rejection_at_tpr95"}))
     for style in styles:

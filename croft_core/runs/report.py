@@ -6,7 +6,7 @@ import html
 import math
 import statistics
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -283,15 +283,17 @@ def _cell(stat: dict | None) -> str:
     return "–" if stat is None else f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
 
 
-def sweep_markdown(summary: dict[str, Any]) -> str:
-    """One Markdown table per metric: a column per swept value, then their average (mean ± std, %)."""
+def sweep_markdown(summary: dict[str, Any], cell: Callable[[dict | None], str] | None = None) -> str:
+    """One Markdown table per metric: a column per swept value, then their average (``cell`` of each
+    statistic; default mean ± std, %; ``_interval_cell`` gives mean [95% interval])."""
+    cell = cell or _cell
     columns = summary["sweep"]["columns"]
     parts = []
     for table in summary["tables"].values():
         lines = [f"{table['label']}, by {summary['sweep']['arg']}:", "",
                  "| method | " + " | ".join(columns) + " | average |", "|---" * (len(columns) + 2) + "|"]
         for method, row in table["methods"].items():
-            lines.append(f"| {method} | " + " | ".join(_cell(row[c]) for c in [*columns, "average"]) + " |")
+            lines.append(f"| {method} | " + " | ".join(cell(row[c]) for c in [*columns, "average"]) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 

@@ -94,14 +94,19 @@ def dg_runs(root: Path) -> dict[str, list[dict]]:
 
 
 def load(folder: Path) -> dict | None:
-    """The merged summary of every ``croft bench`` folder under ``folder`` (None if there is none)."""
-    files = sorted(folder.glob("*/summary.json")) + sorted(folder.glob("summary.json"))
-    if not files:
+    """The summary of every run under ``folder`` (any number of ``croft bench`` folders, e.g. one per
+    method group), recomputed from the per-run JSON files so the paired differences cover every
+    method; a later file of the same (method, seed) replaces an earlier one. None if there is none."""
+    from croft_core.runs.report import summarize
+
+    runs = {}
+    for f in sorted(folder.rglob("*_seed*.json")):
+        r = json.loads(f.read_text())
+        runs[(r["method"], r["seed"])] = r
+    if not runs:
         return None
-    merged = json.loads(files[0].read_text())
-    for f in files[1:]:
-        merged["methods"].update(json.loads(f.read_text())["methods"])
-    return merged
+    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return summarize(sorted(runs.values(), key=lambda r: (rank.get(r["method"], len(rank)), r["method"], r["seed"])))
 
 
 def main(runs_dir: str) -> None:

@@ -98,17 +98,15 @@ def test_finetune_on_an_upload_then_classify_in_the_same_session(served, files):
     assert again["model"] == "CRoFT · my-data · 4-shot (2)"
 
 
-def test_train_stream_shows_progress_curves_and_a_download(served, files):
+def test_train_stream_shows_progress_curves_and_a_download(served, files, monkeypatch):
     _, h = served
     import croft_app.ui.train
 
     payload = {"path": str(files / "my-data.zip"), "orig_name": "my-data.zip"}
-    h.upload_path = lambda p: p["path"] if isinstance(p, dict) else p  # the file is not an upload here
-    try:
-        outs = list(h.train_stream("zip of class folders", None, payload, None, "", "", "croft", 4, 1,
-                                   None, None, None, 6, request=None))
-    finally:
-        del h.upload_path
+    # the file is not an upload here
+    monkeypatch.setattr(h, "upload_path", lambda p: p["path"] if isinstance(p, dict) else p, raising=False)
+    outs = list(h.train_stream("zip of class folders", None, payload, None, "", "", "croft", 4, 1,
+                               None, None, None, 6, request=None))
     statuses = [o[0] for o in outs]
     assert any("Encoding images" in s for s in statuses) and any("epoch 1 of" in s for s in statuses)
     curves = [o[1] for o in outs if hasattr(o[1], "data")]
@@ -133,7 +131,7 @@ def test_finetune_on_shapes_then_classify(served, files):
     assert np.isfinite(pred["score"])
 
 
-def test_live_curves_are_drawn_once_then_sent_as_new_points_only(served, files):
+def test_live_curves_are_drawn_once_then_sent_as_new_points_only(served, files, monkeypatch):
     """Issue 23 (3): a curve redraw per epoch blocked the browser (a 400-epoch run could not be
     stopped), and the whole curves were re-sent on every update (its size grew with the run). The
     stream now sends at most two updates a second; the curves whole once (the first epoch), then
@@ -146,14 +144,11 @@ def test_live_curves_are_drawn_once_then_sent_as_new_points_only(served, files):
 
     _, h = served
     payload = {"path": str(files / "my-data.zip"), "orig_name": "my-data.zip"}
-    h.upload_path = lambda p: p["path"] if isinstance(p, dict) else p
-    try:
-        t0 = time.monotonic()
-        outs = list(h.train_stream("zip of class folders", None, payload, None, "", "", "croft", 4, 1,
-                                   None, None, None, 600, request=None))
-        elapsed = time.monotonic() - t0
-    finally:
-        del h.upload_path
+    monkeypatch.setattr(h, "upload_path", lambda p: p["path"] if isinstance(p, dict) else p, raising=False)
+    t0 = time.monotonic()
+    outs = list(h.train_stream("zip of class folders", None, payload, None, "", "", "croft", 4, 1,
+                               None, None, None, 600, request=None))
+    elapsed = time.monotonic() - t0
     epochs = outs[-1][3]["epochs_done"]
     live = [o for o in outs[:-1] if str(o[0]).startswith("Training: epoch")]
     assert epochs > 50 and 3 <= len(live) <= elapsed / UPDATE_SECONDS + 2, (epochs, len(live), elapsed)
@@ -171,32 +166,29 @@ def test_live_curves_are_drawn_once_then_sent_as_new_points_only(served, files):
     assert len(last.x) <= MAX_POINTS + 1 and last.x[-1] == epochs
 
 
-def test_stop_and_the_queue_position(served, files):
+def test_stop_and_the_queue_position(served, files, monkeypatch):
     from croft_app.service.finetune import FinetuneRequest, FinetuneStopped
 
     _, h = served
-    h.upload_path = lambda p: p
+    monkeypatch.setattr(h, "upload_path", lambda p: p, raising=False)
+    req = FinetuneRequest(shots=4, steps=400, views=1, batch_size=4)
+    events = h.run_events("zip of class folders", str(files / "my-data.zip"), "", req, "s1")
+    for event in events:
+        if event["stage"] == "epoch":
+            h.stop(request=type("R", (), {"session_hash": "s1"})())
+            break
+    done = [e for e in events if e["stage"] == "done"][0]["result"]
+    assert done["results"]["stopped"] and done["results"]["epochs_done"] < 100
+    ticket = h.queue.join()  # another job holds the queue
     try:
-        req = FinetuneRequest(shots=4, steps=400, views=1, batch_size=4)
-        events = h.run_events("zip of class folders", str(files / "my-data.zip"), "", req, "s1")
-        for event in events:
-            if event["stage"] == "epoch":
-                h.stop(request=type("R", (), {"session_hash": "s1"})())
-                break
-        done = [e for e in events if e["stage"] == "done"][0]["result"]
-        assert done["results"]["stopped"] and done["results"]["epochs_done"] < 100
-        ticket = h.queue.join()  # another job holds the queue
-        try:
-            waiting = h.run_events("zip of class folders", str(files / "my-data.zip"), "", req, "s2")
-            assert next(waiting) == {"stage": "queued", "position": 1}
-            h.stop(request=type("R", (), {"session_hash": "s2"})())
-            with pytest.raises(FinetuneStopped, match="cancelled while it waited"):
-                list(waiting)
-        finally:
-            h.queue.leave(ticket)
-        assert len(h.queue) == 0
+        waiting = h.run_events("zip of class folders", str(files / "my-data.zip"), "", req, "s2")
+        assert next(waiting) == {"stage": "queued", "position": 1}
+        h.stop(request=type("R", (), {"session_hash": "s2"})())
+        with pytest.raises(FinetuneStopped, match="cancelled while it waited"):
+            list(waiting)
     finally:
-        del h.upload_path
+        h.queue.leave(ticket)
+    assert len(h.queue) == 0
 
 
 def test_api_data_as_a_hub_id_fails_fast_offline(served):
@@ -254,40 +246,34 @@ class _Req:
         self.session_hash = session
 
 
-def test_finetune_keeps_its_checkpoint_for_push(served, files):
+def test_finetune_keeps_its_checkpoint_for_push(served, files, monkeypatch):
     # before: /finetune returned from inside the job's generator, which closed it and deleted the
     # checkpoint folder it had just kept: a Push after an API run always failed
     _, h = served
-    h.upload_path = lambda p: p["path"]
-    try:
-        out = h.finetune({"path": str(files / "my-data.zip")}, "croft", 4, 1, 4, request=_Req("push-me"))
-    finally:
-        del h.upload_path
+    monkeypatch.setattr(h, "upload_path", lambda p: p["path"], raising=False)
+    out = h.finetune({"path": str(files / "my-data.zip")}, "croft", 4, 1, 4, request=_Req("push-me"))
     assert out["model"].startswith("CRoFT")
     assert (h._folders["push-me"] / "checkpoint" / "model.safetensors").is_file()
     assert "push-me" not in h._jobs and not list((h.cache_dir / "stop").iterdir())
 
 
-def test_a_second_job_of_a_session_is_refused_and_does_not_cancel_the_first(served, files):
+def test_a_second_job_of_a_session_is_refused_and_does_not_cancel_the_first(served, files, monkeypatch):
     # before: the second job queued behind the first; when it was dropped it set the session's stop
     # flag, and the first job stopped
     from croft_app.service.finetune import FinetuneRequest
     from croft_app.service.sessions import QueueFull
 
     _, h = served
-    h.upload_path = lambda p: p
-    try:
-        req = FinetuneRequest(shots=4, steps=8, views=1, batch_size=4)
-        first = h.run_events("zip of class folders", str(files / "my-data.zip"), "", req, "one")
-        assert next(first)["stage"] == "data"
-        second = h.run_events("zip of class folders", str(files / "my-data.zip"), "", req, "one")
-        with pytest.raises(QueueFull, match="this session has a training job already"):
-            next(second)
-        done = [e for e in first if e["stage"] == "done"][0]["result"]
-        assert not done["results"]["stopped"]
-        assert len(h.queue) == 0 and "one" not in h._jobs
-    finally:
-        del h.upload_path
+    monkeypatch.setattr(h, "upload_path", lambda p: p, raising=False)
+    req = FinetuneRequest(shots=4, steps=8, views=1, batch_size=4)
+    first = h.run_events("zip of class folders", str(files / "my-data.zip"), "", req, "one")
+    assert next(first)["stage"] == "data"
+    second = h.run_events("zip of class folders", str(files / "my-data.zip"), "", req, "one")
+    with pytest.raises(QueueFull, match="this session has a training job already"):
+        next(second)
+    done = [e for e in first if e["stage"] == "done"][0]["result"]
+    assert not done["results"]["stopped"]
+    assert len(h.queue) == 0 and "one" not in h._jobs
 
 
 def test_stop_writes_nothing_without_a_job(served):
@@ -333,16 +319,13 @@ def test_the_time_cap_and_stop_cover_the_data_checks(tiny_backbone, files, tmp_p
     assert time.monotonic() - t0 < 1
 
 
-def test_file_counts_are_refused_before_any_per_file_work(served):
+def test_file_counts_are_refused_before_any_per_file_work(served, monkeypatch):
     # before: 100,000 file references were each resolved (27 s) before the count was checked
     _, h = served
     calls = []
-    h.upload_path = lambda p: calls.append(p)
-    try:
-        with pytest.raises(gr.Error, match="100,000 images; at most 2,000 per training run"):
-            h._data("labelled images", [{"path": "x.png"}] * 100_000, "", 4, 1, h.cache_dir)
-    finally:
-        del h.upload_path
+    monkeypatch.setattr(h, "upload_path", lambda p: calls.append(p), raising=False)
+    with pytest.raises(gr.Error, match="100,000 images; at most 2,000 per training run"):
+        h._data("labelled images", [{"path": "x.png"}] * 100_000, "", 4, 1, h.cache_dir)
     assert calls == []
 
 

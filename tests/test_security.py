@@ -532,6 +532,8 @@ def test_attack_6_upload_size_and_a_bounded_queue(attack):
     ("evaluate", ["shapes", ["x"], 1], "model must be text"),
     ("explain", [{"score": "x"}, "a, b", "zero-shot"], "not a /classify result"),
     ("compare", ["IMAGE", "a, b", "zero-shot", "/etc", None, "negative labels"], "Local paths are not accepted"),
+    ("compare", ["IMAGE", "a, b", "zero-shot", "zero-shot", None, "x" * 5000], "unknown rule given; choose one of"),
+    ("compare", ["IMAGE", "a, b", "zero-shot", "zero-shot", None, ["negative labels"]], "unknown rule given"),
     ("evaluate_other", ["shapes", "zero-shot", 1, "/etc"], "Local paths are not accepted"),
 ])
 def test_attack_7_and_9_bad_values_get_clear_errors_in_every_handler(attack, circle, event, data, message):

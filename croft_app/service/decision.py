@@ -318,7 +318,8 @@ def _rule_thresholds(rule: str, user: float | None, ref: Any) -> tuple[float | N
         ValueError: an unknown rule, or the user rule without a threshold.
     """
     if rule not in SHARED_RULES:
-        raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(SHARED_RULES)}")
+        shown = repr(rule) if isinstance(rule, str) and len(rule) <= 40 else "given"  # never echo a large value
+        raise ValueError(f"unknown rule {shown}; choose one of: {', '.join(SHARED_RULES)}")
     if rule == RULE_USER and user is None:
         raise ValueError("the rule 'your energy threshold' needs a threshold: type one (an energy score "
                          "such as 8.5), or choose the negative labels")

@@ -148,3 +148,95 @@ def test_cli_no_vectorise_flag():
     for command in (["bench", "--out", "x", "--search", "8"], ["train", "--out", "x", "--grid", "lr=0.1,0.2"]):
         assert build_parser().parse_args(command).vectorise is True
         assert build_parser().parse_args([*command, "--no-vectorise"]).vectorise is False
+
+
+# ---- the prompt learners (croft_core.runs.stacked_prompts) ---------------------------------------
+
+@pytest.fixture(scope="module")
+def embedded():
+    from croft_core.clip.backbones import load_backbone
+
+    return load_backbone("embedded")
+
+
+def _prompt_data(n_per_class: int = 3, classes: int = 10, positions: int = 4):
+    """Random global and local features of the embedded width (128), 2 views, and a validation set."""
+    from croft_core.clip.features import FeatureSet
+
+    g = torch.Generator().manual_seed(0)
+    n = n_per_class * classes
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    train_set = FeatureSet(torch.randn(2, n, 128, generator=g), labels, [str(i) for i in range(n)], "train",
+                           local=torch.randn(2, n, positions, 128, generator=g).half())
+    val_set = FeatureSet(torch.randn(1, n, 128, generator=g), labels, [f"v{i}" for i in range(n)], "val")
+    return train_set, val_set, torch.zeros(classes, 128)
+
+
+def _prompt_both(embedded, cfgs):
+    from croft_core.data.synth.world import ID_CLASSES
+
+    train_set, val_set, text = _prompt_data()
+
+    def models():
+        torch.manual_seed(0)  # CoCoOp's meta-nets start from random weights
+        return [init_model(c, embed_dim=embedded.embed_dim, logit_scale=embedded.logit_scale,
+                           classnames=ID_CLASSES, clip=embedded) for c in cfgs]
+
+    sequential = [train(m, train_set, text, c, val_set=val_set, progress=False) for m, c in zip(models(), cfgs)]
+    return sequential, train_many(models(), cfgs, train_set, text, val_set=val_set)
+
+
+def _assert_same_prompts(sequential, stacked):
+    for a, b in zip(sequential, stacked, strict=True):
+        assert [r.get("val_accuracy") for r in b.history] == [r.get("val_accuracy") for r in a.history]
+        assert (b.best_epoch, b.best_val_accuracy) == (a.best_epoch, a.best_val_accuracy)
+        assert [list(r) for r in b.history] == [list(r) for r in a.history]  # the same logged losses
+        for ra, rb in zip(a.history, b.history):
+            assert rb == pytest.approx(ra, rel=1e-4, abs=1e-5)
+        sa, sb = a.model.state_dict(), b.model.state_dict()
+        assert list(sa) == list(sb)
+        for name in sa:  # the selected (best-epoch) context and meta-net
+            assert (sa[name] - sb[name]).abs().max().item() < 1e-5, name
+        assert not b.model.training
+
+
+# per method: hand-picked configurations that differ in every stacked option (lr, the context's
+# initialisation, shared or class-specific contexts; LoCoOp's lambda and top-K), one group each
+PROMPT_VARIANTS = {
+    "coop": [{"lr": 0.02, "ctx_init": "a photo of a"}, {"lr": 0.005, "ctx_init": "a photo of a"},
+             {"lr": 0.02, "ctx_init": ""}, {"lr": 0.02, "ctx_init": "a photo of a", "class_specific_ctx": True},
+             {"lr": 0.01, "ctx_init": "", "class_specific_ctx": True}],
+    "cocoop": [{"lr": 0.02, "ctx_init": "a photo of a"}, {"lr": 0.005, "ctx_init": "a photo of a"},
+               {"lr": 0.02, "ctx_init": ""}],
+    "locoop": [{"lr": 0.02, "locoop_lambda": 0.25, "locoop_top_k": 2},
+               {"lr": 0.02, "locoop_lambda": 1.0, "locoop_top_k": 2},
+               {"lr": 0.02, "locoop_lambda": 1.0, "locoop_top_k": 5},
+               {"lr": 0.005, "locoop_lambda": 0.5, "locoop_top_k": 200, "class_specific_ctx": True}],
+}
+PROMPT_SCHEDULE = {"coop": {"epochs": 3, "batch_size": 8}, "cocoop": {"epochs": 2, "batch_size": 4},
+                   "locoop": {"epochs": 3, "batch_size": 8}}
+
+
+@pytest.mark.parametrize("method", sorted(PROMPT_VARIANTS))
+def test_stacked_prompt_learning_equals_the_sequential_loop(embedded, method):
+    cfgs = [method_config(method, **PROMPT_SCHEDULE[method], **c) for c in PROMPT_VARIANTS[method]]
+    assert all(supports_vectorised(c) for c in cfgs) and len(group_configs(cfgs)) == 1
+    sequential, stacked = _prompt_both(embedded, cfgs)
+    _assert_same_prompts(sequential, stacked)
+    # every configuration trains differently, so one value shared across the stack cannot pass unseen
+    last = [r.history[-1]["loss"] for r in sequential]
+    assert min(abs(a - b) for i, a in enumerate(last) for b in last[i + 1:]) > 1e-4
+
+
+def test_prompt_groups_keep_apart_what_changes_the_data_or_the_shapes():
+    base = dict(epochs=2, batch_size=8)
+    cfgs = [method_config("coop", lr=0.01, **base), method_config("coop", lr=0.02, ctx_init="", **base),
+            method_config("coop", lr=0.01, class_specific_ctx=True, **base),
+            method_config("coop", lr=0.01, seed=2, **base),  # another data order
+            method_config("coop", lr=0.01, epochs=3, batch_size=8),
+            method_config("coop", lr=0.01, n_ctx=3, ctx_init="", **base),  # another context shape
+            method_config("locoop", lr=0.01, **base), method_config("locoop", lr=0.01, locoop_top_k=2, **base),
+            method_config("cocoop", lr=0.01, **base), method_config("cocoop", lr=0.01, batch_size=1, epochs=2)]
+    assert group_configs(cfgs) == [[0, 1, 2], [3], [4], [5], [6, 7], [8], [9]]
+    assert all(supports_vectorised(c) for c in cfgs)
+    assert not supports_vectorised(method_config("coop", optimizer="adamw"))

@@ -1,4 +1,5 @@
-"""Training N CRoFT configurations at once on cached features (``croft bench --search N``).
+"""Training N configurations at once on cached features (``croft bench --search N``): CRoFT's here,
+the prompt learners' (``coop``, ``cocoop``, ``locoop``) in :mod:`croft_core.runs.stacked_prompts`.
 
 The N configurations of one (method, seed) see the same batches: the shuffle and the drawn views
 depend only on the seed (:mod:`croft_core.runs.train`). Their adapter and generator matrices are
@@ -12,8 +13,9 @@ reduction is chosen per configuration from the reductions every one of them comp
 option (the seed, batch size, epochs and ``min_steps``, which fix the data order and step count;
 ``gen_steps``, the branches, the ratios, the optimizer's momentum and decay) is shared within a
 group: :func:`group_configs` splits the configurations into such groups, and each is trained on its
-own. A group whose method has no stacked step here (anything but ``croft``, ``croft_noedr`` and
-``croft_clean`` with SGD) falls back to :func:`~croft_core.runs.train.train`, one configuration after
+own. The prompt learners stack ``lr``, ``ctx_init``, ``class_specific_ctx``, ``locoop_lambda`` and
+``locoop_top_k`` the same way. A group whose method has no stacked step (anything but ``croft``,
+``croft_noedr``, ``croft_clean``, ``coop``, ``cocoop`` and ``locoop`` with SGD) falls back to :func:`~croft_core.runs.train.train`, one configuration after
 another.
 
 The stacked steps reproduce :func:`~croft_core.objectives.steps.official_step` (defects included:
@@ -38,23 +40,29 @@ from croft_core.clip.features import FeatureSet, l2n
 from croft_core.heads.checkpoint import CroftModel
 from croft_core.objectives.terms import EDR_REDUCTIONS
 from croft_core.ood.metrics import accuracy
+from croft_core.runs.stacked_prompts import PROMPT_HEADS, cross_entropies, sgd_step, train_prompt_group
 from croft_core.runs.train import METHODS, TrainConfig, TrainResult, lr_at_epoch, scheduled_epochs, train
 from croft_core.seeds import epoch_seed
 
 logger = logging.getLogger(__name__)
 
-STACKED_OPTIONS = ("lr", "lambda1", "lambda2", "edr_reduction")
-"""Options that may differ between configurations trained together (everything else is shared)."""
+STACKED_OPTIONS = ("lr", "lambda1", "lambda2", "edr_reduction",  # CRoFT's
+                   "ctx_init", "class_specific_ctx", "locoop_lambda", "locoop_top_k")  # the prompt learners'
+"""Options that may differ between configurations trained together (everything else is shared; each
+method ignores the other family's options, so stacking them is harmless)."""
 
 VECTORISED_STEPS = ("official", "clean")
-"""Training steps (``METHODS[m]["step"]``) with a stacked version here."""
+"""Training steps (``METHODS[m]["step"]``) with a stacked version here; the prompt learners' heads
+(:data:`~croft_core.runs.stacked_prompts.PROMPT_HEADS`) are stacked by :mod:`croft_core.runs.stacked_prompts`."""
 
 _PARAMS = ("image_weight", "text_weight", "generator_weight")
 
 
 def supports_vectorised(cfg: TrainConfig) -> bool:
-    """Whether configurations of ``cfg.method`` can be trained stacked (CRoFT's steps with SGD)."""
-    return METHODS[cfg.method]["step"] in VECTORISED_STEPS and cfg.optimizer == "sgd"
+    """Whether configurations of ``cfg.method`` can be trained stacked (CRoFT's steps and the prompt
+    learners, with SGD)."""
+    spec = METHODS[cfg.method]
+    return (spec["step"] in VECTORISED_STEPS or spec["head"] in PROMPT_HEADS) and cfg.optimizer == "sgd"
 
 
 def group_configs(cfgs: Sequence[TrainConfig]) -> list[list[int]]:
@@ -81,7 +89,9 @@ def train_many(models: Sequence[CroftModel], cfgs: Sequence[TrainConfig], train_
     results: list[TrainResult | None] = [None] * len(cfgs)
     for group in group_configs(cfgs):
         chosen = [cfgs[i] for i in group]
-        if supports_vectorised(chosen[0]):
+        if supports_vectorised(chosen[0]) and METHODS[chosen[0].method]["head"] in PROMPT_HEADS:
+            done = train_prompt_group([models[i] for i in group], chosen, train_set, text_features, val_set)
+        elif supports_vectorised(chosen[0]):
             done = _train_group([models[i] for i in group], chosen, train_set, text_features, val_set, progress)
         else:
             logger.info("%s has no stacked step: training %d configurations one by one", chosen[0].method, len(group))
@@ -115,21 +125,11 @@ class _Group:
 
     def sgd(self, grads: Sequence[torch.Tensor | None], which: Sequence[int]) -> None:
         """torch.optim.SGD's step (single-tensor path) on the matrices ``which``, lr per configuration."""
-        cfg, lr = self.cfg, self.lr[:, None, None]
-        with torch.no_grad():
-            for j, grad in zip(which, grads):
-                if grad is None:  # no gradient reached it: SGD skips the parameter
-                    continue
-                p = self.params[j]
-                d_p = grad.add(p, alpha=cfg.weight_decay) if cfg.weight_decay else grad
-                if cfg.momentum:
-                    if self.buffers[j] is None:
-                        self.buffers[j] = d_p.clone().detach()
-                    else:
-                        self.buffers[j].mul_(cfg.momentum).add_(d_p)
-                    d_p = self.buffers[j]
-                p.addcmul_(d_p, -lr)
-
+        params, buffers = [self.params[j] for j in which], [self.buffers[j] for j in which]
+        sgd_step(params, grads, buffers, [self.lr] * len(params), momentum=self.cfg.momentum,
+                 weight_decay=self.cfg.weight_decay)
+        for j, buffer in zip(which, buffers):
+            self.buffers[j] = buffer
 
 def _adapt(x: torch.Tensor, w: torch.Tensor, ratio: float) -> torch.Tensor:
     """``n(ratio x W^T + (1 - ratio) x)`` for every configuration: ``x [B, d]`` or ``[N, B, d]``."""
@@ -140,10 +140,7 @@ def _perturb(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return l2n(x @ w + x)
 
 
-def _ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of each configuration, ``[N, B, K] -> [N]`` (batch mean)."""
-    n, b, k = logits.shape
-    return F.cross_entropy(logits.reshape(n * b, k), y.repeat(n), reduction="none").view(n, b).mean(1)
+_ce = cross_entropies  # [N, B, K] -> [N]
 
 
 def _similarity(a: torch.Tensor, b: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

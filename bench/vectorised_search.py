@@ -35,6 +35,7 @@ from croft_core.clip.backbones import load_backbone
 from croft_core.clip.features import l2n
 from croft_core.data.benchmarks import get_benchmark
 from croft_core.runs.evaluate import benchmark_text_features, prepare_features
+from croft_core.runs.pipeline import needs_local
 from croft_core.runs.train import (init_model, lr_at_epoch, method_config, scheduled_epochs, search_configs,
                                    steps_per_epoch, train)
 from croft_core.runs.vectorised import supports_vectorised, train_many
@@ -113,32 +114,40 @@ def _clip_adapter(fresh, cfgs, feats, text, scale):
     return seq, vec, gap, t_seq, t_vec
 
 
-def _croft(fresh, cfgs, feats, text):
-    """The same for a CRoFT method: the library's loop vs its stacked path (selected weights of all)."""
+def _library(fresh, cfgs, feats, text):
+    """The same for a method the library stacks (CRoFT's, the prompt learners'): its loop vs its stacked
+    path (``train_many``), selected weights of every configuration."""
     with _Clock() as t_seq:
         seq = [train(m, feats.train, text, c, val_set=feats.val, progress=False) for m, c in zip(fresh(), cfgs)]
     with _Clock() as t_vec:
         vec = train_many(fresh(), cfgs, feats.train, text, val_set=feats.val)
     gap = max((pa - pb).abs().max().item() for a, b in zip(seq, vec)
               for pa, pb in zip(a.model.parameters(), b.model.parameters()))
+    curves = sum(sum(ra.get("val_accuracy") != rb.get("val_accuracy") for ra, rb in zip(a.history, b.history))
+                 for a, b in zip(seq, vec))
+    epochs = sum(len(a.history) for a in seq)
+    print(f"  per-epoch validation accuracies: {epochs - curves} of {epochs} epochs identical")
+    gap = gap if curves == 0 else float("inf")  # a different curve fails the check
     return [r.best_val_accuracy for r in seq], [r.best_val_accuracy for r in vec], gap, t_seq, t_vec
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="croft,clip_adapter",
-                        help="comma-separated: croft, croft_noedr, croft_clean, clip_adapter")
+    parser.add_argument("--methods", nargs="+", default=["croft,clip_adapter"],
+                        help="croft, croft_noedr, croft_clean, coop, cocoop, locoop, clip_adapter "
+                             "(separated by spaces or commas)")
     parser.add_argument("--n", type=int, default=8, help="configurations (the --search budget)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--min-steps", type=int, default=500)
     args = parser.parse_args()
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = [m.strip() for given in args.methods for m in given.split(",") if m.strip()]
     unknown = [m for m in methods if m != "clip_adapter" and not supports_vectorised(method_config(m))]
     if unknown:
         parser.error(f"no stacked training for {unknown}")
     backbone = load_backbone("embedded")
     bench = get_benchmark("shapes")
-    feats = prepare_features(backbone, bench, shots=16, seed=args.seed, views=1, negatives=False)
+    feats = prepare_features(backbone, bench, shots=16, seed=args.seed, views=1, negatives=False,
+                             local=any(needs_local(m) for m in methods))  # LoCoOp's local features
     text = benchmark_text_features(backbone, bench)
     print(f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs; other jobs may share this "
           f"machine: seconds are inflated, the ratios are measured in one run")
@@ -150,13 +159,14 @@ def main() -> int:
         def fresh():
             torch.manual_seed(0)
             return [init_model(c, embed_dim=backbone.embed_dim, logit_scale=backbone.logit_scale,
-                               classnames=bench.classnames, train_set=feats.train, text_features=text)
+                               classnames=bench.classnames, train_set=feats.train, text_features=text,
+                               clip=backbone)  # the prompt learners run its frozen text tower
                     for c in cfgs]
 
         if method == "clip_adapter":
             seq, vec, gap, t_seq, t_vec = _clip_adapter(fresh, cfgs, feats, text, backbone.logit_scale)
         else:
-            seq, vec, gap, t_seq, t_vec = _croft(fresh, cfgs, feats, text)
+            seq, vec, gap, t_seq, t_vec = _library(fresh, cfgs, feats, text)
         steps = scheduled_epochs(cfgs[0], len(feats.train)) * steps_per_epoch(cfgs[0], len(feats.train))
         print(f"\n{method}, {len(cfgs)} configurations x {steps} steps, shapes 16-shot, seed {args.seed}")
         for c, a, b in zip(drawn, seq, vec):

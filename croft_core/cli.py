@@ -103,7 +103,8 @@ def _add_hyper(p: argparse.ArgumentParser) -> None:
                         "method's defaults (croft_noedr's lambda2 = 0 too)")
     g.add_argument("--no-vectorise", dest="vectorise", action="store_false",
                    help="train a --grid's or --search's configurations one by one (resumable) instead "
-                        "of stacked (CRoFT's methods; same result, several times faster, no resume)")
+                        "of stacked (CRoFT's and the prompt learners'; same result, faster, no resume; "
+                        "CoCoOp stacked holds N x its per-step activations: use this on large backbones)")
 
 
 def _add_detection(p: argparse.ArgumentParser) -> None:

@@ -218,7 +218,10 @@ PROMPT_SCHEDULE = {"coop": {"epochs": 3, "batch_size": 8}, "cocoop": {"epochs": 
 
 
 @pytest.mark.parametrize("method", sorted(PROMPT_VARIANTS))
-def test_stacked_prompt_learning_equals_the_sequential_loop(embedded, method):
+def test_stacked_prompt_learning_equals_the_sequential_loop(embedded, method, monkeypatch):
+    from croft_core.runs import stacked_prompts
+
+    monkeypatch.setattr(stacked_prompts, "EVAL_PROMPTS_PER_CALL", 100)  # CoCoOp validates 3 images a call
     cfgs = [method_config(method, **PROMPT_SCHEDULE[method], **c) for c in PROMPT_VARIANTS[method]]
     assert all(supports_vectorised(c) for c in cfgs) and len(group_configs(cfgs)) == 1
     sequential, stacked = _prompt_both(embedded, cfgs)

@@ -60,7 +60,8 @@ def _new_model(backbone: Backbone, benchmark, cfg: TrainConfig, feats: Benchmark
 def fit_many(backbone: Backbone, benchmark, cfgs: Sequence[TrainConfig], feats: BenchmarkFeatures,
              text_features: torch.Tensor, *, progress: bool = True) -> list[tuple[CroftModel, list[dict]]]:
     """:func:`fit` for many configurations at once (:func:`~croft_core.runs.vectorised.train_many`:
-    CRoFT's configurations stacked, other methods one by one); no training state is saved."""
+    CRoFT's and the prompt learners' configurations stacked, other methods one by one); no training
+    state is saved."""
     models = [_new_model(backbone, benchmark, cfg, feats, text_features) for cfg in cfgs]
     results = train_many(models, cfgs, feats.train, text_features, val_set=feats.val, progress=progress)
     for result in results:
@@ -110,8 +111,9 @@ def train_and_evaluate(backbone: Backbone, benchmark, cfg: TrainConfig, *, shots
     seed) and selected the same way; ``results["search"]`` records every configuration tried, the
     chosen one and which of its options lie on the edge of the space.
 
-    With ``vectorise`` (the default), the candidates of a method with a stacked step (CRoFT's; see
-    :mod:`croft_core.runs.vectorised`) are trained at once, with the same result as one by one but
+    With ``vectorise`` (the default), the candidates of a method with a stacked step (CRoFT's, see
+    :mod:`croft_core.runs.vectorised`; CoOp's, CoCoOp's and LoCoOp's, see
+    :mod:`croft_core.runs.stacked_prompts`) are trained at once, with the same result as one by one but
     without a resumable training state; ``vectorise=False`` (``--no-vectorise``) forces the
     sequential loop, which saves each candidate's state in ``out_dir/search/NNN`` (or ``grid/NNN``).
 

@@ -15,9 +15,9 @@ configuration's learning rate (:func:`sgd_step`).
 Stacked per configuration: ``lr``, ``ctx_init`` (only the starting context differs),
 ``class_specific_ctx``, ``locoop_lambda`` and ``locoop_top_k``. Everything else (method, seed, epochs,
 batch size, ``n_ctx``, ...) is shared within a group (:func:`~croft_core.runs.vectorised.group_configs`).
-Validation and model selection use the library's own code on each configuration's model
-(:func:`croft_core.runs.train._select`), so histories and selected weights are those of
-:func:`~croft_core.runs.train.train`; ``tests/test_vectorised.py`` checks it for the three methods.
+Validation runs stacked too (one tower call for CoOp's N * K prompts; CoCoOp's images in chunks), and
+model selection is the library's own (:func:`croft_core.runs.train._select` on each configuration's
+model), so histories and selected weights are those of :func:`~croft_core.runs.train.train`; ``tests/test_vectorised.py`` checks it for the three methods.
 
 Memory: the stacked CoCoOp step holds the text tower's activations of ``N * B * K`` prompts, at least
 ``N * B * K * L * w * layers`` floats (the residual stream alone; attention and the 4w MLP add several
@@ -36,7 +36,9 @@ import torch.nn.functional as F
 
 from croft_core.clip.features import FeatureSet, l2n
 from croft_core.heads.checkpoint import CroftModel
+from croft_core.heads.prompts import EVAL_PROMPTS_PER_CALL
 from croft_core.objectives.steps import locoop_ood_regions
+from croft_core.ood.metrics import accuracy
 from croft_core.runs.train import (METHODS, TrainConfig, TrainResult, _Run, _select, lr_at_epoch,
                                    scheduled_epochs)
 from croft_core.seeds import epoch_seed
@@ -131,6 +133,15 @@ class _Prompts:
         cos = torch.einsum("bd,nbkd->nbk", z, t)
         return cos, (torch.einsum("bpd,nbkd->nbpk", l2n(local), t) if local is not None else None)
 
+    @torch.no_grad()
+    def val_accuracies(self, val_set: FeatureSet) -> list[float]:
+        """Every configuration's top-1 accuracy on the first view of ``val_set`` (CoCoOp's images in
+        chunks of at most ``EVAL_PROMPTS_PER_CALL`` prompts, as the head's own inference)."""
+        f, n = val_set.first_view(), len(self.inverse)
+        step = len(f) if not self.meta else max(1, EVAL_PROMPTS_PER_CALL // (n * len(self.token_ids)))
+        cos = torch.cat([self.cosines(f[i:i + step])[0] for i in range(0, len(f), step)], dim=1)  # [N, V, K]
+        return [accuracy(self.tau * c, val_set.labels) for c in cos]
+
     def write_back(self, models: Sequence[CroftModel]) -> None:
         """Copy each configuration's weights into its model (for validation and selection)."""
         with torch.no_grad():
@@ -205,9 +216,12 @@ def train_prompt_group(models: Sequence[CroftModel], cfgs: Sequence[TrainConfig]
         lrs = [lr[rows] for rows in stack.rows] + [lr] * len(stack.meta)  # per row of each stacked tensor
         means, step = _epoch(stack, cfg, epoch, lrs, train_set, step)
         stack.write_back(models)
+        accs = stack.val_accuracies(val_set) if val_set is not None else None
         for i, (model, run) in enumerate(zip(models, runs)):
             row = {"epoch": epoch + 1, "lr": per_config[i], **{k: v[i] for k, v in means.items()}}
-            _select(run, row, model.eval(), val_set, text)
+            if accs is not None:
+                row["val_accuracy"] = accs[i]
+            _select(run, row, model.eval(), None, text)  # selection on the row's accuracy
             run.epoch, run.step = epoch + 1, step
     results = []
     for model, run in zip(models, runs):

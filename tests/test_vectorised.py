@@ -123,23 +123,26 @@ def tiny_world(tmp_path_factory):
     return root
 
 
-def test_bench_search_stacks_croft_and_no_vectorise_gives_the_same_selection(tiny_backbone, tiny_world, tmp_path):
+METHODS_STACKED = ("croft", "croft_clean", "coop", "cocoop", "locoop")
+
+
+def test_bench_search_stacks_and_no_vectorise_gives_the_same_selection(tiny_backbone, tiny_world, tmp_path):
     from croft_core.runs.pipeline import run_bench
 
     chosen = {}
     for vectorise in (True, False):
         out = tmp_path / str(vectorise)
-        run_bench(tiny_backbone, "shapes_dg", ["croft", "croft_clean"], [1], out, shots=3,
+        run_bench(tiny_backbone, "shapes_dg", list(METHODS_STACKED), [1], out, shots=3,
                   config_for=lambda m, s: method_config(m, seed=s, epochs=2, batch_size=8),
                   views=1, cache_dir=tmp_path / "cache", progress=False, search=3,
                   benchmark_args={"heldout": "painting", "root": str(tiny_world)}, vectorise=vectorise)
-        for method in ("croft", "croft_clean"):
+        for method in METHODS_STACKED:
             run = json.loads((out / f"{method}_seed1.json").read_text())
             chosen[vectorise, method] = (run["search"]["tried"], run["search"]["chosen"], run["id"]["accuracy"])
             # the sequential loop keeps a resumable state per configuration; the stacked path has none
             assert (out / f"{method}_seed1" / "search" / "000").is_dir() == (not vectorise)
-    assert chosen[True, "croft"] == chosen[False, "croft"]
-    assert chosen[True, "croft_clean"] == chosen[False, "croft_clean"]
+    for method in METHODS_STACKED:
+        assert chosen[True, method] == chosen[False, method], (method, chosen[True, method], chosen[False, method])
 
 
 def test_cli_no_vectorise_flag():
@@ -243,3 +246,19 @@ def test_prompt_groups_keep_apart_what_changes_the_data_or_the_shapes():
     assert group_configs(cfgs) == [[0, 1, 2], [3], [4], [5], [6, 7], [8], [9]]
     assert all(supports_vectorised(c) for c in cfgs)
     assert not supports_vectorised(method_config("coop", optimizer="adamw"))
+
+
+def test_cocoop_starts_from_its_seed_alone(embedded):
+    """CoCoOp's meta-net is drawn from the run's seed, not the process's random state: a search's
+    configuration starts the same whether its models are built one by one between trainings or all
+    at once for the stacked path (croft bench --search N with or without --no-vectorise)."""
+    from croft_core.data.synth.world import ID_CLASSES
+
+    def meta_net(seed: int, before: int) -> torch.Tensor:
+        torch.manual_seed(before)  # whatever ran before in the process
+        model = init_model(method_config("cocoop", seed=seed), embed_dim=embedded.embed_dim,
+                           logit_scale=embedded.logit_scale, classnames=ID_CLASSES, clip=embedded)
+        return torch.cat([p.detach().flatten() for p in model.head.meta_net.parameters()])
+
+    assert torch.equal(meta_net(1, before=0), meta_net(1, before=5))
+    assert not torch.equal(meta_net(1, before=0), meta_net(2, before=0))

@@ -31,6 +31,7 @@ loaded from a checkpoint must be attached to its backbone before use;
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -40,6 +41,16 @@ from croft_core.clip.features import l2n
 
 EVAL_PROMPTS_PER_CALL = 8192  # CoCoOp at inference: images are chunked so one call holds at most this many prompts
 CTX_PLACEHOLDER = "X"  # one token in CLIP's BPE; its embeddings are replaced by the context
+
+
+@torch.no_grad()
+def _reset_linear(layer: nn.Linear, generator: torch.Generator) -> None:
+    """``nn.Linear.reset_parameters`` with the draws taken from ``generator`` (on the CPU)."""
+    weight = torch.empty(layer.weight.shape)
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
+    bound = 1 / math.sqrt(layer.in_features)
+    layer.weight.copy_(weight)
+    layer.bias.copy_(torch.empty(layer.bias.shape).uniform_(-bound, bound, generator=generator))
 
 
 class TextTower:
@@ -155,7 +166,10 @@ class PromptHead(nn.Module):
         """Tokenise the prompts and initialise the context.
 
         ``ctx_init`` (e.g. "a photo of a", which must have ``n_ctx`` tokens) copies those words'
-        embeddings into the context (and into ``ctx_zeroshot``); empty: N(0, 0.02) as CoOp.
+        embeddings into the context (and into ``ctx_zeroshot``); empty: N(0, 0.02) as CoOp. With a
+        ``generator``, CoCoOp's meta-net is redrawn from it too (``nn.Linear``'s initialisation), so
+        the initial weights depend on the run's seed alone, not on what the process ran before (a
+        search's configurations start the same whether trained one by one or stacked).
         """
         self.tokenize(tokenizer, classnames)
         tower, n = self.tower, self.n_ctx
@@ -170,6 +184,9 @@ class PromptHead(nn.Module):
         else:
             self.ctx.copy_(torch.randn(self.ctx.shape, generator=generator) * 0.02)
             self.ctx_zeroshot.zero_()
+        if self.meta_net is not None and generator is not None:
+            for layer in (self.meta_net[0], self.meta_net[2]):
+                _reset_linear(layer, generator)
 
     # -- forward ----------------------------------------------------------------------------------
     def _eot(self) -> torch.Tensor:

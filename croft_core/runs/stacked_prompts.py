@@ -15,9 +15,10 @@ configuration's learning rate (:func:`sgd_step`).
 Stacked per configuration: ``lr``, ``ctx_init`` (only the starting context differs),
 ``class_specific_ctx``, ``locoop_lambda`` and ``locoop_top_k``. Everything else (method, seed, epochs,
 batch size, ``n_ctx``, ...) is shared within a group (:func:`~croft_core.runs.vectorised.group_configs`).
-Validation runs stacked too (one tower call for CoOp's N * K prompts; CoCoOp's images in chunks), and
-model selection is the library's own (:func:`croft_core.runs.train._select` on each configuration's
-model), so histories and selected weights are those of :func:`~croft_core.runs.train.train`; ``tests/test_vectorised.py`` checks it for the three methods.
+Validation runs stacked too (one tower call for CoOp's N * K prompts; CoCoOp's images in chunks),
+and model selection is the library's own (:func:`croft_core.runs.train._select` on each
+configuration's model), so histories and selected weights are those of
+:func:`~croft_core.runs.train.train`; ``tests/test_vectorised.py`` checks it for the three methods.
 
 Memory: the stacked CoCoOp step holds the text tower's activations of ``N * B * K`` prompts, at least
 ``N * B * K * L * w * layers`` floats (the residual stream alone; attention and the 4w MLP add several
@@ -126,8 +127,8 @@ class _Prompts:
         z, ctx = l2n(f), self.contexts()
         if not self.meta:  # CoOp: one set of K prompts per configuration
             t = l2n(self.text(ctx[:, None]))  # [N, 1, K, d]
-            cos = (z @ t.transpose(-1, -2))  # [N, 1, B, K] -> [N, B, K] below
-            local_cos = l2n(local) @ t.transpose(-1, -2) if local is not None else None
+            cos = z @ t.transpose(-1, -2)  # [N, 1, B, K]
+            local_cos = l2n(local) @ t.transpose(-1, -2) if local is not None else None  # [N, B, P, K]
             return cos[:, 0], local_cos
         t = l2n(self.text(ctx[:, None] + self.shifts(z)[:, :, None, None, :]))  # [N, B, K, d]
         cos = torch.einsum("bd,nbkd->nbk", z, t)
@@ -148,8 +149,8 @@ class _Prompts:
             for rows, ctx in zip(self.rows, self.ctx):
                 for r, i in enumerate(rows):
                     models[i].head.ctx.copy_(ctx[r])
-            for i, model in enumerate(models):
-                for p, stacked in zip(model.head.meta_net.parameters() if self.meta else (), self.meta):
+            for i, model in enumerate(models if self.meta else ()):  # CoCoOp's meta-nets
+                for p, stacked in zip(model.head.meta_net.parameters(), self.meta):
                     p.copy_(stacked[i])
 
 

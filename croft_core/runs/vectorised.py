@@ -15,8 +15,8 @@ option (the seed, batch size, epochs and ``min_steps``, which fix the data order
 group: :func:`group_configs` splits the configurations into such groups, and each is trained on its
 own. The prompt learners stack ``lr``, ``ctx_init``, ``class_specific_ctx``, ``locoop_lambda`` and
 ``locoop_top_k`` the same way. A group whose method has no stacked step (anything but ``croft``,
-``croft_noedr``, ``croft_clean``, ``coop``, ``cocoop`` and ``locoop`` with SGD) falls back to :func:`~croft_core.runs.train.train`, one configuration after
-another.
+``croft_noedr``, ``croft_clean``, ``coop``, ``cocoop`` and ``locoop`` with SGD) falls back to
+:func:`~croft_core.runs.train.train`, one configuration after another.
 
 The stacked steps reproduce :func:`~croft_core.objectives.steps.official_step` (defects included:
 the generator loop steps every matrix and reuses the step's first adapted features, the covariate

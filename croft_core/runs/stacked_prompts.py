@@ -7,7 +7,11 @@ still gets the sum of its classes' gradients; it is expanded to ``[K, n, w]`` on
 CoCoOp's meta-nets (``[N, h, d]``, ``[N, h]``, ``[N, w, h]``, ``[N, w]``). Every batch runs ONE pass
 of the frozen text tower for all configurations: ``N * K`` prompts for CoOp and LoCoOp, ``N * B * K``
 for CoCoOp (each image's own prompts). The tower is tiny on the embedded model (4 layers, width 64,
-16 tokens), so a step is dominated by per-call overhead and one call instead of N is the saving.
+16 tokens), so one configuration's step (K = 10 prompts) is mostly per-call overhead; the stacked
+step of N * K prompts is bound by the tower's arithmetic instead (attention, matmuls and GELU lead
+torch.profiler), which caps the saving at about 2.5x per step on a 2-core CPU (25 ms for a stacked
+step of 8 configurations against 60-70 ms for their 8 steps, one thread). Numbers:
+``bench/vectorised_search.py``.
 The N losses are summed (each configuration's gradient is its own) and the prompt learners' SGD
 (momentum 0.9, weight decay 5e-4, warm-up then cosine) is reproduced op for op with each
 configuration's learning rate (:func:`sgd_step`).

@@ -596,6 +596,11 @@ def test_lab_with_the_embedded_model_refuses_nothing():
 def test_server_limits_are_set(app, server):
     assert app.demo._queue.max_size == 32 and app.demo.max_file_size == 10 * 2**20
     assert app.demo.state_session_capacity == 300 and app.demo.delete_cache == (3600, 3600)
+    # the body limit first, then new sessions paced (NewSessionPacing; tests/test_session_pacing.py)
+    wired = {m.cls.__name__: m.kwargs for m in app.demo.app.user_middleware}
+    assert [name for name in wired if name in ("BodyLimit", "NewSessionPacing")] == ["BodyLimit", "NewSessionPacing"]
+    pacing = wired["NewSessionPacing"]
+    assert pacing["per_second"] == 20 and pacing["known"]("no such session") is False
 
 
 def test_session_models_memory_limit_comes_from_the_settings(app, tiny_spec):

@@ -14,19 +14,25 @@
   torch operation. :class:`JobTimeout` derives from ``BaseException`` so no ``except Exception`` in
   the job swallows it.
 - :class:`BodyLimit` (ASGI middleware) refuses a request body over a size limit with HTTP 413.
+- :class:`NewSessionPacing` (ASGI middleware) admits requests that open a new session at a bounded
+  rate: Gradio builds a session's state (the config of every component, ~17 ms for this app) on
+  its event loop, so a burst of new sessions stalls every other visitor's requests behind it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-__all__ = ["BodyLimit", "JobTimeout", "deadline", "prune_lru", "return_freed_memory"]
+__all__ = ["BodyLimit", "JobTimeout", "NewSessionPacing", "deadline", "prune_lru", "return_freed_memory"]
 
 logger = logging.getLogger(__name__)
 
@@ -184,3 +190,93 @@ class BodyLimit:
         await self.app(scope, counted_receive, tracked_send)
         if state["over"] and not state["started"]:
             await self._refuse(send)
+
+
+class NewSessionPacing:
+    """ASGI middleware: requests that open a new session are admitted at most ``per_second`` a
+    second (bursts of ``burst``); requests of a known session pass at once.
+
+    Why: Gradio creates a session's state on its event loop when the session's first request joins
+    the queue (the config of every component: ~17 ms for this app's 127 blocks on a free core). 40
+    new sessions sent at once by one client held the loop for most of a second, and every other
+    visitor's request waited behind them (the other client's ``/classify`` p95 went to 12x idle in
+    ``bench/soak.py``'s warm Train flood). Paced, the loop spends at most ``per_second`` x 17 ms a
+    second on new sessions, and a flood only delays other *new* sessions.
+
+    A new session is a ``POST .../queue/join`` whose ``session_hash`` ``known`` does not know, or a
+    ``POST .../call/<api>`` (each call is a session of its own). A request that would wait longer
+    than ``max_wait`` seconds, or finds ``max_waiting`` requests waiting, gets HTTP 429 at once.
+    The body is read here (it is small: :class:`BodyLimit` runs first) and handed on unchanged.
+    """
+
+    def __init__(self, app, known: Callable[[str], bool], per_second: float = 20.0, burst: int = 5,
+                 max_wait: float = 10.0, max_waiting: int = 256):
+        self.app, self.known = app, known
+        self.per_second, self.burst, self.max_wait, self.max_waiting = float(per_second), burst, max_wait, max_waiting
+        self._tokens, self._stamp, self._waiting = float(burst), time.monotonic(), 0
+
+    def _delay(self) -> float | None:
+        """Take a token: the seconds to wait for it, or None when it is too far off (refuse)."""
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.per_second)
+        self._stamp = now
+        wait = max(0.0, (1.0 - self._tokens) / self.per_second)
+        if wait > self.max_wait or (wait and self._waiting >= self.max_waiting):
+            return None
+        self._tokens -= 1.0  # may go below zero: the requests after it wait longer
+        return wait
+
+    async def _refuse(self, send) -> None:
+        body = b"too many new sessions right now; try again in a few seconds"
+        await send({"type": "http.response.start", "status": 429,
+                    "headers": [(b"content-type", b"text/plain"), (b"retry-after", b"5"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _is_new(self, scope, receive) -> tuple[bool, Callable]:
+        """Whether the request opens a session, and the ``receive`` to hand on (body replayed)."""
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            return False, receive
+        if "/call/" in path:
+            return True, receive
+        if not path.endswith("/queue/join"):
+            return False, receive
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return False, _replay([message], receive)
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            session = json.loads(body).get("session_hash")
+        except (ValueError, AttributeError):
+            session = None  # Gradio answers a malformed body itself
+        new = isinstance(session, str) and not self.known(session)
+        return new, _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
+
+    async def __call__(self, scope, receive, send) -> None:
+        new, receive = await self._is_new(scope, receive)
+        if new:
+            wait = self._delay()
+            if wait is None:
+                await self._refuse(send)
+                return
+            if wait:
+                self._waiting += 1
+                try:
+                    await asyncio.sleep(wait)
+                finally:
+                    self._waiting -= 1
+        await self.app(scope, receive, send)
+
+
+def _replay(messages: list[dict], receive) -> Callable:
+    """A ``receive`` that returns ``messages`` first, then reads on from ``receive``."""
+    pending = list(messages)
+
+    async def replayed():
+        return pending.pop(0) if pending else await receive()
+    return replayed

@@ -71,6 +71,10 @@ class AppSettings:
         session_models_bytes: memory all visitors' trained models may hold together, their
             classifiers' caches included; the least recently used are dropped first
             (``CROFT_SESSION_MODELS_MB``; besides 3 models per session, 200 sessions, one hour).
+        new_sessions_per_s: new sessions admitted per second, all clients together, in bursts of 5
+            (``CROFT_NEW_SESSIONS_PER_S``; :class:`~croft_app.service.limits.NewSessionPacing`:
+            Gradio builds each new session's state on its event loop, so an unpaced burst of them
+            stalls every visitor).
     """
 
     backbone: str = "embedded"
@@ -89,6 +93,7 @@ class AppSettings:
     delete_cache_after: int = 3600
     session_capacity: int = 300
     session_models_bytes: int = 128 * 2**20
+    new_sessions_per_s: int = 20
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "AppSettings":
@@ -118,4 +123,5 @@ class AppSettings:
             delete_cache_after=_positive_int(env, "CROFT_DELETE_CACHE_AFTER", d.delete_cache_after),
             session_capacity=_positive_int(env, "CROFT_SESSION_CAPACITY", d.session_capacity),
             session_models_bytes=_positive_int(env, "CROFT_SESSION_MODELS_MB", d.session_models_bytes // mb) * mb,
+            new_sessions_per_s=_positive_int(env, "CROFT_NEW_SESSIONS_PER_S", d.new_sessions_per_s),
         )

@@ -55,7 +55,8 @@ from croft_core.data.benchmarks import BENCHMARKS as REGISTERED_BENCHMARKS
 from croft_core.data.images import ImageError, load_image
 from croft_core.errors import CroftError
 from croft_app.service.labcost import LabPlanner, measure_throughput
-from croft_app.service.limits import BodyLimit, JobTimeout, deadline, prune_lru, return_freed_memory
+from croft_app.service.limits import (BodyLimit, JobTimeout, NewSessionPacing, deadline, prune_lru,
+                                      return_freed_memory)
 from croft_app.service.classifier import ZERO_SHOT
 from croft_core.clip.prompts import get_vocabulary, list_vocabularies
 from croft_app.service.decision import (RULE_AUTOMATIC, RULE_NEGATIVES, Decisions, NegativeRules, classify_open,
@@ -662,6 +663,8 @@ def launch(app: gr.Blocks, resources: Resources, **kwargs: Any) -> Any:
     settings = resources.settings
     bound_kept_inputs(settings.max_kept_input)
     body_limit = Middleware(BodyLimit, max_bytes=settings.max_body_size, exempt=("/gradio_api/upload",))
+    pacing = Middleware(NewSessionPacing, known=lambda session: session in app.state_holder,
+                        per_second=settings.new_sessions_per_s)
     return app.launch(max_file_size=settings.max_file_size, css=CSS, head=preload_plotly_head(),
                       state_session_capacity=settings.session_capacity,
-                      app_kwargs={"middleware": [body_limit]}, **kwargs)
+                      app_kwargs={"middleware": [body_limit, pacing]}, **kwargs)

@@ -579,15 +579,21 @@ def test_lab_on_the_default_app_offers_everything(app, handlers):
     assert offered == list(ui.BENCHMARKS)
     menu, note = _refreshed_lab_menu(app.demo)
     assert menu["choices"] == list(ui.BENCHMARKS) and not note["visible"]  # the page's load: nothing refused
+    assert "value" not in _refreshed_lab_menu(app.demo, "tiny")[0]  # what the visitor typed is left alone
+    # a page that shows the plan already is not rewritten (a visitor may be typing in the menu)
+    shown = (tuple(ui.BENCHMARKS), "")
+    assert _refreshed_lab_menu(app.demo, "tiny", shown) == (gr.skip(), gr.skip())
     assert lab.check("tiny").fits  # the tiny model on the tiny benchmark: nothing refused
 
 
-def _refreshed_lab_menu(demo, current=None):
-    """What the page's load event (and the Lab tab's opening) sets the benchmark menu and its note to."""
+def _refreshed_lab_menu(demo, current=None, shown=None):
+    """What the page's load event (and the Lab tab's opening) sets the benchmark menu and its note to
+    (from a page showing ``shown``: none by default, so that both are sent)."""
     (event,) = [f for f in demo.fns.values() if any(getattr(c, "elem_id", None) == "lab-limits" for c in f.outputs)]
     targets = {(demo.blocks[t[0]] if t[0] in demo.blocks else demo, t[1]) for t in event.targets}
     assert (demo, "load") in targets and any(name == "select" for _, name in targets), targets
-    return event.fn(current)
+    menu, note, _ = event.fn(current, shown)
+    return menu, note
 
 
 def test_start_up_serves_the_first_page_without_waiting_for_the_lab_measurement(app, tiny_spec, monkeypatch):
@@ -625,6 +631,7 @@ def test_start_up_serves_the_first_page_without_waiting_for_the_lab_measurement(
         h._lab.release()
         release.set()
         assert resources.lab.wait_for_plan(20)
+        monkeypatch.delattr(h, "_run_benchmark")  # the real job: counted, then refused before encoding
         with pytest.raises(gr.Error, match=r"'tiny' would take ~.* on this host"):  # the plan applies
             h.evaluate("tiny", "zero-shot", 1)
         menu, note = _refreshed_lab_menu(demo, "tiny")

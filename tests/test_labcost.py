@@ -209,11 +209,35 @@ def test_a_slow_host_is_counted_ahead_in_the_background_thread():
         threads.append(threading.current_thread().name)
         return WORK[name]
 
-    planner = LabPlanner(300, measure=lambda: SLOW, count=count)
+    gate = threading.Event()
+    planner = LabPlanner(300, measure=lambda: SLOW, count=lambda name: gate.wait(10) and count(name))
     planner.start(["small", "large"])
-    planner.wait_for_plan(10)
+    planner.wait_for_plan(10)  # measured: jobs may run while the benchmarks are being counted
+    assert planner.offer(["small", "large"]) == (["small", "large"], []) and calls == []  # the menu never counts
+    gate.set()
+    planner._thread.join(10)
     assert calls == ["small", "large"] and set(threads) == {"croft-lab-measure"}
     assert planner.offer(["small", "large"])[0] == ["small"] and len(calls) == 2  # not counted again
+
+
+def test_a_job_waits_for_its_own_benchmark_being_counted_not_for_another():
+    rendering, counted = threading.Event(), []
+
+    def count(name: str) -> LabWork:
+        if name == "large":  # rendered in the background for a long time
+            rendering.wait(10)
+        counted.append(name)
+        return WORK[name]
+
+    planner = LabPlanner(300, measure=lambda: SLOW, count=count)
+    planner.start(["large"])
+    planner.wait_for_plan(10)
+    t0 = time.perf_counter()
+    assert planner.check("small").fits and time.perf_counter() - t0 < 5  # not behind "large"
+    rendering.set()
+    with pytest.raises(LabTooLong):
+        planner.check("large")
+    assert sorted(counted) == ["large", "small"]  # each counted once
 
 
 def test_a_failed_measurement_is_logged_and_the_lab_then_runs_nothing(caplog):

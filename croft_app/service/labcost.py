@@ -280,8 +280,9 @@ class LabPlanner:
         self.limit, self.throughput, self.margin = int(limit), throughput, float(margin)
         self._count, self._pending, self._measure, self.wait = count, pending_words, measure, float(wait)
         self._work: dict[str, LabWork] = {}
+        self._counting: dict[str, threading.Lock] = {}
         self._lock, self._start_lock = threading.Lock(), threading.Lock()
-        self._ready = threading.Event()  # set once the plan is known: measured (or failed), counted ahead
+        self._ready = threading.Event()  # set once the host's cost is measured (or that failed)
         self._thread: threading.Thread | None = None
         self._since = time.monotonic()
         self.failed = False
@@ -320,12 +321,11 @@ class LabPlanner:
         self.throughput = throughput
         logger.info("Lab cost on this host: %.4f s per image, %.4f s per prompt (limit %d s), measured in %.1f s",
                     throughput.image_seconds, throughput.text_seconds, self.limit, time.monotonic() - self._since)
+        self._ready.set()  # jobs may run now: each is counted (and checked) before it encodes anything
         try:
-            self._plan(names)  # a slow host: counted (rendered) here, not in a page load
+            self._plan(names, count=True)  # a slow host: counted (rendered) here, never in a page's request
         except Exception:  # noqa: BLE001 - each job is still counted and checked when it is asked for
             logger.exception("could not count the Lab's benchmarks ahead")
-        finally:
-            self._ready.set()
 
     def wait_for_plan(self, timeout: float | None = None) -> bool:
         """Wait at most ``timeout`` seconds (default: the planner's ``wait``) for the plan; raises
@@ -339,10 +339,20 @@ class LabPlanner:
 
     # -- estimates ------------------------------------------------------------------------------
     def _work_of(self, name: str) -> LabWork:
+        """Counted once; a job waits for a count of the same benchmark under way (the background
+        one), never for another benchmark's."""
         with self._lock:
-            if name not in self._work:
-                self._work[name] = self._count(name)
-            return self._work[name]
+            if name in self._work:
+                return self._work[name]
+            counting = self._counting.setdefault(name, threading.Lock())
+        with counting:
+            with self._lock:
+                if name in self._work:
+                    return self._work[name]
+            work = self._count(name)
+            with self._lock:
+                self._work[name] = work
+            return work
 
     def estimate(self, name: str, known_only: bool = False) -> LabEstimate | None:
         """The estimate of evaluating benchmark ``name`` (counted once), or None without a
@@ -380,28 +390,29 @@ class LabPlanner:
         return self.margin * self.limit / self.throughput.image_seconds < COUNT_AHEAD_IMAGES
 
     def offer(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
-        """The benchmarks the Lab's menu offers, and the reasons of those it leaves out. Never waits:
-        while the plan is pending every benchmark is offered (each job is checked when it is asked
-        for); after a failed measurement none is. Counts only what the background measurement has
-        not counted (:meth:`_plan`)."""
+        """The benchmarks the Lab's menu offers, and the reasons of those it leaves out. While the
+        measurement is pending every benchmark is offered (each job is checked when it is asked
+        for); after a failed measurement none is. A planner that measures in the background counts
+        there too, and this offers the benchmarks it has not counted yet (never rendering one in a
+        page's request); a planner given its throughput counts here."""
         names = list(names)
         if self.measuring:
             return names, []
         if self.failed:
             return [], [UNMEASURED]
-        return self._plan(names)
+        return self._plan(names, count=self._measure is None)
 
-    def _plan(self, names: list[str] | tuple[str, ...]) -> tuple[list[str], list[str]]:
-        """Benchmarks are counted here only when :meth:`counts_ahead`; otherwise all are offered and
-        each job is checked when it is asked for. One that cannot be counted stays offered (the
-        job then reports its own error)."""
+    def _plan(self, names: Sequence[str], count: bool) -> tuple[list[str], list[str]]:
+        """Benchmarks are estimated only when :meth:`counts_ahead` (and, without ``count``, only
+        those counted already); otherwise all are offered and each job is checked when it is asked
+        for. One that cannot be counted stays offered (the job then reports its own error)."""
         names = list(names)
         if not self.counts_ahead():
             return names, []
         offered, reasons = [], []
         for name in names:
             try:
-                estimate = self.estimate(name)
+                estimate = self.estimate(name, known_only=not count)
             except (ValueError, OSError, KeyError) as err:
                 logger.warning("could not count the Lab benchmark %s: %s", name, err)
                 estimate = None

@@ -417,16 +417,23 @@ LAB_READING = (
     "set: that set scores *higher* than the known images.")
 
 
-def lab_menu(resources, benchmarks, current: str | None = None) -> tuple[dict, dict]:
-    """The Lab's benchmark menu and its note under the plan as it stands (never waits for it):
-    while the host's cost is being measured, every benchmark and a note saying so; then only what
-    finishes within the limit (croft_app.service.labcost). ``current`` stays selected if offered,
-    or typed (not a listed benchmark)."""
+def lab_menu(resources, benchmarks, current: str | None = None, shown: tuple | None = None) -> tuple:
+    """The Lab's benchmark menu, its note and the pair ``(offered, note)`` they show, under the plan
+    as it stands (never waits for it): while the host's cost is being measured, every benchmark and
+    a note saying so; then only what finishes within the limit (croft_app.service.labcost).
+
+    ``shown`` is what the page shows already (a session state): what has not changed is skipped,
+    so that a refresh never rewrites the menu under a visitor typing in it. The selection is set
+    only when ``current`` is a benchmark left out, or None (the first build): the first offered."""
     lab = resources.lab
     offered, left_out = lab.offer(benchmarks) if lab else (list(benchmarks), [])
-    note = lab_note(left_out, measuring=bool(lab and lab.measuring))
-    value = current if current in offered or (current and current not in benchmarks) else (offered or [None])[0]
-    return gr.update(choices=offered, value=value), gr.update(value=note, visible=bool(note))
+    plan = (tuple(offered), lab_note(left_out, measuring=bool(lab and lab.measuring)))
+    shown = shown or (None, None)
+    menu = gr.skip() if plan[0] == shown[0] else gr.update(choices=offered)
+    if current is None or (current in benchmarks and current not in offered):
+        menu = gr.update(choices=offered, value=(offered or [None])[0])
+    note = gr.skip() if plan[1] == shown[1] else gr.update(value=plan[1], visible=bool(plan[1]))
+    return menu, note, plan
 
 
 def lab_tab(resources, h, benchmarks, no_comparison: str, refresh_on: Sequence = ()) -> tuple[gr.Dropdown, gr.Dropdown]:
@@ -434,7 +441,7 @@ def lab_tab(resources, h, benchmarks, no_comparison: str, refresh_on: Sequence =
     The benchmark menu is brought up to date with the Lab's plan on each of ``refresh_on`` (the
     page's load, the tab's opening). Returns the model menu and the "compare with" menu."""
     names = resources.registry.names()
-    menu, note = lab_menu(resources, benchmarks)
+    menu, note, plan = lab_menu(resources, benchmarks)
     gr.Markdown("Run a whole benchmark: accuracy on the known shapes (photos, then new styles) and how "
                 "well each unseen shape is told apart (AUROC: higher is better; FPR95: lower is better). "
                 "The first run renders the images (about a minute); later runs take seconds.")
@@ -448,8 +455,9 @@ def lab_tab(resources, h, benchmarks, no_comparison: str, refresh_on: Sequence =
         seed = gr.Number(label="seed", value=1, precision=0, minimum=0)
     limits = gr.Markdown(note["value"], visible=note["visible"], elem_id="lab-limits")
     if refresh_on:
-        gr.on(refresh_on, functools.partial(lab_menu, resources, benchmarks), benchmark, [benchmark, limits],
-              queue=False, show_progress="hidden", **PRIVATE)
+        shown = gr.State(plan)  # what this page's menu and note show
+        gr.on(refresh_on, functools.partial(lab_menu, resources, benchmarks), [benchmark, shown],
+              [benchmark, limits, shown], queue=False, show_progress="hidden", **PRIVATE)
     button = gr.Button("Run evaluation", variant="primary", elem_id="lab-run")
     table = gr.Dataframe(label="results (%)", headers=explain_text.lab_headers([ZERO_SHOT]), wrap=True,
                          elem_id="lab-table")

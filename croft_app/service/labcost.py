@@ -8,7 +8,7 @@ therefore::
     seconds = images x image_seconds + batches x batch_seconds + prompts x text_seconds
 
 (``batches``: the encoder calls, each set of images encoded apart in batches of 64) with the three
-rates measured once, at start-up, on the loaded backbone and
+rates measured once per process, in the background after start-up, on the loaded backbone and
 this host (:func:`measure_throughput`: a batch of 8 and one of 64 timed, images and prompts), so a ViT-B/16 on two CPU
 cores and the embedded model get their own numbers without any table of model names. The heads
 themselves (zero-shot, CRoFT, a baseline) add no measurable cost: a Lab job trains nothing, and a
@@ -38,6 +38,9 @@ measuring, and a job (:meth:`LabPlanner.check`, which ``/evaluate`` calls before
 waits for it at most :data:`PLAN_WAIT` seconds, then is refused with :class:`LabMeasuring` ("the
 server is still measuring how long runs take ...; try again in a few seconds"): no job runs
 without the plan. The menu applies the plan at each page load and each time the Lab tab is opened.
+Jobs may run as soon as the rates are measured; a slow host's benchmarks are counted afterwards in
+the same thread, and one not counted yet is offered and counted at its job's first stage (after
+the count under way, if it is the same benchmark), then refused there before any image is encoded.
 
 **If the measurement fails** (it raises), the failure is logged with its traceback and the Lab
 runs no benchmark in this process (:data:`UNMEASURED`, also the menu's note); the other tabs are
@@ -67,7 +70,7 @@ logger = logging.getLogger(__name__)
 
 LAB_BATCH = 64  # images per encoder call of a Lab job (prepare_features' batch_size)
 MARGIN = 0.8  # a job is offered when its estimate is at most this share of the time limit
-COUNT_AHEAD_IMAGES = 100_000  # below this many images fitting in the limit, benchmarks are counted at start-up
+COUNT_AHEAD_IMAGES = 100_000  # below this many images fitting in the limit, benchmarks are counted ahead
 PLAN_WAIT = 10.0  # seconds a Lab job waits for a measurement still running before it is refused
 MEASURING = ("The server is still measuring how long runs take on this host (for {elapsed} so far); "
              "try again in a few seconds.")

@@ -19,6 +19,7 @@ import os
 import shutil
 import struct
 import sys
+import threading
 import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -572,11 +573,74 @@ def test_lab_jobs_that_fit_run_on_a_slow_host(app, handlers):
 
 def test_lab_on_the_default_app_offers_everything(app, handlers):
     lab = app.RESOURCES.lab
-    assert lab is not None and lab.throughput is not None  # measured at start-up
+    assert lab is not None and lab.wait_for_plan(120)  # measured in the background after start-up
     assert lab.throughput.image_seconds > 0 and lab.limit == app.RESOURCES.settings.lab_time_limit
-    offered, note = _lab_menu(app.demo)
-    assert offered == list(ui.BENCHMARKS) and not note.visible
+    offered, _ = _lab_menu(app.demo)
+    assert offered == list(ui.BENCHMARKS)
+    menu, note = _refreshed_lab_menu(app.demo)
+    assert menu["choices"] == list(ui.BENCHMARKS) and not note["visible"]  # the page's load: nothing refused
+    assert "value" not in _refreshed_lab_menu(app.demo, "tiny")[0]  # what the visitor typed is left alone
+    # a page that shows the plan already is not rewritten (a visitor may be typing in the menu)
+    shown = (tuple(ui.BENCHMARKS), "")
+    assert _refreshed_lab_menu(app.demo, "tiny", shown) == (gr.skip(), gr.skip())
     assert lab.check("tiny").fits  # the tiny model on the tiny benchmark: nothing refused
+
+
+def _refreshed_lab_menu(demo, current=None, shown=None):
+    """What the page's load event (and the Lab tab's opening) sets the benchmark menu and its note to
+    (from a page showing ``shown``: none by default, so that both are sent)."""
+    (event,) = [f for f in demo.fns.values() if any(getattr(c, "elem_id", None) == "lab-limits" for c in f.outputs)]
+    targets = {(demo.blocks[t[0]] if t[0] in demo.blocks else demo, t[1]) for t in event.targets}
+    assert (demo, "load") in targets and any(name == "select" for _, name in targets), targets
+    menu, note, _ = event.fn(current, shown)
+    return menu, note
+
+
+def test_start_up_serves_the_first_page_without_waiting_for_the_lab_measurement(app, tiny_spec, monkeypatch):
+    """The measurement runs in the background: with a stand-in measurement blocked on an Event, the
+    app is built and serves its page; meanwhile /evaluate refuses (after its bounded wait) with a
+    clear message and starts nothing; once the measurement arrives, its plan applies."""
+    import httpx
+
+    from croft_app.service.labcost import Throughput
+
+    release, entered = threading.Event(), threading.Event()
+
+    def blocked(backbone):  # 1000 s per image: nothing fits once it has answered
+        entered.set()
+        release.wait(20)
+        return Throughput(image_seconds=1000.0, text_seconds=0.0)
+
+    monkeypatch.setattr(ui, "measure_throughput", blocked)
+    monkeypatch.setattr(ui, "BENCHMARKS", ("tiny",))
+    demo, resources = ui.create_app(ui.AppSettings(backbone=tiny_spec))
+    try:
+        assert entered.wait(20) and resources.lab.measuring  # built while the measurement is blocked
+        ui.launch(demo, resources, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+        page = httpx.get(demo.local_url, timeout=30)
+        assert page.status_code == 200 and "CRoFT Lab" in page.text and resources.lab.measuring
+        menu, note = _refreshed_lab_menu(demo)
+        assert menu["choices"] == ["tiny"] and "Still measuring" in note["value"]
+        h = ui.Handlers(resources)
+        resources.lab.wait = 0.2
+        started = []
+        monkeypatch.setattr(h, "_run_benchmark", lambda *args: started.append(args))
+        with pytest.raises(gr.Error, match=r"still measuring how long runs take on this host .* try again"):
+            h.evaluate("tiny", "zero-shot", 1)
+        assert started == [] and h._lab.acquire(blocking=False)  # nothing ran; the Lab is free
+        h._lab.release()
+        release.set()
+        assert resources.lab.wait_for_plan(20)
+        monkeypatch.delattr(h, "_run_benchmark")  # the real job: counted, then refused before encoding
+        with pytest.raises(gr.Error, match=r"'tiny' would take ~.* on this host"):  # the plan applies
+            h.evaluate("tiny", "zero-shot", 1)
+        menu, note = _refreshed_lab_menu(demo, "tiny")
+        assert menu["choices"] == [] and menu["value"] is None and "'tiny' would take" in note["value"]
+    finally:
+        release.set()
+        if getattr(demo, "server", None) is not None:
+            demo.server.force_exit = True
+        demo.close()
 
 
 @pytest.mark.slow

@@ -4,12 +4,14 @@ Everything but the measurement is pure: a throughput and a counter are injected.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 
 import pytest
 
-from croft_app.service.labcost import (LabEstimate, LabPlanner, LabTooLong, LabWork, Throughput, benchmark_work,
+from croft_app.service.labcost import (LabEstimate, LabMeasuring, LabPlanner, LabTooLong, LabWork, Throughput, benchmark_work,
                                        describe_seconds, lab_note, measure_throughput)
 from datagen import tiny_benchmark
 
@@ -147,3 +149,108 @@ def test_throughput_is_measured_on_the_backbone(tiny_backbone, monkeypatch):
     monkeypatch.setattr(tiny_backbone.model, "encode_image", slow_encode)
     slow = measure_throughput(tiny_backbone, budget=1.0)
     assert slow.image_seconds >= 0.05 and slow.image_seconds > quick.image_seconds
+
+
+# -- the measurement: in the background, once, never skipped ------------------------------------
+
+def blocked_measure(release, result=SLOW, calls: list | None = None):
+    """A stand-in measurement that blocks until ``release`` is set (at most 20 s), then returns ``result``."""
+    def measure() -> Throughput:
+        if calls is not None:
+            calls.append(threading.current_thread().name)
+        release.wait(20)
+        return result
+    return measure
+
+
+def test_a_job_before_the_measurement_waits_a_bounded_time_then_is_refused_clearly():
+    release = threading.Event()
+    planner = LabPlanner(300, measure=blocked_measure(release), count=counter(), wait=0.2)
+    assert planner.measuring and planner.start()
+    t0 = time.perf_counter()
+    with pytest.raises(LabMeasuring, match=r"still measuring how long runs take on this host .*try again"):
+        planner.check("large")  # would not fit once measured: never let through because the plan is late
+    assert 0.2 <= time.perf_counter() - t0 < 5  # waited its bound, then refused
+    assert planner.offer(["small", "large"]) == (["small", "large"], [])  # the menu does not wait
+    assert lab_note([], measuring=True).startswith("**Still measuring**")
+    release.set()
+    assert planner.wait_for_plan(10) and not planner.measuring
+    with pytest.raises(LabTooLong, match="'large' would take ~15 min"):  # now the plan applies
+        planner.check("large")
+    assert planner.offer(["small", "large"])[0] == ["small"]
+
+
+def test_a_measurement_arriving_during_the_wait_lets_a_job_that_fits_through():
+    release = threading.Event()
+    planner = LabPlanner(300, measure=blocked_measure(release), count=counter(), wait=10)
+    threading.Timer(0.3, release.set).start()
+    assert planner.check("small").fits  # started by the job itself (nobody had), waited for, applied
+
+
+def test_the_measurement_runs_once_from_many_threads_and_in_the_background():
+    release, calls = threading.Event(), []
+    planner = LabPlanner(300, measure=blocked_measure(release, calls=calls), count=counter(), wait=10)
+    starters = [threading.Thread(target=planner.start, args=(["small", "large"],)) for _ in range(8)]
+    for t in starters:
+        t.start()
+    for t in starters:
+        t.join()
+    release.set()
+    planner.wait_for_plan(10)
+    planner.check("small")
+    assert calls == ["croft-lab-measure"]  # one measurement, in its own thread
+
+
+def test_a_slow_host_is_counted_ahead_in_the_background_thread():
+    calls, threads = [], []
+
+    def count(name: str) -> LabWork:
+        calls.append(name)
+        threads.append(threading.current_thread().name)
+        return WORK[name]
+
+    gate = threading.Event()
+    planner = LabPlanner(300, measure=lambda: SLOW, count=lambda name: gate.wait(10) and count(name))
+    planner.start(["small", "large"])
+    planner.wait_for_plan(10)  # measured: jobs may run while the benchmarks are being counted
+    assert planner.offer(["small", "large"]) == (["small", "large"], []) and calls == []  # the menu never counts
+    gate.set()
+    planner._thread.join(10)
+    assert calls == ["small", "large"] and set(threads) == {"croft-lab-measure"}
+    assert planner.offer(["small", "large"])[0] == ["small"] and len(calls) == 2  # not counted again
+
+
+def test_a_job_waits_for_its_own_benchmark_being_counted_not_for_another():
+    rendering, counted = threading.Event(), []
+
+    def count(name: str) -> LabWork:
+        if name == "large":  # rendered in the background for a long time
+            rendering.wait(10)
+        counted.append(name)
+        return WORK[name]
+
+    planner = LabPlanner(300, measure=lambda: SLOW, count=count)
+    planner.start(["large"])
+    planner.wait_for_plan(10)
+    t0 = time.perf_counter()
+    assert planner.check("small").fits and time.perf_counter() - t0 < 5  # not behind "large"
+    rendering.set()
+    with pytest.raises(LabTooLong):
+        planner.check("large")
+    assert sorted(counted) == ["large", "small"]  # each counted once
+
+
+def test_a_failed_measurement_is_logged_and_the_lab_then_runs_nothing(caplog):
+    def broken() -> Throughput:
+        raise RuntimeError("out of memory")
+
+    planner = LabPlanner(300, measure=broken, count=counter(), wait=10)
+    with caplog.at_level(logging.ERROR, logger="croft_app.service.labcost"):
+        planner.start()
+        planner._ready.wait(10)
+    assert "could not measure the Lab's cost" in caplog.text and "out of memory" in caplog.text
+    assert planner.failed and not planner.measuring
+    with pytest.raises(LabMeasuring, match="could not measure how long a Lab run takes"):
+        planner.check("small")  # nothing unmeasured runs, not even what might have fitted
+    offered, reasons = planner.offer(["small", "large"])
+    assert offered == [] and "could not measure" in lab_note(reasons)

@@ -8,7 +8,7 @@ therefore::
     seconds = images x image_seconds + batches x batch_seconds + prompts x text_seconds
 
 (``batches``: the encoder calls, each set of images encoded apart in batches of 64) with the three
-rates measured once, at start-up, on the loaded backbone and
+rates measured once per process, in the background after start-up, on the loaded backbone and
 this host (:func:`measure_throughput`: a batch of 8 and one of 64 timed, images and prompts), so a ViT-B/16 on two CPU
 cores and the embedded model get their own numbers without any table of model names. The heads
 themselves (zero-shot, CRoFT, a baseline) add no measurable cost: a Lab job trains nothing, and a
@@ -20,6 +20,33 @@ cap would stop is worse than one not offered). The Lab's menu offers what fits
 (:meth:`LabPlanner.offer`) and ``/evaluate`` refuses the rest before any work starts
 (:meth:`LabPlanner.check`, :class:`LabTooLong`) with the estimate in the message. Everything here
 is pure given a throughput and a counter, and tests inject both.
+
+**When the measurement runs.** Not on the start-up path: it takes 1.4 s on the embedded model but
+about two minutes for a ViT-B/16 on a CPU (and a slow host then renders ``shapes`` to count it), so
+the app's first page would wait for it. :meth:`LabPlanner.start` runs it in a background thread,
+started by ``create_app`` once the app is built; any planner nobody started (a test's, a script's)
+starts it at its first job (:meth:`LabPlanner.check`). A background thread at start-up rather than
+only a lazy start at the first Lab request, because (a) the plan is then usually ready before a
+visitor reaches the Lab, so the menu of their first page already applies it; (b) a lazy measurement
+would make the first Lab visitor wait for it (two minutes on a slow host) while holding a Lab slot;
+(c) no request thread ever runs it, so no visitor's ``/classify`` waits on it. Its cost: for its
+duration it shares the CPU with the first requests; a measurement slowed that way is larger, so
+the Lab offers less, never more. It runs once per planner (a lock guards the start).
+
+**Until it arrives** the menu offers every benchmark with a note that the server is still
+measuring, and a job (:meth:`LabPlanner.check`, which ``/evaluate`` calls before anything starts)
+waits for it at most :data:`PLAN_WAIT` seconds, then is refused with :class:`LabMeasuring` ("the
+server is still measuring how long runs take ...; try again in a few seconds"): no job runs
+without the plan. The menu applies the plan at each page load and each time the Lab tab is opened.
+Jobs may run as soon as the rates are measured; a slow host's benchmarks are counted afterwards in
+the same thread, and one not counted yet is offered and counted at its job's first stage (after
+the count under way, if it is the same benchmark), then refused there before any image is encoded.
+
+**If the measurement fails** (it raises), the failure is logged with its traceback and the Lab
+runs no benchmark in this process (:data:`UNMEASURED`, also the menu's note); the other tabs are
+unaffected. Without a rate nothing is known to fit, and a job the cap stops after ten minutes is
+worse than a refusal that says why; the measurement runs the Lab's own encoding code, so a failure
+there most likely means the Lab's jobs would fail too. Restarting the app measures again.
 
 ``bench/lab_cost.py`` prints the measured throughput and each benchmark's estimate for a backbone,
 and (``--check N``) times a real feature extraction of N images against the estimate.
@@ -36,18 +63,30 @@ from typing import Callable, Iterable, Sequence
 
 from croft_core.errors import CroftError
 
-__all__ = ["MARGIN", "LabEstimate", "LabPlanner", "LabTooLong", "LabWork", "Throughput", "benchmark_work",
+__all__ = ["MARGIN", "PLAN_WAIT", "LabEstimate", "LabMeasuring", "LabPlanner", "LabTooLong", "LabWork", "Throughput", "benchmark_work",
            "describe_seconds", "lab_note", "measure_throughput"]
 
 logger = logging.getLogger(__name__)
 
 LAB_BATCH = 64  # images per encoder call of a Lab job (prepare_features' batch_size)
 MARGIN = 0.8  # a job is offered when its estimate is at most this share of the time limit
-COUNT_AHEAD_IMAGES = 100_000  # below this many images fitting in the limit, benchmarks are counted at start-up
+COUNT_AHEAD_IMAGES = 100_000  # below this many images fitting in the limit, benchmarks are counted ahead
+PLAN_WAIT = 10.0  # seconds a Lab job waits for a measurement still running before it is refused
+MEASURING = ("The server is still measuring how long runs take on this host (for {elapsed} so far); "
+             "try again in a few seconds.")
+UNMEASURED = ("The server could not measure how long a Lab run takes on this host, so the Lab runs no "
+              "benchmark here (the server log says why); `croft evaluate` runs one on your own machine.")
+MEASURING_NOTE = ("**Still measuring** how long a Lab run takes on this host: a benchmark that would not "
+                  "finish within the Lab's time limit is refused when you run it, and this menu keeps only "
+                  "what fits the next time you open the Lab tab.")
 
 
 class LabTooLong(CroftError, ValueError):
     """A Lab job whose estimate does not fit the time limit; the message gives both."""
+
+
+class LabMeasuring(CroftError, ValueError):
+    """A Lab job asked for while the host's cost is still being measured, or after that failed."""
 
 
 @dataclass(frozen=True)
@@ -225,27 +264,98 @@ class LabPlanner:
 
     Args:
         limit: seconds a Lab job may run (``CROFT_LAB_TIME_LIMIT``).
-        throughput: measured costs; ``None`` means no estimate (everything is offered: e.g. on
-            ZeroGPU, whose own per-call budget applies).
+        throughput: known costs (a test's, a script's); with neither this nor ``measure`` there is
+            no estimate (everything is offered: e.g. on ZeroGPU, whose own per-call budget applies).
+        measure: returns this host's :class:`Throughput`; run once, in a background thread, by
+            :meth:`start` (or by the first :meth:`check`). Until it has returned the plan is pending.
         count: ``benchmark name -> LabWork`` (default :func:`benchmark_work`), memoized.
         pending_words: lexicon words a job would still have to encode (the app's lexicon not yet
             in memory); called at each estimate.
         margin: the share of the limit an estimate may use.
+        wait: seconds a job waits for a pending measurement before it is refused.
     """
 
-    def __init__(self, limit: int, throughput: Throughput | None, *,
+    def __init__(self, limit: int, throughput: Throughput | None = None, *,
+                 measure: Callable[[], Throughput] | None = None,
                  count: Callable[[str], LabWork] = benchmark_work,
-                 pending_words: Callable[[], int] = lambda: 0, margin: float = MARGIN):
+                 pending_words: Callable[[], int] = lambda: 0, margin: float = MARGIN,
+                 wait: float = PLAN_WAIT):
         self.limit, self.throughput, self.margin = int(limit), throughput, float(margin)
-        self._count, self._pending = count, pending_words
+        self._count, self._pending, self._measure, self.wait = count, pending_words, measure, float(wait)
         self._work: dict[str, LabWork] = {}
-        self._lock = threading.Lock()
+        self._counting: dict[str, threading.Lock] = {}
+        self._lock, self._start_lock = threading.Lock(), threading.Lock()
+        self._ready = threading.Event()  # set once the host's cost is measured (or that failed)
+        self._thread: threading.Thread | None = None
+        self._since = time.monotonic()
+        self.failed = False
+        if measure is None:
+            self._ready.set()
 
+    # -- the measurement: once, in the background ---------------------------------------------
+    @property
+    def measuring(self) -> bool:
+        """The plan is not known yet (the measurement is running, or has not been started)."""
+        return not self._ready.is_set()
+
+    def start(self, names: Iterable[str] = ()) -> bool:
+        """Start the measurement in a background thread, then count ``names`` ahead there when the
+        host is slow (:meth:`counts_ahead`). Once per planner: later calls (from any thread) do
+        nothing. Returns whether this call started it."""
+        with self._start_lock:
+            if self._measure is None or self._thread is not None:
+                return False
+            self._since = time.monotonic()
+            self._thread = threading.Thread(target=self._run, args=(tuple(names),), daemon=True,
+                                            name="croft-lab-measure")
+            self._thread.start()
+            return True
+
+    def _run(self, names: tuple[str, ...]) -> None:
+        try:
+            throughput = self._measure()
+            if not isinstance(throughput, Throughput):
+                raise TypeError(f"the measurement returned {type(throughput).__name__}, not a Throughput")
+        except Exception:  # noqa: BLE001 - any failure: logged, and the Lab refuses (UNMEASURED)
+            logger.exception("could not measure the Lab's cost on this host; the Lab runs no benchmark")
+            self.failed = True
+            self._ready.set()
+            return
+        self.throughput = throughput
+        logger.info("Lab cost on this host: %.4f s per image, %.4f s per prompt (limit %d s), measured in %.1f s",
+                    throughput.image_seconds, throughput.text_seconds, self.limit, time.monotonic() - self._since)
+        self._ready.set()  # jobs may run now: each is counted (and checked) before it encodes anything
+        try:
+            self._plan(names, count=True)  # a slow host: counted (rendered) here, never in a page's request
+        except Exception:  # noqa: BLE001 - each job is still counted and checked when it is asked for
+            logger.exception("could not count the Lab's benchmarks ahead")
+
+    def wait_for_plan(self, timeout: float | None = None) -> bool:
+        """Wait at most ``timeout`` seconds (default: the planner's ``wait``) for the plan; raises
+        :class:`LabMeasuring` when it is still pending then, or when the measurement failed."""
+        if not self._ready.wait(self.wait if timeout is None else timeout):
+            elapsed = describe_seconds(time.monotonic() - self._since)
+            raise LabMeasuring(MEASURING.format(elapsed=elapsed))
+        if self.failed:
+            raise LabMeasuring(UNMEASURED)
+        return True
+
+    # -- estimates ------------------------------------------------------------------------------
     def _work_of(self, name: str) -> LabWork:
+        """Counted once; a job waits for a count of the same benchmark under way (the background
+        one), never for another benchmark's."""
         with self._lock:
-            if name not in self._work:
-                self._work[name] = self._count(name)
-            return self._work[name]
+            if name in self._work:
+                return self._work[name]
+            counting = self._counting.setdefault(name, threading.Lock())
+        with counting:
+            with self._lock:
+                if name in self._work:
+                    return self._work[name]
+            work = self._count(name)
+            with self._lock:
+                self._work[name] = work
+            return work
 
     def estimate(self, name: str, known_only: bool = False) -> LabEstimate | None:
         """The estimate of evaluating benchmark ``name`` (counted once), or None without a
@@ -260,18 +370,22 @@ class LabPlanner:
 
     def check(self, name: str, known_only: bool = False) -> LabEstimate | None:
         """Refuse a job that would not finish in time, before it starts (``known_only``: only if
-        its benchmark has been counted already, so that the check costs nothing).
+        its benchmark has been counted already, so that the check costs nothing). A pending
+        measurement is started if nobody has, and waited for (:meth:`wait_for_plan`).
 
         Raises:
+            LabMeasuring: the measurement is still running after ``wait`` seconds, or failed.
             LabTooLong: its estimate is over ``margin`` of the limit (the message gives both).
         """
+        self.start()
+        self.wait_for_plan()
         estimate = self.estimate(name, known_only)
         if estimate is not None and not estimate.fits:
             raise LabTooLong(estimate.reason)
         return estimate
 
     def counts_ahead(self) -> bool:
-        """Whether counting the offered benchmarks at start-up is worth it: the measured speed
+        """Whether counting the offered benchmarks ahead is worth it: the measured speed
         leaves fewer than :data:`COUNT_AHEAD_IMAGES` images within the limit. Faster backbones
         (the embedded model) are counted at their first job instead, and checked there."""
         if self.throughput is None or self.throughput.image_seconds <= 0:
@@ -279,19 +393,29 @@ class LabPlanner:
         return self.margin * self.limit / self.throughput.image_seconds < COUNT_AHEAD_IMAGES
 
     def offer(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
-        """The benchmarks the Lab's menu offers, and the reasons of those it leaves out.
+        """The benchmarks the Lab's menu offers, and the reasons of those it leaves out. While the
+        measurement is pending every benchmark is offered (each job is checked when it is asked
+        for); after a failed measurement none is. A planner that measures in the background counts
+        there too, and this offers the benchmarks it has not counted yet (never rendering one in a
+        page's request); a planner given its throughput counts here."""
+        names = list(names)
+        if self.measuring:
+            return names, []
+        if self.failed:
+            return [], [UNMEASURED]
+        return self._plan(names, count=self._measure is None)
 
-        Benchmarks are counted here only when :meth:`counts_ahead`; otherwise all are offered and
-        each job is checked when it is asked for. One that cannot be counted stays offered (the
-        job then reports its own error).
-        """
+    def _plan(self, names: Sequence[str], count: bool) -> tuple[list[str], list[str]]:
+        """Benchmarks are estimated only when :meth:`counts_ahead` (and, without ``count``, only
+        those counted already); otherwise all are offered and each job is checked when it is asked
+        for. One that cannot be counted stays offered (the job then reports its own error)."""
         names = list(names)
         if not self.counts_ahead():
             return names, []
         offered, reasons = [], []
         for name in names:
             try:
-                estimate = self.estimate(name)
+                estimate = self.estimate(name, known_only=not count)
             except (ValueError, OSError, KeyError) as err:
                 logger.warning("could not count the Lab benchmark %s: %s", name, err)
                 estimate = None
@@ -302,8 +426,10 @@ class LabPlanner:
         return offered, reasons
 
 
-def lab_note(reasons: Sequence[str]) -> str:
-    """The Lab tab's note on the benchmarks left out (empty when none is)."""
+def lab_note(reasons: Sequence[str], measuring: bool = False) -> str:
+    """The Lab tab's note: the measurement still running, or the benchmarks left out (empty when none is)."""
+    if measuring:
+        return MEASURING_NOTE
     if not reasons:
         return ""
     return ("**Not offered on this host** (a job must finish within the Lab's time limit): "

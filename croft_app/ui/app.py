@@ -32,6 +32,7 @@ from __future__ import annotations
 from croft_app.ui.zerogpu import GPU as gpu  # isort: skip
 from croft_app.ui.zerogpu import ZERO_GPU, classify_seconds, lab_seconds  # isort: skip
 
+import functools
 import json
 import logging
 import os
@@ -151,18 +152,16 @@ def shipped_lexicon() -> Path:
 
 
 def lab_planner(backbone: Backbone, settings: AppSettings, negatives: NegativeRules) -> LabPlanner:
-    """The Lab's cost estimates: the backbone's speed measured here and now (a few seconds at most).
-    On ZeroGPU nothing is measured at start-up (no GPU is attached then); its per-call GPU budget
+    """The Lab's cost estimates, with the backbone's speed still to measure: ``create_app`` starts
+    that in the background once the app is built (``LabPlanner.start``), so no page waits for it.
+    On ZeroGPU nothing is measured (no GPU is attached at start-up); its per-call GPU budget
     (:func:`lab_seconds`) bounds the Lab instead."""
     def pending_words() -> int:  # a job mines negatives itself until the app's lexicon is in memory
         status = negatives.status
         return 0 if status.ready else status.total
 
-    throughput = None if ZERO_GPU else measure_throughput(backbone)
-    if throughput is not None:
-        logger.info("Lab cost on this host: %.4f s per image, %.4f s per prompt (limit %d s)",
-                    throughput.image_seconds, throughput.text_seconds, settings.lab_time_limit)
-    return LabPlanner(settings.lab_time_limit, throughput, pending_words=pending_words)
+    measure = None if ZERO_GPU else functools.partial(measure_throughput, backbone)
+    return LabPlanner(settings.lab_time_limit, measure=measure, pending_words=pending_words)
 
 
 def default_device() -> str:
@@ -453,8 +452,8 @@ class Handlers:
         name = check_benchmark(benchmark or "shapes", REGISTERED_BENCHMARKS, self.r.settings.policy)
         seed = present.parse_seed(seed)
         classifier = self._model(model, request)
-        if self.r.lab is not None:  # a job known not to finish in time is refused before it starts
-            self.r.lab.check(name, known_only=True)
+        if self.r.lab is not None:  # a job known not to finish in time is refused before it starts, and
+            self.r.lab.check(name, known_only=True)  # none runs before the host's cost is measured
         limit = self.r.settings.lab_time_limit
         if not self._lab.acquire(blocking=False):
             raise gr.Error("The Lab is busy with another evaluation (one runs at a time); try again "
@@ -610,8 +609,10 @@ def build_demo(resources: Resources) -> gr.Blocks:
             shared = classify_tab(resources, h)
         with gr.Tab("Compare"):
             compare_a, compare_b = compare_tab(resources, h, shared)
-        with gr.Tab("Lab"):
-            lab_model, lab_other = lab_tab(resources, h, BENCHMARKS, NO_COMPARISON)
+        with gr.Tab("Lab") as lab_page:
+            # the menu applies the Lab's plan (measured in the background) at each page load and tab opening
+            lab_model, lab_other = lab_tab(resources, h, BENCHMARKS, NO_COMPARISON,
+                                           refresh_on=[demo.load, lab_page.select])
         with gr.Tab("Train"):
             train = TrainHandlers(resources.backbone, resources.registry, cache_dir=resources.cache_dir,
                                   upload_root=resources.upload_root)
@@ -650,7 +651,10 @@ def create_app(settings: AppSettings | None = None) -> tuple[gr.Blocks, Resource
     settings = AppSettings.from_env() if settings is None else settings
     # the shipped CRoFT checkpoint is listed but not the default; an operator's first checkpoint is
     resources = load_resources(settings, default_model=None if settings.checkpoints else ZERO_SHOT)
-    return build_demo(resources), resources
+    demo = build_demo(resources)
+    if resources.lab is not None:  # measured in the background: the first page does not wait for it
+        resources.lab.start(BENCHMARKS)
+    return demo, resources
 
 
 def launch(app: gr.Blocks, resources: Resources, **kwargs: Any) -> Any:

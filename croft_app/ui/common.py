@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import gradio as gr
 
@@ -417,24 +417,47 @@ LAB_READING = (
     "set: that set scores *higher* than the known images.")
 
 
-def lab_tab(resources, h, benchmarks, no_comparison: str) -> tuple[gr.Dropdown, gr.Dropdown]:
+def lab_menu(resources, benchmarks, current: str | None = None, shown: tuple | None = None) -> tuple:
+    """The Lab's benchmark menu, its note and the pair ``(offered, note)`` they show, under the plan
+    as it stands (never waits for it): while the host's cost is being measured, every benchmark and
+    a note saying so; then only what finishes within the limit (croft_app.service.labcost).
+
+    ``shown`` is what the page shows already (a session state): what has not changed is skipped,
+    so that a refresh never rewrites the menu under a visitor typing in it. The selection is set
+    only when ``current`` is a benchmark left out, or None (the first build): the first offered."""
+    lab = resources.lab
+    offered, left_out = lab.offer(benchmarks) if lab else (list(benchmarks), [])
+    plan = (tuple(offered), lab_note(left_out, measuring=bool(lab and lab.measuring)))
+    shown = shown or (None, None)
+    menu = gr.skip() if plan[0] == shown[0] else gr.update(choices=offered)
+    if current is None or (current in benchmarks and current not in offered):
+        menu = gr.update(choices=offered, value=(offered or [None])[0])
+    note = gr.skip() if plan[1] == shown[1] else gr.update(value=plan[1], visible=bool(plan[1]))
+    return menu, note, plan
+
+
+def lab_tab(resources, h, benchmarks, no_comparison: str, refresh_on: Sequence = ()) -> tuple[gr.Dropdown, gr.Dropdown]:
     """A benchmark evaluation of one model, or two compared; the public ``/evaluate`` endpoint.
-    Returns the model menu and the "compare with" menu."""
+    The benchmark menu is brought up to date with the Lab's plan on each of ``refresh_on`` (the
+    page's load, the tab's opening). Returns the model menu and the "compare with" menu."""
     names = resources.registry.names()
-    # only what finishes within the Lab's time limit on this host (croft_app.service.labcost)
-    offered, left_out = resources.lab.offer(benchmarks) if resources.lab else (list(benchmarks), [])
+    menu, note, plan = lab_menu(resources, benchmarks)
     gr.Markdown("Run a whole benchmark: accuracy on the known shapes (photos, then new styles) and how "
                 "well each unseen shape is told apart (AUROC: higher is better; FPR95: lower is better). "
                 "The first run renders the images (about a minute); later runs take seconds.")
     with gr.Row():
-        benchmark = gr.Dropdown(label="benchmark", choices=offered, value=(offered or [None])[0],
+        benchmark = gr.Dropdown(label="benchmark", choices=menu["choices"], value=menu["value"],
                                 allow_custom_value=True, elem_id="lab-benchmark")
         model = _model_menu(resources, "model", ZERO_SHOT)
         other = gr.Dropdown(label="compare with", choices=[no_comparison, *names], min_width=MENU_WIDTH,
                             value=SHIPPED_NAME if SHIPPED_NAME in names else no_comparison, allow_custom_value=True,
                             elem_classes=["model-menu"])
         seed = gr.Number(label="seed", value=1, precision=0, minimum=0)
-    gr.Markdown(lab_note(left_out), visible=bool(left_out), elem_id="lab-limits")
+    limits = gr.Markdown(note["value"], visible=note["visible"], elem_id="lab-limits")
+    if refresh_on:
+        shown = gr.State(plan)  # what this page's menu and note show
+        gr.on(refresh_on, functools.partial(lab_menu, resources, benchmarks), [benchmark, shown],
+              [benchmark, limits, shown], queue=False, show_progress="hidden", **PRIVATE)
     button = gr.Button("Run evaluation", variant="primary", elem_id="lab-run")
     table = gr.Dataframe(label="results (%)", headers=explain_text.lab_headers([ZERO_SHOT]), wrap=True,
                          elem_id="lab-table")

@@ -68,7 +68,8 @@ def world_images(backbone, split: str) -> tuple[torch.Tensor, np.ndarray]:
     bench = dataclasses.replace(bench, id_test=dataclasses.replace(bench.id_test, split=split), covariate=(),
                                 val=dataclasses.replace(bench.val, split=other),
                                 semantic=tuple(dataclasses.replace(s, split=split) for s in bench.semantic
-                                               if s.name not in bench.far_ood))  # the 24 classes only
+                                               if s.name not in bench.far_ood),  # the 24 classes only
+                                far_ood=())
     feats = prepare_features(backbone, bench, shots=None, seed=1, need_train=False, negatives=False)
     names = [bench.classnames[int(y)] for y in feats.id_test.labels]
     names += [fs.name for fs in feats.semantic for _ in range(len(fs))]

@@ -199,8 +199,8 @@ class NewSessionPacing:
     Why: Gradio creates a session's state on its event loop when the session's first request joins
     the queue (the config of every component: ~17 ms for this app's 127 blocks on a free core). 40
     new sessions sent at once by one client held the loop for most of a second, and every other
-    visitor's request waited behind them (the other client's ``/classify`` p95 went to 12x idle in
-    ``bench/soak.py``'s warm Train flood). Paced, the loop spends at most ``per_second`` x 17 ms a
+    visitor's request waited behind them (the other client's ``/classify`` calls made during that
+    burst took seconds in ``bench/soak.py``'s warm Train flood; docs/SECURITY.md). Paced, the loop spends at most ``per_second`` x 17 ms a
     second on new sessions, and a flood only delays other *new* sessions.
 
     A new session is a ``POST .../queue/join`` whose ``session_hash`` ``known`` does not know, or a

@@ -27,7 +27,7 @@ from croft_core.runs.evaluate import headline_metrics
 
 DISPLAY_NAME = "CRoFT · shapes · painting held out"
 ZEROSHOT_COMMAND = ("croft eval --backbone embedded --benchmark shapes_dg --benchmark-arg heldout=painting "
-                    "--method zeroshot --detection-id id_test --seed 1 --json eval.json")
+                    "--method zeroshot --seed 1 --json eval.json")  # the card's detection side (the default)
 TARGET = Path(__file__).resolve().parents[1] / "croft_core" / "data" / "synth" / "croft-shapes"
 
 PROVENANCE = """

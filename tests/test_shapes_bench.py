@@ -79,4 +79,4 @@ def test_check_embedded_meets_the_targets(quick_bench):  # after the bench: the 
     assert result["zs_photo"] == pytest.approx(98.67, abs=0.01)  # the README / PRETRAIN.md numbers (seed 0)
     assert result["auroc_energy"] == pytest.approx(0.957, abs=0.001)
     assert min(v for k, v in result.items() if k.startswith("zs_class_")) == pytest.approx(93.33, abs=0.01)
-    assert result["far_auroc_neglabel"] == pytest.approx(0.999, abs=0.001)
+    assert result["far_auroc_neglabel"] == pytest.approx(0.998, abs=0.001)  # with the re-selected neglabel.json

@@ -36,13 +36,18 @@ def _both(cfgs, validate: bool = True):
     return sequential, train_many(models(), cfgs, train_set, text, val_set=val_set)
 
 
+def _assert_same_history(a, b) -> None:
+    """The same validation accuracies, best epoch and logged losses, epoch by epoch."""
+    assert [r.get("val_accuracy") for r in b.history] == [r.get("val_accuracy") for r in a.history]
+    assert (b.best_epoch, b.best_val_accuracy) == (a.best_epoch, a.best_val_accuracy)
+    assert [list(r) for r in b.history] == [list(r) for r in a.history]  # the same logged losses
+    for ra, rb in zip(a.history, b.history):
+        assert rb == pytest.approx(ra, rel=1e-4, abs=1e-5)
+
+
 def _assert_same(sequential, stacked):
     for a, b in zip(sequential, stacked, strict=True):
-        assert [r.get("val_accuracy") for r in b.history] == [r.get("val_accuracy") for r in a.history]
-        assert (b.best_epoch, b.best_val_accuracy) == (a.best_epoch, a.best_val_accuracy)
-        assert [list(r) for r in b.history] == [list(r) for r in a.history]  # the same logged losses
-        for ra, rb in zip(a.history, b.history):
-            assert rb == pytest.approx(ra, rel=1e-4, abs=1e-5)
+        _assert_same_history(a, b)
         for name in WEIGHTS:  # the selected (best-epoch) weights
             wa, wb = getattr(a.model.head, name), getattr(b.model.head, name)
             assert (wa - wb).abs().max().item() < 1e-5, name
@@ -191,11 +196,7 @@ def _prompt_both(embedded, cfgs):
 
 def _assert_same_prompts(sequential, stacked):
     for a, b in zip(sequential, stacked, strict=True):
-        assert [r.get("val_accuracy") for r in b.history] == [r.get("val_accuracy") for r in a.history]
-        assert (b.best_epoch, b.best_val_accuracy) == (a.best_epoch, a.best_val_accuracy)
-        assert [list(r) for r in b.history] == [list(r) for r in a.history]  # the same logged losses
-        for ra, rb in zip(a.history, b.history):
-            assert rb == pytest.approx(ra, rel=1e-4, abs=1e-5)
+        _assert_same_history(a, b)
         sa, sb = a.model.state_dict(), b.model.state_dict()
         assert list(sa) == list(sb)
         for name in sa:  # the selected (best-epoch) context and meta-net

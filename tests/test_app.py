@@ -664,7 +664,7 @@ def test_server_limits_are_set(app, server):
     wired = {m.cls.__name__: m.kwargs for m in app.demo.app.user_middleware}
     assert [name for name in wired if name in ("BodyLimit", "NewSessionPacing")] == ["BodyLimit", "NewSessionPacing"]
     pacing = wired["NewSessionPacing"]
-    assert pacing["per_second"] == 20 and pacing["known"]("no such session") is False
+    assert pacing["per_second"] == 4 and pacing["known"]("no such session") is False
 
 
 def test_session_models_memory_limit_comes_from_the_settings(app, tiny_spec):

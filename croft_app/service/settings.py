@@ -93,7 +93,7 @@ class AppSettings:
     delete_cache_after: int = 3600
     session_capacity: int = 300
     session_models_bytes: int = 128 * 2**20
-    new_sessions_per_s: int = 20
+    new_sessions_per_s: int = 4
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "AppSettings":

@@ -100,3 +100,12 @@ def test_other_requests_and_malformed_bodies_are_not_paced(slept):
     assert _request(pacing, "/gradio_api/queue/join", b"not json") == 200  # Gradio answers it itself
     assert _request(pacing, "/gradio_api/upload", {"session_hash": "s"}) == 200
     assert slept == [] and app.bodies[0] == b"not json"
+
+
+def test_a_new_session_with_a_huge_hash_is_refused(slept):
+    # Gradio accepted a 900 kB session_hash and kept the session under it (300 sessions: ~270 MB)
+    app = Recorder()
+    pacing = NewSessionPacing(app, known=lambda s: False, per_second=10, burst=5)
+    assert _request(pacing, "/gradio_api/queue/join", {"session_hash": "x" * 257}) == 400
+    assert _request(pacing, "/gradio_api/queue/join", {"session_hash": "x" * 36}) == 200
+    assert len(app.bodies) == 1

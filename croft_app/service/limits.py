@@ -206,7 +206,10 @@ class NewSessionPacing:
     A new session is a ``POST .../queue/join`` whose ``session_hash`` ``known`` does not know, or a
     ``POST .../call/<api>`` (each call is a session of its own). A request that would wait longer
     than ``max_wait`` seconds, or finds ``max_waiting`` requests waiting, gets HTTP 429 at once.
-    The body is read here (it is small: :class:`BodyLimit` runs first) and handed on unchanged.
+    The body is read here (it is small: :class:`BodyLimit` runs first) and handed on unchanged. A
+    new session's ``session_hash`` longer than :data:`MAX_SESSION_HASH` gets HTTP 400: Gradio keeps
+    every session's state under its hash, up to the session capacity, so 1 MB hashes would hold
+    300 MB.
     """
 
     def __init__(self, app, known: Callable[[str], bool], per_second: float = 20.0, burst: int = 5,
@@ -227,14 +230,12 @@ class NewSessionPacing:
         return wait
 
     async def _refuse(self, send) -> None:
-        body = b"too many new sessions right now; try again in a few seconds"
-        await send({"type": "http.response.start", "status": 429,
-                    "headers": [(b"content-type", b"text/plain"), (b"retry-after", b"5"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await _plain(send, 429, b"too many new sessions right now; try again in a few seconds",
+                     [(b"retry-after", b"5")])
 
-    async def _is_new(self, scope, receive) -> tuple[bool, Callable]:
-        """Whether the request opens a session, and the ``receive`` to hand on (body replayed)."""
+    async def _is_new(self, scope, receive) -> tuple[bool | str, Callable]:
+        """Whether the request opens a session ("too long" for a new one whose hash is over the limit),
+        and the ``receive`` to hand on (body replayed)."""
         path = scope.get("path", "")
         if scope["type"] != "http" or scope.get("method") != "POST":
             return False, receive
@@ -255,10 +256,15 @@ class NewSessionPacing:
         except (ValueError, AttributeError):
             session = None  # Gradio answers a malformed body itself
         new = isinstance(session, str) and not self.known(session)
+        if new and len(session) > MAX_SESSION_HASH:  # a session is kept under its hash: no 1 MB keys
+            new = "too long"
         return new, _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
 
     async def __call__(self, scope, receive, send) -> None:
         new, receive = await self._is_new(scope, receive)
+        if new == "too long":
+            await _plain(send, 400, b"session_hash longer than 256 characters")
+            return
         if new:
             wait = self._delay()
             if wait is None:
@@ -271,6 +277,16 @@ class NewSessionPacing:
                 finally:
                     self._waiting -= 1
         await self.app(scope, receive, send)
+
+
+MAX_SESSION_HASH = 256  # Gradio's own hashes have 11 characters, gradio_client's 36
+
+
+async def _plain(send, status: int, body: bytes, headers: list | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _replay(messages: list[dict], receive) -> Callable:

@@ -212,7 +212,7 @@ class NewSessionPacing:
     300 MB.
     """
 
-    def __init__(self, app, known: Callable[[str], bool], per_second: float = 20.0, burst: int = 5,
+    def __init__(self, app, known: Callable[[str], bool], per_second: float = 4.0, burst: int = 5,
                  max_wait: float = 10.0, max_waiting: int = 256):
         self.app, self.known = app, known
         self.per_second, self.burst, self.max_wait, self.max_waiting = float(per_second), burst, max_wait, max_waiting

@@ -667,6 +667,20 @@ def test_server_limits_are_set(app, server):
     assert pacing["per_second"] == 4 and pacing["known"]("no such session") is False
 
 
+def test_the_queue_builds_no_event_analytics(app, server, client, image_files, monkeypatch):
+    # before: after every event Gradio rebuilt a pandas summary of its last 10,000 events for its
+    # /monitoring dashboard -- 4-19 ms of GIL each, a fifth of the server's busy time in a Train flood
+    import httpx
+    from gradio.queueing import Queue
+    from gradio_client import handle_file
+
+    built, original = [], Queue._get_df
+    monkeypatch.setattr(Queue, "_get_df", staticmethod(lambda records: built.append(len(records)) or original(records)))
+    client.predict(handle_file(image_files["circle"]), VOCAB, "zero-shot", None, api_name="/classify")
+    assert built == [] and len(app.demo._queue.event_analytics) <= 1
+    assert httpx.get(server + "monitoring", timeout=30).status_code == 403  # the dashboard is off
+
+
 def test_session_models_memory_limit_comes_from_the_settings(app, tiny_spec):
     # the bytes all visitors' trained models may hold together (CROFT_SESSION_MODELS_MB)
     resources = ui.load_resources(ui.AppSettings(backbone=tiny_spec, session_models_bytes=5 * 2**20), [])

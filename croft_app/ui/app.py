@@ -32,6 +32,7 @@ from __future__ import annotations
 from croft_app.ui.zerogpu import GPU as gpu  # isort: skip
 from croft_app.ui.zerogpu import ZERO_GPU, classify_seconds, lab_seconds  # isort: skip
 
+import contextlib
 import functools
 import json
 import logging
@@ -40,7 +41,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import gradio as gr
 import numpy as np
@@ -622,9 +623,29 @@ def build_demo(resources: Resources) -> gr.Blocks:
         document_api(demo, resources.examples[0][0] if resources.examples else None)  # the API page
     # api_open=False: POST /gradio_api/run/<name> may not skip the queue (Gradio opens it whenever
     # SPACE_ID is unset, i.e. on every self-hosted server); every queued event goes through the queue
-    demo.queue(default_concurrency_limit=resources.settings.concurrency,
-               max_size=resources.settings.queue_size, api_open=False)
+    with _no_event_analytics():
+        demo.queue(default_concurrency_limit=resources.settings.concurrency,
+                   max_size=resources.settings.queue_size, api_open=False)
     return demo
+
+
+# Gradio's queue rebuilds a pandas summary of its last 10,000 events after every event, for the
+# /monitoring dashboard (turned off in :func:`launch`): 4-19 ms of GIL per event on a free core,
+# measured, and about a fifth of the server's busy time in a warm Train flood (docs/SECURITY.md). The
+# queue reads these two variables when it is created; an operator who sets them keeps their values.
+EVENT_ANALYTICS_OFF = {"GRADIO_ANALYTICS_CACHE_FREQUENCY": str(2**62), "GRADIO_ANALYTICS_MAX_EVENTS": "1"}
+
+
+@contextlib.contextmanager
+def _no_event_analytics() -> Iterator[None]:
+    """Set :data:`EVENT_ANALYTICS_OFF` (where unset) while the queue is created, then restore."""
+    added = {k: v for k, v in EVENT_ANALYTICS_OFF.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def bound_kept_inputs(max_bytes: int) -> None:
@@ -670,5 +691,5 @@ def launch(app: gr.Blocks, resources: Resources, **kwargs: Any) -> Any:
     pacing = Middleware(NewSessionPacing, known=lambda session: session in app.state_holder,
                         per_second=settings.new_sessions_per_s)
     return app.launch(max_file_size=settings.max_file_size, css=CSS, head=preload_plotly_head(),
-                      state_session_capacity=settings.session_capacity,
+                      state_session_capacity=settings.session_capacity, enable_monitoring=False,
                       app_kwargs={"middleware": [body_limit, pacing]}, **kwargs)

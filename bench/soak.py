@@ -156,6 +156,18 @@ class Server:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def children_rss_mb(self) -> float:
+        """The resident memory of the server's child processes (the training process) in MB."""
+        total = 0.0
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+            except OSError:
+                continue
+            if fields.get("PPid", "").strip() == str(self.proc.pid) and "VmRSS" in fields:
+                total += int(fields["VmRSS"].split()[0]) / 1024
+        return total
+
     def rss_parts(self) -> dict[str, float]:
         return {field: self.rss_mb(field) for field in ("VmRSS", "RssAnon", "RssFile")}
 
@@ -402,6 +414,7 @@ def hostile(server: Server, sampler: "RssSampler", image: dict, idle: list[float
     one-time costs of training (rendering ``shapes``, its features, torch's first allocations), the
     later ones show what a warm server keeps per flood."""
     data, lines, start = classify_data(server, image), [], server.rss_parts()
+    children_rss = server.children_rss_mb()
     bomb = server.upload("bomb.webp", _webp_bomb())
     out, peak = _peak_during(server, sampler, lambda: _burst(
         server, [("classify", classify_data(server, bomb), None)] * 6, workers=6))
@@ -419,6 +432,8 @@ def hostile(server: Server, sampler: "RssSampler", image: dict, idle: list[float
         time.sleep(20)
         lines.append(f"RSS 20 s after flood {n}: {_growth(before, server.rss_parts())} over its start")
     lines.append(f"RSS: hostile phase start {start['VmRSS']:.0f} MB, 20 s after it: {_growth(start, server.rss_parts())}")
+    lines.append(f"child processes (the training process, started by the first Train job): RSS "
+                 f"{children_rss:.0f} MB at the phase's start, {server.children_rss_mb():.0f} MB at its end")
     return lines
 
 

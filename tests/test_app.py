@@ -681,6 +681,19 @@ def test_the_queue_builds_no_event_analytics(app, server, client, image_files, m
     assert httpx.get(server + "monitoring", timeout=30).status_code == 403  # the dashboard is off
 
 
+def test_train_jobs_run_in_a_child_process_unless_turned_off(app, tiny_spec):
+    # issue 25: a job in a thread shared the server's GIL and cores with every visitor's request
+    from dataclasses import replace
+
+    from croft_app.service.trainproc import TrainingProcess
+    from croft_app.ui.app import _trainer
+
+    assert isinstance(_trainer(app.RESOURCES), TrainingProcess) and _trainer(app.RESOURCES).spec == tiny_spec
+    off = replace(app.RESOURCES, settings=replace(app.RESOURCES.settings, train_process=False))
+    assert _trainer(off) is None
+    assert ui.AppSettings.from_env({"CROFT_TRAIN_PROCESS": "0"}).train_process is False
+
+
 def test_session_models_memory_limit_comes_from_the_settings(app, tiny_spec):
     # the bytes all visitors' trained models may hold together (CROFT_SESSION_MODELS_MB)
     resources = ui.load_resources(ui.AppSettings(backbone=tiny_spec, session_models_bytes=5 * 2**20), [])

@@ -16,16 +16,17 @@ import pytest
 from croft_core.data.images import load_image
 from croft_app.service.models import ClassifierRegistry
 from croft_app.service.sessions import SessionRegistry
+from croft_app.service.trainproc import TrainingProcess
 from tests.test_finetune import CLASSES, _png, make_zip
 
 gr_client = pytest.importorskip("gradio_client")
 
 
-def build_demo(backbone, cache_dir):
+def build_demo(backbone, cache_dir, trainer=None):
     from croft_app.ui.train import TrainHandlers, train_tab
 
     registry = SessionRegistry(ClassifierRegistry(backbone, cache_dir=cache_dir))
-    h = TrainHandlers(backbone, registry, cache_dir=cache_dir)
+    h = TrainHandlers(backbone, registry, cache_dir=cache_dir, trainer=trainer)
 
     def classify(image, vocabulary: str, model: str, request: gr.Request = None) -> dict:
         classifier = registry.get(model, getattr(request, "session_hash", None))
@@ -48,11 +49,14 @@ def build_demo(backbone, cache_dir):
 
 @pytest.fixture(scope="module")
 def served(tiny_backbone, tmp_path_factory):
-    demo, h = build_demo(tiny_backbone, tmp_path_factory.mktemp("cache"))
+    # the jobs train in a child process, as in the app (croft_app.service.trainproc)
+    trainer = TrainingProcess(tiny_backbone.spec, threads=1)
+    demo, h = build_demo(tiny_backbone, tmp_path_factory.mktemp("cache"), trainer)
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     yield demo.local_url, h
     demo.server.force_exit = True
     demo.close()
+    trainer.close()
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +100,19 @@ def test_finetune_on_an_upload_then_classify_in_the_same_session(served, files):
         client.predict({"path": str(files / "my-data.zip")}, "croft", 4, 1, 4, api_name="/finetune")
     again = client.predict(handle_file(str(files / "my-data.zip")), "croft", 4, 1, 4, api_name="/finetune")
     assert again["model"] == "CRoFT · my-data · 4-shot (2)"
+
+
+def test_a_prompt_learner_trained_in_the_process_classifies_with_this_backbone(served, files):
+    # the process sends the weights back; a prompt head needs this process's text tower attached
+    from gradio_client import Client, handle_file
+
+    url, h = served
+    client = Client(url, verbose=False)
+    out = client.predict(handle_file(str(files / "my-data.zip")), "coop", 4, 1, 4, api_name="/finetune")
+    assert h.trainer.pid is not None and out["model"].startswith("CoOp")
+    pred = client.predict(handle_file(str(files / "circle.png")), ", ".join(CLASSES), out["model"],
+                          api_name="/classify")
+    assert pred["model"] == out["model"] and pred["label"] in (*CLASSES, "unknown")
 
 
 def test_train_stream_shows_progress_curves_and_a_download(served, files, monkeypatch):

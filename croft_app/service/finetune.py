@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 import time
 import zipfile
@@ -68,6 +69,23 @@ class FinetuneError(CroftError, ValueError):
 
 class FinetuneStopped(CroftError):
     """The run was stopped (by the visitor or the time cap) before any model existed; nothing kept."""
+
+
+@dataclass(frozen=True)
+class StopCheck:
+    """Called before each image of a run's data is checked: raises :class:`FinetuneStopped` once
+    Stop was pressed (``flag``, a file, exists) or ``deadline`` (``time.monotonic()``: one clock for
+    every process of a Linux machine) passed. Picklable, so the training process checks it too."""
+
+    flag: str
+    deadline: float
+    max_seconds: float
+
+    def __call__(self) -> None:
+        stopped = os.path.exists(self.flag)
+        if stopped or time.monotonic() > self.deadline:
+            why = "was stopped" if stopped else f"reached the time limit ({self.max_seconds:.0f} s)"
+            raise FinetuneStopped(f"the run {why} while the data was being checked; nothing was kept")
 
 
 @dataclass(frozen=True)

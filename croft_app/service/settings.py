@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from croft_app.service.security import ServingPolicy
+from croft_app.service.security import ServingPolicy, env_flag
 from croft_app.service.vocabulary import DEFAULT_MAX_CLASSES
 
 __all__ = ["AppSettings"]
@@ -75,6 +75,9 @@ class AppSettings:
             (``CROFT_NEW_SESSIONS_PER_S``; :class:`~croft_app.service.limits.NewSessionPacing`:
             Gradio builds each new session's state on its event loop, so an unpaced burst of them
             stalls every visitor).
+        train_process: Train jobs run in a child process of lower CPU priority, not a thread of
+            the server (``CROFT_TRAIN_PROCESS``, default on; CPU backbones only:
+            :mod:`croft_app.service.trainproc`).
     """
 
     backbone: str = "embedded"
@@ -94,6 +97,7 @@ class AppSettings:
     session_capacity: int = 300
     session_models_bytes: int = 128 * 2**20
     new_sessions_per_s: int = 4
+    train_process: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "AppSettings":
@@ -124,4 +128,5 @@ class AppSettings:
             session_capacity=_positive_int(env, "CROFT_SESSION_CAPACITY", d.session_capacity),
             session_models_bytes=_positive_int(env, "CROFT_SESSION_MODELS_MB", d.session_models_bytes // mb) * mb,
             new_sessions_per_s=_positive_int(env, "CROFT_NEW_SESSIONS_PER_S", d.new_sessions_per_s),
+            train_process=env_flag("CROFT_TRAIN_PROCESS", d.train_process, env),
         )

@@ -33,9 +33,9 @@ from croft_core.data.images import ImageLimits, load_image
 from croft_core.clip.prompts import SINGLE_TEMPLATE, get_templates
 from croft_app.service.credentials import VISITOR, HubAccess, hub_access, hub_dataset_path
 from croft_app.service.security import is_hub_id, scrub_paths
-from croft_app.service.uploads import UploadedImages
+from croft_app.service.uploads import UploadedImages, UploadLimits
 
-__all__ = ["DataError", "FileSplit", "HubSplit", "TrainingData", "benchmark_data", "holdout_rows",
+__all__ = ["DataError", "DataRecipe", "FileSplit", "HubSplit", "TrainingData", "benchmark_data", "holdout_rows",
            "hub_data", "upload_data"]
 
 logger = logging.getLogger(__name__)
@@ -119,6 +119,50 @@ class TrainingData:
         return {"source": self.kind, "name": self.name, "classes": len(self.classnames),
                 "train_images": len(self.train), "val_images": len(self.val),
                 "validation": self.val_source, "skipped_files": len(self.skipped)}
+
+
+def _nothing_to_check() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class DataRecipe:
+    """How to build a run's data, to be built where the run trains (picklable): in the training
+    process (:mod:`croft_app.service.trainproc`), decoding and checking each uploaded image and
+    reading a benchmark's rows happen outside the server, which stays free for the other visitors.
+    The caller has already checked what is cheap to check (the source, file counts, paths).
+
+    Attributes:
+        source: ``"benchmark"`` (``value``: its registered name), ``"zip"`` (``value``: the zip's
+            path, extracted into ``work``) or ``"labelled"`` (``value``: ``(path, class name)`` pairs).
+        name: the data's display name (uploads).
+        check: called before each image is checked (it raises to stop the run).
+    """
+
+    source: str
+    value: Any
+    shots: int | None
+    seed: int
+    max_images: int
+    max_classes: int
+    name: str = ""
+    work: str = ""
+    limits: UploadLimits | None = None
+    check: Callable[[], None] = _nothing_to_check
+
+    def __call__(self) -> TrainingData:
+        from croft_app.service.uploads import extract_zip, labelled_images
+        from croft_core.data.benchmarks import get_benchmark
+
+        common = dict(shots=self.shots, seed=self.seed, max_images=self.max_images, max_classes=self.max_classes)
+        if self.source == "benchmark":
+            return benchmark_data(get_benchmark(self.value, seed=self.seed), **common)
+        limits = self.limits or UploadLimits()
+        if self.source == "labelled":
+            return upload_data(labelled_images(list(self.value), limits, check=self.check), self.name, **common)
+        if self.source == "zip":
+            return upload_data(extract_zip(self.value, self.work, limits, check=self.check), self.name, **common)
+        raise ValueError(f"unknown data source {self.source!r}")
 
 
 def holdout_rows(labels: np.ndarray, seed: int, fraction: float = VAL_FRACTION) -> tuple[list[int], list[int]]:

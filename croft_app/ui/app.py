@@ -57,6 +57,7 @@ from croft_core.data.benchmarks import BENCHMARKS as REGISTERED_BENCHMARKS
 from croft_core.data.images import ImageError, load_image
 from croft_core.errors import CroftError
 from croft_app.service.labcost import LabPlanner, measure_throughput
+from croft_app.service.trainproc import TrainingProcess
 from croft_app.service.limits import (BodyLimit, JobTimeout, NewSessionPacing, deadline, prune_lru,
                                       return_freed_memory)
 from croft_app.service.classifier import ZERO_SHOT
@@ -616,7 +617,7 @@ def build_demo(resources: Resources) -> gr.Blocks:
                                            refresh_on=[demo.load, lab_page.select])
         with gr.Tab("Train"):
             train = TrainHandlers(resources.backbone, resources.registry, cache_dir=resources.cache_dir,
-                                  upload_root=resources.upload_root)
+                                  upload_root=resources.upload_root, trainer=_trainer(resources))
             # every model menu lists a newly trained model; Classify, Compare B and the Lab select it
             train_tab(train, model_menus=[shared["model"], compare_b, lab_model],
                       listing_menus=[compare_a, lab_other])
@@ -646,6 +647,15 @@ def _no_event_analytics() -> Iterator[None]:
     finally:
         for key in added:
             os.environ.pop(key, None)
+
+
+def _trainer(resources: Resources) -> TrainingProcess | None:
+    """The child process that runs Train jobs, for a CPU backbone outside ZeroGPU (where the job
+    needs this process's GPU, or ``spaces.GPU`` runs it in a process of its own)."""
+    backbone = resources.backbone
+    if not resources.settings.train_process or ZERO_GPU or backbone.device.type != "cpu":
+        return None
+    return TrainingProcess(backbone.spec)
 
 
 def bound_kept_inputs(max_bytes: int) -> None:

@@ -34,14 +34,15 @@ from typing import Any, Iterator, Sequence
 
 import gradio as gr
 
-from croft_core.data.benchmarks import BENCHMARKS, get_benchmark
+from croft_core.data.benchmarks import BENCHMARKS
 from croft_app.service.finetune import (METHOD_LABELS, TRAINABLE_METHODS, FinetuneLimits, FinetuneRequest,
-                                 FinetuneStopped, finetune, push_finetuned, save_checkpoint, slug, zip_checkpoint)
+                                 FinetuneStopped, StopCheck, finetune, push_finetuned, save_checkpoint, slug, zip_checkpoint)
 from croft_app.service.limits import return_freed_memory
 from croft_app.service.security import check_number, file_path, is_hub_id, short_repr
 from croft_app.service.sessions import QueueFull, SessionRegistry, TrainingQueue, stream_job
-from croft_app.service.uploads import UploadLimits, extract_zip, labelled_images
-from croft_app.service.userdata import benchmark_data, hub_data, upload_data
+from croft_app.service.trainproc import TrainingProcess
+from croft_app.service.uploads import UploadLimits
+from croft_app.service.userdata import DataRecipe, TrainingData, hub_data
 
 from croft_app.ui.common import failed, user_errors
 from croft_app.ui.zerogpu import GPU as gpu
@@ -95,7 +96,8 @@ class TrainHandlers:
 
     def __init__(self, backbone, registry: SessionRegistry, *, cache_dir: str | os.PathLike,
                  limits: FinetuneLimits | None = None, upload_limits: UploadLimits | None = None,
-                 queue: TrainingQueue | None = None, upload_root: str | os.PathLike | None = None):
+                 queue: TrainingQueue | None = None, upload_root: str | os.PathLike | None = None,
+                 trainer: TrainingProcess | None = None):
         self.backbone, self.registry = backbone, registry
         self.upload_root = Path(upload_root or gr.utils.get_upload_folder())
         self.cache_dir = Path(cache_dir) / "finetune"
@@ -103,6 +105,7 @@ class TrainHandlers:
         self.upload_limits = upload_limits or UploadLimits(max_images=self.limits.max_images,
                                                            max_classes=self.limits.max_classes)
         self.queue = queue or TrainingQueue()
+        self.trainer = trainer  # None: jobs train in a thread of this process
         self._folders: OrderedDict[str, Path] = OrderedDict()  # session -> its latest checkpoint
         self._jobs: dict[str, Path] = {}  # session -> the stop flag of its one job (queued or running)
         self._jobs_lock = threading.Lock()
@@ -113,8 +116,10 @@ class TrainHandlers:
         return file_path(payload, self.upload_root)
 
     def _data(self, source: str, value: Any, labels: str, shots: int, seed: int, work: Path,
-              check: Callable[[], None] = lambda: None):
-        """The run's data; ``check`` is called before each image is checked (it raises to stop)."""
+              check: Callable[[], None] = lambda: None) -> DataRecipe | TrainingData:
+        """The run's data: a :class:`DataRecipe` (built where the run trains) once the cheap checks
+        passed, or a Hub dataset's data (read here, with the visitor's credentials). ``check`` is
+        called before each image is checked (it raises to stop)."""
         common = dict(shots=shots, seed=seed, max_images=self.limits.max_images,
                       max_classes=self.limits.max_classes)
         if source == "benchmark":
@@ -122,9 +127,10 @@ class TrainHandlers:
             if name not in TRAIN_BENCHMARKS:
                 raise gr.Error(f"Unknown benchmark {name[:60]!r}; choose one of {list(TRAIN_BENCHMARKS)} "
                                f"or upload a zip", print_exception=False)
-            return benchmark_data(get_benchmark(name, seed=seed), **common)
+            return DataRecipe("benchmark", name, **common)
         if source == "Hub dataset":
             return hub_data(value if isinstance(value, str) else "", **common)
+        upload = dict(limits=self.upload_limits, check=check, **common)
         if source == "labelled images":
             value = value if isinstance(value, list) else [value] if value else []
             if len(value) > self.upload_limits.max_images:  # before any per-file work
@@ -135,14 +141,12 @@ class TrainHandlers:
             if len(names) != len(paths):
                 raise gr.Error(f"{len(paths)} images but {len(names)} labels: give one label per image, "
                                f"in order, separated by commas", print_exception=False)
-            return upload_data(labelled_images(list(zip(paths, names)), self.upload_limits, check=check),
-                               "my images", **common)
+            return DataRecipe("labelled", list(zip(paths, names)), name="my images", **upload)
         path = self.upload_path(value)
         if path is None:
             raise gr.Error("No data: upload a zip of class folders or choose a benchmark", print_exception=False)
-        images = extract_zip(path, work / "images", self.upload_limits, check=check)
         name = Path(value.get("orig_name") or "") if isinstance(value, dict) else Path(path)
-        return upload_data(images, slug(name.stem) or "my-data", **common)
+        return DataRecipe("zip", path, name=slug(name.stem) or "my-data", work=str(work / "images"), **upload)
 
     # -- the run -----------------------------------------------------------------------------
     def _claim(self, session: str) -> Path:
@@ -167,14 +171,6 @@ class TrainHandlers:
                 del self._jobs[session]
         flag.unlink(missing_ok=True)
 
-    def _checker(self, flag: Path, deadline: float) -> Callable[[], None]:
-        """Raises FinetuneStopped once Stop is pressed or the job's time is up (data checks)."""
-        def check() -> None:
-            if flag.exists() or time.monotonic() > deadline:
-                why = "was stopped" if flag.exists() else f"reached the time limit ({self.limits.max_seconds:.0f} s)"
-                raise FinetuneStopped(f"the run {why} while the data was being checked; nothing was kept")
-        return check
-
     def _gpu_seconds(self, data, request: FinetuneRequest, stop_flag: str = "", seconds: float = 0.0) -> int:
         """The ZeroGPU duration of a run: its training views encoded, then its steps."""
         return train_seconds(request.steps, len(data.train) * request.views + len(data.val))
@@ -193,6 +189,28 @@ class TrainHandlers:
             return result
 
         yield from stream_job(job)
+
+    def _train(self, prepared: DataRecipe | TrainingData, request: FinetuneRequest, flag: Path,
+               deadline: float) -> Iterator[dict]:
+        """Build the data and train: in the training process when there is one (a recipe is built
+        there too), else here (in a thread, or in one ``spaces.GPU`` call)."""
+        if self.trainer is not None:
+            try:
+                for event in self.trainer.run(prepared, request, limits=self.limits, cache_dir=self.cache_dir,
+                                              stop_flag=str(flag), deadline=deadline):
+                    if event["stage"] == "done":
+                        event["result"].model.attach_backbone(self.backbone)  # prompt heads run its text tower
+                    yield event
+            finally:
+                if isinstance(prepared, TrainingData):  # a recipe's data is cleaned up where it was built
+                    prepared.cleanup()
+            return
+        data = prepared() if isinstance(prepared, DataRecipe) else prepared
+        try:
+            self._gpu_seconds(data, request)  # too long for one ZeroGPU call: refused now
+            yield from self._train_on_gpu(data, request, str(flag), deadline - time.monotonic())
+        finally:
+            data.cleanup()
 
     def run_events(self, source: str, value: Any, labels: str, request: FinetuneRequest,
                    session: str) -> Iterator[dict]:
@@ -219,18 +237,14 @@ class TrainHandlers:
                 self.queue.wait(ticket, 0.5)
             deadline = time.monotonic() + self.limits.max_seconds
             yield {"stage": "data"}
-            data = self._data(source, value, labels, request.shots, request.seed, work,
-                              check=self._checker(flag, deadline))
-            try:
-                self._gpu_seconds(data, request)  # too long for one ZeroGPU call: refused now
-                for event in self._train_on_gpu(data, request, str(flag), deadline - time.monotonic()):
-                    if event["stage"] == "done":
-                        result = event["result"]
-                    elif event["stage"] != "tick":
-                        yield event
-            finally:
-                data.cleanup()
-                data = None  # noqa: F841 -- nothing of the run's data outlives it (see the trim below)
+            prepared = self._data(source, value, labels, request.shots, request.seed, work,
+                                  check=StopCheck(str(flag), deadline, self.limits.max_seconds))
+            for event in self._train(prepared, request, flag, deadline):
+                if event["stage"] == "done":
+                    result = event["result"]
+                elif event["stage"] != "tick":
+                    yield event
+            prepared = None  # noqa: F841 -- nothing of the run's data outlives it (see the trim below)
             folder = save_checkpoint(result, work / "checkpoint")
             name = self.registry.add(session, result.name, result.model)
             self._keep_folder(session, work)

@@ -113,3 +113,19 @@ def test_a_recipe_is_built_checked_and_cleaned_up_in_the_process(trainer, tmp_pa
                          work=str(work), check=StopCheck(str(tmp_path / "no-stop"), time.monotonic() - 1, 60))
     with pytest.raises(FinetuneStopped, match="time limit .* while the data was being checked"):
         _run(trainer, stopped, FinetuneRequest(steps=2, views=1, batch_size=4), tmp_path)
+
+
+def test_the_process_ends_when_idle_and_the_next_job_starts_a_new_one(tiny_spec, zip_data, tmp_path):
+    # the child holds ~0.5 GB of its own (torch, the backbone): not kept for a server nobody trains on
+    process = TrainingProcess(tiny_spec, threads=1, idle_seconds=0.5)
+    try:
+        _run(process, zip_data, FinetuneRequest(steps=2, views=1, batch_size=4), tmp_path)
+        first = process.pid
+        deadline = time.monotonic() + 10
+        while process.pid is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert process.pid is None and not os.path.exists(f"/proc/{first}")
+        _, result = _run(process, zip_data, FinetuneRequest(steps=2, views=1, batch_size=4), tmp_path)
+        assert result.history and process.pid not in (None, first)
+    finally:
+        process.close()

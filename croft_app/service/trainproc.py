@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import asdict, replace
 from multiprocessing.connection import Connection
 from typing import Any, Iterator
@@ -66,16 +67,19 @@ class TrainingProcess:
         spec: the backbone's ``SPEC`` (the child loads it itself).
         nice: added to the child's niceness (0-19; higher runs later when cores are contended).
         threads: torch's intra-op threads in the child (``None``: half the cores, at least one).
+        idle_seconds: the child ends after this long without a job (it holds ~0.5 GB of its own:
+            torch, the backbone); the next job starts a new one (~5 s).
     """
 
-    def __init__(self, spec: str, *, nice: int = 10, threads: int | None = None):
-        self.spec, self.nice = spec, int(nice)
+    def __init__(self, spec: str, *, nice: int = 10, threads: int | None = None, idle_seconds: float = 600.0):
+        self.spec, self.nice, self.idle_seconds = spec, int(nice), float(idle_seconds)
         self.threads = threads or max(1, (os.cpu_count() or 2) // 2)
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()  # one job at a time
         self._jobs = 0
         self._unfinished: int | None = None  # the job whose caller left before its end
+        self._last_job = 0.0  # time.monotonic() at the end of the last job
 
     # -- the child ----------------------------------------------------------------------------
     @property
@@ -182,6 +186,25 @@ class TrainingProcess:
                 yield {"stage": "done", "result": _result(payload)}
                 return
         finally:
+            self._last_job = time.monotonic()
+            self._lock.release()
+            self._schedule_idle_end()
+
+    def _schedule_idle_end(self) -> None:
+        timer = threading.Timer(self.idle_seconds + 0.1, self._end_if_idle)
+        timer.daemon = True
+        timer.start()
+
+    def _end_if_idle(self) -> None:
+        """End the child if no job ran for ``idle_seconds`` (called by a timer after each job)."""
+        if not self._lock.acquire(blocking=False):
+            return  # a job runs: it schedules its own check when it ends
+        try:
+            if self._proc is not None and time.monotonic() - self._last_job >= self.idle_seconds:
+                logger.info("training process %d ended after %.0f s without a job", self._proc.pid,
+                            self.idle_seconds)
+                self.close()
+        finally:
             self._lock.release()
 
 
@@ -245,8 +268,6 @@ def _job(backbone, conn: Connection, job: int, data, request, limits, cache_dir,
          deadline: float | None) -> tuple:
     """One job in the child: build the data if given a recipe, train, answer with the result or
     the error (a lost socket is raised: the server is gone)."""
-    import time
-
     from croft_app.service.finetune import finetune
 
     built = None

@@ -263,6 +263,12 @@ def test_train_tab_in_chromium(server, tmp_path):
             _shot(page, tmp_path, "train")
         name = page.get_by_label("new model").input_value()
         assert name.startswith("CRoFT"), name
+        # the curves reach the run's last epoch: its last points come with the result, not a redraw
+        page.wait_for_function("""() => { const s = window.__croftCurves;
+            const gd = document.querySelector('#train-loss .js-plotly-plot');
+            const x = gd && gd.data && gd.data[0] ? gd.data[0].x : [];
+            return !!s && s.loss.length > 1 && x.length > 1 && x[x.length - 1] === s.loss[s.loss.length - 1][0]; }""",
+                               timeout=15_000)
         page.get_by_role("tab", name="Classify").click()
         menu = page.get_by_label("model", exact=True).first  # Classify's model menu
         assert menu.input_value() == name  # the new model is selected, ready to classify with

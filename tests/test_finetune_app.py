@@ -179,8 +179,37 @@ def test_live_curves_are_drawn_once_then_sent_as_new_points_only(served, files, 
         assert o[6]["run"] == live[1][6]["run"] and len(o[6]["val_accuracy"]) <= len(new)
         drawn += new
     assert len({o[6]["run"] for o in live[1:]}) == 1
-    last = outs[-1][1].data[0]
-    assert len(last.x) <= MAX_POINTS + 1 and last.x[-1] == epochs
+    last = outs[-1][1].data[0]  # more epochs than MAX_POINTS: the curves come whole, thinned
+    assert epochs > MAX_POINTS and len(last.x) <= MAX_POINTS + 1 and last.x[-1] == epochs
+
+
+@pytest.mark.parametrize("epochs", [50, 500])
+def test_the_result_brings_the_last_points_or_the_thinned_whole_curves(served, monkeypatch, epochs):
+    # up to MAX_POINTS epochs the drawn curves get their last epochs with the result (redrawing both
+    # cost the page ~0.2 s at the end of every run); more epochs come whole, thinned to MAX_POINTS
+    import json
+
+    import croft_app.ui.train as train
+
+    _, h = served
+    rows = [{"stage": "epoch", "epoch": e, "epochs": epochs, "loss": 1 / e, "val_accuracy": 0.5}
+            for e in range(1, epochs + 1)]
+    done = {"stage": "done", "result": {"model": "m", "history": rows, "folder": "/nonexistent/x",
+                                        "results": {"epochs_done": epochs}, "skipped": []}}
+    monkeypatch.setattr(h, "run_events", lambda *a, **k: iter(rows + [done]))
+    monkeypatch.setattr(train, "zip_checkpoint", lambda folder, dest: dest)
+    monkeypatch.setattr(train, "_done_text", lambda out: "ready")
+    outs = list(h.train_stream("benchmark", "shapes", None, None, "", "", "croft", 4, 1, None, None, None, 10,
+                               request=None))
+    first = [o for o in outs if hasattr(o[1], "data")][0][1].data[0]  # drawn at the first epoch
+    assert list(first.x) == [1]
+    if epochs <= train.MAX_POINTS:
+        assert not hasattr(outs[-1][1], "data") and not hasattr(outs[-1][2], "data")
+        last = json.loads(outs[-1][6])
+        assert [e for e, _ in last["loss"]] == list(range(2, epochs + 1)) == [e for e, _ in last["val_accuracy"]]
+    else:
+        final = outs[-1][1].data[0]
+        assert len(final.x) <= train.MAX_POINTS + 1 and final.x[0] == 1 and final.x[-1] == epochs
 
 
 def test_stop_and_the_queue_position(served, files, monkeypatch):

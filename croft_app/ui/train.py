@@ -56,7 +56,9 @@ UPDATE_SECONDS = 0.5  # the Train tab's status and curves change at most this of
 # the curves are drawn once, at the first epoch, then only the epochs since the last update are sent
 # and appended in the browser (Plotly.extendTraces, LIVE_POINTS_JS): an update's size does not grow
 # with the run (bench/finetune.py, BENCH_BROWSER=1, prints the bytes per update)
-MAX_POINTS = 200  # the final curves (sent whole, once) have at most this many points each
+MAX_POINTS = 200  # curves of more epochs are thinned to this many points each, sent whole with the result
+# (up to MAX_POINTS epochs the result brings only the last epochs' points: redrawing both curves at
+# the end cost the page ~0.2 s, bench/finetune.py)
 STOPPING = " — stopping after this epoch; the best model so far is kept."
 STOP_NOTE = "*Stopping after the current epoch; the best model so far is kept.*"
 MAX_KEPT_FOLDERS = 100  # checkpoint folders kept on disk for downloads and pushes (newest sessions)
@@ -323,9 +325,13 @@ class TrainHandlers:
             elif event["stage"] == "done":
                 out = event["result"]
                 folder = Path(out["folder"])
-                yield (_done_text(out), *_curves(history), out["results"],
+                if drawn and len(history) <= MAX_POINTS:  # the drawn curves get their last epochs only
+                    curves, last_points = (gr.update(), gr.update()), _new_points(run, history[drawn:])
+                else:  # never drawn, or thinned to MAX_POINTS: the whole curves, once
+                    curves, last_points = _curves(history), gr.update()
+                yield (_done_text(out), *curves, out["results"],
                        str(zip_checkpoint(folder, folder.parent / f"{slug(out['model'])}.zip")), out["model"],
-                       gr.update())
+                       last_points)
 
     def _stopping(self, session: str) -> bool:
         """Whether Stop was pressed for this session's job."""
@@ -397,25 +403,32 @@ def _new_points(run: str, rows: list[dict]) -> str:
 
 # Appends the new points to the curves already drawn. The points of the run are kept in the page, and
 # each curve gets those after its last drawn epoch: points that arrive before plotly has drawn the
-# first curves (it loads with them) are drawn at the next update, and none twice.
+# first curves (it loads with them) are drawn once it has, and none twice.
 LIVE_POINTS_JS = """(text) => {
   const p = text ? JSON.parse(text) : null;
   if (!p || !p.run) return;
   const s = window.__croftCurves = window.__croftCurves || {};
   if (s.run !== p.run) { s.run = p.run; s.loss = []; s.val_accuracy = []; }
   s.loss.push(...p.loss); s.val_accuracy.push(...p.val_accuracy);
-  if (!window.Plotly) return;
-  for (const [sel, key] of [['#train-loss', 'loss'], ['#train-acc', 'val_accuracy']]) {
-    const gd = document.querySelector(sel + ' .js-plotly-plot');
-    if (!gd || !gd.data) continue;
-    const xs = (gd.data[0] && gd.data[0].x) || [];
-    const last = xs.length ? xs[xs.length - 1] : -Infinity;
-    const add = s[key].filter(q => q[0] > last);
-    if (!add.length) continue;
-    const x = add.map(q => q[0]), y = add.map(q => q[1]);
-    if (gd.data.length) window.Plotly.extendTraces(gd, {x: [x], y: [y]}, [0]);
-    else window.Plotly.addTraces(gd, {x, y, mode: 'lines+markers', name: key});
-  }
+  const draw = (tries) => {
+    if (s.run !== p.run) return;  // a newer run took over
+    let waiting = !window.Plotly;
+    for (const [sel, key] of waiting ? [] : [['#train-loss', 'loss'], ['#train-acc', 'val_accuracy']]) {
+      const gd = document.querySelector(sel + ' .js-plotly-plot');
+      if (!gd || !gd.data) { waiting = true; continue; }
+      const xs = (gd.data[0] && gd.data[0].x) || [];
+      const last = xs.length ? xs[xs.length - 1] : -Infinity;
+      const add = s[key].filter(q => q[0] > last);
+      if (!add.length) continue;
+      const x = add.map(q => q[0]), y = add.map(q => q[1]);
+      if (gd.data.length) window.Plotly.extendTraces(gd, {x: [x], y: [y]}, [0]);
+      else window.Plotly.addTraces(gd, {x, y, mode: 'lines+markers', name: key});
+    }
+    // plotly.js or the first curves not drawn yet: again soon (the run's last points come with its
+    // result and may be the last update), for up to a minute
+    if (waiting && tries > 0) setTimeout(() => draw(tries - 1), 500);
+  };
+  draw(120);
 }"""
 
 

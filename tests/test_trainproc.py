@@ -129,3 +129,24 @@ def test_the_process_ends_when_idle_and_the_next_job_starts_a_new_one(tiny_spec,
         assert result.history and process.pid not in (None, first)
     finally:
         process.close()
+
+
+def test_the_child_finds_the_package_from_any_working_directory(tiny_spec, monkeypatch, tmp_path):
+    # a server started as `python /srv/app.py` from another folder, without the package installed
+    import subprocess
+    from pathlib import Path
+
+    import croft_app
+
+    seen = {}
+
+    def popen(args, env, **kwargs):
+        seen.update(args=args, env=env)
+        raise OSError("not started in this test")
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OSError, match="not started"):
+        TrainingProcess(tiny_spec)._start()
+    assert seen["args"][1:] == ["-m", "croft_app.service.trainproc"]
+    assert seen["env"]["PYTHONPATH"].split(os.pathsep)[0] == str(Path(croft_app.__file__).resolve().parents[1])

@@ -39,6 +39,7 @@ import threading
 import time
 from dataclasses import asdict, replace
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Iterator
 
 from croft_core.errors import CroftError
@@ -91,10 +92,17 @@ class TrainingProcess:
 
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
-        env = {**os.environ, FD_VARIABLE: str(theirs.fileno())}
+        # the folder that holds croft_app comes first on the child's path: the server may run from
+        # another working directory (``python /srv/app.py``) without the package installed
+        root = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, FD_VARIABLE: str(theirs.fileno()), "PYTHONPATH": path}
         try:
             self._proc = subprocess.Popen([sys.executable, "-m", "croft_app.service.trainproc"], env=env,
                                           pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self._conn = Connection(ours.detach())

@@ -430,7 +430,8 @@ def hostile(server: Server, sampler: "RssSampler", image: dict, idle: list[float
         before = server.rss_parts()
         lines.extend(_train_flood(server, data, idle, f"/finetune flood {n}"))
         time.sleep(20)
-        lines.append(f"RSS 20 s after flood {n}: {_growth(before, server.rss_parts())} over its start")
+        lines.append(f"RSS 20 s after flood {n}: {_growth(before, server.rss_parts())} over its start; "
+                     f"child processes {server.children_rss_mb():.0f} MB")
     lines.append(f"RSS: hostile phase start {start['VmRSS']:.0f} MB, 20 s after it: {_growth(start, server.rss_parts())}")
     lines.append(f"child processes (the training process, started by the first Train job): RSS "
                  f"{children_rss:.0f} MB at the phase's start, {server.children_rss_mb():.0f} MB at its end")

@@ -150,3 +150,14 @@ def test_the_child_finds_the_package_from_any_working_directory(tiny_spec, monke
         TrainingProcess(tiny_spec)._start()
     assert seen["args"][1:] == ["-m", "croft_app.service.trainproc"]
     assert seen["env"]["PYTHONPATH"].split(os.pathsep)[0] == str(Path(croft_app.__file__).resolve().parents[1])
+
+
+def test_a_left_job_whose_process_died_does_not_fail_the_next_job(trainer, zip_data, tmp_path):
+    run = trainer.run(zip_data, FinetuneRequest(steps=3000, views=1, batch_size=4), limits=FinetuneLimits(),
+                      cache_dir=tmp_path / "cache", stop_flag=str(tmp_path / "left"))
+    while next(run)["stage"] != "epoch":
+        pass
+    run.close()  # the visitor left ...
+    os.kill(trainer.pid, signal.SIGKILL)  # ... and the process died before it saw the stop flag
+    _, result = _run(trainer, zip_data, FinetuneRequest(steps=2, views=1, batch_size=4), tmp_path)
+    assert result.history

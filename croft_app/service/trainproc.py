@@ -68,8 +68,8 @@ class TrainingProcess:
         spec: the backbone's ``SPEC`` (the child loads it itself).
         nice: added to the child's niceness (0-19; higher runs later when cores are contended).
         threads: torch's intra-op threads in the child (``None``: half the cores, at least one).
-        idle_seconds: the child ends after this long without a job (it holds ~0.5 GB of its own:
-            torch, the backbone); the next job starts a new one (~5 s).
+        idle_seconds: the child ends after this long without a job (torch and the backbone of its
+            own: ~0.5 GB allocated, ~0.9 GB resident); the next job starts a new one (~5 s).
     """
 
     def __init__(self, spec: str, *, nice: int = 10, threads: int | None = None, idle_seconds: float = 600.0):
@@ -142,7 +142,11 @@ class TrainingProcess:
         """Wait for the end of a job whose caller left; replace the child if it takes too long."""
         job, waited = self._unfinished, 0.0
         while self._unfinished is not None and waited < DRAIN_SECONDS:
-            message = self._recv(0.5)
+            try:
+                message = self._recv(0.5)
+            except TrainerDied:  # it died meanwhile: the next job starts a new one, and is not failed for it
+                self._unfinished = None
+                return
             waited += 0.5 if message is None else 0.0
             if message is not None and message[0] == job and message[1] in ("done", "error"):
                 self._unfinished = None

@@ -56,9 +56,9 @@ def test_quick_bench_results_breakdown(quick_bench):
     below = [c for c in zs["covariate"] if c["accuracy"] <= zs["id"]["accuracy"] - 0.15]
     assert len(below) >= 2
     near = {s["name"]: s["scores"]["energy"]["auroc"] for s in zs["semantic"] if s["name"] in unseen}
-    # octagon (a hexagon look-alike) is always near; ellipse (a flattened circle) sits on the 0.85 line
-    # (0.81-0.87 over four renders, PRETRAIN.md), every other unseen shape is well separated
-    assert near["octagon"] < 0.75 and near["ellipse"] < 0.9
+    # octagon (a hexagon look-alike) and ellipse (a mildly flattened circle) are near on every render,
+    # rectangle (a square look-alike) third (PRETRAIN.md); every other unseen shape is well separated
+    assert near["octagon"] < 0.75 and near["ellipse"] < 0.8
     assert sorted(near, key=near.get)[:2] == ["octagon", "ellipse"]
     croft = json.loads((out / "croft_seed1.json").read_text())
     assert croft["train_config"]["epochs"] == 5
@@ -71,12 +71,14 @@ def test_check_embedded_meets_the_targets(quick_bench):  # after the bench: the 
 
     result = check.evaluate(EMBEDDED_DIR)
     report = check.target_report(result)
-    # seed 0 is the benchmark's render, not the one that chose the snapshot (PRETRAIN.md): five of the
-    # six targets hold on it; the sixth misses by ellipse's 0.867 (only octagon is under 0.85 here)
+    # seed 0 is the benchmark's render, not the one that chose the snapshot (PRETRAIN.md): all six targets
+    # hold on it, three unseen shapes under 0.85
     missed = [name for name, ok in report.items() if not ok]
-    assert missed == ["two semantic classes below 0.85"], check.format_table(result)
-    assert result["auroc_octagon"] < 0.85 and result["auroc_ellipse"] == pytest.approx(0.867, abs=0.001)
-    assert result["zs_photo"] == pytest.approx(98.67, abs=0.01)  # the README / PRETRAIN.md numbers (seed 0)
-    assert result["auroc_energy"] == pytest.approx(0.957, abs=0.001)
+    assert missed == [], check.format_table(result)
+    assert result["auroc_octagon"] == pytest.approx(0.557, abs=0.001)
+    assert result["auroc_ellipse"] == pytest.approx(0.632, abs=0.001)
+    assert result["auroc_rectangle"] == pytest.approx(0.804, abs=0.001)
+    assert result["zs_photo"] == pytest.approx(99.0, abs=0.01)  # the README / PRETRAIN.md numbers (seed 0)
+    assert result["auroc_energy"] == pytest.approx(0.918, abs=0.001)
     assert min(v for k, v in result.items() if k.startswith("zs_class_")) == pytest.approx(93.33, abs=0.01)
-    assert result["far_auroc_neglabel"] == pytest.approx(0.998, abs=0.001)  # with the re-selected neglabel.json
+    assert result["far_auroc_neglabel"] == pytest.approx(1.0, abs=0.001)  # with the re-selected neglabel.json

@@ -140,7 +140,7 @@ def shape_ring() -> list[Polygon]:
 
 
 def shape_ellipse() -> list[Polygon]:
-    return [(_disc() * np.array([1.0, 0.72]), False)]  # a flattened circle: near-OOD for "circle"
+    return [(_disc() * np.array([1.0, 0.82]), False)]  # a flattened circle: near-OOD for "circle"
 
 
 def shape_parallelogram() -> list[Polygon]:

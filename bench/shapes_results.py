@@ -13,7 +13,8 @@ average over the styles present, taken per seed and then over seeds. After each 
 the library's statistics (:func:`croft_core.runs.report.statistics_markdown`): paired differences
 against zero-shot and the best other method ("better"/"worse" only where the paired interval excludes
 zero) and, for ``--search`` runs, the configuration chosen per seed; for ``shapes_dg`` also the paired
-held-out accuracy differences per style.
+held-out accuracy differences per style; last, CRoFT against its own ablations (``croft_noedr``,
+``croft_clean``), paired the same way, since "the best other method" rarely is one of them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ STYLES = ("photo", "sketch", "cartoon", "painting")
 COMMON = (("id.accuracy", "ID acc"), ("semantic_all.energy.auroc", "energy AUROC"),
           ("semantic_all.energy.fpr95", "energy FPR95"), ("full_spectrum.energy.auroc", "full-spectrum AUROC"),
           ("full_spectrum.accuracy", "full-spectrum acc"))
+ABLATIONS = ("croft_noedr", "croft_clean")  # compared with "croft" seed by seed
 DG_METRICS = (("covariate.mean_accuracy", "Held-out-style accuracy"), ("id.accuracy", "ID accuracy (the three training styles)"),
               ("semantic_all.energy.auroc", "Semantic energy AUROC"), ("semantic_all.energy.fpr95", "Semantic energy FPR95"),
               ("full_spectrum.energy.auroc", "Full-spectrum AUROC"), ("full_spectrum.accuracy", "Full-spectrum accuracy"))
@@ -55,6 +57,22 @@ def shapes_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def ablation_markdown(per_seed: dict[str, dict[int, dict[str, float]]], keys) -> str:
+    """Paired differences of each ablation in :data:`ABLATIONS` against ``croft`` (same seed, same
+    split), for the metrics ``keys``; "" when CRoFT or every ablation is missing."""
+    from croft_core.runs.report import paired_comparisons, paired_markdown
+
+    if "croft" not in per_seed or not any(m in per_seed for m in ABLATIONS):
+        return ""
+    paired = paired_comparisons({m: v for m, v in per_seed.items() if m == "croft" or m in ABLATIONS},
+                                list(keys), baseline="croft")
+    rows = {k: {m: {"vs_croft": r.get("vs_croft")} for m, r in v.items() if m in ABLATIONS} for k, v in paired.items()}
+    table = paired_markdown({"paired": rows}, baseline="croft").splitlines()
+    table = ["|".join(line.split("|")[:-2]) + "|" for line in table]  # without the (empty) "vs best other" column
+    return ("CRoFT's ablations against CRoFT, paired differences in points (the ablation minus CRoFT):\n\n"
+            + "\n".join(table))
+
+
 def dg_tables(runs_by_style: dict[str, list[dict]]) -> str:
     """Leave-one-style-out: per metric, a column per held-out style and their average."""
     from croft_core.runs.report import sweep_summary
@@ -69,6 +87,11 @@ def dg_tables(runs_by_style: dict[str, list[dict]]) -> str:
     parts = ["Cells: mean [95% t-interval over seeds], in %.", sweep_markdown(summary, cell=_cell)]
     # the sweep's rejection table has a column per (style, unseen set): given per style below instead
     parts.append(statistics_markdown({k: v for k, v in summary.items() if k != "rejection_at_tpr95"}))
+    from croft_core.runs.report import _seed_averages
+
+    ablations = ablation_markdown({m: _seed_averages(ordered, m) for m in summary["methods"]}, [k for k, _ in DG_METRICS])
+    if ablations:
+        parts.append(ablations)
     for style in styles:
         one = {"paired": {k: v for k, v in summary["runs"][style]["paired"].items() if k == "covariate.mean_accuracy"}}
         parts.append(f"Held-out accuracy, {style} held out, paired differences in points:\n\n" + paired_markdown(one))
@@ -93,16 +116,22 @@ def dg_runs(root: Path) -> dict[str, list[dict]]:
     return out
 
 
+def _runs(folder: Path) -> dict[tuple[str, int], dict]:
+    """Every run under ``folder`` by (method, seed); a later file of the same pair replaces an earlier one."""
+    runs = {}
+    for f in sorted(folder.rglob("*_seed*.json")):
+        r = json.loads(f.read_text())
+        runs[(r["method"], r["seed"])] = r
+    return runs
+
+
 def load(folder: Path) -> dict | None:
     """The summary of every run under ``folder`` (any number of ``croft bench`` folders, e.g. one per
     method group), recomputed from the per-run JSON files so the paired differences cover every
     method; a later file of the same (method, seed) replaces an earlier one. None if there is none."""
     from croft_core.runs.report import summarize
 
-    runs = {}
-    for f in sorted(folder.rglob("*_seed*.json")):
-        r = json.loads(f.read_text())
-        runs[(r["method"], r["seed"])] = r
+    runs = _runs(folder)
     if not runs:
         return None
     rank = {m: i for i, m in enumerate(METHOD_ORDER)}
@@ -115,9 +144,15 @@ def main(runs_dir: str) -> None:
     if shapes is not None:
         print("## shapes (Setup-I miniature)\n")
         print(shapes_table(shapes) + "\n")
-        from croft_core.runs.report import statistics_markdown
+        from croft_core.runs.report import HEADLINE, flatten, statistics_markdown
 
         print(statistics_markdown(shapes) + "\n")
+        per_seed: dict[str, dict[int, dict[str, float]]] = {}
+        for r in _runs(root / "shapes").values():
+            per_seed.setdefault(r["method"], {})[r["seed"]] = flatten(r)
+        ablations = ablation_markdown(per_seed, [k for k, _ in HEADLINE])
+        if ablations:
+            print(ablations + "\n")
     dg = dg_runs(root)
     if dg:
         print("## shapes_dg (Setup-II miniature, leave-one-style-out)\n")

@@ -82,6 +82,18 @@ def test_shapes_results_uses_the_library_sweep_tables_for_both_run_layouts(tmp_p
     assert text.index("| zeroshot |") < text.index("| croft |")  # the method order of the tables
 
 
+def test_shapes_results_pairs_crofts_ablations_with_croft():
+    """The ablation table is each ablation minus CRoFT, seed by seed; other methods stay out of it."""
+    results = _bench_script("shapes_results")
+    per_seed = {"croft": {1: {"k": 0.5}, 2: {"k": 0.7}}, "croft_noedr": {1: {"k": 0.4}, 2: {"k": 0.6}},
+                "croft_clean": {1: {"k": 0.6}, 2: {"k": 0.7}}, "zeroshot": {1: {"k": 0.9}, 2: {"k": 0.9}}}
+    text = results.ablation_markdown(per_seed, ["k"])
+    assert "| k | croft_noedr | -10.0 [-10.0, -10.0] worse |" in text
+    assert "| k | croft_clean | +5.0 [-58.5, +68.5] no detectable difference |" in text
+    assert "zeroshot" not in text and "best other" not in text
+    assert results.ablation_markdown({"zeroshot": per_seed["zeroshot"]}, ["k"]) == ""
+
+
 # ---- intervals and paired differences ------------------------------------------------------------
 
 def test_t_interval_known_value():
